@@ -1,0 +1,197 @@
+'use strict'
+
+const { inspect } = require('node:util')
+const { startRedis, stopAll } = require('./helpers/redis-server')
+const {
+  Locker, LockError, LockBusyError, LockLostError, QuorumError, LockConnectionError,
+} = require('..')
+
+let server
+let locker
+
+beforeAll(async () => {
+  server = await startRedis()
+  locker = new Locker(server.url)
+})
+
+afterAll(async () => {
+  await locker.close()
+  await stopAll()
+})
+
+describe('error classes', () => {
+  test('every lock error is a LockError and an Error', () => {
+    for (const ErrorClass of [LockBusyError, LockLostError, QuorumError, LockConnectionError]) {
+      const error = new ErrorClass('message', { key: 'k', votes: {}, retryAfter: 1, cause: new Error('x') })
+      expect(error).toBeInstanceOf(LockError)
+      expect(error).toBeInstanceOf(Error)
+      expect(error.name).toBe(ErrorClass.name)
+      expect(error.key).toBe('k')
+    }
+  })
+})
+
+describe('bad arguments are rejected with Node-style errors naming the argument', () => {
+  const cases = [
+    ['empty key', () => locker.acquire(''), RangeError, 'ERR_INVALID_ARG_VALUE', '"key"|\'key\''],
+    ['non-string key', () => locker.acquire(42), TypeError, 'ERR_INVALID_ARG_TYPE', 'key'],
+    ['empty key array', () => locker.acquire([]), RangeError, 'ERR_INVALID_ARG_VALUE', 'key'],
+    ['non-string in key array', () => locker.acquire(['a', 1]), TypeError, 'ERR_INVALID_ARG_TYPE', 'key\\[1\\]'],
+    ['ttl 0', () => locker.acquire('k', { ttl: 0 }), RangeError, 'ERR_OUT_OF_RANGE', 'options.ttl'],
+    ['negative ttl', () => locker.acquire('k', { ttl: -5 }), RangeError, 'ERR_OUT_OF_RANGE', 'options.ttl'],
+    ['NaN ttl', () => locker.acquire('k', { ttl: NaN }), RangeError, 'ERR_OUT_OF_RANGE', 'options.ttl'],
+    ['Infinity ttl', () => locker.acquire('k', { ttl: Infinity }), RangeError, 'ERR_OUT_OF_RANGE', 'options.ttl'],
+    ['string ttl', () => locker.acquire('k', { ttl: '100' }), TypeError, 'ERR_INVALID_ARG_TYPE', 'options.ttl'],
+    ['negative wait', () => locker.acquire('k', { wait: -1 }), RangeError, 'ERR_OUT_OF_RANGE', 'options.wait'],
+    ['NaN wait', () => locker.acquire('k', { wait: NaN }), RangeError, 'ERR_OUT_OF_RANGE', 'options.wait'],
+    ['bad signal', () => locker.acquire('k', { signal: {} }), TypeError, 'ERR_INVALID_ARG_TYPE', 'options.signal'],
+    ['non-object options', () => locker.acquire('k', 5), TypeError, 'ERR_INVALID_ARG_TYPE', 'options'],
+    ['non-function fn', () => locker.using('k', {}, 'nope'), TypeError, 'ERR_INVALID_ARG_TYPE', 'fn'],
+    ['missing fn', () => locker.using('k'), TypeError, 'ERR_INVALID_ARG_TYPE', 'fn'],
+    ['forged lock', () => locker.release({ key: 'k', token: 'x' }), TypeError, 'ERR_INVALID_ARG_TYPE', 'lock'],
+    ['no lock', () => locker.release(), TypeError, 'ERR_INVALID_ARG_TYPE', 'lock'],
+    ['forged lock to extend', () => locker.extend({ key: 'k' }), TypeError, 'ERR_INVALID_ARG_TYPE', 'lock'],
+    ['bad extend ttl', () => locker.acquire('bad-extend').then((lock) => lock.extend(-1)), RangeError, 'ERR_OUT_OF_RANGE', 'ttl'],
+  ]
+
+  test.each(cases)('%s', async (_, call, ErrorClass, code, name) => {
+    const error = await call().catch((e) => e)
+    expect(error).toBeInstanceOf(ErrorClass)
+    expect(error.code).toBe(code)
+    expect(error.message).toMatch(new RegExp(name))
+  })
+
+  test('a Lock from another Locker is foreign', async () => {
+    const other = new Locker(server.url)
+    const lock = await other.acquire('foreign')
+    const error = await locker.release(lock).catch((e) => e)
+    expect(error).toBeInstanceOf(RangeError)
+    expect(error.code).toBe('ERR_INVALID_ARG_VALUE')
+    expect(error.message).toMatch(/lock/)
+    expect(await lock.release()).toBe(true)
+    await other.close()
+  })
+
+  test('bad targets throw from the constructor', () => {
+    expect(() => new Locker('http://localhost')).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }))
+    expect(() => new Locker('not a url')).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }))
+    expect(() => new Locker(42)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }))
+    expect(() => new Locker({ port: 70000 })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }))
+    expect(() => new Locker(server.url, { connectTimeout: -1 })).toThrow(expect.objectContaining({ code: 'ERR_OUT_OF_RANGE' }))
+    expect(() => new Locker(server.url, { ttl: 0 })).toThrow(expect.objectContaining({ code: 'ERR_OUT_OF_RANGE' }))
+  })
+
+  test('nothing is locked after a rejected call', async () => {
+    const redis = server.client()
+    await locker.acquire('k', { ttl: -1 }).catch(() => {})
+    expect(await redis.exists('k')).toBe(0)
+  })
+})
+
+describe('passwords never show', () => {
+  const password = 'pw-s3cr3t-Zq9'
+  let secured
+
+  beforeAll(async () => {
+    secured = await startRedis({
+      password,
+      aclUsers: [{ username: 'locker', password: 'acl-pass-Xy7', rules: '+@all ~* &*' }],
+    })
+  })
+
+  test('in util.inspect of a locker, from a URL or an options object', () => {
+    const fromUrl = new Locker(`redis://:${password}@127.0.0.1:${secured.port}`)
+    const fromObject = new Locker({ host: '127.0.0.1', port: secured.port, password })
+    for (const shown of [inspect(fromUrl), inspect(fromObject), inspect(fromObject, { showHidden: true, depth: 10 })]) {
+      expect(shown).not.toContain(password)
+    }
+    expect(inspect(fromUrl)).toContain(':***@')
+    fromUrl.close()
+    fromObject.close()
+  })
+
+  test('in errors from a wrong password', async () => {
+    const wrong = 'wr0ng-Passw0rd'
+    const bad = new Locker(`redis://:${wrong}@127.0.0.1:${secured.port}`, { connectTimeout: 2000 })
+    const error = await bad.acquire('k').catch((e) => e)
+    await bad.close()
+    expect(error).toBeInstanceOf(LockConnectionError)
+    const everything = `${error.message} ${error.stack} ${error.cause && error.cause.message} ${inspect(error)}`
+    expect(everything).not.toContain(wrong)
+  })
+
+  test('in errors from a bad URL', () => {
+    const error = (() => { try { return new Locker(`redis://:${password}@exa mple:1`) } catch (e) { return e } })()
+    expect(error.message).not.toContain(password)
+  })
+
+  test('the right password and an ACL user work', async () => {
+    const withPassword = new Locker(`redis://:${password}@127.0.0.1:${secured.port}`)
+    const aclUser = new Locker({ host: '127.0.0.1', port: secured.port, username: 'locker', password: 'acl-pass-Xy7' })
+    const first = await withPassword.acquire('secured')
+    expect(await aclUser.tryAcquire('secured')).toBeNull()
+    await first.release()
+    expect(await aclUser.tryAcquire('secured')).not.toBeNull()
+    await withPassword.close()
+    await aclUser.close()
+  })
+})
+
+describe('Redis down or stalled', () => {
+  test('nothing listening: LockConnectionError within connectTimeout', async () => {
+    const dead = await startRedis()
+    const port = dead.port
+    await dead.stop()
+    const unreachable = new Locker(`redis://127.0.0.1:${port}`, { connectTimeout: 500, commandTimeout: 500 })
+    const started = Date.now()
+    const error = await unreachable.acquire('k').catch((e) => e)
+    expect(Date.now() - started).toBeLessThan(1500)
+    expect(error).toBeInstanceOf(LockConnectionError)
+    expect(error.code).toBe('ECONNECTION')
+    expect(error.key).toBe('k')
+    expect(error.cause).toBeInstanceOf(Error)
+    await unreachable.close()
+  })
+
+  test('a stalled server (SIGSTOP) rejects within commandTimeout and recovers on SIGCONT', async () => {
+    const stalled = await startRedis()
+    const flaky = new Locker(stalled.url, { connectTimeout: 500, commandTimeout: 300 })
+    const first = await flaky.acquire('k', { ttl: 60000 })
+    await stalled.pause()
+    try {
+      const started = Date.now()
+      const results = await Promise.all([
+        flaky.acquire('other').catch((e) => e),
+        flaky.release(first).catch((e) => e),
+        flaky.extend(first).catch((e) => e),
+      ])
+      expect(Date.now() - started).toBeLessThan(1500)
+      for (const error of results) expect(error).toBeInstanceOf(LockConnectionError)
+    } finally {
+      await stalled.resume()
+    }
+    const again = await flaky.acquire('after-stall')
+    expect(await again.release()).toBe(true)
+    await flaky.close()
+  })
+
+  test('a killed server rejects, and after a restart the same locker works', async () => {
+    const mortal = await startRedis()
+    const survivor = new Locker(mortal.url, { connectTimeout: 500, commandTimeout: 500 })
+    const before = await survivor.acquire('k')
+    expect(await before.release()).toBe(true)
+    await mortal.kill('SIGKILL')
+    const started = Date.now()
+    await expect(survivor.acquire('k')).rejects.toThrow(LockConnectionError)
+    expect(Date.now() - started).toBeLessThan(1500)
+    await mortal.restart()
+    let after
+    for (let attempt = 0; attempt < 20 && !after; attempt++) {
+      after = await survivor.acquire('k').catch(() => null)
+      if (!after) await new Promise((resolve) => setTimeout(resolve, 100))
+    }
+    expect(after).toBeTruthy()
+    expect(await after.release()).toBe(true)
+    await survivor.close()
+  })
+})

@@ -1,0 +1,55 @@
+//! Where locks are stored. Every backend speaks the same small protocol; the locker adds waiting,
+//! validity and the watchdog on top, once for all of them.
+
+mod single;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+pub use single::SingleBackend;
+
+use crate::error::LockError;
+use crate::keys::LockKeys;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The outcome of one attempt to take a lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attempt {
+    Acquired {
+        fence: u64,
+    },
+    /// Someone else holds at least one of the keys; `retry_after` is the longest remaining TTL
+    /// among them, `None` when a holder has no TTL at all.
+    Busy {
+        retry_after: Option<Duration>,
+    },
+}
+
+pub trait Backend: Send + Sync + 'static {
+    fn try_acquire<'a>(
+        &'a self,
+        keys: &'a LockKeys,
+        token: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Attempt, LockError>>;
+
+    /// `true` when every key still held our token and is now deleted.
+    fn release<'a>(
+        &'a self,
+        keys: &'a LockKeys,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<bool, LockError>>;
+
+    /// `true` when every key still held our token and now lives `ttl` from now.
+    fn extend<'a>(
+        &'a self,
+        keys: &'a LockKeys,
+        token: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, LockError>>;
+
+    /// Drops connections; later calls fail with [`LockError::Closed`].
+    fn close(&self);
+}

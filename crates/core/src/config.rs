@@ -1,0 +1,129 @@
+//! Where the locks live and how to reach them.
+
+use std::fmt;
+use std::time::Duration;
+
+/// A password that never shows in `Debug` output, logs or error messages.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself; call only where it goes on the wire.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// TLS settings for one node; an empty value means "TLS with the system's web roots".
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// PEM bundle of trusted CAs, replacing the default roots.
+    pub ca: Option<Vec<u8>>,
+    /// PEM client certificate and key, for servers that ask for mutual TLS.
+    pub cert: Option<Vec<u8>>,
+    pub key: Option<Vec<u8>>,
+    /// `false` skips certificate and hostname checks (test setups only).
+    pub reject_unauthorized: bool,
+}
+
+/// One Redis server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeConfig {
+    pub host: String,
+    pub port: u16,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub db: i64,
+    pub tls: Option<TlsConfig>,
+}
+
+impl NodeConfig {
+    /// `host:port`, the only way a node is ever named in errors.
+    pub fn label(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 6379,
+            username: None,
+            password: None,
+            db: 0,
+            tls: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Target {
+    /// One Redis: the `SET NX PX` replacement.
+    Single(NodeConfig),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct LockerConfig {
+    pub target: Target,
+    /// Prepended to every key the locker writes.
+    pub key_prefix: String,
+    pub connect_timeout: Duration,
+    /// Bound on every Redis round trip; a stalled server surfaces as an error after this.
+    pub command_timeout: Duration,
+    /// Share of the TTL taken off a lock's validity for clock drift (Redlock's `driftFactor`).
+    pub drift_factor: f64,
+}
+
+impl LockerConfig {
+    pub fn new(target: Target) -> Self {
+        Self {
+            target,
+            key_prefix: String::new(),
+            connect_timeout: Duration::from_millis(10_000),
+            command_timeout: Duration::from_millis(5_000),
+            drift_factor: 0.01,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_a_password() {
+        let node = NodeConfig {
+            password: Some(Secret::new("hunter2")),
+            ..NodeConfig::default()
+        };
+        let printed = format!("{node:?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(printed.contains("[redacted]"));
+    }
+
+    #[test]
+    fn labels_bracket_ipv6_hosts() {
+        let v6 = NodeConfig {
+            host: "::1".into(),
+            port: 7000,
+            ..NodeConfig::default()
+        };
+        assert_eq!(v6.label(), "[::1]:7000");
+        assert_eq!(NodeConfig::default().label(), "127.0.0.1:6379");
+    }
+}

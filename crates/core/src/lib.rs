@@ -1,0 +1,24 @@
+//! The ironlock lock protocol over Redis, with no knowledge of Node.
+//!
+//! Data flows one way: [`Locker`] → [`wait`] / [`watchdog`] → a [`Backend`] → Redis.
+//! The napi binding (the crate one level up) converts JS values into [`LockerConfig`] and
+//! [`AcquireOptions`], and [`LockError`] back into JS errors; nothing here speaks napi.
+
+pub mod backend;
+pub mod config;
+pub mod error;
+pub mod keys;
+pub mod lock;
+pub mod locker;
+pub mod scripts;
+pub mod wait;
+pub mod watchdog;
+
+pub use backend::{Attempt, Backend};
+pub use config::{LockerConfig, NodeConfig, Secret, Target, TlsConfig};
+pub use error::{LockError, QuorumVotes};
+pub use keys::LockKeys;
+pub use lock::{AcquireOptions, HeldLock};
+pub use locker::Locker;
+pub use wait::CancelToken;
+pub use watchdog::Watchdog;

@@ -1,0 +1,85 @@
+//! A request for a lock, and a lock once held.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::keys::LockKeys;
+use crate::wait::CancelToken;
+
+#[derive(Clone, Debug)]
+pub struct AcquireOptions {
+    /// How long the lock lives unless extended.
+    pub ttl: Duration,
+    /// How long to wait while the lock is busy; `None` waits until acquired or cancelled.
+    pub wait: Option<Duration>,
+    pub cancel: Option<CancelToken>,
+}
+
+impl Default for AcquireOptions {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_millis(30_000),
+            wait: Some(Duration::from_millis(10_000)),
+            cancel: None,
+        }
+    }
+}
+
+/// A lock this process holds (or held: it may have expired since).
+#[derive(Clone, Debug)]
+pub struct HeldLock {
+    pub keys: Arc<LockKeys>,
+    /// The uuid v4 stored as the value of every lock key.
+    pub token: String,
+    /// Fencing token: strictly greater than any earlier acquisition's of the same key.
+    pub fence: u64,
+    pub ttl: Duration,
+    /// Until when the lock is surely still ours: the request's start + ttl − clock drift.
+    pub expires_at: SystemTime,
+}
+
+impl HeldLock {
+    pub fn key(&self) -> &str {
+        self.keys.first()
+    }
+}
+
+/// How much of a TTL to trust, given the clocks of client and server may run at different speeds
+/// (the Redlock paper's `driftFactor × ttl + 2 ms`).
+pub fn drift(ttl: Duration, drift_factor: f64) -> Duration {
+    ttl.mul_f64(drift_factor) + Duration::from_millis(2)
+}
+
+/// Epoch time until which a lock requested at `started` with `ttl` is surely still held.
+pub fn valid_until(started: SystemTime, ttl: Duration, drift_factor: f64) -> SystemTime {
+    (started + ttl)
+        .checked_sub(drift(ttl, drift_factor))
+        .unwrap_or(started)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drift_follows_the_redlock_formula() {
+        assert_eq!(
+            drift(Duration::from_millis(10_000), 0.01),
+            Duration::from_millis(102)
+        );
+        assert_eq!(
+            drift(Duration::from_millis(1), 0.0),
+            Duration::from_millis(2)
+        );
+    }
+
+    #[test]
+    fn validity_never_precedes_the_request() {
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        assert_eq!(valid_until(start, Duration::from_millis(1), 0.01), start);
+        assert_eq!(
+            valid_until(start, Duration::from_millis(1_000), 0.01),
+            start + Duration::from_millis(988)
+        );
+    }
+}

@@ -1,0 +1,153 @@
+// ironlock: Redis distributed locks for Node.js with a Rust core.
+
+/** TLS settings, as in ioredis's `tls` option. */
+export interface TlsOptions {
+  /** PEM bundle of trusted CAs; replaces the default roots. */
+  ca?: string | Buffer | Array<string | Buffer>
+  /** PEM client certificate, for mutual TLS. */
+  cert?: string | Buffer
+  /** PEM client key, for mutual TLS. */
+  key?: string | Buffer
+  /** `false` skips certificate checks (test setups only). Default `true`. */
+  rejectUnauthorized?: boolean
+}
+
+/** One Redis written like ioredis options. Defaults as ioredis: 127.0.0.1, 6379, db 0. */
+export interface RedisOptions {
+  host?: string
+  port?: number
+  username?: string
+  password?: string
+  db?: number
+  tls?: boolean | TlsOptions
+  /** Accepted for ioredis compatibility; the address family follows the host name. */
+  family?: number
+  /** ms to wait for a connection. Default 10000. */
+  connectTimeout?: number
+  /** ms to wait for any one command. Default 5000. */
+  commandTimeout?: number
+  /** Prepended to every key the locker writes. Default ''. */
+  keyPrefix?: string
+}
+
+/** An ioredis client: its `options` are read and the locker opens its own connection. */
+export interface IoredisLike {
+  options: RedisOptions
+}
+
+/**
+ * Where the locks live: a `redis://[user:pass@]host:port[/db]` or `rediss://` URL, ioredis-style
+ * options, or an ioredis client.
+ */
+export type Target = string | RedisOptions | IoredisLike
+
+export interface AcquireOptions {
+  /** ms the lock lives unless extended. Default 30000. */
+  ttl?: number
+  /**
+   * ms to wait while the lock is busy. Default 10000 (acquire, using); 0 fails at once;
+   * `Infinity` waits until acquired or aborted.
+   */
+  wait?: number
+  /** Cancels the wait: rejects with the signal's reason (an AbortError by default). */
+  signal?: AbortSignal
+  /** using(): keep extending while fn runs. Default true. */
+  autoExtend?: boolean
+}
+
+/** Defaults for every acquire of a locker, and connection settings for every node. */
+export interface LockerDefaults {
+  ttl?: number
+  wait?: number
+  autoExtend?: boolean
+  /** ms to wait for a connection. Default 10000. */
+  connectTimeout?: number
+  /** ms to wait for any one command. Default 5000. */
+  commandTimeout?: number
+  /** Prepended to every key the locker writes. Default ''. */
+  keyPrefix?: string
+  /** Share of the TTL taken off `expiresAt` for clock drift. Default 0.01. */
+  driftFactor?: number
+}
+
+export declare class Lock {
+  private constructor()
+  /** keys[0] */
+  readonly key: string
+  /** The keys as given, without the prefix. */
+  readonly keys: readonly string[]
+  /** The value stored in Redis (uuid v4). */
+  readonly token: string
+  /** Fencing token: grows strictly with every acquisition of the key. */
+  readonly fence: number
+  /** Epoch ms until which the lock is surely still ours (TTL less clock drift). */
+  readonly expiresAt: number
+  /** true: it was ours and is gone; false: it had expired or been taken. */
+  release(): Promise<boolean>
+  /** Resets the TTL to `ttl` ms (default: the lock's own) from now; rejects LockLostError if no longer ours. */
+  extend(ttl?: number): Promise<Lock>
+  toJSON(): { key: string; keys: string[]; token: string; fence: number; expiresAt: number }
+}
+
+export type UsingFunction<T> = (signal: AbortSignal, lock: Lock) => T | Promise<T>
+
+export declare class Locker {
+  /** Connects lazily on first use; an idle locker never keeps Node alive. */
+  constructor(target?: Target, defaults?: LockerDefaults)
+  /** Takes the lock, waiting up to `opts.wait` ms while someone else holds it. */
+  acquire(key: string | string[], opts?: AcquireOptions): Promise<Lock>
+  /** Takes the lock if it is free now; never waits. */
+  tryAcquire(key: string | string[], opts?: AcquireOptions): Promise<Lock | null>
+  release(lock: Lock): Promise<boolean>
+  extend(lock: Lock, ttl?: number): Promise<Lock>
+  /**
+   * Acquires, runs `fn`, and always releases. While `fn` runs the lock is extended natively; if it
+   * is lost anyway, `signal` aborts with a LockLostError and `using` rejects with it.
+   */
+  using<T>(key: string | string[], opts: AcquireOptions | undefined, fn: UsingFunction<T>): Promise<T>
+  using<T>(key: string | string[], fn: UsingFunction<T>): Promise<T>
+  /** Closes the connections; pending operations reject with LockConnectionError. */
+  close(): Promise<void>
+}
+
+export declare class LockError extends Error {
+  readonly code: string
+  readonly key: string
+}
+
+/** `ELOCKBUSY`: the wait ran out (or `wait: 0`) while someone else held the lock. */
+export declare class LockBusyError extends LockError {
+  readonly code: 'ELOCKBUSY'
+  /** ms until the holder's TTL ends; -1 when the holder set no TTL. */
+  readonly retryAfter: number
+}
+
+/** `ELOCKLOST`: extend or using found the lock no longer ours. */
+export declare class LockLostError extends LockError {
+  readonly code: 'ELOCKLOST'
+}
+
+/** `EQUORUM`: Redlock could not win a majority. */
+export declare class QuorumError extends LockError {
+  readonly code: 'EQUORUM'
+  readonly votes: { for: number; against: number; errors: Array<{ node: string; message: string }> }
+}
+
+/** `ECONNECTION`: Redis unreachable, or a command timed out. */
+export declare class LockConnectionError extends LockError {
+  readonly code: 'ECONNECTION'
+  readonly cause: Error
+}
+
+/** Points the top-level functions at `target`, closing the previous default locker. */
+export declare function configure(target: Target, defaults?: LockerDefaults): Locker
+/** Closes the default locker; the next top-level call opens a new one. */
+export declare function close(): Promise<void>
+/** The default locker, created on first use from `process.env.REDIS_URL` (else redis://127.0.0.1:6379). */
+export declare function getDefaultLocker(): Locker
+export declare function acquire(key: string | string[], opts?: AcquireOptions): Promise<Lock>
+export declare function tryAcquire(key: string | string[], opts?: AcquireOptions): Promise<Lock | null>
+export declare function release(lock: Lock): Promise<boolean>
+export declare function extend(lock: Lock, ttl?: number): Promise<Lock>
+export declare function using<T>(key: string | string[], opts: AcquireOptions | undefined, fn: UsingFunction<T>): Promise<T>
+export declare function using<T>(key: string | string[], fn: UsingFunction<T>): Promise<T>

@@ -1,0 +1,105 @@
+'use strict'
+
+// Lock errors: every one is a LockError with a stable `code` and the `key` it concerns.
+
+class LockError extends Error {
+  constructor(message, { code = 'ELOCK', key, cause } = {}) {
+    super(message, cause === undefined ? undefined : { cause })
+    this.name = new.target.name
+    this.code = code
+    this.key = key
+  }
+}
+
+class LockBusyError extends LockError {
+  constructor(message, { key, retryAfter }) {
+    super(message, { code: 'ELOCKBUSY', key })
+    // ms until the holder's TTL ends; -1 when the holder set no TTL.
+    this.retryAfter = retryAfter
+  }
+}
+
+class LockLostError extends LockError {
+  constructor(message, { key }) {
+    super(message, { code: 'ELOCKLOST', key })
+  }
+}
+
+class QuorumError extends LockError {
+  constructor(message, { key, votes }) {
+    super(message, { code: 'EQUORUM', key })
+    this.votes = votes
+  }
+}
+
+class LockConnectionError extends LockError {
+  constructor(message, { key, cause }) {
+    super(message, { code: 'ECONNECTION', key, cause })
+  }
+}
+
+function abortError() {
+  return new DOMException('This operation was aborted', 'AbortError')
+}
+
+/** Builds the error a native failure describes (`{ code, key, message, … }`). */
+function fromNative({ code, key, message, retryAfter, votes, detail }) {
+  switch (code) {
+    case 'ELOCKBUSY':
+      return new LockBusyError(message, { key, retryAfter })
+    case 'ELOCKLOST':
+      return new LockLostError(message, { key })
+    case 'EQUORUM':
+      return new QuorumError(message, { key, votes })
+    case 'ABORT_ERR':
+      return abortError()
+    default:
+      return new LockConnectionError(message, { key, cause: new Error(detail ?? message) })
+  }
+}
+
+// Node-style argument errors, with Node's codes, naming the argument.
+
+function describe(value) {
+  if (value == null) return ` Received ${value}`
+  if (typeof value === 'function') return ` Received function ${value.name || '<anonymous>'}`
+  if (typeof value === 'object') {
+    const name = value.constructor && value.constructor.name
+    return name ? ` Received an instance of ${name}` : ' Received an object'
+  }
+  let shown = String(value)
+  if (shown.length > 28) shown = `${shown.slice(0, 25)}...`
+  if (typeof value === 'string') shown = `'${shown}'`
+  return ` Received type ${typeof value} (${shown})`
+}
+
+function invalidArgType(name, expected, actual) {
+  const error = new TypeError(`The "${name}" argument must be ${expected}.${describe(actual)}`)
+  error.code = 'ERR_INVALID_ARG_TYPE'
+  return error
+}
+
+function outOfRange(name, range, actual) {
+  const error = new RangeError(`The value of "${name}" is out of range. It must be ${range}. Received ${actual}`)
+  error.code = 'ERR_OUT_OF_RANGE'
+  return error
+}
+
+function invalidArgValue(name, reason) {
+  const error = new RangeError(`The argument '${name}' ${reason}`)
+  error.code = 'ERR_INVALID_ARG_VALUE'
+  return error
+}
+
+module.exports = {
+  LockError,
+  LockBusyError,
+  LockLostError,
+  QuorumError,
+  LockConnectionError,
+  abortError,
+  fromNative,
+  invalidArgType,
+  outOfRange,
+  invalidArgValue,
+}

@@ -1,0 +1,167 @@
+'use strict'
+
+// Turns every accepted target form into the native locker's options, and describes targets
+// without their passwords.
+
+const { invalidArgType, invalidArgValue } = require('./errors')
+const { durationArgument, objectArgument } = require('./validate')
+
+const DEFAULT_HOST = '127.0.0.1'
+const DEFAULT_PORT = 6379
+
+/** Connection options that `defaults` may set for every node. */
+const CONNECTION_DEFAULTS = { connectTimeout: 10000, commandTimeout: 5000, keyPrefix: '', driftFactor: 0.01 }
+
+function isIoredisClient(value) {
+  return typeof value.options === 'object' && value.options !== null &&
+    (typeof value.duplicate === 'function' || typeof value.sendCommand === 'function')
+}
+
+function portArgument(port, name) {
+  const number = typeof port === 'string' && /^\d+$/.test(port) ? Number(port) : port
+  if (typeof number !== 'number') throw invalidArgType(name, 'of type number', port)
+  if (!Number.isInteger(number) || number < 1 || number > 65535) {
+    throw invalidArgValue(name, `must be a port number from 1 to 65535. Received ${port}`)
+  }
+  return number
+}
+
+function optionalString(value, name) {
+  if (value === undefined || value === null || value === '') return undefined
+  if (typeof value !== 'string') throw invalidArgType(name, 'of type string', value)
+  return value
+}
+
+function pem(value, name) {
+  if (value === undefined || value === null) return undefined
+  if (Buffer.isBuffer(value)) return value.toString('utf8')
+  if (Array.isArray(value)) return value.map((each, i) => pem(each, `${name}[${i}]`)).join('\n')
+  if (typeof value !== 'string') throw invalidArgType(name, 'a string or Buffer of PEM', value)
+  return value
+}
+
+function tlsOptions(tls, name) {
+  if (tls === undefined || tls === null || tls === false) return undefined
+  if (tls === true) return {}
+  if (typeof tls !== 'object') throw invalidArgType(name, 'a boolean or an object', tls)
+  if (tls.rejectUnauthorized !== undefined && typeof tls.rejectUnauthorized !== 'boolean') {
+    throw invalidArgType(`${name}.rejectUnauthorized`, 'of type boolean', tls.rejectUnauthorized)
+  }
+  return {
+    ca: pem(tls.ca, `${name}.ca`),
+    cert: pem(tls.cert, `${name}.cert`),
+    key: pem(tls.key, `${name}.key`),
+    rejectUnauthorized: tls.rejectUnauthorized,
+  }
+}
+
+function dbArgument(db, name) {
+  if (db === undefined || db === null || db === '') return 0
+  const number = typeof db === 'string' && /^\d+$/.test(db) ? Number(db) : db
+  if (!Number.isInteger(number) || number < 0) throw invalidArgValue(name, `must be a database number >= 0. Received ${db}`)
+  return number
+}
+
+/** `redis://[user:pass@]host:port[/db]` or `rediss://…` → a node plus its connection overrides. */
+function parseUrl(text, name) {
+  let url
+  try {
+    url = new URL(text)
+  } catch {
+    throw invalidArgValue(name, `must be a redis:// or rediss:// URL. Received '${redactUrl(text)}'`)
+  }
+  if (url.protocol !== 'redis:' && url.protocol !== 'rediss:') {
+    throw invalidArgValue(name, `must use the redis: or rediss: protocol. Received '${url.protocol}'`)
+  }
+  const db = url.pathname && url.pathname !== '/' ? url.pathname.slice(1) : undefined
+  return {
+    host: url.hostname.replace(/^\[(.*)\]$/, '$1') || DEFAULT_HOST,
+    port: url.port ? portArgument(url.port, `${name} port`) : DEFAULT_PORT,
+    username: optionalString(decodeURIComponent(url.username), `${name} username`),
+    password: optionalString(decodeURIComponent(url.password), `${name} password`),
+    db: dbArgument(db, `${name} database`),
+    tls: url.protocol === 'rediss:' ? {} : undefined,
+  }
+}
+
+/** An options object written like ioredis's (or an ioredis client's `options`). */
+function parseNodeOptions(options, name) {
+  return {
+    host: optionalString(options.host, `${name}.host`) || DEFAULT_HOST,
+    port: options.port === undefined || options.port === null ? DEFAULT_PORT : portArgument(options.port, `${name}.port`),
+    username: optionalString(options.username, `${name}.username`),
+    password: optionalString(options.password, `${name}.password`),
+    db: dbArgument(options.db, `${name}.db`),
+    tls: tlsOptions(options.tls, `${name}.tls`),
+  }
+}
+
+/** Connection settings a target object may carry itself (they override the locker defaults). */
+function connectionOverrides(options) {
+  const overrides = {}
+  for (const field of ['connectTimeout', 'commandTimeout', 'keyPrefix']) {
+    if (options[field] !== undefined) overrides[field] = options[field]
+  }
+  return overrides
+}
+
+function parseNode(target, name) {
+  if (typeof target === 'string') return { node: parseUrl(target, name), overrides: {} }
+  if (target === null || typeof target !== 'object') {
+    throw invalidArgType(name, 'a redis:// URL, an options object or an ioredis client', target)
+  }
+  const client = isIoredisClient(target)
+  if (target.isCluster === true || (!client && target.cluster !== undefined)) {
+    throw invalidArgValue(name, 'is a Redis Cluster target, which this version of ironlock does not support yet')
+  }
+  const options = client ? target.options : target
+  if (options.sentinels != null || options.sentinel != null) {
+    throw invalidArgValue(name, 'is a Sentinel target, which this version of ironlock does not support yet')
+  }
+  return { node: parseNodeOptions(options, name), overrides: connectionOverrides(options) }
+}
+
+/**
+ * `target` and `defaults` as given to `new Locker(target, defaults)` → `{ native, lockDefaults,
+ * description }`: the native locker's options, the acquire defaults, and a password-free label.
+ */
+function resolveTarget(target, defaults) {
+  const given = objectArgument(defaults, 'defaults')
+  if (Array.isArray(target)) {
+    throw invalidArgValue('target', 'is an array (Redlock), which this version of ironlock does not support yet')
+  }
+  const { node, overrides } = parseNode(target, 'target')
+  const connection = { ...CONNECTION_DEFAULTS }
+  for (const field of Object.keys(CONNECTION_DEFAULTS)) {
+    if (given[field] !== undefined) connection[field] = given[field]
+    if (overrides[field] !== undefined) connection[field] = overrides[field]
+  }
+  durationArgument(connection.connectTimeout, 'connectTimeout')
+  durationArgument(connection.commandTimeout, 'commandTimeout')
+  if (typeof connection.keyPrefix !== 'string') throw invalidArgType('keyPrefix', 'of type string', connection.keyPrefix)
+  if (typeof connection.driftFactor !== 'number' || !(connection.driftFactor >= 0 && connection.driftFactor < 1)) {
+    throw invalidArgValue('driftFactor', `must be a number from 0 to below 1. Received ${connection.driftFactor}`)
+  }
+  return {
+    native: { mode: 'single', nodes: [node], ...connection },
+    lockDefaults: {
+      ttl: given.ttl ?? 30000,
+      wait: given.wait ?? 10000,
+      autoExtend: given.autoExtend ?? true,
+    },
+    description: describeNode(node),
+  }
+}
+
+/** `redis://user:***@host:port/db`: how a target shows in inspect output and messages. */
+function describeNode({ host, port, username, password, db, tls }) {
+  const auth = username || password ? `${username || ''}${password ? ':***' : ''}@` : ''
+  const shownHost = host.includes(':') ? `[${host}]` : host
+  return `${tls ? 'rediss' : 'redis'}://${auth}${shownHost}:${port}${db ? `/${db}` : ''}`
+}
+
+function redactUrl(text) {
+  return String(text).replace(/\/\/([^@/]*):[^@/]*@/, '//$1:***@')
+}
+
+module.exports = { resolveTarget, redactUrl }

@@ -1,0 +1,60 @@
+'use strict'
+
+const { invalidArgType, outOfRange, invalidArgValue } = require('./errors')
+
+/** A key or an array of keys, as a non-empty array of non-empty strings. */
+function keysArgument(key, name = 'key') {
+  if (typeof key === 'string') {
+    if (key.length === 0) throw invalidArgValue(name, 'must be a non-empty string. Received \'\'')
+    return [key]
+  }
+  if (!Array.isArray(key)) throw invalidArgType(name, 'of type string or an array of strings', key)
+  if (key.length === 0) throw invalidArgValue(name, 'must not be an empty array')
+  key.forEach((each, index) => {
+    if (typeof each !== 'string') throw invalidArgType(`${name}[${index}]`, 'of type string', each)
+    if (each.length === 0) throw invalidArgValue(`${name}[${index}]`, 'must be a non-empty string. Received \'\'')
+  })
+  return key.slice()
+}
+
+/** A duration in ms: finite and > 0, or also Infinity / 0 where allowed. */
+function durationArgument(value, name, { allowZero = false, allowInfinity = false } = {}) {
+  if (typeof value !== 'number') throw invalidArgType(name, 'of type number', value)
+  if (value === Infinity && allowInfinity) return value
+  const valid = Number.isFinite(value) && (allowZero ? value >= 0 : value > 0) && value <= Number.MAX_SAFE_INTEGER
+  if (!valid) {
+    const range = `${allowZero ? '>= 0' : '> 0'}${allowInfinity ? ' or Infinity' : ' and finite'}`
+    throw outOfRange(name, range, value)
+  }
+  return value
+}
+
+function objectArgument(value, name) {
+  if (value === undefined || value === null) return {}
+  if (typeof value !== 'object' || Array.isArray(value)) throw invalidArgType(name, 'of type object', value)
+  return value
+}
+
+function isAbortSignal(value) {
+  return value !== null && typeof value === 'object' &&
+    typeof value.aborted === 'boolean' && typeof value.addEventListener === 'function'
+}
+
+/** Merges `options` over the locker's defaults and checks every field. */
+function acquireOptions(options, defaults, name = 'options') {
+  const given = objectArgument(options, name)
+  const ttl = durationArgument(given.ttl ?? defaults.ttl, `${name}.ttl`)
+  const wait = durationArgument(given.wait ?? defaults.wait, `${name}.wait`, { allowZero: true, allowInfinity: true })
+  const signal = given.signal
+  if (signal !== undefined && !isAbortSignal(signal)) throw invalidArgType(`${name}.signal`, 'an instance of AbortSignal', signal)
+  const autoExtend = given.autoExtend ?? defaults.autoExtend
+  if (typeof autoExtend !== 'boolean') throw invalidArgType(`${name}.autoExtend`, 'of type boolean', autoExtend)
+  return { ttl: Math.ceil(ttl), wait: wait === Infinity ? wait : Math.ceil(wait), signal, autoExtend }
+}
+
+function functionArgument(fn, name) {
+  if (typeof fn !== 'function') throw invalidArgType(name, 'of type function', fn)
+  return fn
+}
+
+module.exports = { keysArgument, durationArgument, objectArgument, acquireOptions, functionArgument }

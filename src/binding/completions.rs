@@ -1,0 +1,183 @@
+//! Hands finished operations to JS in batches.
+//!
+//! Every napi `async fn` costs a hop from a tokio thread to the JS thread per call. Instead, each
+//! finished operation is queued here, and one weak threadsafe function call delivers everything
+//! queued since the last delivery: `(numbers, texts)`, where `numbers` holds [`FIELDS`] numbers per
+//! completion and `texts` one string per completion that carries text, in order.
+
+use std::sync::{Arc, Mutex};
+
+use ironlock_core::LockError;
+use napi::bindgen_prelude::{Float64Array, FnArgs, Function};
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+
+/// Numbers per completion: operation id, status, and three status-specific values.
+pub const FIELDS: usize = 5;
+
+/// What finished; the JS side (`lib/dispatch.js`) decodes the same numbers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Status {
+    /// `[lock id, fence, expiresAt]`, text: the token.
+    Acquired = 0,
+    /// `[retryAfter or -1]`: busy when the wait ended.
+    Busy = 1,
+    /// `[1 or 0]`.
+    Done = 2,
+    /// `[_, _, expiresAt]`.
+    Extended = 3,
+    /// text: the error as JSON.
+    Failed = 4,
+    /// The watchdog lost a lock: `[lock id]`, text: the error as JSON. The id field is 0.
+    Lost = 5,
+}
+
+pub struct Completion {
+    pub op: u32,
+    pub status: Status,
+    pub values: [f64; 3],
+    pub text: Option<String>,
+}
+
+impl Completion {
+    pub fn failed(op: u32, error: &LockError) -> Self {
+        Self {
+            op,
+            status: Status::Failed,
+            values: [0.0; 3],
+            text: Some(error_json(error)),
+        }
+    }
+}
+
+type Batch = FnArgs<(Float64Array, Vec<String>)>;
+type Deliver = ThreadsafeFunction<(), (), Batch, napi::Status, false, true>;
+
+/// The queue of finished operations of one locker and the JS function that drains it.
+#[derive(Clone)]
+pub struct Completions {
+    inner: Arc<Mutex<Inner>>,
+}
+
+struct Inner {
+    queue: Vec<Completion>,
+    /// `None` once closed: the threadsafe function is released so nothing of it outlives the
+    /// locker (jest counts a live one as an open handle).
+    deliver: Option<Deliver>,
+}
+
+impl Completions {
+    pub fn new(callback: Function<'_, Batch, ()>) -> napi::Result<Self> {
+        let inner = Arc::new(Mutex::new(Inner {
+            queue: Vec::new(),
+            deliver: None,
+        }));
+        let drained = Arc::downgrade(&inner);
+        let deliver = callback
+            .build_threadsafe_function::<()>()
+            .weak::<true>()
+            .callee_handled::<false>()
+            .build_callback(move |_| {
+                let batch = drained
+                    .upgrade()
+                    .map(|inner| std::mem::take(&mut inner.lock().expect("completion queue").queue))
+                    .unwrap_or_default();
+                Ok(encode(batch))
+            })?;
+        inner.lock().expect("completion queue").deliver = Some(deliver);
+        Ok(Self { inner })
+    }
+
+    pub fn push(&self, completion: Completion) {
+        let mut inner = self.inner.lock().expect("completion queue");
+        let Some(deliver) = &inner.deliver else {
+            return;
+        };
+        // Only the push that finds the queue empty schedules a delivery; later ones ride along.
+        if inner.queue.is_empty() {
+            deliver.call((), ThreadsafeFunctionCallMode::NonBlocking);
+        }
+        inner.queue.push(completion);
+    }
+
+    /// Stops deliveries; the JS side settles whatever was still pending.
+    pub fn close(&self) {
+        let deliver = {
+            let mut inner = self.inner.lock().expect("completion queue");
+            inner.queue.clear();
+            inner.deliver.take()
+        };
+        drop(deliver);
+    }
+}
+
+fn encode(batch: Vec<Completion>) -> Batch {
+    let mut numbers = Vec::with_capacity(batch.len() * FIELDS);
+    let mut texts = Vec::new();
+    for completion in batch {
+        numbers.push(f64::from(completion.op));
+        numbers.push(f64::from(completion.status as u8));
+        numbers.extend_from_slice(&completion.values);
+        if let Some(text) = completion.text {
+            texts.push(text);
+        }
+    }
+    FnArgs::from((Float64Array::new(numbers), texts))
+}
+
+/// `{"code","key","message",…}`: the fields the JS error classes are built from.
+pub fn error_json(error: &LockError) -> String {
+    let mut json = format!(
+        "{{\"code\":{},\"key\":{},\"message\":{}",
+        quote(error.code()),
+        quote(error.key()),
+        quote(&error.to_string())
+    );
+    match error {
+        LockError::Busy { retry_after, .. } => {
+            let after = retry_after.map_or(-1.0, |after| after.as_secs_f64() * 1000.0);
+            json.push_str(&format!(",\"retryAfter\":{}", after.ceil()));
+        }
+        LockError::Quorum { votes, .. } => {
+            let errors: Vec<String> = votes
+                .errors
+                .iter()
+                .map(|(node, message)| {
+                    format!(
+                        "{{\"node\":{},\"message\":{}}}",
+                        quote(node),
+                        quote(message)
+                    )
+                })
+                .collect();
+            json.push_str(&format!(
+                ",\"votes\":{{\"for\":{},\"against\":{},\"errors\":[{}]}}",
+                votes.granted,
+                votes.refused,
+                errors.join(",")
+            ));
+        }
+        LockError::Connection { message, .. } => {
+            json.push_str(&format!(",\"detail\":{}", quote(message)));
+        }
+        _ => {}
+    }
+    json.push('}');
+    json
+}
+
+/// A JSON string literal.
+fn quote(text: &str) -> String {
+    let mut quoted = String::with_capacity(text.len() + 2);
+    quoted.push('"');
+    for character in text.chars() {
+        match character {
+            '"' => quoted.push_str("\\\""),
+            '\\' => quoted.push_str("\\\\"),
+            c if (c as u32) < 0x20 => quoted.push_str(&format!("\\u{:04x}", c as u32)),
+            c => quoted.push(c),
+        }
+    }
+    quoted.push('"');
+    quoted
+}

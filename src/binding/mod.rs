@@ -1,0 +1,4 @@
+pub mod completions;
+pub mod locker;
+pub mod options;
+mod runtime;

@@ -1,0 +1,89 @@
+//! The option objects JS hands to the native locker (already validated by `lib/target.js`), and
+//! their conversion into the core's configuration.
+
+use std::time::Duration;
+
+use ironlock_core::{LockerConfig, NodeConfig, Secret, Target, TlsConfig};
+use napi_derive::napi;
+
+/// TLS settings for one node.
+#[napi(object)]
+pub struct TlsOptions {
+    /// PEM bundle of trusted CAs; replaces the default web roots.
+    pub ca: Option<String>,
+    /// PEM client certificate, for mutual TLS.
+    pub cert: Option<String>,
+    /// PEM client key, for mutual TLS.
+    pub key: Option<String>,
+    /// `false` skips certificate checks. Default `true`.
+    pub reject_unauthorized: Option<bool>,
+}
+
+/// One Redis server.
+#[napi(object)]
+pub struct NodeOptions {
+    pub host: String,
+    pub port: u32,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub db: Option<u32>,
+    pub tls: Option<TlsOptions>,
+}
+
+/// Everything a native locker needs to reach its servers.
+#[napi(object)]
+pub struct LockerOptions {
+    /// `"single"`.
+    pub mode: String,
+    pub nodes: Vec<NodeOptions>,
+    pub key_prefix: Option<String>,
+    /// Milliseconds.
+    pub connect_timeout: Option<f64>,
+    /// Milliseconds.
+    pub command_timeout: Option<f64>,
+    pub drift_factor: Option<f64>,
+}
+
+impl TryFrom<LockerOptions> for LockerConfig {
+    type Error = String;
+
+    fn try_from(options: LockerOptions) -> Result<Self, String> {
+        let mut nodes = options.nodes.into_iter().map(NodeConfig::from);
+        let target = match options.mode.as_str() {
+            "single" => Target::Single(nodes.next().ok_or("a single target needs one node")?),
+            other => return Err(format!("unknown target mode {other:?}")),
+        };
+        let mut config = LockerConfig::new(target);
+        if let Some(prefix) = options.key_prefix {
+            config.key_prefix = prefix;
+        }
+        if let Some(ms) = options.connect_timeout {
+            config.connect_timeout = Duration::from_millis(ms as u64);
+        }
+        if let Some(ms) = options.command_timeout {
+            config.command_timeout = Duration::from_millis(ms as u64);
+        }
+        if let Some(factor) = options.drift_factor {
+            config.drift_factor = factor;
+        }
+        Ok(config)
+    }
+}
+
+impl From<NodeOptions> for NodeConfig {
+    fn from(node: NodeOptions) -> Self {
+        Self {
+            host: node.host,
+            port: node.port as u16,
+            username: node.username,
+            password: node.password.map(Secret::new),
+            db: i64::from(node.db.unwrap_or(0)),
+            tls: node.tls.map(|tls| TlsConfig {
+                ca: tls.ca.map(String::into_bytes),
+                cert: tls.cert.map(String::into_bytes),
+                key: tls.key.map(String::into_bytes),
+                reject_unauthorized: tls.reject_unauthorized.unwrap_or(true),
+            }),
+        }
+    }
+}
