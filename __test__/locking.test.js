@@ -98,12 +98,14 @@ describe('acquire and release', () => {
 
   test('an ioredis client as target: its options are read, the client is not used', async () => {
     const client = server.client()
+    await client.ping()
     const fromClient = new Locker(client)
     const lock = await fromClient.acquire('from-client')
     expect(await redis.get('from-client')).toBe(lock.token)
     await lock.release()
     await fromClient.close()
     expect(client.status).toBe('ready')
+    expect(await client.ping()).toBe('PONG')
   })
 })
 

@@ -241,6 +241,8 @@ impl NativeLocker {
     /// Closes the connections; operations after this fail with a connection error.
     #[napi]
     pub fn close(&self) {
+        // Closing spawns clean-up tasks, which need the runtime's context on this JS thread.
+        let _runtime = RUNTIME.enter();
         self.shared.held.lock().expect("held table").entries.clear();
         self.shared.locker.close();
         self.shared.completions.close();

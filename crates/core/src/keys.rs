@@ -60,11 +60,18 @@ pub fn release_channel(redis_key: &str) -> String {
     format!("{}:released", with_hash_tag(redis_key))
 }
 
+/// A name that hashes to `redis_key`'s slot and starts with it where possible: the key itself when
+/// it has a hash tag, else `{key}`, else (braces inside the key get in the way) `{tag}:key`.
 fn with_hash_tag(redis_key: &str) -> String {
     if hash_tag(redis_key).is_some() {
-        redis_key.to_owned()
+        return redis_key.to_owned();
+    }
+    let wrapped = format!("{{{redis_key}}}");
+    let slot = hash_slot(redis_key);
+    if hash_slot(&wrapped) == slot {
+        wrapped
     } else {
-        format!("{{{redis_key}}}")
+        format!("{{{}}}:{redis_key}", slot_tag(slot))
     }
 }
 

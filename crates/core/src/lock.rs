@@ -54,7 +54,7 @@ pub fn drift(ttl: Duration, drift_factor: f64) -> Duration {
 pub fn valid_until(started: SystemTime, ttl: Duration, drift_factor: f64) -> SystemTime {
     (started + ttl)
         .checked_sub(drift(ttl, drift_factor))
-        .unwrap_or(started)
+        .map_or(started, |until| until.max(started))
 }
 
 #[cfg(test)]

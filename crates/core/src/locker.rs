@@ -1,6 +1,6 @@
 //! The lock operations every entry point shares: acquire with waiting, release, extend.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
@@ -10,11 +10,11 @@ use crate::config::{LockerConfig, Target};
 use crate::error::LockError;
 use crate::keys::LockKeys;
 use crate::lock::{valid_until, AcquireOptions, HeldLock};
-use crate::wait::ReleaseWaiter;
+use crate::wait::{CancelToken, ReleaseListener, Ticket, Turn, WaitQueues};
 
 pub struct Locker {
     backend: Arc<dyn Backend>,
-    waiter: ReleaseWaiter,
+    queues: Arc<WaitQueues>,
     key_prefix: String,
     drift_factor: f64,
 }
@@ -22,16 +22,21 @@ pub struct Locker {
 impl Locker {
     /// Builds a locker; no connection is opened until the first operation.
     pub fn new(config: &LockerConfig) -> Result<Self, String> {
+        let queues = Arc::new(WaitQueues::default());
+        let listener: Weak<dyn ReleaseListener> =
+            Arc::downgrade(&queues) as Weak<dyn ReleaseListener>;
         let backend: Arc<dyn Backend> = match &config.target {
             Target::Single(node) => Arc::new(SingleBackend::new(
                 node,
                 config.connect_timeout,
                 config.command_timeout,
+                listener,
             )?),
         };
+        queues.attach(Arc::downgrade(&backend));
         Ok(Self {
             backend,
-            waiter: ReleaseWaiter,
+            queues,
             key_prefix: config.key_prefix.clone(),
             drift_factor: config.drift_factor,
         })
@@ -42,6 +47,10 @@ impl Locker {
     }
 
     /// Takes every key of `keys` or none, waiting up to `options.wait` while any is busy.
+    ///
+    /// The first attempt goes straight to Redis unless local waiters already queue for the same
+    /// keys; after that the request queues behind them and only the queue's head retries, woken
+    /// by releases rather than by a timer.
     pub async fn acquire(
         &self,
         keys: Arc<LockKeys>,
@@ -49,68 +58,125 @@ impl Locker {
     ) -> Result<HeldLock, LockError> {
         let token = uuid::Uuid::new_v4().to_string();
         let deadline = options.wait.map(|wait| Instant::now() + wait);
+        let cancelled = || {
+            options
+                .cancel
+                .as_ref()
+                .is_some_and(CancelToken::is_cancelled)
+        };
         let aborted = || LockError::Aborted {
             key: keys.first().to_owned(),
         };
-        loop {
-            if options
-                .cancel
-                .as_ref()
-                .is_some_and(|cancel| cancel.is_cancelled())
-            {
-                return Err(aborted());
+        if cancelled() {
+            return Err(aborted());
+        }
+        let mut retry_after = None;
+        if options.wait == Some(Duration::ZERO) || !self.queues.has_waiters(&keys.channels) {
+            match self.attempt(&keys, &token, options).await? {
+                Ok(lock) if cancelled() => {
+                    self.release_in_background(lock.keys, lock.token);
+                    return Err(aborted());
+                }
+                Ok(lock) => return Ok(lock),
+                Err(after) => retry_after = after,
             }
-            let started = SystemTime::now();
-            let attempt = match self.backend.try_acquire(&keys, &token, options.ttl).await {
-                Ok(attempt) => attempt,
-                Err(error) => {
-                    // The SET may have landed before the connection failed: undo it by token.
-                    self.release_in_background(keys.clone(), token);
-                    return Err(error);
+            if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+                return Err(busy(&keys, retry_after));
+            }
+        }
+        let ticket = self.queues.join(&keys.channels);
+        let waiting = self.wait_in_queue(&ticket, &keys, &token, options, deadline, retry_after);
+        let outcome = match &options.cancel {
+            Some(cancel) => tokio::select! {
+                outcome = waiting => outcome,
+                _ = cancel.cancelled() => Err(aborted()),
+            },
+            None => waiting.await,
+        };
+        match outcome {
+            Ok(lock) if cancelled() => {
+                self.release_in_background(lock.keys, lock.token);
+                Err(aborted())
+            }
+            Ok(lock) => {
+                ticket.took_lock(lock.ttl);
+                Ok(lock)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn wait_in_queue(
+        &self,
+        ticket: &Ticket,
+        keys: &Arc<LockKeys>,
+        token: &str,
+        options: &AcquireOptions,
+        deadline: Option<Instant>,
+        mut retry_after: Option<Duration>,
+    ) -> Result<HeldLock, LockError> {
+        if !ticket.until_head(deadline).await {
+            return Err(busy(keys, ticket.retry_after().or(retry_after)));
+        }
+        let subscribed = ticket.subscribe().await;
+        loop {
+            let generation = match ticket.turn() {
+                Turn::Attempt { generation } => {
+                    match self.attempt(keys, token, options).await? {
+                        Ok(lock) => return Ok(lock),
+                        Err(after) => retry_after = after,
+                    }
+                    ticket.saw_busy(retry_after);
+                    generation
+                }
+                Turn::AwaitRelease { generation, bound } => {
+                    retry_after = Some(bound);
+                    generation
                 }
             };
-            match attempt {
-                Attempt::Acquired { fence } => {
-                    let lock = HeldLock {
-                        keys: keys.clone(),
-                        token,
-                        fence,
-                        ttl: options.ttl,
-                        expires_at: valid_until(started, options.ttl, self.drift_factor),
-                    };
-                    if options
-                        .cancel
-                        .as_ref()
-                        .is_some_and(|cancel| cancel.is_cancelled())
-                    {
-                        self.release_in_background(lock.keys, lock.token);
-                        return Err(aborted());
-                    }
-                    return Ok(lock);
-                }
-                Attempt::Busy { retry_after } => {
-                    if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
-                        return Err(LockError::Busy {
-                            key: keys.first().to_owned(),
-                            retry_after,
-                        });
-                    }
-                    let wait = self.waiter.wait(&keys, retry_after, deadline);
-                    match &options.cancel {
-                        Some(cancel) => tokio::select! {
-                            _ = wait => {}
-                            _ = cancel.cancelled() => return Err(aborted()),
-                        },
-                        None => wait.await,
-                    }
-                }
+            let now = Instant::now();
+            if deadline.is_some_and(|deadline| now >= deadline) {
+                return Err(busy(keys, retry_after));
+            }
+            // A holder without TTL never expires by itself: only a release can free the lock.
+            let expiry = retry_after.map_or(now + Duration::from_secs(3600), |after| now + after);
+            let until = deadline.map_or(expiry, |deadline| deadline.min(expiry));
+            ticket.await_release(generation, until, subscribed).await;
+        }
+    }
+
+    /// One try: `Ok(Ok(lock))` when taken, `Ok(Err(retry_after))` when busy.
+    async fn attempt(
+        &self,
+        keys: &Arc<LockKeys>,
+        token: &str,
+        options: &AcquireOptions,
+    ) -> Result<Result<HeldLock, Option<Duration>>, LockError> {
+        let started = SystemTime::now();
+        match self.backend.try_acquire(keys, token, options.ttl).await {
+            Ok(Attempt::Acquired { fence }) => Ok(Ok(HeldLock {
+                keys: keys.clone(),
+                token: token.to_owned(),
+                fence,
+                ttl: options.ttl,
+                expires_at: valid_until(started, options.ttl, self.drift_factor),
+            })),
+            Ok(Attempt::Busy { retry_after }) => Ok(Err(retry_after)),
+            Err(error) => {
+                // The SET may have landed before the connection failed: undo it by token.
+                self.release_in_background(keys.clone(), token.to_owned());
+                Err(error)
             }
         }
     }
 
     /// `true` when the lock was still ours and is now gone.
     pub async fn release(&self, lock: &HeldLock) -> Result<bool, LockError> {
-        self.backend.release(&lock.keys, &lock.token).await
+        let released = self.backend.release(&lock.keys, &lock.token).await?;
+        if released {
+            self.queues.released_here(&lock.keys.channels, &lock.token);
+        }
+        Ok(released)
     }
 
     /// Gives the lock `ttl` more life from now, or fails with [`LockError::Lost`].
@@ -138,5 +204,12 @@ impl Locker {
         tokio::spawn(async move {
             let _ = backend.release(&keys, &token).await;
         });
+    }
+}
+
+fn busy(keys: &LockKeys, retry_after: Option<Duration>) -> LockError {
+    LockError::Busy {
+        key: keys.first().to_owned(),
+        retry_after,
     }
 }

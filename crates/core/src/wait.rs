@@ -1,14 +1,19 @@
-//! Waiting while a lock is busy, and cancelling that wait.
+//! Waiting while a lock is busy, without polling Redis.
+//!
+//! Local waiters on the same keys queue in arrival order, and only the head of the queue talks to
+//! Redis. The head sleeps until a release of the keys is announced (by this process directly, or
+//! by any process through the release channel), bounded by the holder's remaining TTL, so a
+//! crashed holder's expiry is noticed at once without any message.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
-use rand::Rng;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::keys::LockKeys;
+use crate::backend::Backend;
 
 /// Cancels a wait from outside, e.g. from a JS `AbortSignal`.
 #[derive(Clone, Debug, Default)]
@@ -42,27 +47,288 @@ impl CancelToken {
     }
 }
 
-/// Longest single sleep while polling: a release is noticed at most this late.
-const POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// Receives what the release channels announce.
+pub trait ReleaseListener: Send + Sync {
+    /// The lock behind `channel` held by `token` was released.
+    fn released(&self, channel: &str, token: &str);
+    /// Announcements may have been missed (the subscriber reconnected): everyone should look again.
+    fn resync(&self);
+}
 
-/// Decides when a busy lock is worth another attempt.
-#[derive(Debug, Default)]
-pub struct ReleaseWaiter;
+/// Longest sleep of a head whose release channel could not be subscribed.
+const UNSUBSCRIBED_POLL: Duration = Duration::from_millis(250);
 
-impl ReleaseWaiter {
-    /// Sleeps until the lock may be free: the holder's TTL (`retry_after`) ends, a poll interval
-    /// passes, or `until` is reached.
-    pub async fn wait(
-        &self,
-        _keys: &LockKeys,
-        retry_after: Option<Duration>,
-        until: Option<Instant>,
-    ) {
-        let jitter = Duration::from_millis(rand::rng().random_range(0..10));
-        let mut nap = retry_after.map_or(POLL_INTERVAL, |left| left.min(POLL_INTERVAL)) + jitter;
-        if let Some(until) = until {
-            nap = nap.min(until.saturating_duration_since(Instant::now()));
+/// How many announced releases to remember: each release is announced twice when this process made
+/// it (directly, and by its echo on the channel), in either order, and must wake only once.
+const REMEMBERED_RELEASES: usize = 16;
+
+/// The queues of local waiters, one per set of lock keys.
+#[derive(Default)]
+pub struct WaitQueues {
+    queues: Mutex<HashMap<String, Arc<Queue>>>,
+    backend: OnceLock<Weak<dyn Backend>>,
+}
+
+struct Queue {
+    identity: String,
+    channels: Vec<String>,
+    state: Mutex<QueueState>,
+}
+
+#[derive(Default)]
+struct QueueState {
+    waiters: VecDeque<(u64, Arc<Notify>)>,
+    next_ticket: u64,
+    /// Bumped by every release of any of the queue's keys.
+    generation: u64,
+    /// Tokens of recent releases, to recognise the second announcement of each.
+    announced: VecDeque<String>,
+    subscribed: bool,
+    /// Left by a head that took the lock: the generation then and the TTL it took it for, so the
+    /// next head sleeps until that lock is released instead of trying a lock it knows is held.
+    handed_over: Option<(u64, Duration)>,
+    /// The holder's remaining TTL as last seen, for the `retryAfter` of waiters that time out.
+    busy_until: Option<Instant>,
+}
+
+impl WaitQueues {
+    /// The backend that subscribes the queues' release channels. Held weakly: it holds us.
+    pub fn attach(&self, backend: Weak<dyn Backend>) {
+        let _ = self.backend.set(backend);
+    }
+
+    fn backend(&self) -> Option<Arc<dyn Backend>> {
+        self.backend.get().and_then(Weak::upgrade)
+    }
+
+    /// Whether someone in this process already waits for exactly these channels.
+    pub fn has_waiters(&self, channels: &[String]) -> bool {
+        self.queues
+            .lock()
+            .expect("wait queues")
+            .contains_key(&identity(channels))
+    }
+
+    /// Joins the queue for `channels` at its tail.
+    pub fn join(self: &Arc<Self>, channels: &[String]) -> Ticket {
+        let identity = identity(channels);
+        let queue = self
+            .queues
+            .lock()
+            .expect("wait queues")
+            .entry(identity.clone())
+            .or_insert_with(|| {
+                Arc::new(Queue {
+                    identity,
+                    channels: channels.to_vec(),
+                    state: Mutex::default(),
+                })
+            })
+            .clone();
+        let wake = Arc::new(Notify::new());
+        let id = {
+            let mut state = queue.state.lock().expect("queue state");
+            state.next_ticket += 1;
+            let id = state.next_ticket;
+            state.waiters.push_back((id, wake.clone()));
+            id
+        };
+        Ticket {
+            queues: self.clone(),
+            queue,
+            id,
+            wake,
+            took_lock: None,
         }
-        tokio::time::sleep(nap).await;
+    }
+
+    /// Called after this process released a lock: wakes its waiters at once.
+    pub fn released_here(&self, channels: &[String], token: &str) {
+        self.route(channels, token);
+    }
+
+    /// Bumps the generation of every queue that includes one of `channels` and wakes its head,
+    /// unless the release of `token` was already announced.
+    fn route(&self, channels: &[String], token: &str) {
+        let queues = self.queues.lock().expect("wait queues");
+        for queue in queues.values() {
+            if !queue
+                .channels
+                .iter()
+                .any(|channel| channels.contains(channel))
+            {
+                continue;
+            }
+            let mut state = queue.state.lock().expect("queue state");
+            if let Some(index) = state.announced.iter().position(|seen| seen == token) {
+                state.announced.remove(index);
+                continue;
+            }
+            if state.announced.len() == REMEMBERED_RELEASES {
+                state.announced.pop_front();
+            }
+            state.announced.push_back(token.to_owned());
+            state.generation += 1;
+            if let Some((_, head)) = state.waiters.front() {
+                head.notify_one();
+            }
+        }
+    }
+}
+
+impl ReleaseListener for WaitQueues {
+    fn released(&self, channel: &str, token: &str) {
+        self.route(&[channel.to_owned()], token);
+    }
+
+    fn resync(&self) {
+        let queues = self.queues.lock().expect("wait queues");
+        for queue in queues.values() {
+            let mut state = queue.state.lock().expect("queue state");
+            state.generation += 1;
+            state.handed_over = None;
+            if let Some((_, head)) = state.waiters.front() {
+                head.notify_one();
+            }
+        }
+    }
+}
+
+fn identity(channels: &[String]) -> String {
+    channels.join("\n")
+}
+
+/// What the head of a queue should do next.
+pub enum Turn {
+    /// Try to take the lock now.
+    Attempt { generation: u64 },
+    /// A local waiter took the lock just before us: wait for its release first.
+    AwaitRelease { generation: u64, bound: Duration },
+}
+
+/// A place in a queue. Dropping it leaves the queue and hands the head to the next waiter.
+pub struct Ticket {
+    queues: Arc<WaitQueues>,
+    queue: Arc<Queue>,
+    id: u64,
+    wake: Arc<Notify>,
+    took_lock: Option<Duration>,
+}
+
+impl Ticket {
+    fn is_head(&self) -> bool {
+        let state = self.queue.state.lock().expect("queue state");
+        state.waiters.front().is_some_and(|(id, _)| *id == self.id)
+    }
+
+    /// Waits until this ticket heads its queue, or until `deadline`; `false` when the deadline
+    /// came first.
+    pub async fn until_head(&self, deadline: Option<Instant>) -> bool {
+        loop {
+            let woken = self.wake.notified();
+            if self.is_head() {
+                return true;
+            }
+            match deadline {
+                Some(deadline) => {
+                    if tokio::time::timeout_at(deadline, woken).await.is_err() {
+                        return self.is_head();
+                    }
+                }
+                None => woken.await,
+            }
+        }
+    }
+
+    /// Subscribes the queue's release channels once, for all its waiters; `false` when that
+    /// failed and the head must poll.
+    pub async fn subscribe(&self) -> bool {
+        if self.queue.state.lock().expect("queue state").subscribed {
+            return true;
+        }
+        let Some(backend) = self.queues.backend() else {
+            return false;
+        };
+        let subscribed = backend.watch_releases(&self.queue.channels).await.is_ok();
+        self.queue.state.lock().expect("queue state").subscribed = subscribed;
+        subscribed
+    }
+
+    /// What the head does next: attempt, or wait for the release of a lock a local waiter took.
+    pub fn turn(&self) -> Turn {
+        let mut state = self.queue.state.lock().expect("queue state");
+        match state.handed_over.take() {
+            Some((generation, bound)) if generation == state.generation => {
+                Turn::AwaitRelease { generation, bound }
+            }
+            _ => Turn::Attempt {
+                generation: state.generation,
+            },
+        }
+    }
+
+    /// Sleeps until a release after `generation` is announced or `until` passes.
+    pub async fn await_release(&self, generation: u64, until: Instant, subscribed: bool) {
+        let until = if subscribed {
+            until
+        } else {
+            until.min(Instant::now() + UNSUBSCRIBED_POLL)
+        };
+        loop {
+            let woken = self.wake.notified();
+            if self.queue.state.lock().expect("queue state").generation != generation {
+                return;
+            }
+            if tokio::time::timeout_at(until, woken).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Remembers the holder's remaining TTL for the waiters behind.
+    pub fn saw_busy(&self, retry_after: Option<Duration>) {
+        let mut state = self.queue.state.lock().expect("queue state");
+        state.busy_until = retry_after.map(|after| Instant::now() + after);
+    }
+
+    /// The holder's remaining TTL as the queue last saw it.
+    pub fn retry_after(&self) -> Option<Duration> {
+        let state = self.queue.state.lock().expect("queue state");
+        state
+            .busy_until
+            .map(|until| until.saturating_duration_since(Instant::now()))
+    }
+
+    /// Marks that this waiter leaves because it took the lock for `ttl`.
+    pub fn took_lock(mut self, ttl: Duration) {
+        self.took_lock = Some(ttl);
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let mut queues = self.queues.queues.lock().expect("wait queues");
+        let mut state = self.queue.state.lock().expect("queue state");
+        let was_head = state.waiters.front().is_some_and(|(id, _)| *id == self.id);
+        state.waiters.retain(|(id, _)| *id != self.id);
+        if was_head {
+            if let Some(ttl) = self.took_lock {
+                state.handed_over = Some((state.generation, ttl));
+            }
+            if let Some((_, next)) = state.waiters.front() {
+                next.notify_one();
+            }
+        }
+        if state.waiters.is_empty() {
+            queues.remove(&self.queue.identity);
+            let subscribed = state.subscribed;
+            drop(state);
+            drop(queues);
+            if subscribed {
+                if let Some(backend) = self.queues.backend() {
+                    backend.unwatch_releases(&self.queue.channels);
+                }
+            }
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! validity and the watchdog on top, once for all of them.
 
 mod single;
+mod subscriber;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -49,6 +50,13 @@ pub trait Backend: Send + Sync + 'static {
         token: &'a str,
         ttl: Duration,
     ) -> BoxFuture<'a, Result<bool, LockError>>;
+
+    /// Subscribes the release channels `channels` (counting uses), returning once confirmed.
+    fn watch_releases<'a>(&'a self, channels: &'a [String])
+        -> BoxFuture<'a, Result<(), LockError>>;
+
+    /// Gives back one use of each of `channels`.
+    fn unwatch_releases(&self, channels: &[String]);
 
     /// Drops connections; later calls fail with [`LockError::Closed`].
     fn close(&self);

@@ -1,16 +1,18 @@
 //! One Redis server, reached through a reconnecting multiplexed connection.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, RedisError, Script};
 
+use super::subscriber::Subscriber;
 use super::{Attempt, Backend, BoxFuture};
 use crate::config::NodeConfig;
 use crate::error::LockError;
 use crate::keys::LockKeys;
 use crate::scripts;
+use crate::wait::ReleaseListener;
 
 enum ConnectionState {
     Idle,
@@ -24,6 +26,7 @@ pub struct SingleBackend {
     connect_timeout: Duration,
     command_timeout: Duration,
     state: Mutex<ConnectionState>,
+    subscriber: Arc<Subscriber>,
     /// Serializes connection set-up so a burst of first calls opens one connection.
     connecting: tokio::sync::Mutex<()>,
 }
@@ -33,9 +36,15 @@ impl SingleBackend {
         node: &NodeConfig,
         connect_timeout: Duration,
         command_timeout: Duration,
+        listener: Weak<dyn ReleaseListener>,
     ) -> Result<Self, String> {
         let client = client_for(node).map_err(|error| redact(&error, node))?;
         Ok(Self {
+            subscriber: Subscriber::new(
+                client.clone(),
+                connect_timeout + command_timeout,
+                listener,
+            ),
             client,
             label: node.label(),
             connect_timeout,
@@ -199,8 +208,26 @@ impl Backend for SingleBackend {
         })
     }
 
+    fn watch_releases<'a>(
+        &'a self,
+        channels: &'a [String],
+    ) -> BoxFuture<'a, Result<(), LockError>> {
+        Box::pin(async move {
+            let key = channels.first().map_or("", String::as_str);
+            self.subscriber
+                .watch(channels)
+                .await
+                .map_err(|message| self.failure(key, message))
+        })
+    }
+
+    fn unwatch_releases(&self, channels: &[String]) {
+        self.subscriber.unwatch(channels);
+    }
+
     fn close(&self) {
         *self.state.lock().expect("connection state lock") = ConnectionState::Closed;
+        self.subscriber.close();
     }
 }
 

@@ -1,0 +1,185 @@
+'use strict'
+
+// Waiting without polling: releases wake waiters through the release channel, the holder's TTL
+// bounds every sleep, and local waiters queue in arrival order behind one head.
+
+const { startRedis, stopAll } = require('./helpers/redis-server')
+const { Locker, LockBusyError } = require('..')
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
+
+let server
+let redis
+let holderSide
+let waiterSide
+
+/** Resolves once someone subscribes the release channel of `key`: a waiter is queued for it. */
+async function queued(key) {
+  for (;;) {
+    const [, subscribers] = await redis.pubsub('NUMSUB', `{${key}}:released`)
+    if (subscribers > 0) return
+    await sleep(10)
+  }
+}
+
+async function scriptCalls() {
+  const stats = await redis.info('commandstats')
+  let calls = 0
+  for (const [, name, count] of stats.matchAll(/cmdstat_(\w+):calls=(\d+)/g)) {
+    if (name === 'evalsha' || name === 'eval') calls += Number(count)
+  }
+  return calls
+}
+
+beforeAll(async () => {
+  server = await startRedis()
+  redis = server.client()
+})
+
+beforeEach(async () => {
+  await redis.flushall()
+  // Two lockers stand for two processes: the waiter's side cannot see the holder's releases locally.
+  holderSide = new Locker(server.url)
+  waiterSide = new Locker(server.url)
+})
+
+afterEach(async () => {
+  await holderSide.close()
+  await waiterSide.close()
+})
+
+afterAll(() => stopAll())
+
+test('a waiter does not poll Redis while the lock is held', async () => {
+  const holder = await holderSide.acquire('k', { ttl: 10000 })
+  const before = await scriptCalls()
+  const waiting = waiterSide.acquire('k', { wait: 1500 }).catch((e) => e)
+  await sleep(1200)
+  // The first attempt, and one more once the release channel is subscribed.
+  expect(await scriptCalls() - before).toBeLessThanOrEqual(2)
+  expect(await waiting).toBeInstanceOf(LockBusyError)
+  await holder.release()
+})
+
+test('a release in another process wakes the waiter at once', async () => {
+  const holder = await holderSide.acquire('k', { ttl: 10000 })
+  const waiting = waiterSide.acquire('k', { wait: 5000 })
+  await queued('k')
+  const released = Date.now()
+  await holder.release()
+  const lock = await waiting
+  expect(Date.now() - released).toBeLessThan(100)
+  expect(await redis.get('k')).toBe(lock.token)
+})
+
+test('a crashed holder\'s expiry is noticed without any message', async () => {
+  await holderSide.acquire('k', { ttl: 600 })
+  const started = Date.now()
+  const before = await scriptCalls()
+  const lock = await waiterSide.acquire('k', { wait: 5000 })
+  const waited = Date.now() - started
+  expect(waited).toBeGreaterThanOrEqual(450)
+  expect(waited).toBeLessThan(900)
+  expect(await scriptCalls() - before).toBeLessThanOrEqual(4)
+  await lock.release()
+})
+
+test('100 local waiters cost Redis about as much as one', async () => {
+  const holder = await holderSide.acquire('k', { ttl: 10000 })
+  const first = waiterSide.acquire('k', { wait: 10000 })
+  await queued('k')
+  const before = await scriptCalls()
+  const rest = Array.from({ length: 99 }, () => waiterSide.acquire('k', { wait: 10000 }))
+  await sleep(1000)
+  expect(await scriptCalls() - before).toBeLessThanOrEqual(2)
+  await holder.release()
+  const locks = [await first]
+  for (const next of rest) {
+    await locks[locks.length - 1].release()
+    locks.push(await next)
+  }
+  expect(new Set(locks.map((lock) => lock.token)).size).toBe(100)
+})
+
+test('local waiters are served in arrival order', async () => {
+  const holder = await waiterSide.acquire('k', { ttl: 10000 })
+  const order = []
+  const waiters = []
+  for (let i = 0; i < 20; i++) {
+    waiters.push(waiterSide.using('k', { wait: 10000 }, async () => { order.push(i) }))
+    await sleep(5)
+  }
+  await holder.release()
+  await Promise.all(waiters)
+  expect(order).toEqual(Array.from({ length: 20 }, (_, i) => i))
+})
+
+test('a cancelled waiter leaves the queue and the next one moves up', async () => {
+  const holder = await waiterSide.acquire('k', { ttl: 10000 })
+  const order = []
+  const controller = new AbortController()
+  const first = waiterSide.using('k', async () => { order.push('first') })
+  await sleep(20)
+  const cancelled = waiterSide.using('k', { signal: controller.signal }, async () => { order.push('cancelled') })
+  await sleep(20)
+  const third = waiterSide.using('k', async () => { order.push('third') })
+  await sleep(20)
+  controller.abort()
+  await expect(cancelled).rejects.toMatchObject({ name: 'AbortError' })
+  await holder.release()
+  await Promise.all([first, third])
+  expect(order).toEqual(['first', 'third'])
+})
+
+test('a cancelled head hands over to the next waiter', async () => {
+  const holder = await holderSide.acquire('k', { ttl: 10000 })
+  const controller = new AbortController()
+  const head = waiterSide.acquire('k', { signal: controller.signal })
+  await sleep(50)
+  const next = waiterSide.acquire('k', { wait: 5000 })
+  await sleep(50)
+  controller.abort()
+  await expect(head).rejects.toMatchObject({ name: 'AbortError' })
+  await holder.release()
+  const lock = await next
+  expect(await redis.get('k')).toBe(lock.token)
+})
+
+test('a waiter behind the head times out at its own deadline with retryAfter', async () => {
+  await holderSide.acquire('k', { ttl: 5000 })
+  const head = waiterSide.acquire('k', { wait: 3000 }).catch((e) => e)
+  await sleep(50)
+  const started = Date.now()
+  const error = await waiterSide.acquire('k', { wait: 300 }).catch((e) => e)
+  expect(Date.now() - started).toBeLessThan(1000)
+  expect(error).toBeInstanceOf(LockBusyError)
+  expect(error.retryAfter).toBeGreaterThan(3000)
+  expect(await head).toBeInstanceOf(LockBusyError)
+})
+
+test('after the subscriber connection is killed, it resubscribes and releases wake again', async () => {
+  const holder = await holderSide.acquire('k', { ttl: 30000 })
+  const waiting = waiterSide.acquire('k', { wait: 10000 })
+  await queued('k')
+  expect(Number(await redis.client('KILL', 'TYPE', 'pubsub'))).toBeGreaterThanOrEqual(1)
+  await sleep(500)
+  const released = Date.now()
+  await holder.release()
+  const lock = await waiting
+  // Without the resubscribe the waiter would sleep out the holder's 30 s TTL.
+  expect(Date.now() - released).toBeLessThan(1000)
+  await lock.release()
+})
+
+test('a release missed while the subscriber was down is caught by the resync', async () => {
+  const holder = await holderSide.acquire('k', { ttl: 30000 })
+  const waiting = waiterSide.acquire('k', { wait: 10000 })
+  await queued('k')
+  // Kill the subscriber and release before it is back: the announcement is lost.
+  await redis.client('KILL', 'TYPE', 'pubsub')
+  await holder.release()
+  const started = Date.now()
+  const lock = await waiting
+  expect(Date.now() - started).toBeLessThan(3000)
+  await lock.release()
+})

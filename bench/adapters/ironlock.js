@@ -1,0 +1,24 @@
+'use strict'
+
+// ironlock itself, loaded from the repository root. It may not be built yet;
+// the bench then skips it and says why.
+
+let Locker = null
+let unavailable = null
+try {
+  ({ Locker } = require('../..'))
+} catch (err) {
+  unavailable = err.message.split('\n')[0]
+}
+
+function create ({ urls, maxWaitMs }) {
+  const locker = new Locker(urls.length === 1 ? urls[0] : urls)
+  return {
+    name: 'ironlock',
+    acquire: (key, ttlMs) => locker.acquire(key, { ttl: ttlMs, wait: maxWaitMs }),
+    release: (lock) => lock.release(),
+    close: () => locker.close()
+  }
+}
+
+module.exports = { name: 'ironlock', multiNode: true, unavailable, create }

@@ -1,0 +1,32 @@
+'use strict'
+
+// Hand-rolled baseline: SET NX PX, sleep 20 ms on failure, compare-and-delete on release.
+
+const { randomUUID } = require('node:crypto')
+const { setTimeout: sleep } = require('node:timers/promises')
+const Redis = require('ioredis')
+
+const SPIN_DELAY_MS = 20
+const COMPARE_AND_DELETE = `if redis.call('get',KEYS[1])==ARGV[1] then return redis.call('del',KEYS[1]) else return 0 end`
+
+function create ({ urls, maxWaitMs }) {
+  const client = new Redis(urls[0])
+  client.defineCommand('compareAndDelete', { numberOfKeys: 1, lua: COMPARE_AND_DELETE })
+  return {
+    name: 'nx-spin',
+    async acquire (key, ttlMs) {
+      const token = randomUUID()
+      const giveUpAt = Date.now() + maxWaitMs
+      while (await client.set(key, token, 'PX', ttlMs, 'NX') !== 'OK') {
+        if (Date.now() >= giveUpAt) throw new Error(`nx-spin: gave up waiting for ${key}`)
+        await sleep(SPIN_DELAY_MS)
+      }
+      return { key, token }
+    },
+    release: ({ key, token }) => client.compareAndDelete(key, token),
+    close: () => client.quit()
+  }
+}
+
+// Single node only: a Redlock quorum is out of scope for the baseline.
+module.exports = { name: 'nx-spin', multiNode: false, create }

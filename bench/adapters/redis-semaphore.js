@@ -1,0 +1,33 @@
+'use strict'
+
+// redis-semaphore: Mutex on one node, RedlockMutex on several.
+
+const Redis = require('ioredis')
+const { Mutex, RedlockMutex } = require('redis-semaphore')
+const { RETRY_DELAY_MS } = require('./polling')
+
+function create ({ urls, maxWaitMs }) {
+  const clients = urls.map((url) => new Redis(url))
+  return {
+    name: 'redis-semaphore',
+    async acquire (key, ttlMs) {
+      const options = {
+        lockTimeout: ttlMs,
+        acquireTimeout: maxWaitMs,
+        retryInterval: RETRY_DELAY_MS,
+        // No background refresh: the other peers' acquire() does not extend either.
+        refreshInterval: 0
+      }
+      // A mutex object holds one identifier, so each acquisition needs its own.
+      const mutex = clients.length === 1
+        ? new Mutex(clients[0], key, options)
+        : new RedlockMutex(clients, key, options)
+      await mutex.acquire()
+      return mutex
+    },
+    release: (mutex) => mutex.release(),
+    close: () => Promise.all(clients.map((client) => client.quit()))
+  }
+}
+
+module.exports = { name: 'redis-semaphore', multiNode: true, create }

@@ -1,0 +1,39 @@
+'use strict'
+
+// Redis work done during a measured window, read from INFO commandstats.
+//
+// Redis 7.0 records commands issued by scripts via redis.call() in
+// commandstats (and in total_commands_processed) exactly like client commands:
+// after CONFIG RESETSTAT, one EVAL running ten GETs reports eval=1, get=10.
+// Neither counter tells the two apart, so top-level commands cannot be
+// recovered exactly. We report `total` (every call, script-internal ones
+// included) and `evals` (EVAL/EVALSHA/FCALL round trips, always top-level);
+// `byCommand` keeps the breakdown for results.json.
+
+const SCRIPT_COMMANDS = new Set(['eval', 'evalsha', 'eval_ro', 'evalsha_ro', 'fcall', 'fcall_ro'])
+
+function mergeCalls (callsPerServer) {
+  const merged = {}
+  for (const calls of callsPerServer) {
+    for (const [command, count] of Object.entries(calls)) merged[command] = (merged[command] ?? 0) + count
+  }
+  return merged
+}
+
+// Opens a counting window on every server (commands are summed across Redlock nodes).
+async function resetCommandCounts (servers) {
+  await Promise.all(servers.map((server) => server.resetStats()))
+}
+
+async function readCommandCounts (servers) {
+  const byCommand = mergeCalls(await Promise.all(servers.map((server) => server.commandCalls())))
+  let total = 0
+  let evals = 0
+  for (const [command, count] of Object.entries(byCommand)) {
+    total += count
+    if (SCRIPT_COMMANDS.has(command)) evals += count
+  }
+  return { total, evals, byCommand }
+}
+
+module.exports = { resetCommandCounts, readCommandCounts }

@@ -1,0 +1,82 @@
+'use strict'
+
+// Turns result rows into the printed tables and the "ironlock vs best peer" line.
+
+const { formatTable } = require('./table')
+
+const OURS = 'ironlock'
+
+function fixed (digits) {
+  return (value) => value == null || !Number.isFinite(value)
+    ? '-'
+    : value.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits })
+}
+
+// `better` marks the columns that get a ratio against ironlock.
+const UNCONTENDED_COLUMNS = [
+  { header: 'cycles/s', value: (r) => r.cyclesPerSec, format: fixed(0), better: 'higher' },
+  { header: 'p50 ms', value: (r) => r.latencyMs.p50, format: fixed(2), better: 'lower' },
+  { header: 'p99 ms', value: (r) => r.latencyMs.p99, format: fixed(2), better: 'lower' },
+  { header: 'ELU µs/cycle', value: (r) => r.eluUsPerCycle, format: fixed(1), better: 'lower' },
+  { header: 'CPU µs/cycle', value: (r) => r.cpuUsPerCycle, format: fixed(1), better: 'lower' },
+  { header: 'cmds/cycle', value: (r) => r.commandsPerCycle, format: fixed(2), better: 'lower' },
+  { header: 'evals/cycle', value: (r) => r.evalsPerCycle, format: fixed(2) }
+]
+
+const CONTENDED_COLUMNS = [
+  { header: 'wall ms', value: (r) => r.wallMs, format: fixed(0), better: 'lower', ifTimedOut: 'timeout' },
+  { header: '×ideal', value: (r) => r.wallOverIdeal, format: fixed(2), ifTimedOut: '-' },
+  { header: 'hand-off p50 ms', value: (r) => r.handoffMs.p50, format: fixed(2), better: 'lower' },
+  { header: 'hand-off p99 ms', value: (r) => r.handoffMs.p99, format: fixed(2), better: 'lower' },
+  { header: 'cmds/acq', value: (r) => r.commandsPerAcquisition, format: fixed(2), better: 'lower' },
+  { header: 'evals/acq', value: (r) => r.evalsPerAcquisition, format: fixed(2) },
+  { header: 'CPU ms', value: (r) => r.cpuMs, format: fixed(0), better: 'lower' },
+  { header: 'overlaps', value: (r) => r.overlaps, format: (n) => (n === 0 ? 'ok' : String(n)) }
+]
+
+// Errors are listed in full under the table, so the rows stay one line each.
+function status (row) {
+  if (row.error) return 'error, see below'
+  if (row.gaveUp) return `timeout: ${row.acquired}/${row.tasks} acquired in time`
+  return 'ok'
+}
+
+function cell (row, column) {
+  if (row.error) return '-'
+  if (row.gaveUp && column.ifTimedOut) return column.ifTimedOut
+  return column.format(column.value(row))
+}
+
+const isComplete = (row) => !row.error && !row.gaveUp
+
+// Factor oriented so that > 1 always means ironlock is better.
+function ratioAgainstBestPeer (ours, peers, column) {
+  const score = (row) => column.better === 'higher' ? column.value(row) : -column.value(row)
+  const best = peers.reduce((a, b) => (score(b) > score(a) ? b : a))
+  const factor = column.better === 'higher'
+    ? column.value(ours) / column.value(best)
+    : column.value(best) / column.value(ours)
+  return { column: column.header, factor, peer: best.impl }
+}
+
+function comparisonLine (rows, columns) {
+  const ours = rows.find((row) => row.impl === OURS)
+  const peers = rows.filter((row) => row.impl !== OURS && isComplete(row))
+  if (!ours) return `(no ${OURS} row: nothing to compare against)`
+  if (!isComplete(ours)) return `(${OURS} did not complete: no ratios)`
+  if (peers.length === 0) return `(no peer completed: no ratios)`
+  const ratios = columns.filter((column) => column.better)
+    .map((column) => ratioAgainstBestPeer(ours, peers, column))
+  const parts = ratios.map(({ column, factor, peer }) => `${column} ×${factor.toFixed(2)} (${peer})`)
+  return `${OURS} vs best peer, >1 = ${OURS} better: ${parts.join(', ')}`
+}
+
+function renderCase (title, kind, rows) {
+  const columns = kind === 'uncontended' ? UNCONTENDED_COLUMNS : CONTENDED_COLUMNS
+  const headers = ['implementation', ...columns.map((column) => column.header), 'status']
+  const cells = rows.map((row) => [row.impl, ...columns.map((column) => cell(row, column)), status(row)])
+  const errors = rows.filter((row) => row.error).map((row) => `error in ${row.impl}: ${row.error}`)
+  return [`\n== ${title} ==`, formatTable(headers, cells), ...errors, comparisonLine(rows, columns)].join('\n')
+}
+
+module.exports = { renderCase }

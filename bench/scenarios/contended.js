@@ -1,0 +1,79 @@
+'use strict'
+
+// Many tasks queue for ONE key; each holds it for a few ms. Measures how
+// quickly and how cheaply the lock is handed from holder to holder.
+
+const { setTimeout: sleep } = require('node:timers/promises')
+const { nowMs } = require('../clock')
+const { latencySummary } = require('../stats')
+const { resetCommandCounts, readCommandCounts } = require('../commands')
+
+const KEY = 'bench:contended'
+const WARMUP_KEY = 'bench:contended:warmup'
+const WARMUP_TASKS = 10
+const WARMUP_HOLD_MS = 1
+
+async function holdOnce (locks, key, { ttlMs, holdMs }) {
+  const handle = await locks.acquire(key, ttlMs)
+  const acquiredAt = nowMs()
+  await sleep(holdMs)
+  const releaseStartedAt = nowMs()
+  await locks.release(handle)
+  return { acquiredAt, releaseStartedAt }
+}
+
+// Loads scripts and opens connections; also exercises the waiting path once.
+async function warmUp (locks, ttlMs) {
+  await Promise.all(Array.from({ length: WARMUP_TASKS }, () =>
+    holdOnce(locks, WARMUP_KEY, { ttlMs, holdMs: WARMUP_HOLD_MS })))
+}
+
+// Holds sorted by acquisition. A hand-off runs from one holder calling
+// release() to the next holder's acquire() resolving; a negative gap means two
+// holders overlapped, which a correct lock never allows.
+function analyseHolds (holds) {
+  holds.sort((a, b) => a.acquiredAt - b.acquiredAt)
+  const handoffs = []
+  let overlaps = 0
+  let latestReleaseStart = -Infinity
+  for (const hold of holds) {
+    if (hold.acquiredAt < latestReleaseStart) overlaps++
+    if (latestReleaseStart !== -Infinity) handoffs.push(hold.acquiredAt - latestReleaseStart)
+    latestReleaseStart = Math.max(latestReleaseStart, hold.releaseStartedAt)
+  }
+  return { handoffMs: latencySummary(handoffs), overlaps }
+}
+
+async function runContended (locks, servers, { tasks, holdMs, ttlMs }) {
+  await warmUp(locks, ttlMs)
+  await resetCommandCounts(servers)
+
+  const cpuBefore = process.cpuUsage()
+  const startedAt = nowMs()
+  const outcomes = await Promise.allSettled(Array.from({ length: tasks }, () =>
+    holdOnce(locks, KEY, { ttlMs, holdMs })))
+  const wallMs = nowMs() - startedAt
+  const cpu = process.cpuUsage(cpuBefore)
+  const commands = await readCommandCounts(servers)
+
+  const holds = outcomes.filter((o) => o.status === 'fulfilled').map((o) => o.value)
+  const failures = outcomes.filter((o) => o.status === 'rejected')
+  const idealMs = tasks * holdMs
+  return {
+    tasks,
+    acquired: holds.length,
+    gaveUp: failures.length,
+    firstError: failures[0]?.reason?.message,
+    wallMs,
+    idealMs,
+    wallOverIdeal: wallMs / idealMs,
+    ...analyseHolds(holds),
+    // Per lock actually obtained, so tasks that gave up still charge their polling.
+    commandsPerAcquisition: commands.total / holds.length,
+    evalsPerAcquisition: commands.evals / holds.length,
+    cpuMs: (cpu.user + cpu.system) / 1000,
+    commandCalls: commands.byCommand
+  }
+}
+
+module.exports = { runContended }

@@ -1,0 +1,202 @@
+//! One pub/sub connection per Redis server, shared by every release channel a locker waits on.
+//!
+//! Channels are reference-counted: the first queue waiting on a channel subscribes it, the last
+//! one to leave unsubscribes it. When the connection drops, the subscriber reconnects, subscribes
+//! every channel again, and tells the listener to resync, since announcements may have been lost.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::aio::PubSubSink;
+use redis::Client;
+
+use super::BoxFuture;
+use crate::wait::ReleaseListener;
+
+const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(50);
+const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(2);
+
+pub struct Subscriber {
+    client: Client,
+    timeout: Duration,
+    listener: Weak<dyn ReleaseListener>,
+    state: tokio::sync::Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    sink: Option<PubSubSink>,
+    /// Subscribed channels and how many queues need each.
+    channels: HashMap<String, usize>,
+    reconnecting: bool,
+    closed: bool,
+}
+
+impl Subscriber {
+    pub fn new(
+        client: Client,
+        timeout: Duration,
+        listener: Weak<dyn ReleaseListener>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            client,
+            timeout,
+            listener,
+            state: tokio::sync::Mutex::default(),
+        })
+    }
+
+    /// Subscribes `channels` (counting each use) and returns once Redis confirmed.
+    pub async fn watch(self: &Arc<Self>, channels: &[String]) -> Result<(), String> {
+        let mut state = self.state.lock().await;
+        if state.closed {
+            return Err("closed".into());
+        }
+        let mut fresh = Vec::new();
+        for channel in channels {
+            let uses = state.channels.entry(channel.clone()).or_insert(0);
+            *uses += 1;
+            if *uses == 1 {
+                fresh.push(channel.clone());
+            }
+        }
+        if state.sink.is_none() {
+            if state.reconnecting {
+                // The reconnect loop subscribes every counted channel, these included.
+                return Err("reconnecting".into());
+            }
+            let sink = self.connect().await.inspect_err(|_| {
+                for channel in channels {
+                    release_use(&mut state.channels, channel);
+                }
+            })?;
+            state.sink = Some(sink);
+            fresh = state.channels.keys().cloned().collect();
+        }
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        let sink = state.sink.as_mut().expect("connected above");
+        match tokio::time::timeout(self.timeout, sink.subscribe(&fresh)).await {
+            Ok(Ok(())) => Ok(()),
+            failure => {
+                for channel in channels {
+                    release_use(&mut state.channels, channel);
+                }
+                Err(match failure {
+                    Ok(Err(error)) => error.to_string(),
+                    _ => "subscribe timed out".into(),
+                })
+            }
+        }
+    }
+
+    /// Drops one use of each of `channels`, unsubscribing those no one needs any more.
+    pub fn unwatch(self: &Arc<Self>, channels: &[String]) {
+        let subscriber = self.clone();
+        let channels = channels.to_vec();
+        tokio::spawn(async move {
+            let mut state = subscriber.state.lock().await;
+            let unused: Vec<String> = channels
+                .iter()
+                .filter(|channel| release_use(&mut state.channels, channel))
+                .cloned()
+                .collect();
+            if let (false, Some(sink)) = (unused.is_empty(), state.sink.as_mut()) {
+                let _ = tokio::time::timeout(subscriber.timeout, sink.unsubscribe(&unused)).await;
+            }
+        });
+    }
+
+    pub fn close(self: &Arc<Self>) {
+        let subscriber = self.clone();
+        tokio::spawn(async move {
+            let mut state = subscriber.state.lock().await;
+            state.closed = true;
+            state.sink = None;
+            state.channels.clear();
+        });
+    }
+
+    /// Opens the pub/sub connection and starts the task that routes its messages.
+    async fn connect(self: &Arc<Self>) -> Result<PubSubSink, String> {
+        let pubsub = tokio::time::timeout(self.timeout, self.client.get_async_pubsub())
+            .await
+            .map_err(|_| "pub/sub connect timed out".to_owned())?
+            .map_err(|error| error.to_string())?;
+        let (sink, mut stream) = pubsub.split();
+        let subscriber = Arc::downgrade(self);
+        let listener = self.listener.clone();
+        tokio::spawn(async move {
+            while let Some(message) = stream.next().await {
+                if let (Some(listener), Ok(token)) =
+                    (listener.upgrade(), message.get_payload::<String>())
+                {
+                    listener.released(message.get_channel_name(), &token);
+                }
+            }
+            if let Some(subscriber) = subscriber.upgrade() {
+                subscriber.reconnect().await;
+            }
+        });
+        Ok(sink)
+    }
+
+    /// Runs after the connection dropped: reconnects and resubscribes until it works, or until
+    /// no channel is needed any more.
+    ///
+    /// Boxed because it and `connect` start each other.
+    fn reconnect(self: Arc<Self>) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            {
+                let mut state = self.state.lock().await;
+                state.sink = None;
+                if state.closed || state.reconnecting {
+                    return;
+                }
+                state.reconnecting = true;
+            }
+            let mut delay = RECONNECT_MIN_DELAY;
+            loop {
+                let mut state = self.state.lock().await;
+                if state.closed || state.channels.is_empty() {
+                    state.reconnecting = false;
+                    break;
+                }
+                if let Ok(mut sink) = self.connect().await {
+                    let channels: Vec<String> = state.channels.keys().cloned().collect();
+                    if let Ok(Ok(())) =
+                        tokio::time::timeout(self.timeout, sink.subscribe(&channels)).await
+                    {
+                        state.sink = Some(sink);
+                        state.reconnecting = false;
+                        break;
+                    }
+                }
+                drop(state);
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(RECONNECT_MAX_DELAY);
+            }
+            if let Some(listener) = self.listener.upgrade() {
+                listener.resync();
+            }
+        })
+    }
+}
+
+/// Drops one use of `channel`; `true` when that was the last.
+fn release_use(channels: &mut HashMap<String, usize>, channel: &str) -> bool {
+    match channels.get_mut(channel) {
+        Some(uses) if *uses > 1 => {
+            *uses -= 1;
+            false
+        }
+        Some(_) => {
+            channels.remove(channel);
+            true
+        }
+        None => false,
+    }
+}

@@ -1,0 +1,232 @@
+//! A throwaway `redis-server` per test, in the style of redis-rs's `redis-test` crate.
+//!
+//! Every server listens on its own free port with its own temporary directory, so tests run in
+//! parallel and never touch a Redis someone else uses. Failed checks print the server's log.
+
+// Each test binary uses a different subset of these helpers.
+#![allow(dead_code)]
+
+use std::fmt::{self, Debug};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use ironlock_core::NodeConfig;
+
+const REDIS_SERVER: &str = "/usr/bin/redis-server";
+const START_ATTEMPTS: usize = 5;
+const READY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bound on the helper's own round trips, so a check on a wedged server fails instead of hanging.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Tells apart the temporary directories of servers started by one test process.
+static NEXT_SERVER: AtomicUsize = AtomicUsize::new(0);
+
+pub struct RedisServer {
+    process: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl RedisServer {
+    /// Starts a server on a free port and returns once it answers PING.
+    pub fn start() -> Self {
+        let mut failures = Vec::new();
+        for _ in 0..START_ATTEMPTS {
+            match Self::try_start() {
+                Ok(server) => return server,
+                // Usually another process took the port between probing and binding it.
+                Err(failure) => failures.push(failure),
+            }
+        }
+        panic!(
+            "redis-server did not start in {START_ATTEMPTS} attempts:\n{}",
+            failures.join("\n---\n")
+        );
+    }
+
+    fn try_start() -> Result<Self, String> {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!(
+            "ironlock-core-test-{}-{}",
+            std::process::id(),
+            NEXT_SERVER.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).map_err(|error| format!("create {dir:?}: {error}"))?;
+        let process = Command::new(REDIS_SERVER)
+            .args(["--port", &port.to_string()])
+            .args(["--bind", "127.0.0.1"])
+            .args(["--save", ""])
+            .args(["--appendonly", "no"])
+            .arg("--dir")
+            .arg(&dir)
+            .arg("--logfile")
+            .arg(dir.join("redis.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|error| format!("spawn {REDIS_SERVER}: {error}"))?;
+        // From here on, Drop kills the process and removes the directory on every early return.
+        let mut server = Self { process, port, dir };
+        server.wait_until_ready()?;
+        Ok(server)
+    }
+
+    fn wait_until_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Ok(Some(status)) = self.process.try_wait() {
+                return Err(format!(
+                    "redis-server on port {} exited with {status}; log:\n{}",
+                    self.port,
+                    self.log()
+                ));
+            }
+            if answers_ping(self.port) {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "redis-server on port {} gave no PONG within {READY_TIMEOUT:?}; log:\n{}",
+                    self.port,
+                    self.log()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // A PONG from another test's server on the same port would let two tests share a server.
+        let info: String = self
+            .try_query(&["INFO", "server"])
+            .map_err(|error| format!("INFO on port {}: {error}", self.port))?;
+        let expected = format!("process_id:{}", self.process.id());
+        if info.lines().any(|line| line.trim() == expected) {
+            Ok(())
+        } else {
+            Err(format!("port {} is served by another process", self.port))
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    pub fn node(&self) -> NodeConfig {
+        NodeConfig {
+            host: "127.0.0.1".into(),
+            port: self.port,
+            ..NodeConfig::default()
+        }
+    }
+
+    /// The server's log so far, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("redis.log"))
+            .unwrap_or_else(|error| format!("(no log: {error})"))
+    }
+
+    /// Freezes the server (SIGSTOP): connections stay open but nothing answers.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Thaws a paused server (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    /// Kills the server for good; the port then refuses connections. The log stays readable.
+    pub fn stop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.process.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} failed: {status}");
+    }
+
+    /// Runs one command on a fresh connection, panicking with the server log on failure.
+    #[track_caller]
+    pub fn query<T: redis::FromRedisValue>(&self, command: &[&str]) -> T {
+        self.try_query(command)
+            .unwrap_or_else(|error| self.fail(format_args!("{command:?} failed: {error}")))
+    }
+
+    fn try_query<T: redis::FromRedisValue>(&self, command: &[&str]) -> redis::RedisResult<T> {
+        let client = redis::Client::open(self.url())?;
+        let mut connection = client.get_connection_with_timeout(QUERY_TIMEOUT)?;
+        connection.set_read_timeout(Some(QUERY_TIMEOUT))?;
+        connection.set_write_timeout(Some(QUERY_TIMEOUT))?;
+        let (name, args) = command.split_first().expect("a command name");
+        redis::cmd(name).arg(args).query(&mut connection)
+    }
+
+    /// `assert!` that shows the server log when it fails.
+    #[track_caller]
+    pub fn check(&self, condition: bool, message: impl fmt::Display) {
+        if !condition {
+            self.fail(message);
+        }
+    }
+
+    /// `assert_eq!` that shows the server log when it fails.
+    #[track_caller]
+    pub fn check_eq<T: PartialEq + Debug>(&self, actual: T, expected: T, what: &str) {
+        if actual != expected {
+            self.fail(format_args!(
+                "{what}: expected {expected:?}, got {actual:?}"
+            ));
+        }
+    }
+
+    #[track_caller]
+    pub fn fail(&self, message: impl fmt::Display) -> ! {
+        panic!(
+            "{message}\n--- redis-server log (port {}) ---\n{}",
+            self.port,
+            self.log()
+        )
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        // SIGKILL also ends a paused server, so a failed test never leaves one behind.
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A port nothing listened on a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("bind an ephemeral port")
+        .port()
+}
+
+fn answers_ping(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let timeout = Some(Duration::from_millis(500));
+    if stream.set_read_timeout(timeout).is_err() || stream.set_write_timeout(timeout).is_err() {
+        return false;
+    }
+    if stream.write_all(b"*1\r\n$4\r\nPING\r\n").is_err() {
+        return false;
+    }
+    let mut reply = [0u8; 7];
+    stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+}
