@@ -33,7 +33,7 @@ export declare class NativeLocker {
 
 /** Everything a native locker needs to reach its servers. */
 export interface LockerOptions {
-  /** `"single"`. */
+  /** `"single"` or `"redlock"`. */
   mode: string
   nodes: Array<NodeOptions>
   keyPrefix?: string

@@ -127,14 +127,12 @@ function parseNode(target, name) {
  */
 function resolveTarget(target, defaults) {
   const given = objectArgument(defaults, 'defaults')
-  if (Array.isArray(target)) {
-    throw invalidArgValue('target', 'is an array (Redlock), which this version of ironlock does not support yet')
-  }
-  const { node, overrides } = parseNode(target, 'target')
+  const parsed = Array.isArray(target) ? parseRedlock(target) : [parseNode(target, 'target')]
   const connection = { ...CONNECTION_DEFAULTS }
   for (const field of Object.keys(CONNECTION_DEFAULTS)) {
     if (given[field] !== undefined) connection[field] = given[field]
-    if (overrides[field] !== undefined) connection[field] = overrides[field]
+    // Settings written on the target itself win; with several nodes, the first node's do.
+    if (parsed[0].overrides[field] !== undefined) connection[field] = parsed[0].overrides[field]
   }
   durationArgument(connection.connectTimeout, 'connectTimeout')
   durationArgument(connection.commandTimeout, 'commandTimeout')
@@ -142,15 +140,24 @@ function resolveTarget(target, defaults) {
   if (typeof connection.driftFactor !== 'number' || !(connection.driftFactor >= 0 && connection.driftFactor < 1)) {
     throw invalidArgValue('driftFactor', `must be a number from 0 to below 1. Received ${connection.driftFactor}`)
   }
+  const nodes = parsed.map(({ node }) => node)
   return {
-    native: { mode: 'single', nodes: [node], ...connection },
+    native: { mode: Array.isArray(target) ? 'redlock' : 'single', nodes, ...connection },
     lockDefaults: {
       ttl: given.ttl ?? 30000,
       wait: given.wait ?? 10000,
       autoExtend: given.autoExtend ?? true,
     },
-    description: describeNode(node),
+    description: nodes.length === 1 ? describeNode(nodes[0]) : `redlock[${nodes.map(describeNode).join(', ')}]`,
   }
+}
+
+/** An array of 2+ independent masters: a Redlock target. */
+function parseRedlock(targets) {
+  if (targets.length < 2) {
+    throw invalidArgValue('target', `must list at least 2 servers for Redlock. Received ${targets.length}`)
+  }
+  return targets.map((each, index) => parseNode(each, `target[${index}]`))
 }
 
 /** `redis://user:***@host:port/db`: how a target shows in inspect output and messages. */

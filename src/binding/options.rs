@@ -33,7 +33,7 @@ pub struct NodeOptions {
 /// Everything a native locker needs to reach its servers.
 #[napi(object)]
 pub struct LockerOptions {
-    /// `"single"`.
+    /// `"single"` or `"redlock"`.
     pub mode: String,
     pub nodes: Vec<NodeOptions>,
     pub key_prefix: Option<String>,
@@ -51,6 +51,7 @@ impl TryFrom<LockerOptions> for LockerConfig {
         let mut nodes = options.nodes.into_iter().map(NodeConfig::from);
         let target = match options.mode.as_str() {
             "single" => Target::Single(nodes.next().ok_or("a single target needs one node")?),
+            "redlock" => Target::Redlock(nodes.collect()),
             other => return Err(format!("unknown target mode {other:?}")),
         };
         let mut config = LockerConfig::new(target);

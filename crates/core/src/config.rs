@@ -75,6 +75,8 @@ impl Default for NodeConfig {
 pub enum Target {
     /// One Redis: the `SET NX PX` replacement.
     Single(NodeConfig),
+    /// Independent masters; a lock needs a majority of them.
+    Redlock(Vec<NodeConfig>),
 }
 
 #[derive(Clone, Debug, PartialEq)]

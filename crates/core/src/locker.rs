@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-use crate::backend::{Attempt, Backend, SingleBackend};
+use crate::backend::{Attempt, Backend, RedlockBackend, SingleBackend};
 use crate::config::{LockerConfig, Target};
 use crate::error::LockError;
 use crate::keys::LockKeys;
@@ -32,6 +32,13 @@ impl Locker {
                 config.command_timeout,
                 listener,
             )?),
+            Target::Redlock(nodes) => Arc::new(RedlockBackend::new(
+                nodes,
+                config.connect_timeout,
+                config.command_timeout,
+                config.drift_factor,
+                listener,
+            )?),
         };
         queues.attach(Arc::downgrade(&backend));
         Ok(Self {
@@ -56,7 +63,6 @@ impl Locker {
         keys: Arc<LockKeys>,
         options: &AcquireOptions,
     ) -> Result<HeldLock, LockError> {
-        let token = uuid::Uuid::new_v4().to_string();
         let deadline = options.wait.map(|wait| Instant::now() + wait);
         let cancelled = || {
             options
@@ -72,7 +78,7 @@ impl Locker {
         }
         let mut retry_after = None;
         if options.wait == Some(Duration::ZERO) || !self.queues.has_waiters(&keys.channels) {
-            match self.attempt(&keys, &token, options).await? {
+            match self.attempt(&keys, options).await? {
                 Ok(lock) if cancelled() => {
                     self.release_in_background(lock.keys, lock.token);
                     return Err(aborted());
@@ -85,7 +91,7 @@ impl Locker {
             }
         }
         let ticket = self.queues.join(&keys.channels);
-        let waiting = self.wait_in_queue(&ticket, &keys, &token, options, deadline, retry_after);
+        let waiting = self.wait_in_queue(&ticket, &keys, options, deadline, retry_after);
         let outcome = match &options.cancel {
             Some(cancel) => tokio::select! {
                 outcome = waiting => outcome,
@@ -110,7 +116,6 @@ impl Locker {
         &self,
         ticket: &Ticket,
         keys: &Arc<LockKeys>,
-        token: &str,
         options: &AcquireOptions,
         deadline: Option<Instant>,
         mut retry_after: Option<Duration>,
@@ -122,7 +127,7 @@ impl Locker {
         loop {
             let generation = match ticket.turn() {
                 Turn::Attempt { generation } => {
-                    match self.attempt(keys, token, options).await? {
+                    match self.attempt(keys, options).await? {
                         Ok(lock) => return Ok(lock),
                         Err(after) => retry_after = after,
                     }
@@ -146,17 +151,20 @@ impl Locker {
     }
 
     /// One try: `Ok(Ok(lock))` when taken, `Ok(Err(retry_after))` when busy.
+    ///
+    /// Every attempt has a token of its own: the undo of a lost attempt may still be on its way
+    /// to a node when the next attempt wins there, and must not delete the new lock.
     async fn attempt(
         &self,
         keys: &Arc<LockKeys>,
-        token: &str,
         options: &AcquireOptions,
     ) -> Result<Result<HeldLock, Option<Duration>>, LockError> {
+        let token = uuid::Uuid::new_v4().to_string();
         let started = SystemTime::now();
-        match self.backend.try_acquire(keys, token, options.ttl).await {
+        match self.backend.try_acquire(keys, &token, options.ttl).await {
             Ok(Attempt::Acquired { fence }) => Ok(Ok(HeldLock {
                 keys: keys.clone(),
-                token: token.to_owned(),
+                token,
                 fence,
                 ttl: options.ttl,
                 expires_at: valid_until(started, options.ttl, self.drift_factor),
@@ -164,7 +172,7 @@ impl Locker {
             Ok(Attempt::Busy { retry_after }) => Ok(Err(retry_after)),
             Err(error) => {
                 // The SET may have landed before the connection failed: undo it by token.
-                self.release_in_background(keys.clone(), token.to_owned());
+                self.release_in_background(keys.clone(), token);
                 Err(error)
             }
         }

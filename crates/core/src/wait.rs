@@ -58,8 +58,9 @@ pub trait ReleaseListener: Send + Sync {
 /// Longest sleep of a head whose release channel could not be subscribed.
 const UNSUBSCRIBED_POLL: Duration = Duration::from_millis(250);
 
-/// How many announced releases to remember: each release is announced twice when this process made
-/// it (directly, and by its echo on the channel), in either order, and must wake only once.
+/// How many announced releases to remember: a release is announced more than once (directly when
+/// this process made it, and on the channel of every node that held it), in any order, and must
+/// wake the queue only once.
 const REMEMBERED_RELEASES: usize = 16;
 
 /// The queues of local waiters, one per set of lock keys.
@@ -160,8 +161,7 @@ impl WaitQueues {
                 continue;
             }
             let mut state = queue.state.lock().expect("queue state");
-            if let Some(index) = state.announced.iter().position(|seen| seen == token) {
-                state.announced.remove(index);
+            if state.announced.iter().any(|seen| seen == token) {
                 continue;
             }
             if state.announced.len() == REMEMBERED_RELEASES {

@@ -1,0 +1,381 @@
+//! Redlock: a lock is held when a majority of independent Redis masters grant it.
+//!
+//! Every operation goes to all nodes at once and resolves as soon as its outcome is certain, so a
+//! stalled node delays nothing while a majority answers; the slower nodes finish in the background.
+//! A lost attempt is undone on every node.
+
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use rand::Rng;
+
+use super::{Attempt, Backend, BoxFuture, SingleBackend};
+use crate::config::NodeConfig;
+use crate::error::{LockError, QuorumVotes};
+use crate::keys::LockKeys;
+use crate::lock::drift;
+use crate::wait::ReleaseListener;
+
+/// Longest pause before retrying a round whose votes were split between competing clients.
+const SPLIT_VOTE_RETRY: Duration = Duration::from_millis(50);
+
+pub struct RedlockBackend {
+    nodes: Vec<Arc<SingleBackend>>,
+    quorum: usize,
+    command_timeout: Duration,
+    drift_factor: f64,
+}
+
+/// One node's answer in a round: `None` while it has not answered.
+type Answer<T> = Option<Result<T, LockError>>;
+
+impl RedlockBackend {
+    pub fn new(
+        nodes: &[NodeConfig],
+        connect_timeout: Duration,
+        command_timeout: Duration,
+        drift_factor: f64,
+        listener: Weak<dyn ReleaseListener>,
+    ) -> Result<Self, String> {
+        let nodes = nodes
+            .iter()
+            .map(|node| {
+                SingleBackend::new(node, connect_timeout, command_timeout, listener.clone())
+                    .map(Arc::new)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            quorum: nodes.len() / 2 + 1,
+            nodes,
+            command_timeout,
+            drift_factor,
+        })
+    }
+
+    /// A node's time to answer: small against the TTL, so one slow node cannot eat the validity.
+    fn node_timeout(&self, ttl: Duration) -> Duration {
+        self.command_timeout
+            .min(ttl / 10)
+            .max(Duration::from_millis(5))
+    }
+
+    /// Runs `call` on every node at once and returns the answers as soon as `decided` holds for
+    /// them. The remaining nodes keep running in the background; `finish` then gets every answer
+    /// and which of them came after the decision.
+    async fn round<T, Call, Fut>(
+        &self,
+        timeout: Duration,
+        call: Call,
+        decided: impl Fn(&[Answer<T>]) -> bool + Send + 'static,
+        finish: impl FnOnce(Vec<Answer<T>>, Vec<bool>) + Send + 'static,
+    ) -> Vec<Answer<T>>
+    where
+        T: Clone + Send + 'static,
+        Call: Fn(Arc<SingleBackend>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, LockError>> + Send + 'static,
+    {
+        let mut pending: FuturesUnordered<_> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(index, node)| {
+                let label = node.label().to_owned();
+                let call = call(node.clone());
+                async move {
+                    let answer = tokio::time::timeout(timeout, call)
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(LockError::Connection {
+                                key: String::new(),
+                                message: format!(
+                                    "{label}: no answer within {} ms",
+                                    timeout.as_millis()
+                                ),
+                            })
+                        });
+                    (index, answer)
+                }
+            })
+            .collect();
+        let (decision, decided_answers) = tokio::sync::oneshot::channel();
+        let node_count = self.nodes.len();
+        tokio::spawn(async move {
+            let mut answers: Vec<Answer<T>> = vec![None; node_count];
+            let mut late = vec![false; node_count];
+            let mut decision = Some(decision);
+            while let Some((index, answer)) = pending.next().await {
+                answers[index] = Some(answer);
+                late[index] = decision.is_none();
+                if decision.is_some() && (decided(&answers) || answers.iter().all(Option::is_some))
+                {
+                    let _ = decision
+                        .take()
+                        .expect("checked above")
+                        .send(answers.clone());
+                }
+            }
+            finish(answers, late);
+        });
+        decided_answers.await.unwrap_or_default()
+    }
+
+    fn votes<T>(&self, answers: &[Answer<T>], granted: impl Fn(&T) -> bool) -> QuorumVotes {
+        let mut votes = QuorumVotes::default();
+        for (node, answer) in self.nodes.iter().zip(answers) {
+            match answer {
+                Some(Ok(value)) if granted(value) => votes.granted += 1,
+                Some(Ok(_)) => votes.refused += 1,
+                Some(Err(error)) => votes
+                    .errors
+                    .push((node.label().to_owned(), node_message(error))),
+                None => votes
+                    .errors
+                    .push((node.label().to_owned(), "no answer yet".to_owned())),
+            }
+        }
+        votes
+    }
+
+    /// Releases `token` on every node, without waiting: undoes a lost attempt.
+    fn undo(nodes: Vec<Arc<SingleBackend>>, keys: Arc<LockKeys>, token: String) {
+        for node in nodes {
+            let (keys, token) = (keys.clone(), token.clone());
+            tokio::spawn(async move {
+                let _ = node.release(&keys, &token).await;
+            });
+        }
+    }
+}
+
+/// `decided` for a yes/no round: a majority either way is final.
+fn majority_decided<T>(
+    quorum: usize,
+    granted: impl Fn(&T) -> bool,
+) -> impl Fn(&[Answer<T>]) -> bool {
+    move |answers: &[Answer<T>]| {
+        let yes = answers
+            .iter()
+            .filter(|answer| matches!(answer, Some(Ok(value)) if granted(value)))
+            .count();
+        let no = answers
+            .iter()
+            .filter(|answer| {
+                matches!(answer, Some(Ok(value)) if !granted(value))
+                    || matches!(answer, Some(Err(_)))
+            })
+            .count();
+        yes >= quorum || no > answers.len() - quorum
+    }
+}
+
+/// A node's error text without the key prefix the single backend gives it.
+fn node_message(error: &LockError) -> String {
+    match error {
+        LockError::Connection { message, .. } => message
+            .split_once(": ")
+            .map_or(message.clone(), |(_, rest)| rest.to_owned()),
+        other => other.to_string(),
+    }
+}
+
+fn is_granted(attempt: &Attempt) -> bool {
+    matches!(attempt, Attempt::Acquired { .. })
+}
+
+impl Backend for RedlockBackend {
+    fn try_acquire<'a>(
+        &'a self,
+        keys: &'a LockKeys,
+        token: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Attempt, LockError>> {
+        Box::pin(async move {
+            let started = Instant::now();
+            let shared_keys = Arc::new(keys.clone());
+            let owned_token = token.to_owned();
+            // A node that grants after a lost round is undone when it answers.
+            let undo_late_grants = {
+                let (nodes, keys, token) =
+                    (self.nodes.clone(), shared_keys.clone(), owned_token.clone());
+                let quorum = self.quorum;
+                move |answers: Vec<Answer<Attempt>>, late: Vec<bool>| {
+                    let granted = |answer: &Answer<Attempt>| matches!(answer, Some(Ok(attempt)) if is_granted(attempt));
+                    if answers.iter().filter(|answer| granted(answer)).count() >= quorum {
+                        return;
+                    }
+                    let late_grants: Vec<_> = nodes
+                        .into_iter()
+                        .zip(answers.iter().zip(late))
+                        .filter(|(_, (answer, late))| *late && granted(answer))
+                        .map(|(node, _)| node)
+                        .collect();
+                    Self::undo(late_grants, keys, token);
+                }
+            };
+            let answers = self
+                .round(
+                    self.node_timeout(ttl),
+                    |node| {
+                        let (keys, token) = (shared_keys.clone(), owned_token.clone());
+                        async move { node.try_acquire(&keys, &token, ttl).await }
+                    },
+                    majority_decided(self.quorum, is_granted),
+                    undo_late_grants,
+                )
+                .await;
+            let votes = self.votes(&answers, is_granted);
+            let validity = ttl
+                .checked_sub(started.elapsed() + drift(ttl, self.drift_factor))
+                .unwrap_or_default();
+            if votes.granted >= self.quorum && !validity.is_zero() {
+                let fence = answers
+                    .iter()
+                    .filter_map(|answer| match answer {
+                        Some(Ok(Attempt::Acquired { fence })) => Some(*fence),
+                        _ => None,
+                    })
+                    .max()
+                    .unwrap_or(0);
+                return Ok(Attempt::Acquired { fence });
+            }
+            if votes.granted > 0 {
+                // Lost with a partial majority: give the votes back now, not when the TTL ends.
+                Self::undo(self.nodes.clone(), shared_keys, owned_token);
+            }
+            if self.nodes.len() - votes.errors.len() < self.quorum {
+                return Err(LockError::Quorum {
+                    key: keys.first().to_owned(),
+                    votes,
+                });
+            }
+            // Free again once enough of the refusing holders' TTLs have run out.
+            let mut holders: Vec<Option<Duration>> = answers
+                .iter()
+                .filter_map(|answer| match answer {
+                    Some(Ok(Attempt::Busy { retry_after })) => Some(*retry_after),
+                    _ => None,
+                })
+                .collect();
+            holders.sort_by_key(|left| left.unwrap_or(Duration::MAX));
+            let needed = self.quorum.saturating_sub(votes.granted).max(1);
+            let mut retry_after = holders.get(needed - 1).copied().flatten();
+            if votes.granted > 0 || holders.is_empty() {
+                // Votes split between competing clients (or validity ran out): retry after a
+                // random pause so the competitors stop colliding.
+                let pause = rand::rng().random_range(Duration::ZERO..SPLIT_VOTE_RETRY);
+                retry_after = Some(retry_after.map_or(pause, |after| after.min(pause)));
+            }
+            Ok(Attempt::Busy { retry_after })
+        })
+    }
+
+    fn release<'a>(
+        &'a self,
+        keys: &'a LockKeys,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<bool, LockError>> {
+        Box::pin(async move {
+            let (shared_keys, owned_token) = (Arc::new(keys.clone()), token.to_owned());
+            let answers = self
+                .round(
+                    self.command_timeout,
+                    |node| {
+                        let (keys, token) = (shared_keys.clone(), owned_token.clone());
+                        async move { node.release(&keys, &token).await }
+                    },
+                    majority_decided(self.quorum, |released: &bool| *released),
+                    |_, _| {},
+                )
+                .await;
+            let votes = self.votes(&answers, |released| *released);
+            if votes.granted >= self.quorum {
+                Ok(true)
+            } else if self.nodes.len() - votes.errors.len() < self.quorum {
+                Err(LockError::Quorum {
+                    key: keys.first().to_owned(),
+                    votes,
+                })
+            } else {
+                Ok(false)
+            }
+        })
+    }
+
+    fn extend<'a>(
+        &'a self,
+        keys: &'a LockKeys,
+        token: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, LockError>> {
+        Box::pin(async move {
+            let started = Instant::now();
+            let (shared_keys, owned_token) = (Arc::new(keys.clone()), token.to_owned());
+            let answers = self
+                .round(
+                    self.node_timeout(ttl),
+                    |node| {
+                        let (keys, token) = (shared_keys.clone(), owned_token.clone());
+                        async move { node.extend(&keys, &token, ttl).await }
+                    },
+                    majority_decided(self.quorum, |extended: &bool| *extended),
+                    |_, _| {},
+                )
+                .await;
+            let votes = self.votes(&answers, |extended| *extended);
+            let in_time = started.elapsed() + drift(ttl, self.drift_factor) < ttl;
+            if votes.granted >= self.quorum && in_time {
+                Ok(true)
+            } else if self.nodes.len() - votes.errors.len() < self.quorum {
+                Err(LockError::Quorum {
+                    key: keys.first().to_owned(),
+                    votes,
+                })
+            } else {
+                Ok(false)
+            }
+        })
+    }
+
+    fn watch_releases<'a>(
+        &'a self,
+        channels: &'a [String],
+    ) -> BoxFuture<'a, Result<(), LockError>> {
+        Box::pin(async move {
+            // One subscribed node is enough to be woken; the others join as they answer.
+            let channels = channels.to_vec();
+            let mut pending: FuturesUnordered<_> = self
+                .nodes
+                .iter()
+                .map(|node| {
+                    let (node, channels) = (node.clone(), channels.clone());
+                    tokio::spawn(async move { node.watch_releases(&channels).await })
+                })
+                .collect();
+            let mut last_error = None;
+            while let Some(joined) = pending.next().await {
+                match joined {
+                    Ok(Ok(())) => return Ok(()),
+                    Ok(Err(error)) => last_error = Some(error),
+                    Err(_) => {}
+                }
+            }
+            Err(last_error.unwrap_or(LockError::Connection {
+                key: String::new(),
+                message: "no node could subscribe".into(),
+            }))
+        })
+    }
+
+    fn unwatch_releases(&self, channels: &[String]) {
+        for node in &self.nodes {
+            node.unwatch_releases(channels);
+        }
+    }
+
+    fn close(&self) {
+        for node in &self.nodes {
+            node.close();
+        }
+    }
+}
