@@ -35,11 +35,14 @@ export interface IoredisLike {
   options: RedisOptions
 }
 
+/** One Redis: a `redis://[user:pass@]host:port[/db]` or `rediss://` URL, options, or an ioredis client. */
+export type NodeTarget = string | RedisOptions | IoredisLike
+
 /**
- * Where the locks live: a `redis://[user:pass@]host:port[/db]` or `rediss://` URL, ioredis-style
- * options, or an ioredis client.
+ * Where the locks live: one Redis, or an array of 2+ independent masters (Redlock, quorum
+ * `floor(N/2)+1`).
  */
-export type Target = string | RedisOptions | IoredisLike
+export type Target = NodeTarget | NodeTarget[]
 
 export interface AcquireOptions {
   /** ms the lock lives unless extended. Default 30000. */
