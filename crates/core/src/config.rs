@@ -75,6 +75,10 @@ impl Default for NodeConfig {
 pub enum Target {
     /// One Redis: the `SET NX PX` replacement.
     Single(NodeConfig),
+    /// `memory://`: an in-process store with the same semantics, excluding only within this
+    /// process. `name` (`memory://<name>`) shares one store among every locker on that name;
+    /// without it the locker has a store of its own.
+    Memory { name: Option<String> },
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-use crate::backend::{Attempt, Backend, SingleBackend};
+use crate::backend::{Attempt, Backend, MemoryBackend, SingleBackend};
 use crate::config::{LockerConfig, Target};
 use crate::error::LockError;
 use crate::keys::LockKeys;
@@ -32,6 +32,7 @@ impl Locker {
                 config.command_timeout,
                 listener,
             )?),
+            Target::Memory { name } => Arc::new(MemoryBackend::new(name.as_deref(), listener)),
         };
         queues.attach(Arc::downgrade(&backend));
         Ok(Self {

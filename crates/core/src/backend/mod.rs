@@ -1,6 +1,7 @@
 //! Where locks are stored. Every backend speaks the same small protocol; the locker adds waiting,
 //! validity and the watchdog on top, once for all of them.
 
+mod memory;
 mod single;
 mod subscriber;
 
@@ -8,6 +9,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+pub use memory::MemoryBackend;
 pub use single::SingleBackend;
 
 use crate::error::LockError;
