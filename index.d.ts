@@ -37,7 +37,9 @@ export interface IoredisLike {
 
 /**
  * Where the locks live: a `redis://[user:pass@]host:port[/db]` or `rediss://` URL, ioredis-style
- * options, or an ioredis client.
+ * options, an ioredis client, or `'memory://'` / `'memory://<name>'`: an in-process store that
+ * excludes only within this process (`memory://` is the locker's own; a named one is shared by
+ * every locker on that name).
  */
 export type Target = string | RedisOptions | IoredisLike
 

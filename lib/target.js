@@ -122,6 +122,18 @@ function parseNode(target, name) {
 }
 
 /**
+ * `'memory://'` (a store of the locker's own) or `'memory://<name>'` (one store per name, shared by
+ * every locker on it in this process) → `{ store }`; `undefined` for any other target.
+ */
+function parseMemory(target) {
+  if (typeof target !== 'string' || !/^memory:/i.test(target)) return undefined
+  if (!target.startsWith('memory://')) {
+    throw invalidArgValue('target', `must be 'memory://' or 'memory://<name>'. Received '${target}'`)
+  }
+  return { store: target.slice('memory://'.length) }
+}
+
+/**
  * `target` and `defaults` as given to `new Locker(target, defaults)` → `{ native, lockDefaults,
  * description }`: the native locker's options, the acquire defaults, and a password-free label.
  */
@@ -130,7 +142,8 @@ function resolveTarget(target, defaults) {
   if (Array.isArray(target)) {
     throw invalidArgValue('target', 'is an array (Redlock), which this version of ironlock does not support yet')
   }
-  const { node, overrides } = parseNode(target, 'target')
+  const memory = parseMemory(target)
+  const { node, overrides } = memory ? { node: null, overrides: {} } : parseNode(target, 'target')
   const connection = { ...CONNECTION_DEFAULTS }
   for (const field of Object.keys(CONNECTION_DEFAULTS)) {
     if (given[field] !== undefined) connection[field] = given[field]
@@ -143,13 +156,15 @@ function resolveTarget(target, defaults) {
     throw invalidArgValue('driftFactor', `must be a number from 0 to below 1. Received ${connection.driftFactor}`)
   }
   return {
-    native: { mode: 'single', nodes: [node], ...connection },
+    native: memory
+      ? { mode: 'memory', nodes: [], store: memory.store, ...connection }
+      : { mode: 'single', nodes: [node], ...connection },
     lockDefaults: {
       ttl: given.ttl ?? 30000,
       wait: given.wait ?? 10000,
       autoExtend: given.autoExtend ?? true,
     },
-    description: describeNode(node),
+    description: memory ? target : describeNode(node),
   }
 }
 
