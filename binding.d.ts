@@ -33,9 +33,14 @@ export declare class NativeLocker {
 
 /** Everything a native locker needs to reach its servers. */
 export interface LockerOptions {
-  /** `"single"` or `"redlock"`. */
+  /** `"single"`, `"redlock"`, or `"memory"` (no nodes). */
   mode: string
   nodes: Array<NodeOptions>
+  /**
+   * `"memory"` mode: the name of a store shared by every locker on it (`memory://<name>`);
+   * absent or empty, the locker gets a store of its own.
+   */
+  store?: string
   keyPrefix?: string
   /** Milliseconds. */
   connectTimeout?: number

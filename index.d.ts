@@ -39,8 +39,10 @@ export interface IoredisLike {
 export type NodeTarget = string | RedisOptions | IoredisLike
 
 /**
- * Where the locks live: one Redis, or an array of 2+ independent masters (Redlock, quorum
- * `floor(N/2)+1`).
+ * Where the locks live: one Redis, an array of 2+ independent masters (Redlock, quorum
+ * `floor(N/2)+1`), or `'memory://'` / `'memory://<name>'`: an in-process store that excludes only
+ * within this process (`memory://` is the locker's own; a named one is shared by every locker on
+ * that name).
  */
 export type Target = NodeTarget | NodeTarget[]
 

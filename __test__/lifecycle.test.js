@@ -105,3 +105,11 @@ test('a closed locker rejects with LockConnectionError', async () => {
   expect(error).toBeInstanceOf(ironlock.LockConnectionError)
   expect(error.code).toBe('ECONNECTION')
 })
+
+test('release and extend after close() reject instead of hanging', async () => {
+  const locker = new ironlock.Locker(server.url)
+  const lock = await locker.acquire('closing', { ttl: 5000 })
+  await locker.close()
+  await expect(lock.release()).rejects.toThrow(ironlock.LockConnectionError)
+  await expect(lock.extend(1000)).rejects.toThrow(ironlock.LockConnectionError)
+})

@@ -1,6 +1,7 @@
 'use strict'
 
 const { startRedis, stopAll } = require('./helpers/redis-server')
+const { whenAborted } = require('./helpers/signals')
 const { Locker, LockLostError, LockBusyError } = require('..')
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
@@ -81,7 +82,7 @@ test('a lock deleted behind its back aborts the signal with LockLostError', asyn
   let seen
   const run = locker.using('k', { ttl: 600 }, async (signal) => {
     await redis.del('k')
-    await new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }))
+    await whenAborted(signal)
     seen = signal.reason
     return 'finished anyway'
   })
@@ -94,7 +95,7 @@ test('a lock deleted behind its back aborts the signal with LockLostError', asyn
 test('a lock taken by another holder aborts with LockLostError and is not deleted', async () => {
   const run = locker.using('k', { ttl: 600 }, async (signal) => {
     await redis.set('k', 'someone-else', 'PX', 10000)
-    await new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }))
+    await whenAborted(signal)
   })
   await expect(run).rejects.toThrow(LockLostError)
   expect(await redis.get('k')).toBe('someone-else')

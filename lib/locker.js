@@ -134,7 +134,7 @@ class Locker {
   release(lock) {
     try {
       const id = this.#ownLock(lock, 'lock')
-      return this.#call((op) => this.#native.release(op, id), (status, released) => released === 1)
+      return this.#call((op) => this.#native.release(op, id), (status, released) => released === 1, lock.key)
     } catch (error) {
       return Promise.reject(error)
     }
@@ -212,7 +212,7 @@ class Locker {
   }
 
   #closedError(key) {
-    return new LockConnectionError(`the locker was closed; lock "${key}" was not taken`, {
+    return new LockConnectionError(`the locker was closed; nothing was done for lock "${key}"`, {
       key,
       cause: new Error('locker closed'),
     })
@@ -220,6 +220,7 @@ class Locker {
 
   /** Runs one native operation; `settle(status, a, b, c, text)` turns its completion into the result. */
   #call(start, settle, key) {
+    if (this.#closed) return Promise.reject(this.#closedError(key))
     return new Promise((resolve, reject) => {
       const op = this.#dispatch.start({
         resolve: (...completion) => resolve(settle(...completion)),

@@ -122,17 +122,30 @@ function parseNode(target, name) {
 }
 
 /**
+ * `'memory://'` (a store of the locker's own) or `'memory://<name>'` (one store per name, shared by
+ * every locker on it in this process) → `{ store }`; `undefined` for any other target.
+ */
+function parseMemory(target) {
+  if (typeof target !== 'string' || !/^memory:/i.test(target)) return undefined
+  if (!target.startsWith('memory://')) {
+    throw invalidArgValue('target', `must be 'memory://' or 'memory://<name>'. Received '${target}'`)
+  }
+  return { store: target.slice('memory://'.length) }
+}
+
+/**
  * `target` and `defaults` as given to `new Locker(target, defaults)` → `{ native, lockDefaults,
  * description }`: the native locker's options, the acquire defaults, and a password-free label.
  */
 function resolveTarget(target, defaults) {
   const given = objectArgument(defaults, 'defaults')
-  const parsed = Array.isArray(target) ? parseRedlock(target) : [parseNode(target, 'target')]
+  const memory = parseMemory(target)
+  const parsed = memory ? [] : Array.isArray(target) ? parseRedlock(target) : [parseNode(target, 'target')]
   const connection = { ...CONNECTION_DEFAULTS }
   for (const field of Object.keys(CONNECTION_DEFAULTS)) {
     if (given[field] !== undefined) connection[field] = given[field]
     // Settings written on the target itself win; with several nodes, the first node's do.
-    if (parsed[0].overrides[field] !== undefined) connection[field] = parsed[0].overrides[field]
+    if (parsed.length > 0 && parsed[0].overrides[field] !== undefined) connection[field] = parsed[0].overrides[field]
   }
   durationArgument(connection.connectTimeout, 'connectTimeout')
   durationArgument(connection.commandTimeout, 'commandTimeout')
@@ -142,13 +155,15 @@ function resolveTarget(target, defaults) {
   }
   const nodes = parsed.map(({ node }) => node)
   return {
-    native: { mode: Array.isArray(target) ? 'redlock' : 'single', nodes, ...connection },
+    native: memory
+      ? { mode: 'memory', nodes: [], store: memory.store, ...connection }
+      : { mode: Array.isArray(target) ? 'redlock' : 'single', nodes, ...connection },
     lockDefaults: {
       ttl: given.ttl ?? 30000,
       wait: given.wait ?? 10000,
       autoExtend: given.autoExtend ?? true,
     },
-    description: nodes.length === 1 ? describeNode(nodes[0]) : `redlock[${nodes.map(describeNode).join(', ')}]`,
+    description: memory ? target : nodes.length === 1 ? describeNode(nodes[0]) : `redlock[${nodes.map(describeNode).join(', ')}]`,
   }
 }
 

@@ -33,9 +33,12 @@ pub struct NodeOptions {
 /// Everything a native locker needs to reach its servers.
 #[napi(object)]
 pub struct LockerOptions {
-    /// `"single"` or `"redlock"`.
+    /// `"single"`, `"redlock"`, or `"memory"` (no nodes).
     pub mode: String,
     pub nodes: Vec<NodeOptions>,
+    /// `"memory"` mode: the name of a store shared by every locker on it (`memory://<name>`);
+    /// absent or empty, the locker gets a store of its own.
+    pub store: Option<String>,
     pub key_prefix: Option<String>,
     /// Milliseconds.
     pub connect_timeout: Option<f64>,
@@ -52,6 +55,9 @@ impl TryFrom<LockerOptions> for LockerConfig {
         let target = match options.mode.as_str() {
             "single" => Target::Single(nodes.next().ok_or("a single target needs one node")?),
             "redlock" => Target::Redlock(nodes.collect()),
+            "memory" => Target::Memory {
+                name: options.store.filter(|name| !name.is_empty()),
+            },
             other => return Err(format!("unknown target mode {other:?}")),
         };
         let mut config = LockerConfig::new(target);

@@ -77,6 +77,10 @@ pub enum Target {
     Single(NodeConfig),
     /// Independent masters; a lock needs a majority of them.
     Redlock(Vec<NodeConfig>),
+    /// `memory://`: an in-process store with the same semantics, excluding only within this
+    /// process. `name` (`memory://<name>`) shares one store among every locker on that name;
+    /// without it the locker has a store of its own.
+    Memory { name: Option<String> },
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-use crate::backend::{Attempt, Backend, RedlockBackend, SingleBackend};
+use crate::backend::{Attempt, Backend, MemoryBackend, RedlockBackend, SingleBackend};
 use crate::config::{LockerConfig, Target};
 use crate::error::LockError;
 use crate::keys::LockKeys;
@@ -39,6 +39,7 @@ impl Locker {
                 config.drift_factor,
                 listener,
             )?),
+            Target::Memory { name } => Arc::new(MemoryBackend::new(name.as_deref(), listener)),
         };
         queues.attach(Arc::downgrade(&backend));
         Ok(Self {

@@ -1,6 +1,7 @@
 //! Where locks are stored. Every backend speaks the same small protocol; the locker adds waiting,
 //! validity and the watchdog on top, once for all of them.
 
+mod memory;
 mod redlock;
 mod single;
 mod subscriber;
@@ -9,6 +10,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+pub use memory::MemoryBackend;
 pub use redlock::RedlockBackend;
 pub use single::SingleBackend;
 

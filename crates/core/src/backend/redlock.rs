@@ -120,6 +120,8 @@ impl RedlockBackend {
         decided_answers.await.unwrap_or_default()
     }
 
+    /// The votes of a round. Nodes that had not answered when it was decided are neither for,
+    /// against nor failed: they are listed only if the round ends in a [`LockError::Quorum`].
     fn votes<T>(&self, answers: &[Answer<T>], granted: impl Fn(&T) -> bool) -> QuorumVotes {
         let mut votes = QuorumVotes::default();
         for (node, answer) in self.nodes.iter().zip(answers) {
@@ -129,12 +131,34 @@ impl RedlockBackend {
                 Some(Err(error)) => votes
                     .errors
                     .push((node.label().to_owned(), node_message(error))),
-                None => votes
-                    .errors
-                    .push((node.label().to_owned(), "no answer yet".to_owned())),
+                None => {}
             }
         }
         votes
+    }
+
+    /// A [`LockError::Quorum`] when too few nodes work to ever make a majority.
+    fn unreachable<T>(
+        &self,
+        key: &str,
+        answers: &[Answer<T>],
+        mut votes: QuorumVotes,
+    ) -> Option<LockError> {
+        if self.nodes.len() - votes.errors.len() >= self.quorum {
+            return None;
+        }
+        for (node, answer) in self.nodes.iter().zip(answers) {
+            if answer.is_none() {
+                votes.errors.push((
+                    node.label().to_owned(),
+                    "no answer before the round was decided".to_owned(),
+                ));
+            }
+        }
+        Some(LockError::Quorum {
+            key: key.to_owned(),
+            votes,
+        })
     }
 
     /// Releases `token` on every node, without waiting: undoes a lost attempt.
@@ -243,11 +267,8 @@ impl Backend for RedlockBackend {
                 // Lost with a partial majority: give the votes back now, not when the TTL ends.
                 Self::undo(self.nodes.clone(), shared_keys, owned_token);
             }
-            if self.nodes.len() - votes.errors.len() < self.quorum {
-                return Err(LockError::Quorum {
-                    key: keys.first().to_owned(),
-                    votes,
-                });
+            if let Some(error) = self.unreachable(keys.first(), &answers, votes.clone()) {
+                return Err(error);
             }
             // Free again once enough of the refusing holders' TTLs have run out.
             let mut holders: Vec<Option<Duration>> = answers
@@ -290,14 +311,11 @@ impl Backend for RedlockBackend {
                 .await;
             let votes = self.votes(&answers, |released| *released);
             if votes.granted >= self.quorum {
-                Ok(true)
-            } else if self.nodes.len() - votes.errors.len() < self.quorum {
-                Err(LockError::Quorum {
-                    key: keys.first().to_owned(),
-                    votes,
-                })
-            } else {
-                Ok(false)
+                return Ok(true);
+            }
+            match self.unreachable(keys.first(), &answers, votes) {
+                Some(error) => Err(error),
+                None => Ok(false),
             }
         })
     }
@@ -325,14 +343,11 @@ impl Backend for RedlockBackend {
             let votes = self.votes(&answers, |extended| *extended);
             let in_time = started.elapsed() + drift(ttl, self.drift_factor) < ttl;
             if votes.granted >= self.quorum && in_time {
-                Ok(true)
-            } else if self.nodes.len() - votes.errors.len() < self.quorum {
-                Err(LockError::Quorum {
-                    key: keys.first().to_owned(),
-                    votes,
-                })
-            } else {
-                Ok(false)
+                return Ok(true);
+            }
+            match self.unreachable(keys.first(), &answers, votes) {
+                Some(error) => Err(error),
+                None => Ok(false),
             }
         })
     }

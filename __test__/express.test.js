@@ -1,0 +1,320 @@
+'use strict'
+
+const http = require('node:http')
+const net = require('node:net')
+const express = require('express')
+const { startRedis, stopAll } = require('./helpers/redis-server')
+const { send: sendTo, startRequest: startRequestTo } = require('./fixtures/http-client')
+const ironlock = require('..')
+const { lock } = require('../lib/express')
+
+const { Locker, LockBusyError } = ironlock
+
+const LOCK_TTL_MS = 5000
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
+
+function deferred() {
+  let resolve
+  const promise = new Promise((done) => { resolve = done })
+  return { promise, resolve }
+}
+
+/** Polls `check` until it returns true; fails after `timeoutMs`. */
+async function eventually(check, timeoutMs = 2000) {
+  const deadline = Date.now() + timeoutMs
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`not true within ${timeoutMs} ms: ${check}`)
+    await sleep(10)
+  }
+}
+
+let server
+let redis
+let locker
+let otherProcess
+let app
+let httpServer
+let port
+
+const send = (method, path, body) => sendTo(port, method, path, body)
+const startRequest = (path) => startRequestTo(port, path)
+
+/** A loopback port that nothing listens on. */
+function closedPort() {
+  return new Promise((resolve) => {
+    const probe = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port: free } = probe.address()
+      probe.close(() => resolve(free))
+    })
+  })
+}
+
+beforeAll(async () => {
+  server = await startRedis()
+  redis = server.client()
+  locker = new Locker(server.url)
+  otherProcess = new Locker(server.url)
+  app = express()
+  app.use(express.json())
+  httpServer = http.createServer(app)
+  await new Promise((resolve) => httpServer.listen(0, '127.0.0.1', resolve))
+  port = httpServer.address().port
+})
+
+afterAll(async () => {
+  httpServer.closeAllConnections()
+  await new Promise((resolve) => httpServer.close(resolve))
+  await Promise.all([locker.close(), otherProcess.close(), ironlock.close()])
+  await stopAll()
+})
+
+beforeEach(async () => {
+  await redis.flushall()
+  jest.restoreAllMocks()
+})
+
+/** Mounts a route with its own path and an error handler behind it; returns the path. */
+let routeCount = 0
+function route(...handlers) {
+  const path = `/route-${++routeCount}`
+  app.post(path, ...handlers, (error, req, res, next) => {
+    res.status(error.code === 'ECONNECTION' ? 503 : 500).json({ code: error.code ?? null, name: error.name })
+  })
+  return path
+}
+
+test('100 concurrent orders for 10 seats: exactly 10 sold, the other 90 answered 409 with Retry-After', async () => {
+  // 10 seats, 10 buyers per seat, all 100 orders sent at once. The lock is per seat and busy
+  // answers 409 at once (the default wait: 0). To make "the other 90 get 409" certain rather than
+  // likely, each seat's holder keeps its payment pending until every other order has either been
+  // answered or entered a handler itself: a buyer can then only have found its seat locked. If
+  // the lock let two buyers of a seat in, more than 10 enter, fewer than 90 get 409, and the
+  // assertions below fail (the gate still opens, so the test does not hang).
+  const SEATS = 10
+  const BUYERS_PER_SEAT = 10
+  const ORDERS = SEATS * BUYERS_PER_SEAT
+  await redis.mset(Object.fromEntries(Array.from({ length: SEATS }, (_, seat) => [`seat:${seat}`, 'free'])))
+  const release = jest.spyOn(locker, 'release')
+  const everyoneElseAnswered = deferred()
+  let entered = 0
+  let answered = 0
+  const openGateWhenSettled = () => {
+    if (entered + answered === ORDERS) everyoneElseAnswered.resolve()
+  }
+
+  const path = route(lock((req) => `lock:seat:${req.body.seat}`, { locker, ttl: LOCK_TTL_MS }), async (req, res) => {
+    entered += 1
+    openGateWhenSettled()
+    const seatKey = `seat:${req.body.seat}`
+    if ((await redis.get(seatKey)) !== 'free') return res.status(410).end()
+    await everyoneElseAnswered.promise // the payment
+    await redis.set(seatKey, 'sold')
+    res.status(201).json({ seat: req.body.seat, fence: req.lock.fence })
+  })
+
+  const responses = await Promise.all(Array.from({ length: ORDERS }, (_, order) =>
+    send('POST', path, { seat: order % SEATS }).then((response) => {
+      if (response.status === 409) {
+        answered += 1
+        openGateWhenSettled()
+      }
+      return response
+    })))
+
+  const sold = responses.filter((response) => response.status === 201)
+  const busy = responses.filter((response) => response.status === 409)
+  expect(sold).toHaveLength(SEATS)
+  expect(busy).toHaveLength(ORDERS - SEATS)
+  expect(new Set(sold.map((response) => JSON.parse(response.body).seat)).size).toBe(SEATS)
+  for (const response of busy) {
+    const seconds = Number(response.headers['retry-after'])
+    expect(Number.isInteger(seconds)).toBe(true)
+    expect(seconds).toBeGreaterThanOrEqual(1)
+    expect(seconds).toBeLessThanOrEqual(LOCK_TTL_MS / 1000)
+    expect(JSON.parse(response.body).code).toBe('ELOCKBUSY')
+  }
+  expect(await redis.mget(Array.from({ length: SEATS }, (_, seat) => `seat:${seat}`))).toEqual(Array(SEATS).fill('sold'))
+  // Every lock released once, none left behind.
+  await eventually(() => release.mock.calls.length === SEATS)
+  expect(await redis.keys('lock:seat:*')).toEqual([])
+})
+
+test('100 buyers for 10 pairs, retrying after 409: exactly 10 sold, 90 told sold out, never two inside', async () => {
+  // One SKU, one lock: whoever finds it busy gets 409 and tries again, until the handler answers
+  // 201 (sold) or 410 (sold out). Whatever the interleaving, exactly 10 sell: the handler reads the
+  // stock, awaits a payment and writes stock - 1, which oversells without the lock. Real clients
+  // would wait Retry-After seconds; these retry after a few ms to keep the test fast.
+  const BUYERS = 100
+  const STOCK = 10
+  await redis.set('stock:sneakers', STOCK)
+  const release = jest.spyOn(locker, 'release')
+  let inside = 0
+  let overlaps = 0
+  let entered = 0
+  const path = route(lock(() => 'lock:sku:sneakers', { locker, ttl: LOCK_TTL_MS }), async (req, res) => {
+    entered += 1
+    inside += 1
+    if (inside > 1) overlaps += 1
+    try {
+      const stock = Number(await redis.get('stock:sneakers'))
+      if (stock <= 0) return res.status(410).end()
+      await sleep(2) // the payment
+      await redis.set('stock:sneakers', stock - 1)
+      res.status(201).end()
+    } finally {
+      inside -= 1
+    }
+  })
+
+  let busyAnswers = 0
+  const buy = async () => {
+    for (;;) {
+      const response = await send('POST', path)
+      if (response.status !== 409) return response.status
+      busyAnswers += 1
+      expect(Number(response.headers['retry-after'])).toBeGreaterThanOrEqual(1)
+      await sleep(5 + Math.random() * 20)
+    }
+  }
+  const outcomes = await Promise.all(Array.from({ length: BUYERS }, buy))
+
+  expect(outcomes.filter((status) => status === 201)).toHaveLength(STOCK)
+  expect(outcomes.filter((status) => status === 410)).toHaveLength(BUYERS - STOCK)
+  expect(overlaps).toBe(0)
+  expect(busyAnswers).toBeGreaterThan(0)
+  expect(await redis.get('stock:sneakers')).toBe('0')
+  await eventually(() => release.mock.calls.length === entered)
+})
+
+test('a client that disconnects mid-handler releases its lock, once', async () => {
+  const release = jest.spyOn(locker, 'release')
+  const inHandler = deferred()
+  const finishHandler = deferred()
+  const handlerDone = deferred()
+  const path = route(lock(() => 'lock:job', { locker, ttl: LOCK_TTL_MS }), async (req, res) => {
+    inHandler.resolve()
+    await finishHandler.promise
+    res.json({ ok: true }) // too late: the client is gone
+    handlerDone.resolve()
+  })
+
+  const request = startRequest(path)
+  await inHandler.promise
+  expect(await redis.exists('lock:job')).toBe(1)
+  request.destroy()
+
+  await eventually(async () => (await redis.exists('lock:job')) === 0)
+  const next = await otherProcess.tryAcquire('lock:job')
+  expect(next).not.toBeNull()
+  await next.release()
+
+  finishHandler.resolve()
+  await handlerDone.promise
+  await sleep(50) // room for a second release, if there were one
+  expect(release).toHaveBeenCalledTimes(1)
+  expect(release.mock.calls[0][0].key).toBe('lock:job')
+})
+
+test('a client that disconnects while queued gives up its place and never takes the lock', async () => {
+  const release = jest.spyOn(locker, 'release')
+  const handler = jest.fn((req, res) => res.end())
+  const path = route(lock(() => 'lock:queued', { locker, wait: Infinity }), handler)
+  const holder = await otherProcess.acquire('lock:queued', { ttl: LOCK_TTL_MS })
+
+  const request = startRequest(path)
+  await sleep(100) // the request reaches the middleware and waits
+  request.destroy()
+  await sleep(50)
+  await holder.release()
+
+  await sleep(200)
+  expect(handler).not.toHaveBeenCalled()
+  expect(release).not.toHaveBeenCalled()
+  expect(await redis.exists('lock:queued')).toBe(0)
+})
+
+test('a request whose client left before the middleware ran takes no lock', async () => {
+  const release = jest.spyOn(locker, 'release')
+  const reachedLock = deferred()
+  const untilClientLeft = (req, res, next) => res.once('close', () => setImmediate(() => {
+    next()
+    reachedLock.resolve()
+  }))
+  const handler = jest.fn((req, res) => res.end())
+  const path = route(untilClientLeft, lock(() => 'lock:late', { locker }), handler)
+
+  const request = startRequest(path)
+  await sleep(50)
+  request.destroy()
+  await reachedLock.promise
+  await sleep(100)
+  expect(handler).not.toHaveBeenCalled()
+  expect(release).not.toHaveBeenCalled()
+  expect(await redis.exists('lock:late')).toBe(0)
+})
+
+test('with a wait, a request queues until the holder releases', async () => {
+  const path = route(lock(() => 'lock:wait', { locker, wait: 5000 }), (req, res) => res.json({ fence: req.lock.fence }))
+  const holder = await otherProcess.acquire('lock:wait', { ttl: LOCK_TTL_MS })
+  const pending = send('POST', path)
+  await sleep(100)
+  await holder.release()
+  const response = await pending
+  expect(response.status).toBe(200)
+  expect(JSON.parse(response.body).fence).toBeGreaterThan(holder.fence)
+})
+
+test('onBusy replaces the 409; a throwing onBusy goes to next(err)', async () => {
+  const onBusy = jest.fn((req, res, err) => res.status(423).json({ retryAfter: err.retryAfter }))
+  const answersLocked = route(lock(() => 'lock:busy', { locker, onBusy }), (req, res) => res.end())
+  const throws = route(lock(() => 'lock:busy', { locker, onBusy: async () => { throw new Error('boom') } }), (req, res) => res.end())
+  await otherProcess.acquire('lock:busy', { ttl: LOCK_TTL_MS })
+
+  const locked = await send('POST', answersLocked)
+  expect(locked.status).toBe(423)
+  expect(locked.headers['retry-after']).toBeUndefined()
+  expect(JSON.parse(locked.body).retryAfter).toBeGreaterThan(0)
+  expect(onBusy.mock.calls[0][2]).toBeInstanceOf(LockBusyError)
+
+  expect((await send('POST', throws)).status).toBe(500)
+})
+
+test('connection errors and a throwing key function go to next(err)', async () => {
+  const unreachable = new Locker(`redis://127.0.0.1:${await closedPort()}`, { connectTimeout: 200 })
+  try {
+    const viaDeadRedis = route(lock(() => 'lock:dead', { locker: unreachable }), (req, res) => res.end())
+    const badKey = route(lock(() => { throw new Error('no key') }, { locker }), (req, res) => res.end())
+    const notAKey = route(lock(() => 42, { locker }), (req, res) => res.end())
+
+    expect(JSON.parse((await send('POST', viaDeadRedis)).body)).toEqual({ code: 'ECONNECTION', name: 'LockConnectionError' })
+    expect((await send('POST', badKey)).status).toBe(500)
+    expect(JSON.parse((await send('POST', notAKey)).body).code).toBe('ERR_INVALID_ARG_TYPE')
+  } finally {
+    await unreachable.close()
+  }
+})
+
+test('without a locker option, the default locker is looked up per request (configure() after setup works)', async () => {
+  const path = route(lock((req) => `lock:default:${req.body.id}`), (req, res) => {
+    res.json({ key: req.lock.key, token: req.lock.token, signal: req.lockSignal instanceof AbortSignal })
+  })
+  ironlock.configure(server.url)
+  const response = await send('POST', path, { id: 7 })
+  expect(response.status).toBe(200)
+  const body = JSON.parse(response.body)
+  expect(body).toEqual({ key: 'lock:default:7', token: expect.any(String), signal: true })
+  await eventually(async () => (await redis.exists('lock:default:7')) === 0)
+})
+
+test('bad arguments throw at setup, with Node-style codes', () => {
+  expect(() => lock('sku')).toThrow(expect.objectContaining({ name: 'TypeError', code: 'ERR_INVALID_ARG_TYPE' }))
+  expect(() => lock(() => 'k', { ttl: -1 })).toThrow(expect.objectContaining({ name: 'RangeError', code: 'ERR_OUT_OF_RANGE' }))
+  expect(() => lock(() => 'k', { onBusy: 409 })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }))
+  expect(() => lock(() => 'k', { locker: {} })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }))
+  expect(() => lock(() => 'k', { signal: new AbortController().signal }))
+    .toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }))
+})
+
+test('is exported as ironlock/express', () => {
+  expect(require('ironlock/express').lock).toBe(lock)
+})

@@ -1,0 +1,71 @@
+'use strict'
+
+// `@Locked(key | (...args) => key, options?)`: runs a method under a lock. `require('ironlock/nest')`.
+
+const { invalidArgType } = require('./errors')
+const { acquireOptions, keysArgument, objectArgument } = require('./validate')
+
+// Only fills the gaps so the given options can be checked when the class is defined.
+const PLACEHOLDER_DEFAULTS = { ttl: 30000, wait: 10000, autoExtend: true }
+
+/**
+ * A method decorator: every call runs as `locker.using(key, options, () => method(...args))`, so
+ * the decorated method always returns a Promise. `key` is a lock key, or a function called with
+ * the method's arguments (and the instance as `this`) that returns one. `options` are the
+ * AcquireOptions plus `locker` (default: ironlock's default locker, looked up on every call).
+ * Works as a TypeScript (`experimentalDecorators`, as in NestJS) and as a standard decorator.
+ */
+function Locked(key, options) {
+  if (typeof key !== 'function' && typeof key !== 'string' && !Array.isArray(key)) {
+    throw invalidArgType('key', 'a string, an array of strings or a function', key)
+  }
+  if (typeof key !== 'function') keysArgument(key, 'key')
+  const { locker, ...lockOptions } = objectArgument(options, 'options')
+  if (locker !== undefined && (locker === null || typeof locker.using !== 'function')) {
+    throw invalidArgType('options.locker', 'an ironlock Locker', locker)
+  }
+  acquireOptions(lockOptions, PLACEHOLDER_DEFAULTS)
+
+  const lockedVersionOf = (method, name) => {
+    // A computed method name keeps `name` (stack traces, Nest's logs).
+    const { [name]: wrapper } = {
+      async [name](...args) {
+        const lockKey = typeof key === 'function' ? key.apply(this, args) : key
+        const target = locker ?? require('..').getDefaultLocker()
+        return target.using(lockKey, lockOptions, () => method.apply(this, args))
+      },
+    }
+    copyMetadata(method, wrapper)
+    return wrapper
+  }
+
+  return function decorateLocked(target, propertyKey, descriptor) {
+    if (isStandardMethodContext(propertyKey)) return lockedVersionOf(target, propertyKey.name)
+    if (descriptor === undefined || typeof descriptor.value !== 'function') throw notAMethod(propertyKey)
+    return { ...descriptor, value: lockedVersionOf(descriptor.value, propertyKey) }
+  }
+}
+
+function notAMethod(propertyKey) {
+  const error = new TypeError(`@Locked() decorates methods; "${String(propertyKey)}" is not one`)
+  error.code = 'ERR_INVALID_ARG_TYPE'
+  return error
+}
+
+/** The second argument of a standard (TC39) method decorator. */
+function isStandardMethodContext(value) {
+  return value !== null && typeof value === 'object' && value.kind === 'method'
+}
+
+/**
+ * Moves the reflect-metadata of the original method (e.g. Nest's `@Post()` applied before
+ * `@Locked()`) onto the wrapper, so route and guard decorators keep working in either order.
+ */
+function copyMetadata(from, to) {
+  if (typeof Reflect.getMetadataKeys !== 'function') return
+  for (const metadataKey of Reflect.getMetadataKeys(from)) {
+    Reflect.defineMetadata(metadataKey, Reflect.getMetadata(metadataKey, from), to)
+  }
+}
+
+module.exports = { Locked }
