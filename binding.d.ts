@@ -13,20 +13,19 @@ export declare class NativeLocker {
   /** `onComplete(numbers, texts)` receives batches of finished operations. */
   constructor(options: LockerOptions, onComplete: (arg0: Float64Array, arg1: Array<string>) => void)
   /**
-   * Starts acquiring `keys`. `wait` < 0 waits forever. With `cancellable`, [`Self::cancel`]
-   * with the same `op` stops the wait. With `watchdog`, the lock is extended every ttl/3 until
-   * released, and a `Lost` completion reports its loss.
+   * Starts a batch of operations: JS queues the calls of one tick and hands them over at once,
+   * so a burst costs one napi call, one wake of the runtime and one socket write.
+   *
+   * `numbers` holds [`REQUEST_FIELDS`] numbers per operation, `[kind, op, a, b, c, key count]`:
+   * - acquire (0): `a` ttl ms, `b` wait ms (< 0 waits forever), `c` flags: 1 cancellable (see
+   *   [`Self::cancel`]), 2 watchdog (extend every ttl/3 until released; a `Lost` completion
+   *   reports its loss). Its keys come next in `keys`.
+   * - release (1): `a` lock id. Completes with 1 when the lock was still ours, else 0.
+   * - extend (2): `a` lock id, `b` ttl ms (<= 0: the lock's own TTL).
    */
-  acquire(op: number, keys: Array<string>, ttl: number, wait: number, cancellable: boolean, watchdog: boolean): void
+  submit(numbers: Float64Array, keys: Array<string>): void
   /** Stops the wait of operation `op`, if it is still waiting. */
   cancel(op: number): void
-  /**
-   * Releases lock `id`; completes with 1 when it was still ours, 0 otherwise. The lock stays
-   * known until Redis confirms, so a release that failed on a connection error can be retried.
-   */
-  release(op: number, id: number): void
-  /** Extends lock `id` to live `ttl` ms from now (its own TTL when `ttl` <= 0). */
-  extend(op: number, id: number, ttl: number): void
   /** Closes the connections; operations after this fail with a connection error. */
   close(): void
 }

@@ -1,12 +1,15 @@
 'use strict'
 
-// Pending native operations of one locker, and the decoding of the batches of completions the
-// native side delivers (see src/binding/completions.rs for the layout).
+// Pending native operations of one locker: requests go to the native side in batches (one napi
+// call per tick, see `NativeLocker::submit` in src/binding/locker.rs), and completions come back
+// in batches (see src/binding/completions.rs for their layout).
 
 const { fromNative } = require('./errors')
 
 const FIELDS = 5
 const Status = { Acquired: 0, Busy: 1, Done: 2, Extended: 3, Failed: 4, Lost: 5 }
+const Kind = { Acquire: 0, Release: 1, Extend: 2 }
+const Flags = { Cancellable: 1, Watchdog: 2 }
 
 class Dispatcher {
   constructor() {
@@ -18,6 +21,31 @@ class Dispatcher {
     this.keepAlive = setInterval(() => {}, 1 << 30)
     this.keepAlive.unref()
     this.onComplete = this.onComplete.bind(this)
+    this.native = null
+    this.requests = []
+    this.keys = []
+    this.flushScheduled = false
+    this.flush = this.flush.bind(this)
+  }
+
+  /** Queues a request for the native side; everything queued in this tick goes in one call. */
+  request(kind, op, a, b, c, keys) {
+    this.requests.push(kind, op, a, b, c, keys === undefined ? 0 : keys.length)
+    if (keys !== undefined) for (const key of keys) this.keys.push(key)
+    if (!this.flushScheduled) {
+      this.flushScheduled = true
+      queueMicrotask(this.flush)
+    }
+  }
+
+  flush() {
+    this.flushScheduled = false
+    if (this.requests.length === 0) return
+    const requests = new Float64Array(this.requests)
+    const keys = this.keys
+    this.requests = []
+    this.keys = []
+    this.native.submit(requests, keys)
   }
 
   /** Registers `record` ({ resolve, reject, … }) and returns its operation id. */
@@ -67,6 +95,8 @@ class Dispatcher {
   /** Settles every pending operation with `failure(record)` and stops keeping Node alive. */
   close(failure) {
     clearInterval(this.keepAlive)
+    this.requests = []
+    this.keys = []
     const pending = [...this.pending.values()]
     this.pending.clear()
     this.watched.clear()
@@ -74,4 +104,4 @@ class Dispatcher {
   }
 }
 
-module.exports = { Dispatcher, Status }
+module.exports = { Dispatcher, Status, Kind, Flags }

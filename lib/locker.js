@@ -2,7 +2,7 @@
 
 const { inspect } = require('node:util')
 const { NativeLocker } = require('../binding')
-const { Dispatcher, Status } = require('./dispatch')
+const { Dispatcher, Status, Kind, Flags } = require('./dispatch')
 const { LockBusyError, LockLostError, LockConnectionError, fromNative, invalidArgType, invalidArgValue } = require('./errors')
 const { keysArgument, durationArgument, acquireOptions, functionArgument } = require('./validate')
 const { resolveTarget } = require('./target')
@@ -105,6 +105,7 @@ class Locker {
     this.#description = description
     this.#dispatch = new Dispatcher()
     this.#native = new NativeLocker(native, this.#dispatch.onComplete)
+    this.#dispatch.native = this.#native
   }
 
   /** Takes the lock, waiting up to `options.wait` ms (default 10000) while someone else holds it. */
@@ -134,7 +135,7 @@ class Locker {
   release(lock) {
     try {
       const id = this.#ownLock(lock, 'lock')
-      return this.#call((op) => this.#native.release(op, id), (status, released) => released === 1, lock.key)
+      return this.#call((op) => this.#dispatch.request(Kind.Release, op, id, 0, 0), (status, released) => released === 1, lock.key)
     } catch (error) {
       return Promise.reject(error)
     }
@@ -146,7 +147,7 @@ class Locker {
       const id = this.#ownLock(lock, 'lock')
       const ms = ttl === undefined ? 0 : Math.ceil(durationArgument(ttl, 'ttl'))
       return this.#call(
-        (op) => this.#native.extend(op, id, ms),
+        (op) => this.#dispatch.request(Kind.Extend, op, id, ms, 0),
         (status, a, b, expiresAt) => Lock.extended(lock, expiresAt),
         lock.key,
       )
@@ -256,17 +257,20 @@ class Locker {
       const op = this.#dispatch.start(record)
       if (signal) {
         onAbort = () => {
+          // The request must have reached the native side for the cancel to find it.
+          this.#dispatch.flush()
           this.#native.cancel(op)
           // A lock that lands after the abort is released instead of handed out.
           record.resolve = (status, id) => {
-            if (status === Status.Acquired) this.#native.release(0, id)
+            if (status === Status.Acquired) this.#dispatch.request(Kind.Release, 0, id, 0, 0)
           }
           record.reject = () => {}
           reject(signal.reason)
         }
         signal.addEventListener('abort', onAbort, { once: true })
       }
-      this.#native.acquire(op, keys, ttl, wait === Infinity ? WAIT_FOREVER : wait, signal !== undefined, watchdog)
+      const flags = (signal === undefined ? 0 : Flags.Cancellable) | (watchdog ? Flags.Watchdog : 0)
+      this.#dispatch.request(Kind.Acquire, op, ttl, wait === Infinity ? WAIT_FOREVER : wait, flags, keys)
     })
   }
 }

@@ -93,56 +93,59 @@ impl NativeLocker {
         })
     }
 
-    /// Starts acquiring `keys`. `wait` < 0 waits forever. With `cancellable`, [`Self::cancel`]
-    /// with the same `op` stops the wait. With `watchdog`, the lock is extended every ttl/3 until
-    /// released, and a `Lost` completion reports its loss.
+    /// Starts a batch of operations: JS queues the calls of one tick and hands them over at once,
+    /// so a burst costs one napi call, one wake of the runtime and one socket write.
+    ///
+    /// `numbers` holds [`REQUEST_FIELDS`] numbers per operation, `[kind, op, a, b, c, key count]`:
+    /// - acquire (0): `a` ttl ms, `b` wait ms (< 0 waits forever), `c` flags: 1 cancellable (see
+    ///   [`Self::cancel`]), 2 watchdog (extend every ttl/3 until released; a `Lost` completion
+    ///   reports its loss). Its keys come next in `keys`.
+    /// - release (1): `a` lock id. Completes with 1 when the lock was still ours, else 0.
+    /// - extend (2): `a` lock id, `b` ttl ms (<= 0: the lock's own TTL).
     #[napi]
-    pub fn acquire(
-        &self,
-        op: u32,
-        keys: Vec<String>,
-        ttl: f64,
-        wait: f64,
-        cancellable: bool,
-        watchdog: bool,
-    ) {
-        let shared = self.shared.clone();
-        let cancel = cancellable.then(|| {
-            let token = CancelToken::default();
-            shared
-                .cancels
-                .lock()
-                .expect("cancel table")
-                .insert(op, token.clone());
-            token
-        });
-        let options = AcquireOptions {
-            ttl: millis(ttl),
-            wait: (wait >= 0.0).then(|| millis(wait)),
-            cancel,
-        };
-        RUNTIME.spawn(async move {
-            let keys = shared.locker.keys(keys);
-            let result = shared.locker.acquire(keys, &options).await;
-            if cancellable {
-                shared.cancels.lock().expect("cancel table").remove(&op);
-            }
-            let completion = match result {
-                Ok(lock) => shared.hold(op, lock, watchdog),
-                Err(LockError::Busy { retry_after, .. }) => Completion {
+    pub fn submit(&self, numbers: Float64Array, keys: Vec<String>) -> napi::Result<()> {
+        let mut keys = keys.into_iter();
+        let mut requests = Vec::with_capacity(numbers.len() / REQUEST_FIELDS);
+        for fields in numbers.chunks_exact(REQUEST_FIELDS) {
+            let op = fields[1] as u32;
+            requests.push(match fields[0] as u8 {
+                ACQUIRE => {
+                    let flags = fields[4] as u8;
+                    let cancel = (flags & CANCELLABLE != 0).then(|| self.cancellable(op));
+                    Request::Acquire {
+                        op,
+                        keys: keys.by_ref().take(fields[5] as usize).collect(),
+                        options: AcquireOptions {
+                            ttl: millis(fields[2]),
+                            wait: (fields[3] >= 0.0).then(|| millis(fields[3])),
+                            cancel,
+                        },
+                        watchdog: flags & WATCHDOG != 0,
+                    }
+                }
+                RELEASE => Request::Release {
                     op,
-                    status: Status::Busy,
-                    values: [
-                        retry_after.map_or(-1.0, |after| after.as_millis() as f64),
-                        0.0,
-                        0.0,
-                    ],
-                    text: None,
+                    id: fields[2] as u32,
                 },
-                Err(error) => Completion::failed(op, &error),
-            };
-            shared.completions.push(completion);
+                EXTEND => Request::Extend {
+                    op,
+                    id: fields[2] as u32,
+                    ttl: fields[3],
+                },
+                kind => {
+                    return Err(napi::Error::from_reason(format!(
+                        "unknown request kind {kind}"
+                    )))
+                }
+            });
+        }
+        let shared = self.shared.clone();
+        RUNTIME.spawn(async move {
+            for request in requests {
+                tokio::spawn(shared.clone().run(request));
+            }
         });
+        Ok(())
     }
 
     /// Stops the wait of operation `op`, if it is still waiting.
@@ -159,85 +162,6 @@ impl NativeLocker {
         }
     }
 
-    /// Releases lock `id`; completes with 1 when it was still ours, 0 otherwise. The lock stays
-    /// known until Redis confirms, so a release that failed on a connection error can be retried.
-    #[napi]
-    pub fn release(&self, op: u32, id: u32) {
-        let shared = self.shared.clone();
-        let lock = shared
-            .held
-            .lock()
-            .expect("held table")
-            .entries
-            .get_mut(&id)
-            .map(|held| {
-                held.watchdog = None;
-                held.lock.clone()
-            });
-        RUNTIME.spawn(async move {
-            let completion = match lock {
-                None => Completion {
-                    op,
-                    status: Status::Done,
-                    values: [0.0; 3],
-                    text: None,
-                },
-                Some(lock) => match shared.locker.release(&lock).await {
-                    Ok(released) => {
-                        shared.held.lock().expect("held table").entries.remove(&id);
-                        Completion {
-                            op,
-                            status: Status::Done,
-                            values: [f64::from(u8::from(released)), 0.0, 0.0],
-                            text: None,
-                        }
-                    }
-                    Err(error) => Completion::failed(op, &error),
-                },
-            };
-            shared.completions.push(completion);
-        });
-    }
-
-    /// Extends lock `id` to live `ttl` ms from now (its own TTL when `ttl` <= 0).
-    #[napi]
-    pub fn extend(&self, op: u32, id: u32, ttl: f64) {
-        let shared = self.shared.clone();
-        let lock = shared
-            .held
-            .lock()
-            .expect("held table")
-            .entries
-            .get(&id)
-            .map(|held| held.lock.clone());
-        RUNTIME.spawn(async move {
-            let completion = match lock {
-                None => Completion::failed(op, &LockError::Lost { key: String::new() }),
-                Some(lock) => {
-                    let ttl = if ttl > 0.0 { millis(ttl) } else { lock.ttl };
-                    match shared.locker.extend(&lock, ttl).await {
-                        Ok(extended) => {
-                            let expires_at = epoch_ms(extended.expires_at);
-                            if let Some(held) =
-                                shared.held.lock().expect("held table").entries.get_mut(&id)
-                            {
-                                held.lock = extended;
-                            }
-                            Completion {
-                                op,
-                                status: Status::Extended,
-                                values: [0.0, 0.0, expires_at],
-                                text: None,
-                            }
-                        }
-                        Err(error) => Completion::failed(op, &error),
-                    }
-                }
-            };
-            shared.completions.push(completion);
-        });
-    }
-
     /// Closes the connections; operations after this fail with a connection error.
     #[napi]
     pub fn close(&self) {
@@ -249,7 +173,152 @@ impl NativeLocker {
     }
 }
 
+/// Numbers per request in [`NativeLocker::submit`]: kind, op, three values, key count.
+const REQUEST_FIELDS: usize = 6;
+const ACQUIRE: u8 = 0;
+const RELEASE: u8 = 1;
+const EXTEND: u8 = 2;
+const CANCELLABLE: u8 = 1;
+const WATCHDOG: u8 = 2;
+
+enum Request {
+    Acquire {
+        op: u32,
+        keys: Vec<String>,
+        options: AcquireOptions,
+        watchdog: bool,
+    },
+    Release {
+        op: u32,
+        id: u32,
+    },
+    Extend {
+        op: u32,
+        id: u32,
+        ttl: f64,
+    },
+}
+
+impl NativeLocker {
+    /// Registered on the JS thread, before the wait starts, so a cancel can never come too early.
+    fn cancellable(&self, op: u32) -> CancelToken {
+        let token = CancelToken::default();
+        self.shared
+            .cancels
+            .lock()
+            .expect("cancel table")
+            .insert(op, token.clone());
+        token
+    }
+}
+
 impl Shared {
+    async fn run(self: Arc<Self>, request: Request) {
+        let completion = match request {
+            Request::Acquire {
+                op,
+                keys,
+                options,
+                watchdog,
+            } => self.acquire(op, keys, options, watchdog).await,
+            Request::Release { op, id } => self.release(op, id).await,
+            Request::Extend { op, id, ttl } => self.extend(op, id, ttl).await,
+        };
+        self.completions.push(completion);
+    }
+
+    async fn acquire(
+        self: &Arc<Self>,
+        op: u32,
+        keys: Vec<String>,
+        options: AcquireOptions,
+        watchdog: bool,
+    ) -> Completion {
+        let keys = self.locker.keys(keys);
+        let result = self.locker.acquire(keys, &options).await;
+        if options.cancel.is_some() {
+            self.cancels.lock().expect("cancel table").remove(&op);
+        }
+        match result {
+            Ok(lock) => self.hold(op, lock, watchdog),
+            Err(LockError::Busy { retry_after, .. }) => Completion {
+                op,
+                status: Status::Busy,
+                values: [
+                    retry_after.map_or(-1.0, |after| after.as_millis() as f64),
+                    0.0,
+                    0.0,
+                ],
+                text: None,
+            },
+            Err(error) => Completion::failed(op, &error),
+        }
+    }
+
+    /// The lock stays known until Redis confirms, so a release that failed on a connection
+    /// error can be retried.
+    async fn release(&self, op: u32, id: u32) -> Completion {
+        let lock = self
+            .held
+            .lock()
+            .expect("held table")
+            .entries
+            .get_mut(&id)
+            .map(|held| {
+                held.watchdog = None;
+                held.lock.clone()
+            });
+        let Some(lock) = lock else {
+            return Completion {
+                op,
+                status: Status::Done,
+                values: [0.0; 3],
+                text: None,
+            };
+        };
+        match self.locker.release(&lock).await {
+            Ok(released) => {
+                self.held.lock().expect("held table").entries.remove(&id);
+                Completion {
+                    op,
+                    status: Status::Done,
+                    values: [f64::from(u8::from(released)), 0.0, 0.0],
+                    text: None,
+                }
+            }
+            Err(error) => Completion::failed(op, &error),
+        }
+    }
+
+    async fn extend(&self, op: u32, id: u32, ttl: f64) -> Completion {
+        let lock = self
+            .held
+            .lock()
+            .expect("held table")
+            .entries
+            .get(&id)
+            .map(|held| held.lock.clone());
+        let Some(lock) = lock else {
+            return Completion::failed(op, &LockError::Lost { key: String::new() });
+        };
+        let ttl = if ttl > 0.0 { millis(ttl) } else { lock.ttl };
+        match self.locker.extend(&lock, ttl).await {
+            Ok(extended) => {
+                let expires_at = epoch_ms(extended.expires_at);
+                if let Some(held) = self.held.lock().expect("held table").entries.get_mut(&id) {
+                    held.lock = extended;
+                }
+                Completion {
+                    op,
+                    status: Status::Extended,
+                    values: [0.0, 0.0, expires_at],
+                    text: None,
+                }
+            }
+            Err(error) => Completion::failed(op, &error),
+        }
+    }
+
     fn hold(self: &Arc<Self>, op: u32, lock: HeldLock, watchdog: bool) -> Completion {
         let values = [0.0, lock.fence as f64, epoch_ms(lock.expires_at)];
         let token = lock.token.clone();

@@ -2,13 +2,21 @@
 
 use std::sync::LazyLock;
 
-/// One worker thread: lock operations wait on Redis, not on CPU, and a single thread keeps the
-/// completions of many operations together so they reach JS in batches.
-pub static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("ironlock")
+use tokio::runtime::{Builder, Handle};
+
+/// One thread: lock operations wait on Redis, not on CPU. A current-thread scheduler runs woken
+/// tasks in order, so the commands of a burst of operations are all queued before the connection
+/// writes them, and leave in one socket write instead of one each (a multi-thread scheduler runs
+/// a freshly woken task at once, flushing every command on its own).
+pub static RUNTIME: LazyLock<Handle> = LazyLock::new(|| {
+    let runtime = Builder::new_current_thread()
         .enable_all()
         .build()
-        .expect("the ironlock tokio runtime starts")
+        .expect("the ironlock tokio runtime starts");
+    let handle = runtime.handle().clone();
+    std::thread::Builder::new()
+        .name("ironlock".into())
+        .spawn(move || runtime.block_on(std::future::pending::<()>()))
+        .expect("the ironlock runtime thread starts");
+    handle
 });
