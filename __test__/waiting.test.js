@@ -183,3 +183,11 @@ test('a release missed while the subscriber was down is caught by the resync', a
   expect(Date.now() - started).toBeLessThan(3000)
   await lock.release()
 })
+
+test('a burst of local requests costs one attempt per acquisition, not one per waiter per hand-off', async () => {
+  const before = await scriptCalls()
+  await Promise.all(Array.from({ length: 50 }, () => waiterSide.using('burst', { wait: 10000 }, () => sleep(1))))
+  // 50 acquisitions and 50 releases, plus a few attempts while the queue forms (one attempt per
+  // waiter would add about 50).
+  expect(await scriptCalls() - before).toBeLessThanOrEqual(110)
+})

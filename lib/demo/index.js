@@ -157,8 +157,8 @@ function report(description, results) {
     ...results.map((result) => `${result.label}: ${result.note}`),
   ]
   if (results.some((result) => result.estimatedCommands)) {
-    lines.push('* ironlock on memory:// counted as 2 operations per order (acquire and release); ' +
-      'run with --redis URL to measure real Redis commands.')
+    lines.push('* the stock commands, plus ironlock\'s memory:// lock counted as 2 operations per order ' +
+      '(acquire and release); run with --redis URL to measure real Redis commands.')
   }
   return lines
 }

@@ -78,13 +78,24 @@ impl Locker {
             return Err(aborted());
         }
         let mut retry_after = None;
-        if options.wait == Some(Duration::ZERO) || !self.queues.has_waiters(&keys.channels) {
+        // `tryAcquire` always asks Redis; a waiting request does only when no local request
+        // for the same keys is ahead of it.
+        let first = match options.wait {
+            Some(Duration::ZERO) => Some(None),
+            _ => self.queues.first_attempt(&keys.channels).map(Some),
+        };
+        if let Some(first) = first {
             match self.attempt(&keys, options).await? {
                 Ok(lock) if cancelled() => {
                     self.release_in_background(lock.keys, lock.token);
                     return Err(aborted());
                 }
-                Ok(lock) => return Ok(lock),
+                Ok(lock) => {
+                    if let Some(first) = first {
+                        first.took_lock(lock.ttl);
+                    }
+                    return Ok(lock);
+                }
                 Err(after) => retry_after = after,
             }
             if deadline.is_some_and(|deadline| Instant::now() >= deadline) {

@@ -67,6 +67,9 @@ const REMEMBERED_RELEASES: usize = 16;
 #[derive(Default)]
 pub struct WaitQueues {
     queues: Mutex<HashMap<String, Arc<Queue>>>,
+    /// First attempts under way, by identity: a request arriving meanwhile queues instead of
+    /// sending an attempt that is bound to fail.
+    attempting: Mutex<HashMap<String, usize>>,
     backend: OnceLock<Weak<dyn Backend>>,
 }
 
@@ -102,12 +105,30 @@ impl WaitQueues {
         self.backend.get().and_then(Weak::upgrade)
     }
 
-    /// Whether someone in this process already waits for exactly these channels.
-    pub fn has_waiters(&self, channels: &[String]) -> bool {
-        self.queues
+    /// Lets a request try Redis straight away when nobody in this process waits for or is
+    /// trying the same keys; `None` means it should queue.
+    pub fn first_attempt(self: &Arc<Self>, channels: &[String]) -> Option<FirstAttempt> {
+        let identity = identity(channels);
+        if self
+            .queues
             .lock()
             .expect("wait queues")
-            .contains_key(&identity(channels))
+            .contains_key(&identity)
+        {
+            return None;
+        }
+        let mut attempting = self.attempting.lock().expect("attempts");
+        let count = attempting.entry(identity.clone()).or_insert(0);
+        *count += 1;
+        (*count == 1)
+            .then(|| FirstAttempt {
+                queues: self.clone(),
+                identity,
+            })
+            .or_else(|| {
+                *count -= 1;
+                None
+            })
     }
 
     /// Joins the queue for `channels` at its tail.
@@ -196,6 +217,36 @@ impl ReleaseListener for WaitQueues {
 
 fn identity(channels: &[String]) -> String {
     channels.join("\n")
+}
+
+/// A first attempt under way; dropping it ends it.
+pub struct FirstAttempt {
+    queues: Arc<WaitQueues>,
+    identity: String,
+}
+
+impl FirstAttempt {
+    /// The attempt took the lock for `ttl`: requests that queued meanwhile wait for its release
+    /// instead of trying a lock they know is held.
+    pub fn took_lock(self, ttl: Duration) {
+        let queues = self.queues.queues.lock().expect("wait queues");
+        if let Some(queue) = queues.get(&self.identity) {
+            let mut state = queue.state.lock().expect("queue state");
+            state.handed_over = Some((state.generation, ttl));
+        }
+    }
+}
+
+impl Drop for FirstAttempt {
+    fn drop(&mut self) {
+        let mut attempting = self.queues.attempting.lock().expect("attempts");
+        if let Some(count) = attempting.get_mut(&self.identity) {
+            *count -= 1;
+            if *count == 0 {
+                attempting.remove(&self.identity);
+            }
+        }
+    }
 }
 
 /// What the head of a queue should do next.
