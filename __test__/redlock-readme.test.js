@@ -330,7 +330,8 @@ describe('as configured in the READMEs (3 clients, one per node)', () => {
         expect(redlock.servers).toHaveLength(3)
         expect(redlock).toMatchObject({ driftFactor: 0.01, retryCount: 10, retryDelay: 200, retryJitter: 200 })
         const lock = await redlock.lock('configured', 1000)
-        const values = () => Promise.all(nodes.map((node) => node.client().get('configured')))
+        const readers = nodes.map((node) => node.client())
+        const values = () => Promise.all(readers.map((reader) => reader.get('configured')))
         // It resolves on a majority; the third SET may still be on its way.
         for (let tries = 0; (await values()).includes(null) && tries < 50; tries++) await sleep(20)
         expect(await values()).toEqual([lock.value, lock.value, lock.value])

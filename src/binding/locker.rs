@@ -2,9 +2,11 @@
 //! through [`Completions`]. Held locks stay on this side and JS refers to them by id.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use futures_util::FutureExt;
 use ironlock_core::{
     AcquireOptions, CancelToken, HeldLock, LockError, Locker, LockerConfig, Watchdog,
 };
@@ -199,6 +201,14 @@ enum Request {
     },
 }
 
+impl Request {
+    fn op(&self) -> u32 {
+        match self {
+            Self::Acquire { op, .. } | Self::Release { op, .. } | Self::Extend { op, .. } => *op,
+        }
+    }
+}
+
 impl NativeLocker {
     /// Registered on the JS thread, before the wait starts, so a cancel can never come too early.
     fn cancellable(&self, op: u32) -> CancelToken {
@@ -213,8 +223,27 @@ impl NativeLocker {
 }
 
 impl Shared {
+    /// Runs one request and always completes it: a panic becomes a failed operation, so a bug
+    /// surfaces as a rejected promise, never as one left pending or as a crash of the host.
     async fn run(self: Arc<Self>, request: Request) {
-        let completion = match request {
+        let op = request.op();
+        let completion = AssertUnwindSafe(self.clone().complete(request))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| {
+                Completion::failed(
+                    op,
+                    &LockError::Connection {
+                        key: String::new(),
+                        message: "internal error in ironlock (please report it)".into(),
+                    },
+                )
+            });
+        self.completions.push(completion);
+    }
+
+    async fn complete(self: Arc<Self>, request: Request) -> Completion {
+        match request {
             Request::Acquire {
                 op,
                 keys,
@@ -223,8 +252,7 @@ impl Shared {
             } => self.acquire(op, keys, options, watchdog).await,
             Request::Release { op, id } => self.release(op, id).await,
             Request::Extend { op, id, ttl } => self.extend(op, id, ttl).await,
-        };
-        self.completions.push(completion);
+        }
     }
 
     async fn acquire(

@@ -232,6 +232,10 @@ impl Backend for SingleBackend {
 }
 
 fn client_for(node: &NodeConfig) -> Result<Client, RedisError> {
+    if node.tls.is_some() {
+        // Once per process; an `Err` only says another provider is already installed.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
     let mut redis = RedisConnectionInfo::default().set_db(node.db);
     if let Some(username) = &node.username {
         redis = redis.set_username(username);

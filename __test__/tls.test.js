@@ -1,0 +1,87 @@
+'use strict'
+
+// TLS: a redis-server with a TLS port and a CA of the test's own making (openssl CLI).
+
+const { execFileSync } = require('node:child_process')
+const fs = require('node:fs')
+const net = require('node:net')
+const os = require('node:os')
+const path = require('node:path')
+const { startRedis, stopAll } = require('./helpers/redis-server')
+const { Locker, LockConnectionError } = require('..')
+
+let dir
+let tlsPort
+let server
+
+function openssl(...args) {
+  execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' })
+}
+
+function makeCertificates() {
+  openssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '2', '-subj', '/CN=ironlock-test-ca')
+  openssl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=localhost')
+  fs.writeFileSync(path.join(dir, 'ext.cnf'), 'subjectAltName=DNS:localhost,IP:127.0.0.1\n')
+  openssl('x509', '-req', '-in', 'server.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'server.crt', '-days', '2', '-extfile', 'ext.cnf')
+  // A second CA that did not sign the server's certificate.
+  openssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'other.key', '-out', 'other.crt', '-days', '2', '-subj', '/CN=someone-else')
+}
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const probe = net.createServer()
+    probe.on('error', reject)
+    probe.listen(0, '127.0.0.1', () => {
+      const { port } = probe.address()
+      probe.close(() => resolve(port))
+    })
+  })
+}
+
+beforeAll(async () => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ironlock-tls-'))
+  makeCertificates()
+  tlsPort = await freePort()
+  server = await startRedis({
+    args: [
+      '--tls-port', String(tlsPort),
+      '--tls-cert-file', path.join(dir, 'server.crt'),
+      '--tls-key-file', path.join(dir, 'server.key'),
+      '--tls-ca-cert-file', path.join(dir, 'ca.crt'),
+      '--tls-auth-clients', 'no',
+    ],
+    aclUsers: [{ username: 'tls-user', password: 'tls-pass-Q1', rules: '+@all ~* &*' }],
+  })
+})
+
+afterAll(async () => {
+  await stopAll()
+  fs.rmSync(dir, { recursive: true, force: true })
+})
+
+const ca = () => fs.readFileSync(path.join(dir, 'ca.crt'))
+
+test('locks over TLS with the server\'s CA, as an ACL user', async () => {
+  const locker = new Locker({
+    host: 'localhost', port: tlsPort, username: 'tls-user', password: 'tls-pass-Q1', tls: { ca: ca() },
+  })
+  const lock = await locker.acquire('tls:k', { ttl: 5000 })
+  expect(await server.client().get('tls:k')).toBe(lock.token)
+  expect(await lock.release()).toBe(true)
+  await locker.close()
+})
+
+test('a certificate from another CA is refused with LockConnectionError, not a hang', async () => {
+  const locker = new Locker({ host: 'localhost', port: tlsPort, tls: { ca: fs.readFileSync(path.join(dir, 'other.crt')) } },
+    { connectTimeout: 2000 })
+  const error = await locker.acquire('tls:k').catch((e) => e)
+  expect(error).toBeInstanceOf(LockConnectionError)
+  await locker.close()
+})
+
+test('rejectUnauthorized: false accepts any certificate (test setups only)', async () => {
+  const locker = new Locker({ host: '127.0.0.1', port: tlsPort, tls: { rejectUnauthorized: false } })
+  const lock = await locker.acquire('tls:insecure')
+  expect(await lock.release()).toBe(true)
+  await locker.close()
+})
