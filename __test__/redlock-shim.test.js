@@ -568,12 +568,14 @@ function interop(count) {
     beforeAll(async () => {
       nodes = await startRedisSet(count)
       clients = nodes.map((node) => node.client())
-      realV4 = new RedlockV4(nodes.map((node) => node.client()), { retryCount: -1, retryDelay: 10, retryJitter: 5 })
+      // Bounded retries for the real redlocks: an endless one would go on retrying in the
+      // background after a failed test. `contend` calls them again when they give up.
+      realV4 = new RedlockV4(nodes.map((node) => node.client()), { retryCount: 100, retryDelay: 10, retryJitter: 5 })
       realV4.on('clientError', () => {})
-      // Not retryCount -1: redlock 5 keeps the nodes it won across its retries and its script
-      // refuses a key that exists, even with its own value, so on 3 contended nodes an endless
-      // acquire can block itself (and everyone) for seconds. A bounded one releases them and we
-      // call it again.
+      // And redlock 5 must not retry endlessly anyway: it keeps the nodes it won across its
+      // retries and its script refuses a key that exists, even with its own value, so on 3
+      // contended nodes an endless acquire can block itself (and everyone) for seconds. A bounded
+      // one releases them when it gives up.
       realV5 = new RedlockV5(nodes.map((node) => node.client()), { retryCount: 20, retryDelay: 10, retryJitter: 5 })
     })
 
@@ -595,7 +597,7 @@ function interop(count) {
 
     test('never hold a resource at the same time (~2 s of contention, single and multi-resource)', async () => {
       const shimA = shim(nodes.map((node) => node.client()), { retryCount: -1 })
-      const shimB = shim(nodes.map((node) => node.client()), { retryCount: -1 })
+      const shimB = shim(nodes.map((node) => node.client()), { retryCount: 50, retryDelay: 20, retryJitter: 0 })
       const parties = [
         { name: 'redlock 4', workers: 2, lock: (r, ttl) => realV4.lock(r, ttl), unlock: (l) => l.unlock() },
         { name: 'redlock 5', workers: 2, lock: (r, ttl) => realV5.acquire(r, ttl), unlock: (l) => l.release() },

@@ -5,7 +5,7 @@
 // ironlock Locker. It is built from ioredis clients like `redlock` is, but only reads their
 // connection options: the locks go through ironlock's own native connections.
 //
-// What differs from `redlock`, and why, is in docs/redlock.md.
+// What differs from `redlock`, and why, is in the README ("Coming from redlock").
 
 const { EventEmitter } = require('node:events')
 const { createRequire } = require('node:module')
@@ -339,7 +339,7 @@ class Redlock extends EventEmitter {
           },
         })
         const given = typeof settingsOrRoutine === 'function' ? undefined : settingsOrRoutine
-        const lock = this.#wrap(inner, keys, duration, given, this.#success(keys), false)
+        const lock = this.#wrap(inner, keys, duration, given, this.#success(), false)
         const context = { lock, extensions: 0 }
         try {
           return await routine(signal, context)
@@ -409,7 +409,7 @@ class Redlock extends EventEmitter {
       if (error instanceof IronlockError) throw this.#executionError(error, keys)
       throw error
     }
-    return this.#wrap(inner, keys, duration, settings, this.#success(keys), false)
+    return this.#wrap(inner, keys, duration, settings, this.#success(), false)
   }
 
   async #releaseV5(lock) {
@@ -423,8 +423,11 @@ class Redlock extends EventEmitter {
       if (error instanceof IronlockError) throw this.#executionError(error, lock.resources)
       throw error
     }
-    if (!released) throw this.#executionError(new LockLostError('released', { key: lock.resources[0] }), lock.resources)
-    return { attempts: this.#success(lock.resources), start }
+    if (!released) {
+      const lost = new LockLostError(`lock "${lock.resources[0]}" had expired or been taken before it was released`, { key: lock.resources[0] })
+      throw this.#executionError(lost, lock.resources)
+    }
+    return { attempts: this.#success(), start }
   }
 
   async #extendV5(lock, duration, settings) {
@@ -438,7 +441,7 @@ class Redlock extends EventEmitter {
       throw error
     }
     lock.expiration = 0
-    return this.#wrap(inner, lock.resources, duration, settings ?? lock.settings, this.#success(lock.resources), false)
+    return this.#wrap(inner, lock.resources, duration, settings ?? lock.settings, this.#success(), false)
   }
 
   #lockV4(resource, ttl, options, callback) {
@@ -465,14 +468,19 @@ class Redlock extends EventEmitter {
     const inner = this.#inner(lock)
     lock.expiration = 0
     let released
+    let failure
     try {
       released = await this.#locker.release(inner)
     } catch (error) {
       if (!(error instanceof IronlockError)) throw error
       this.#report(error, lock.resources)
       released = false
+      failure = error
     }
-    if (!released) throw new LockError(`Unable to fully release the lock on resource "${lock.resources}".`)
+    if (!released) {
+      throw new LockError(`Unable to fully release the lock on resource "${lock.resources}".`, undefined,
+        failure === undefined ? undefined : { cause: failure })
+    }
   }
 
   #extendV4(lock, ttl, callback) {
