@@ -2,7 +2,7 @@
 
 const { startRedis, stopAll } = require('./helpers/redis-server')
 const { whenAborted } = require('./helpers/signals')
-const { Locker, LockLostError, LockBusyError } = require('..')
+const { Locker, LockLostError } = require('..')
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 
@@ -51,13 +51,6 @@ test('releases when fn throws, and rejects with fn\'s error', async () => {
   expect(await redis.exists('k')).toBe(0)
 })
 
-test('rejects LockBusyError when the wait runs out, without running fn', async () => {
-  await locker.acquire('k')
-  const fn = jest.fn()
-  await expect(locker.using('k', { wait: 100 }, fn)).rejects.toThrow(LockBusyError)
-  expect(fn).not.toHaveBeenCalled()
-})
-
 test('keeps the lock while the JS event loop is blocked far past the TTL', async () => {
   let token
   await locker.using('k', { ttl: 1000 }, async (signal, lock) => {
@@ -104,23 +97,4 @@ test('a lock taken by another holder aborts with LockLostError and is not delete
 test('fn\'s own error wins when it threw before the lock was lost', async () => {
   const own = new Error('own')
   await expect(locker.using('k', { ttl: 600 }, async () => { throw own })).rejects.toBe(own)
-})
-
-test('autoExtend: false lets the lock expire and using reports it lost', async () => {
-  const run = locker.using('k', { ttl: 200, autoExtend: false }, async (signal) => {
-    await sleep(400)
-    expect(signal.aborted).toBe(false)
-    return 'done'
-  })
-  await expect(run).rejects.toThrow(LockLostError)
-})
-
-test('the signal given in options cancels the wait for the lock', async () => {
-  await locker.acquire('k')
-  const controller = new AbortController()
-  const fn = jest.fn()
-  const run = locker.using('k', { signal: controller.signal }, fn)
-  setTimeout(() => controller.abort(), 100)
-  await expect(run).rejects.toMatchObject({ name: 'AbortError' })
-  expect(fn).not.toHaveBeenCalled()
 })
