@@ -178,3 +178,16 @@ test('a burst of local requests costs one attempt per acquisition, not one per w
   // waiter would add about 50).
   expect(await scriptCalls() - before).toBeLessThanOrEqual(110)
 })
+
+test('a release of one key wakes a waiter on several keys, from this process or another', async () => {
+  for (const holderLocker of [holderSide, waiterSide]) {
+    const holder = await holderLocker.acquire('part', { ttl: 20000 })
+    const waiting = waiterSide.acquire(['part', 'other-part'], { wait: 5000 })
+    await queued('part')
+    const released = Date.now()
+    await holder.release()
+    const lock = await waiting
+    expect(Date.now() - released).toBeLessThan(100)
+    await lock.release()
+  }
+})

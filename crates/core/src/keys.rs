@@ -67,6 +67,10 @@ fn with_hash_tag(redis_key: &str) -> String {
         return redis_key.to_owned();
     }
     let wrapped = format!("{{{redis_key}}}");
+    // Without braces inside, `{key}` hashes exactly as `key`: no second checksum needed.
+    if !redis_key.contains('}') {
+        return wrapped;
+    }
     let slot = hash_slot(redis_key);
     if hash_slot(&wrapped) == slot {
         wrapped
@@ -81,7 +85,8 @@ fn with_hash_tag(redis_key: &str) -> String {
 pub fn fence_key(prefix: &str, redis_key: &str) -> String {
     let slot = hash_slot(redis_key);
     let shared = format!("{prefix}ironlock:fence:{{{}}}", slot_tag(slot));
-    if hash_slot(&shared) == slot {
+    // Only braces in the prefix can take the hash tag away from ours.
+    if !prefix.contains('{') || hash_slot(&shared) == slot {
         shared
     } else {
         format!("{}:fence", with_hash_tag(redis_key))

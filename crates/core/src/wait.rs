@@ -6,7 +6,7 @@
 //! crashed holder's expiry is noticed at once without any message.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
@@ -70,6 +70,8 @@ pub struct WaitQueues {
     /// First attempts under way, by identity: a request arriving meanwhile queues instead of
     /// sending an attempt that is bound to fail.
     attempting: Mutex<HashMap<String, usize>>,
+    /// How many queues wait on more than one key: only those need a search to route a release.
+    multi_key_queues: AtomicUsize,
     backend: OnceLock<Weak<dyn Backend>>,
 }
 
@@ -140,6 +142,9 @@ impl WaitQueues {
             .expect("wait queues")
             .entry(identity.clone())
             .or_insert_with(|| {
+                if channels.len() > 1 {
+                    self.multi_key_queues.fetch_add(1, Ordering::Relaxed);
+                }
                 Arc::new(Queue {
                     identity,
                     channels: channels.to_vec(),
@@ -166,40 +171,55 @@ impl WaitQueues {
 
     /// Called after this process released a lock: wakes its waiters at once.
     pub fn released_here(&self, channels: &[String], token: &str) {
-        self.route(channels, token);
+        let channels: Vec<&str> = channels.iter().map(String::as_str).collect();
+        self.route(&channels, token);
     }
 
     /// Bumps the generation of every queue that includes one of `channels` and wakes its head,
-    /// unless the release of `token` was already announced.
-    fn route(&self, channels: &[String], token: &str) {
+    /// unless the release of `token` was already announced. A single-key queue is found by its
+    /// channel; only the (rarer) multi-key queues are searched.
+    fn route(&self, channels: &[&str], token: &str) {
         let queues = self.queues.lock().expect("wait queues");
-        for queue in queues.values() {
-            if !queue
-                .channels
-                .iter()
-                .any(|channel| channels.contains(channel))
-            {
-                continue;
+        for channel in channels {
+            if let Some(queue) = queues.get(*channel) {
+                queue.announce(token);
             }
-            let mut state = queue.state.lock().expect("queue state");
-            if state.announced.iter().any(|seen| seen == token) {
-                continue;
-            }
-            if state.announced.len() == REMEMBERED_RELEASES {
-                state.announced.pop_front();
-            }
-            state.announced.push_back(token.to_owned());
-            state.generation += 1;
-            if let Some((_, head)) = state.waiters.front() {
-                head.notify_one();
-            }
+        }
+        if self.multi_key_queues.load(Ordering::Relaxed) > 0 {
+            queues
+                .values()
+                .filter(|queue| queue.channels.len() > 1)
+                .filter(|queue| {
+                    queue
+                        .channels
+                        .iter()
+                        .any(|own| channels.contains(&own.as_str()))
+                })
+                .for_each(|queue| queue.announce(token));
+        }
+    }
+}
+
+impl Queue {
+    fn announce(&self, token: &str) {
+        let mut state = self.state.lock().expect("queue state");
+        if state.announced.iter().any(|seen| seen == token) {
+            return;
+        }
+        if state.announced.len() == REMEMBERED_RELEASES {
+            state.announced.pop_front();
+        }
+        state.announced.push_back(token.to_owned());
+        state.generation += 1;
+        if let Some((_, head)) = state.waiters.front() {
+            head.notify_one();
         }
     }
 }
 
 impl ReleaseListener for WaitQueues {
     fn released(&self, channel: &str, token: &str) {
-        self.route(&[channel.to_owned()], token);
+        self.route(&[channel], token);
     }
 
     fn resync(&self) {
@@ -372,6 +392,9 @@ impl Drop for Ticket {
         }
         if state.waiters.is_empty() {
             queues.remove(&self.queue.identity);
+            if self.queue.channels.len() > 1 {
+                self.queues.multi_key_queues.fetch_sub(1, Ordering::Relaxed);
+            }
             let subscribed = state.subscribed;
             drop(state);
             drop(queues);
