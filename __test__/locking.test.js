@@ -103,31 +103,6 @@ describe('waiting', () => {
     expect(Date.now() - started).toBeLessThan(1500)
     await next.release()
   })
-
-  test('an AbortSignal cancels the wait with its reason and leaves nothing locked', async () => {
-    const holder = await locker.acquire('k')
-    const controller = new AbortController()
-    const waiting = locker.acquire('k', { wait: 10000, signal: controller.signal })
-    await sleep(100)
-    const reason = new Error('user went away')
-    controller.abort(reason)
-    await expect(waiting).rejects.toBe(reason)
-    await holder.release()
-    await sleep(100)
-    expect(await redis.exists('k')).toBe(0)
-  })
-
-  test('an aborted signal rejects with an AbortError by default', async () => {
-    const error = await locker.acquire('k', { signal: AbortSignal.abort() }).catch((e) => e)
-    expect(error.name).toBe('AbortError')
-    expect(await redis.exists('k')).toBe(0)
-  })
-
-  test('AbortSignal.timeout bounds a wait too', async () => {
-    await locker.acquire('k')
-    const error = await locker.acquire('k', { wait: Infinity, signal: AbortSignal.timeout(200) }).catch((e) => e)
-    expect(error.name).toBe('TimeoutError')
-  })
 })
 
 describe('multi-key locks', () => {
