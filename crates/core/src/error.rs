@@ -44,6 +44,20 @@ impl LockError {
         }
     }
 
+    /// The same error about another key: one failed script call can carry several locks.
+    pub fn for_key(&self, other: &str) -> Self {
+        let mut error = self.clone();
+        match &mut error {
+            Self::Busy { key, .. }
+            | Self::Lost { key }
+            | Self::Quorum { key, .. }
+            | Self::Connection { key, .. }
+            | Self::Aborted { key }
+            | Self::Closed { key } => *key = other.to_owned(),
+        }
+        error
+    }
+
     /// The stable code users match on, as in the public contract.
     pub fn code(&self) -> &'static str {
         match self {

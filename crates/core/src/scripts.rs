@@ -5,28 +5,52 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-/// Sets every lock key or none (`SET NX PX`, the layout of `redlock` and hand-rolled locks), then
-/// bumps the fencing counters.
+/// Takes one-key locks, each on its own: `SET NX PX` (the layout of `redlock` and hand-rolled
+/// locks), then bumps the lock's fencing counter. One call carries every lock that was asked for
+/// while the previous calls were on their way, so a burst costs Redis one script run.
+///
+/// KEYS: lock key and fencing counter, per lock. ARGV: token and ttl in ms, per lock.
+/// Returns two values per lock: `1, fence` when taken; `0, pttl` when busy (pttl -1: a holder
+/// without TTL); `-1, message` when Redis refused a command (the other locks are unaffected).
+pub static ACQUIRE_EACH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local function take(key, counter, token, ttl)
+  if redis.call('SET', key, token, 'NX', 'PX', ttl) then
+    return 1, redis.call('INCR', counter)
+  end
+  return 0, redis.call('PTTL', key)
+end
+local out = {}
+for i = 1, #KEYS, 2 do
+  local ok, taken, value = pcall(take, KEYS[i], KEYS[i + 1], ARGV[i], ARGV[i + 1])
+  if ok then
+    out[i], out[i + 1] = taken, value
+  else
+    out[i], out[i + 1] = -1, type(taken) == 'table' and taken.err or tostring(taken)
+  end
+end
+return out
+"#,
+    )
+});
+
+/// Sets every key of a multi-key lock or none, then bumps the fencing counters.
 ///
 /// KEYS: the n lock keys, then the fencing counters. ARGV: token, ttl in ms, n.
-/// Returns `{1, fence}` when taken, `{0, pttl}` when busy (pttl -1: a holder without TTL).
-pub static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
+/// Returns `{1, fence}` when taken, `{0, pttl}` when busy: the longest pttl among the held keys,
+/// -1 when one of them has no TTL.
+pub static ACQUIRE_ALL: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local n = tonumber(ARGV[3])
-if n == 1 then
-  if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-    return {0, redis.call('PTTL', KEYS[1])}
-  end
-else
-  local longest = -2
-  for i = 1, n do
-    local left = redis.call('PTTL', KEYS[i])
-    if left == -1 or (left > longest and longest ~= -1) then longest = left end
-  end
-  if longest ~= -2 then return {0, longest} end
-  for i = 1, n do redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2]) end
+local longest = -2
+for i = 1, n do
+  local left = redis.call('PTTL', KEYS[i])
+  if left == -1 or (left > longest and longest ~= -1) then longest = left end
 end
+if longest ~= -2 then return {0, longest} end
+for i = 1, n do redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2]) end
 local fence = 0
 local counters = {}
 for i = n + 1, #KEYS do
@@ -42,21 +66,30 @@ return {1, fence}
     )
 });
 
-/// Deletes each lock key still holding our token and announces it on the key's channel.
+/// Deletes lock keys that still hold their token and announces each on its channel. Like
+/// [`ACQUIRE_EACH`], one call carries every release asked for meanwhile.
 ///
-/// KEYS: the lock keys. ARGV: token, then one channel per key. Returns how many were ours.
-pub static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+/// KEYS: the lock keys. ARGV: token and channel, per key. Returns per key 1 when it was ours and
+/// is deleted, 0 when it was not ours, or the message of a command Redis refused.
+pub static RELEASE_EACH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-local released = 0
+local function release(key, token, channel)
+  if redis.call('GET', key) ~= token then return 0 end
+  redis.call('DEL', key)
+  redis.call('PUBLISH', channel, token)
+  return 1
+end
+local out = {}
 for i = 1, #KEYS do
-  if redis.call('GET', KEYS[i]) == ARGV[1] then
-    redis.call('DEL', KEYS[i])
-    redis.call('PUBLISH', ARGV[i + 1], ARGV[1])
-    released = released + 1
+  local ok, result = pcall(release, KEYS[i], ARGV[2 * i - 1], ARGV[2 * i])
+  if ok then
+    out[i] = result
+  else
+    out[i] = type(result) == 'table' and result.err or tostring(result)
   end
 end
-return released
+return out
 "#,
     )
 });

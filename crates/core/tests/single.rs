@@ -748,3 +748,135 @@ async fn closed_locker_refuses_new_work() {
         "release after close",
     );
 }
+
+/// Calls of `command` (`evalsha`, `set`, …) Redis has run since it started.
+fn calls(server: &RedisServer, command: &str) -> u64 {
+    let stats: String = server.query(&["INFO", "commandstats"]);
+    let prefix = format!("cmdstat_{command}:calls=");
+    stats
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |count| count.parse().expect("a call count"))
+}
+
+fn script_calls(server: &RedisServer) -> u64 {
+    calls(server, "evalsha") + calls(server, "eval")
+}
+
+// One thread: every acquire of the burst is queued before the flush task gets to run.
+#[tokio::test]
+async fn one_key_locks_asked_together_travel_as_one_script_call() {
+    let server = RedisServer::start();
+    let locker = locker(&server);
+    let keys: Vec<String> = (0..50).map(|n| format!("burst:{n}")).collect();
+    // Loads the script, so the burst below runs on EVALSHA alone.
+    let warm = acquire(&server, &locker, &["warm"], &options(10_000, Some(0))).await;
+    server.check_eq(locker.release(&warm).await, Ok(true), "warm-up release");
+    let before = script_calls(&server);
+
+    let acquires = keys.iter().map(|key| {
+        let options = options(10_000, Some(0));
+        let keys = locker.keys(vec![key.clone()]);
+        let locker = &locker;
+        async move { locker.acquire(keys, &options).await }
+    });
+    let locks: Vec<HeldLock> = futures_util::future::join_all(acquires)
+        .await
+        .into_iter()
+        .map(|lock| lock.unwrap_or_else(|error| server.fail(format_args!("{error:?}"))))
+        .collect();
+    server.check_eq(
+        script_calls(&server) - before,
+        1,
+        "script calls for 50 acquires",
+    );
+    for (lock, key) in locks.iter().zip(&keys) {
+        server.check_eq(stored_token(&server, key), Some(lock.token.clone()), key);
+    }
+
+    let releases = futures_util::future::join_all(locks.iter().map(|lock| locker.release(lock)));
+    server.check(
+        releases.await.iter().all(|released| released == &Ok(true)),
+        "every release was ours",
+    );
+    server.check_eq(
+        script_calls(&server) - before,
+        2,
+        "script calls for 50 releases more",
+    );
+    server.check(
+        keys.iter().all(|key| !exists(&server, key)),
+        "a key is left",
+    );
+}
+
+#[tokio::test]
+async fn a_command_redis_refuses_fails_only_its_own_lock() {
+    let server = RedisServer::start();
+    let locker = locker(&server);
+    let (broken, sound) = ("broken", "sound");
+    server.check(
+        hash_slot(broken) != hash_slot(sound),
+        "the two keys need fence counters of their own",
+    );
+    // A fencing counter that INCR cannot count: Redis refuses that lock's INCR mid-script.
+    let counter = ironlock_core::keys::fence_key("", broken);
+    server.query::<()>(&["SET", &counter, "not a number"]);
+
+    let options = options(10_000, Some(0));
+    let (failed, taken) = tokio::join!(
+        locker.acquire(locker.keys(names(&[broken])), &options),
+        locker.acquire(locker.keys(names(&[sound])), &options),
+    );
+    match failed {
+        Err(LockError::Connection { key, message }) => {
+            server.check_eq(key.as_str(), broken, "key of the error");
+            server.check(
+                message.contains("not an integer"),
+                format_args!("message {message:?} should give Redis's reason"),
+            );
+        }
+        other => server.fail(format_args!("expected a connection error, got {other:?}")),
+    }
+    let taken = taken.unwrap_or_else(|error| server.fail(format_args!("{error:?}")));
+    server.check_eq(
+        stored_token(&server, sound),
+        Some(taken.token),
+        "the sound lock",
+    );
+    // The SET before the refused INCR is undone by token.
+    let deadline = Instant::now() + SLACK;
+    while exists(&server, broken) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    server.check(
+        !exists(&server, broken),
+        "the half-taken lock was left behind",
+    );
+}
+
+#[tokio::test]
+async fn a_caller_that_gives_up_mid_call_leaves_nothing_locked() {
+    use futures_util::FutureExt;
+
+    let server = RedisServer::start();
+    let locker = locker(&server);
+    let options = options(60_000, Some(0));
+    // Polled once, the acquire is on its way to Redis; then its caller drops it.
+    let abandoned = locker
+        .acquire(locker.keys(names(&["abandoned"])), &options)
+        .now_or_never();
+    server.check(abandoned.is_none(), "the acquire cannot finish in one poll");
+
+    let deadline = Instant::now() + SLACK;
+    while calls(&server, "del") == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    server.check_eq(calls(&server, "set"), 1, "SETs: the lock was taken");
+    server.check_eq(calls(&server, "del"), 1, "DELs: and given back");
+    server.check(
+        !exists(&server, "abandoned"),
+        "the abandoned lock is still held",
+    );
+}

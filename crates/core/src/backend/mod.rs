@@ -1,6 +1,7 @@
 //! Where locks are stored. Every backend speaks the same small protocol; the locker adds waiting,
 //! validity and the watchdog on top, once for all of them.
 
+mod batch;
 mod memory;
 mod redlock;
 mod single;

@@ -3,14 +3,18 @@
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use futures_util::future::join_all;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, RedisError, Script};
+use redis::{
+    Client, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, RedisError, Script, Value,
+};
 
+use super::batch::{self, Batch, Reply};
 use super::subscriber::Subscriber;
 use super::{Attempt, Backend, BoxFuture};
 use crate::config::NodeConfig;
 use crate::error::LockError;
-use crate::keys::LockKeys;
+use crate::keys::{release_channel, LockKeys};
 use crate::scripts;
 use crate::wait::ReleaseListener;
 
@@ -21,14 +25,39 @@ enum ConnectionState {
 }
 
 pub struct SingleBackend {
+    server: Arc<Server>,
+    subscriber: Arc<Subscriber>,
+}
+
+/// The connection and the request batches; shared with the tasks that flush the batches.
+struct Server {
     client: Client,
     label: String,
     connect_timeout: Duration,
     command_timeout: Duration,
     state: Mutex<ConnectionState>,
-    subscriber: Arc<Subscriber>,
     /// Serializes connection set-up so a burst of first calls opens one connection.
     connecting: tokio::sync::Mutex<()>,
+    acquires: Batch<OneKeyAcquire, Attempt>,
+    releases: Batch<OneKeyRelease, bool>,
+}
+
+/// A one-key lock to take, waiting in [`Server::acquires`].
+struct OneKeyAcquire {
+    /// The key as the caller named it, for errors.
+    name: String,
+    key: String,
+    fence_key: String,
+    token: String,
+    ttl_ms: u64,
+}
+
+/// A key to delete if it still holds `token`, waiting in [`Server::releases`].
+struct OneKeyRelease {
+    name: String,
+    key: String,
+    channel: String,
+    token: String,
 }
 
 impl SingleBackend {
@@ -45,20 +74,26 @@ impl SingleBackend {
                 connect_timeout + command_timeout,
                 listener,
             ),
-            client,
-            label: node.label(),
-            connect_timeout,
-            command_timeout,
-            state: Mutex::new(ConnectionState::Idle),
-            connecting: tokio::sync::Mutex::new(()),
+            server: Arc::new(Server {
+                client,
+                label: node.label(),
+                connect_timeout,
+                command_timeout,
+                state: Mutex::new(ConnectionState::Idle),
+                connecting: tokio::sync::Mutex::new(()),
+                acquires: Batch::default(),
+                releases: Batch::default(),
+            }),
         })
     }
 
     /// `host:port` of the server, for errors.
     pub fn label(&self) -> &str {
-        &self.label
+        &self.server.label
     }
+}
 
+impl Server {
     async fn connection(&self, key: &str) -> Result<ConnectionManager, LockError> {
         if let Some(connection) = self.current(key)? {
             return Ok(connection);
@@ -140,6 +175,115 @@ impl SingleBackend {
             )),
         }
     }
+
+    /// Queues a one-key acquire; its batch leaves once the tasks runnable now have queued theirs.
+    async fn acquire_one(self: &Arc<Self>, item: OneKeyAcquire) -> Result<Attempt, LockError> {
+        let name = item.name.clone();
+        let (answer, first) = self.acquires.push(item);
+        if first {
+            tokio::spawn(self.clone().flush_acquires());
+        }
+        batch::answer(answer, &name).await
+    }
+
+    async fn release_one(self: &Arc<Self>, item: OneKeyRelease) -> Result<bool, LockError> {
+        let name = item.name.clone();
+        let (answer, first) = self.releases.push(item);
+        if first {
+            tokio::spawn(self.clone().flush_releases());
+        }
+        batch::answer(answer, &name).await
+    }
+
+    async fn flush_acquires(self: Arc<Self>) {
+        let chunks = self.acquires.take();
+        join_all(chunks.into_iter().map(|chunk| self.acquire_chunk(chunk))).await;
+    }
+
+    async fn flush_releases(self: Arc<Self>) {
+        let chunks = self.releases.take();
+        join_all(chunks.into_iter().map(|chunk| self.release_chunk(chunk))).await;
+    }
+
+    async fn acquire_chunk(self: &Arc<Self>, chunk: Vec<(OneKeyAcquire, Reply<Attempt>)>) {
+        let mut call = scripts::ACQUIRE_EACH.prepare_invoke();
+        for (item, _) in &chunk {
+            call.key(&item.key)
+                .key(&item.fence_key)
+                .arg(&item.token)
+                .arg(item.ttl_ms);
+        }
+        let answers = self
+            .run_chunk(&chunk[0].0.name, call, 2 * chunk.len())
+            .await;
+        for (index, (item, reply)) in chunk.into_iter().enumerate() {
+            let outcome = match &answers {
+                Ok(values) => match (&values[2 * index], &values[2 * index + 1]) {
+                    (Value::Int(1), Value::Int(fence)) => Ok(Attempt::Acquired {
+                        fence: *fence as u64,
+                    }),
+                    (Value::Int(0), Value::Int(pttl)) => Ok(Attempt::Busy {
+                        retry_after: (*pttl >= 0).then(|| Duration::from_millis(*pttl as u64)),
+                    }),
+                    (_, refusal) => Err(self.failure(&item.name, refusal_text(refusal))),
+                },
+                Err(error) => Err(error.for_key(&item.name)),
+            };
+            if let Err(Ok(Attempt::Acquired { .. })) = reply.send(outcome) {
+                // Its caller gave up while the lock was being taken: give the lock back.
+                let server = self.clone();
+                tokio::spawn(async move {
+                    let _ = server
+                        .release_one(OneKeyRelease {
+                            channel: release_channel(&item.key),
+                            name: item.name,
+                            key: item.key,
+                            token: item.token,
+                        })
+                        .await;
+                });
+            }
+        }
+    }
+
+    async fn release_chunk(&self, chunk: Vec<(OneKeyRelease, Reply<bool>)>) {
+        let mut call = scripts::RELEASE_EACH.prepare_invoke();
+        for (item, _) in &chunk {
+            call.key(&item.key).arg(&item.token).arg(&item.channel);
+        }
+        let answers = self.run_chunk(&chunk[0].0.name, call, chunk.len()).await;
+        for (index, (item, reply)) in chunk.into_iter().enumerate() {
+            let outcome = match &answers {
+                Ok(values) => match &values[index] {
+                    Value::Int(released) => Ok(*released == 1),
+                    refusal => Err(self.failure(&item.name, refusal_text(refusal))),
+                },
+                Err(error) => Err(error.for_key(&item.name)),
+            };
+            let _ = reply.send(outcome);
+        }
+    }
+
+    /// Runs one batched script, checking it answered `expected` values.
+    async fn run_chunk(
+        &self,
+        key: &str,
+        invocation: redis::ScriptInvocation<'_>,
+        expected: usize,
+    ) -> Result<Vec<Value>, LockError> {
+        let values: Vec<Value> = self.run(key, invocation).await?;
+        if values.len() == expected {
+            Ok(values)
+        } else {
+            Err(self.failure(
+                key,
+                format!(
+                    "expected {expected} values from the script, got {}",
+                    values.len()
+                ),
+            ))
+        }
+    }
 }
 
 fn invocation<'a>(script: &'a Script, keys: &[String]) -> redis::ScriptInvocation<'a> {
@@ -158,14 +302,25 @@ impl Backend for SingleBackend {
         ttl: Duration,
     ) -> BoxFuture<'a, Result<Attempt, LockError>> {
         Box::pin(async move {
-            let mut call = invocation(&scripts::ACQUIRE, &keys.redis_keys);
+            let ttl_ms = ttl.as_millis() as u64;
+            if let ([key], [fence_key]) = (&keys.redis_keys[..], &keys.fence_keys[..]) {
+                return self
+                    .server
+                    .acquire_one(OneKeyAcquire {
+                        name: keys.first().to_owned(),
+                        key: key.clone(),
+                        fence_key: fence_key.clone(),
+                        token: token.to_owned(),
+                        ttl_ms,
+                    })
+                    .await;
+            }
+            let mut call = invocation(&scripts::ACQUIRE_ALL, &keys.redis_keys);
             for counter in &keys.fence_keys {
                 call.key(counter);
             }
-            call.arg(token)
-                .arg(ttl.as_millis() as u64)
-                .arg(keys.redis_keys.len());
-            let (taken, value): (i64, i64) = self.run(keys.first(), call).await?;
+            call.arg(token).arg(ttl_ms).arg(keys.redis_keys.len());
+            let (taken, value): (i64, i64) = self.server.run(keys.first(), call).await?;
             Ok(if taken == 1 {
                 Attempt::Acquired {
                     fence: value as u64,
@@ -178,19 +333,30 @@ impl Backend for SingleBackend {
         })
     }
 
+    /// Each key goes as its own release; every one must have been ours.
     fn release<'a>(
         &'a self,
         keys: &'a LockKeys,
         token: &'a str,
     ) -> BoxFuture<'a, Result<bool, LockError>> {
         Box::pin(async move {
-            let mut call = invocation(&scripts::RELEASE, &keys.redis_keys);
-            call.arg(token);
-            for channel in &keys.channels {
-                call.arg(channel);
+            let releases = keys
+                .redis_keys
+                .iter()
+                .zip(&keys.channels)
+                .map(|(key, channel)| {
+                    self.server.release_one(OneKeyRelease {
+                        name: keys.first().to_owned(),
+                        key: key.clone(),
+                        channel: channel.clone(),
+                        token: token.to_owned(),
+                    })
+                });
+            let mut all_ours = true;
+            for released in join_all(releases).await {
+                all_ours &= released?;
             }
-            let released: usize = self.run(keys.first(), call).await?;
-            Ok(released == keys.redis_keys.len())
+            Ok(all_ours)
         })
     }
 
@@ -203,7 +369,7 @@ impl Backend for SingleBackend {
         Box::pin(async move {
             let mut call = invocation(&scripts::EXTEND, &keys.redis_keys);
             call.arg(token).arg(ttl.as_millis() as u64);
-            let extended: i64 = self.run(keys.first(), call).await?;
+            let extended: i64 = self.server.run(keys.first(), call).await?;
             Ok(extended == 1)
         })
     }
@@ -217,7 +383,7 @@ impl Backend for SingleBackend {
             self.subscriber
                 .watch(channels)
                 .await
-                .map_err(|message| self.failure(key, message))
+                .map_err(|message| self.server.failure(key, message))
         })
     }
 
@@ -226,8 +392,17 @@ impl Backend for SingleBackend {
     }
 
     fn close(&self) {
-        *self.state.lock().expect("connection state lock") = ConnectionState::Closed;
+        *self.server.state.lock().expect("connection state lock") = ConnectionState::Closed;
         self.subscriber.close();
+    }
+}
+
+/// The text of a command Redis refused inside a batched script.
+fn refusal_text(value: &Value) -> String {
+    match value {
+        Value::BulkString(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+        Value::SimpleString(text) => text.clone(),
+        other => format!("unexpected answer {other:?}"),
     }
 }
 
