@@ -63,7 +63,7 @@ struct Inner {
     queue: Vec<Completion>,
     /// `None` once closed: the threadsafe function is released so nothing of it outlives the
     /// locker (jest counts a live one as an open handle).
-    deliver: Option<Deliver>,
+    deliver: Option<Arc<Deliver>>,
 }
 
 impl Completions {
@@ -84,20 +84,27 @@ impl Completions {
                     .unwrap_or_default();
                 Ok(encode(batch))
             })?;
-        inner.lock().expect("completion queue").deliver = Some(deliver);
+        inner.lock().expect("completion queue").deliver = Some(Arc::new(deliver));
         Ok(Self { inner })
     }
 
     pub fn push(&self, completion: Completion) {
-        let mut inner = self.inner.lock().expect("completion queue");
-        let Some(deliver) = &inner.deliver else {
-            return;
+        let deliver = {
+            let mut inner = self.inner.lock().expect("completion queue");
+            let Some(deliver) = &inner.deliver else {
+                return;
+            };
+            // Only the push that finds the queue empty schedules a delivery; later ones ride along.
+            let first = inner.queue.is_empty().then(|| Arc::clone(deliver));
+            inner.queue.push(completion);
+            first
         };
-        // Only the push that finds the queue empty schedules a delivery; later ones ride along.
-        if inner.queue.is_empty() {
+        // Outside the lock: the call wakes the JS thread (a syscall), which would otherwise find
+        // the queue locked when it comes to drain it. A delivery that finds the queue already
+        // drained passes JS an empty batch.
+        if let Some(deliver) = deliver {
             deliver.call((), ThreadsafeFunctionCallMode::NonBlocking);
         }
-        inner.queue.push(completion);
     }
 
     /// Stops deliveries; the JS side settles whatever was still pending.

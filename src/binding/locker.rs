@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -59,6 +60,9 @@ struct Shared {
     held: Mutex<HeldTable>,
     /// Waits that JS may still cancel, by operation id.
     cancels: Mutex<HashMap<u32, CancelToken>>,
+    /// Requests submitted and not yet started on the runtime.
+    inbox: Mutex<Vec<Request>>,
+    drain_scheduled: AtomicBool,
 }
 
 #[napi]
@@ -91,6 +95,8 @@ impl NativeLocker {
                 completions: Completions::new(on_complete)?,
                 held: Mutex::default(),
                 cancels: Mutex::default(),
+                inbox: Mutex::default(),
+                drain_scheduled: AtomicBool::new(false),
             }),
         })
     }
@@ -141,12 +147,20 @@ impl NativeLocker {
                 }
             });
         }
-        let shared = self.shared.clone();
-        RUNTIME.spawn(async move {
-            for request in requests {
-                tokio::spawn(shared.clone().run(request));
-            }
-        });
+        self.shared.inbox.lock().expect("inbox").extend(requests);
+        // Waking the runtime costs a syscall on this thread; one pending drain serves every
+        // submit that comes before it runs.
+        if !self.shared.drain_scheduled.swap(true, Ordering::AcqRel) {
+            let shared = self.shared.clone();
+            RUNTIME.spawn(async move {
+                // Cleared before the take: a submit after this point schedules its own drain.
+                shared.drain_scheduled.store(false, Ordering::Release);
+                let requests = std::mem::take(&mut *shared.inbox.lock().expect("inbox"));
+                for request in requests {
+                    tokio::spawn(shared.clone().run(request));
+                }
+            });
+        }
         Ok(())
     }
 
