@@ -1,6 +1,6 @@
 'use strict'
 
-// Redis work done during a measured window, read from INFO commandstats.
+// Redis work done during a measured window, read from INFO commandstats (and INFO cpu).
 //
 // Redis 7.0 records commands issued by scripts via redis.call() in
 // commandstats (and in total_commands_processed) exactly like client commands:
@@ -36,4 +36,10 @@ async function readCommandCounts (servers) {
   return { total, evals, byCommand }
 }
 
-module.exports = { resetCommandCounts, readCommandCounts }
+// CPU seconds used by all the servers together, to difference around a measured window.
+async function serverCpuSeconds (servers) {
+  const seconds = await Promise.all(servers.map((server) => server.cpuSeconds()))
+  return seconds.reduce((sum, value) => sum + value, 0)
+}
+
+module.exports = { resetCommandCounts, readCommandCounts, serverCpuSeconds }

@@ -80,6 +80,13 @@ class RedisServer {
     return calls
   }
 
+  // CPU seconds (user + system) the server has used since it started.
+  async cpuSeconds () {
+    const info = await this.admin.info('cpu')
+    const seconds = (field) => Number(new RegExp(`^${field}:([\\d.]+)`, 'm').exec(info)[1])
+    return seconds('used_cpu_user') + seconds('used_cpu_sys')
+  }
+
   async stop () {
     this.admin.disconnect()
     if (this.child.exitCode === null) {

@@ -19,6 +19,7 @@ const UNCONTENDED_COLUMNS = [
   { header: 'p99 ms', value: (r) => r.latencyMs.p99, format: fixed(2), better: 'lower' },
   { header: 'ELU µs/cycle', value: (r) => r.eluUsPerCycle, format: fixed(1), better: 'lower' },
   { header: 'CPU µs/cycle', value: (r) => r.cpuUsPerCycle, format: fixed(1), better: 'lower' },
+  { header: 'Redis CPU µs/cycle', value: (r) => r.redisCpuUsPerCycle, format: fixed(1), better: 'lower' },
   { header: 'cmds/cycle', value: (r) => r.commandsPerCycle, format: fixed(2), better: 'lower' },
   { header: 'evals/cycle', value: (r) => r.evalsPerCycle, format: fixed(2) }
 ]

@@ -5,7 +5,7 @@
 const { performance } = require('node:perf_hooks')
 const { nowMs } = require('../clock')
 const { latencySummary } = require('../stats')
-const { resetCommandCounts, readCommandCounts } = require('../commands')
+const { resetCommandCounts, readCommandCounts, serverCpuSeconds } = require('../commands')
 
 async function cycleUntil (locks, key, ttlMs, stopAt, latencies) {
   while (nowMs() < stopAt) {
@@ -30,11 +30,13 @@ async function runUncontended (locks, servers, settings) {
 
   const eluBefore = performance.eventLoopUtilization()
   const cpuBefore = process.cpuUsage()
+  const redisCpuBefore = await serverCpuSeconds(servers)
   const startedAt = nowMs()
   const latencies = await runWorkers(locks, settings, settings.measureMs)
   const elapsedMs = nowMs() - startedAt
   const elu = performance.eventLoopUtilization(eluBefore)
   const cpu = process.cpuUsage(cpuBefore)
+  const redisCpuSeconds = (await serverCpuSeconds(servers)) - redisCpuBefore
   const commands = await readCommandCounts(servers)
 
   const cycles = latencies.length
@@ -48,6 +50,9 @@ async function runUncontended (locks, servers, settings) {
     eventLoopUtilization: elu.utilization,
     // ...so process CPU time (all threads, user + system) is reported next to it.
     cpuUsPerCycle: (cpu.user + cpu.system) / cycles,
+    // The other side of the bill: Redis's own CPU (all servers), which Lua scripts and
+    // unbatched round trips drive up.
+    redisCpuUsPerCycle: (redisCpuSeconds * 1e6) / cycles,
     commandsPerCycle: commands.total / cycles,
     evalsPerCycle: commands.evals / cycles,
     commandCalls: commands.byCommand
