@@ -229,8 +229,9 @@ impl Server {
                 },
                 Err(error) => Err(error.for_key(&item.name)),
             };
-            if let Err(Ok(Attempt::Acquired { .. })) = reply.send(outcome) {
-                // Its caller gave up while the lock was being taken: give the lock back.
+            if let Err(Ok(Attempt::Acquired { .. }) | Err(_)) = reply.send(outcome) {
+                // Its caller gave up while the lock was being taken: give back whatever the
+                // attempt may have set (a failed one may have, before Redis refused the rest).
                 let server = self.clone();
                 tokio::spawn(async move {
                     let _ = server
