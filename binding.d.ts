@@ -22,10 +22,25 @@ export declare class NativeLocker {
    *   reports its loss). Its keys come next in `keys`.
    * - release (1): `a` lock id. Completes with 1 when the lock was still ours, else 0.
    * - extend (2): `a` lock id, `b` ttl ms (<= 0: the lock's own TTL).
+   *
+   * Returns the bytes JS must write to the wire's socket, when the wire is ready and took some
+   * of the requests: one-key acquires that no local request is ahead of, and releases of
+   * one-key locks nobody here waits for. Everything else runs on the runtime.
    */
-  submit(numbers: Float64Array, keys: Array<string>): void
-  /** Stops the wait of operation `op`, if it is still waiting. */
-  cancel(op: number): void
+  submit(numbers: Float64Array, keys: Array<string>): Buffer | null
+  /** The wire's socket connected: returns its first bytes (AUTH, SELECT; maybe none). */
+  wireConnected(): Buffer
+  /** Bytes read from the wire's socket: the operations they finish, and what to write back. */
+  wireFeed(bytes: Buffer): WireOutput
+  /**
+   * The wire's socket closed or failed. With `retry` (the socket closed under it, Redis may
+   * well be back at once), what it carried runs again on the runtime's connection, after
+   * giving back whatever a sent attempt may have taken; without (a command timed out), it
+   * fails with `reason`.
+   */
+  wireFail(reason: string, retry: boolean): WireOutput
+  /** The locker is closing: what the wire carried fails as closed. */
+  wireClose(): WireOutput
   /** Closes the connections; operations after this fail with a connection error. */
   close(): void
 }
@@ -68,4 +83,19 @@ export interface TlsOptions {
   key?: string
   /** `false` skips certificate checks. Default `true`. */
   rejectUnauthorized?: boolean
+}
+
+/** What a wire call gives back to JS. */
+export interface WireOutput {
+  /** Finished operations, in the layout of `onComplete` (see `completions.rs`). */
+  numbers: Float64Array
+  texts: Array<string>
+  /** Bytes to write to the socket. */
+  write?: Buffer
+  /** AUTH and SELECT are done: requests may go on the wire. */
+  ready: boolean
+  /** Commands still unanswered: JS times them out. */
+  inFlight: number
+  /** Set when the connection is beyond repair: JS closes the socket. */
+  broken?: string
 }

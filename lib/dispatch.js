@@ -27,6 +27,8 @@ class Dispatcher {
     this.keepAlive.unref()
     this.onComplete = this.onComplete.bind(this)
     this.native = null
+    // The Wire (lib/wire.js) of a single-Redis locker, else null.
+    this.wire = null
     this.requests = []
     this.keys = []
     this.flushScheduled = false
@@ -51,7 +53,11 @@ class Dispatcher {
     const keys = this.keys
     this.requests = []
     this.keys = []
-    this.native.submit(requests, keys)
+    const write = this.native.submit(requests, keys)
+    const wire = this.wire
+    if (wire === null) return
+    if (write) wire.send(write)
+    else if (!wire.ready) wire.open()
   }
 
   /** Registers `record` ({ resolve, reject, … }) and returns its operation id. */

@@ -6,6 +6,7 @@ const { Dispatcher, Status, Kind, Flags } = require('./dispatch')
 const { LockBusyError, LockLostError, LockConnectionError, fromNative, invalidArgType, invalidArgValue } = require('./errors')
 const { keysArgument, durationArgument, acquireOptions, functionArgument } = require('./validate')
 const { resolveTarget } = require('./target')
+const { Wire } = require('./wire')
 
 const NO_WAIT = 0
 const WAIT_FOREVER = -1
@@ -106,6 +107,9 @@ class Locker {
     this.#dispatch = new Dispatcher()
     this.#native = new NativeLocker(native, this.#dispatch.onComplete)
     this.#dispatch.native = this.#native
+    if (native.mode === 'single') {
+      this.#dispatch.wire = new Wire(this.#native, native.nodes[0], native, this.#dispatch.onComplete)
+    }
   }
 
   /** Takes the lock, waiting up to `options.wait` ms (default 10000) while someone else holds it. */
@@ -198,6 +202,7 @@ class Locker {
   async close() {
     if (this.#closed) return
     this.#closed = true
+    this.#dispatch.wire?.close()
     this.#native.close()
     this.#dispatch.close({ code: 'ECONNECTION', key: '', message: 'the locker was closed before the operation finished' })
   }

@@ -119,6 +119,12 @@ impl Completions {
 }
 
 fn encode(batch: Vec<Completion>) -> Batch {
+    let (numbers, texts) = flatten(batch);
+    FnArgs::from((Float64Array::new(numbers), texts))
+}
+
+/// The numbers and texts of `batch`, in the layout described at the top of this file.
+pub fn flatten(batch: Vec<Completion>) -> (Vec<f64>, Vec<String>) {
     let mut numbers = Vec::with_capacity(batch.len() * FIELDS);
     let mut texts = Vec::new();
     for completion in batch {
@@ -129,7 +135,7 @@ fn encode(batch: Vec<Completion>) -> Batch {
             texts.push(text);
         }
     }
-    FnArgs::from((Float64Array::new(numbers), texts))
+    (numbers, texts)
 }
 
 /// `{"code","key","message",…}`: the fields the JS error classes are built from.

@@ -1,6 +1,7 @@
 //! `NativeLocker`: the JS-facing handle of one core locker. Calls return at once; results arrive
 //! through [`Completions`]. Held locks stay on this side and JS refers to them by id.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,26 +9,30 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::FutureExt;
+use ironlock_core::wire::Wire;
 use ironlock_core::{
-    AcquireOptions, CancelToken, HeldLock, LockError, Locker, LockerConfig, Watchdog,
+    AcquireOptions, CancelToken, HeldLock, LockError, LockKeys, Locker, LockerConfig, Target,
+    Watchdog,
 };
-use napi::bindgen_prelude::{Float64Array, FnArgs, Function};
+use napi::bindgen_prelude::{Buffer, Float64Array, FnArgs, Function};
 use napi_derive::napi;
+use tokio::time::Instant;
 
 use super::completions::{Completion, Completions, Status};
 use super::options::LockerOptions;
 use super::runtime::RUNTIME;
+use super::wire::{LockWire, WireOutput};
 
-struct HeldEntry {
-    lock: HeldLock,
-    watchdog: Option<Watchdog>,
+pub(super) struct HeldEntry {
+    pub(super) lock: HeldLock,
+    pub(super) watchdog: Option<Watchdog>,
 }
 
 /// Locks this process holds, by id. Entries of locks that were never released are dropped once
 /// they have surely expired, so a cooldown lock per user does not grow memory forever.
 #[derive(Default)]
-struct HeldTable {
-    entries: HashMap<u32, HeldEntry>,
+pub(super) struct HeldTable {
+    pub(super) entries: HashMap<u32, HeldEntry>,
     next_id: u32,
     prune_at: usize,
 }
@@ -54,12 +59,12 @@ impl HeldTable {
     }
 }
 
-struct Shared {
-    locker: Arc<Locker>,
+pub(super) struct Shared {
+    pub(super) locker: Arc<Locker>,
     completions: Completions,
-    held: Mutex<HeldTable>,
+    pub(super) held: Mutex<HeldTable>,
     /// Waits that JS may still cancel, by operation id.
-    cancels: Mutex<HashMap<u32, CancelToken>>,
+    pub(super) cancels: Mutex<HashMap<u32, CancelToken>>,
     /// Requests submitted and not yet started on the runtime.
     inbox: Mutex<Vec<Request>>,
     drain_scheduled: AtomicBool,
@@ -67,7 +72,10 @@ struct Shared {
 
 #[napi]
 pub struct NativeLocker {
-    shared: Arc<Shared>,
+    pub(super) shared: Arc<Shared>,
+    /// One Redis: JS may carry one-key acquires and releases on a socket of its own (see
+    /// `lib/wire.js`); this is that connection's protocol state. JS-thread only.
+    pub(super) wire: Option<RefCell<LockWire>>,
 }
 
 fn epoch_ms(time: SystemTime) -> f64 {
@@ -89,7 +97,12 @@ impl NativeLocker {
     ) -> napi::Result<Self> {
         let config = LockerConfig::try_from(options).map_err(napi::Error::from_reason)?;
         let locker = Locker::new(&config).map_err(napi::Error::from_reason)?;
+        let wire = match &config.target {
+            Target::Single(node) => Some(RefCell::new(Wire::new(node, config.drift_factor))),
+            _ => None,
+        };
         Ok(Self {
+            wire,
             shared: Arc::new(Shared {
                 locker: Arc::new(locker),
                 completions: Completions::new(on_complete)?,
@@ -110,19 +123,31 @@ impl NativeLocker {
     ///   reports its loss). Its keys come next in `keys`.
     /// - release (1): `a` lock id. Completes with 1 when the lock was still ours, else 0.
     /// - extend (2): `a` lock id, `b` ttl ms (<= 0: the lock's own TTL).
+    ///
+    /// Returns the bytes JS must write to the wire's socket, when the wire is ready and took some
+    /// of the requests: one-key acquires that no local request is ahead of, and releases of
+    /// one-key locks nobody here waits for. Everything else runs on the runtime.
     #[napi]
-    pub fn submit(&self, numbers: Float64Array, keys: Vec<String>) -> napi::Result<()> {
+    pub fn submit(&self, numbers: Float64Array, keys: Vec<String>) -> napi::Result<Option<Buffer>> {
+        let mut wire = self
+            .wire
+            .as_ref()
+            .map(RefCell::borrow_mut)
+            .filter(|wire| wire.is_ready());
         let mut keys = keys.into_iter();
         let mut requests = Vec::with_capacity(numbers.len() / REQUEST_FIELDS);
         for fields in numbers.chunks_exact(REQUEST_FIELDS) {
             let op = fields[1] as u32;
-            requests.push(match fields[0] as u8 {
+            let request = match fields[0] as u8 {
                 ACQUIRE => {
                     let flags = fields[4] as u8;
                     let cancel = (flags & CANCELLABLE != 0).then(|| self.cancellable(op));
                     Request::Acquire {
                         op,
-                        keys: keys.by_ref().take(fields[5] as usize).collect(),
+                        keys: self
+                            .shared
+                            .locker
+                            .keys(keys.by_ref().take(fields[5] as usize).collect()),
                         options: AcquireOptions {
                             ttl: millis(fields[2]),
                             wait: (fields[3] >= 0.0).then(|| millis(fields[3])),
@@ -145,37 +170,76 @@ impl NativeLocker {
                         "unknown request kind {kind}"
                     )))
                 }
-            });
+            };
+            match &mut wire {
+                Some(wire) => requests.extend(self.onto_wire(wire, request)),
+                None => requests.push(request),
+            }
         }
-        self.shared.inbox.lock().expect("inbox").extend(requests);
-        // Waking the runtime costs a syscall on this thread; one pending drain serves every
-        // submit that comes before it runs.
-        if !self.shared.drain_scheduled.swap(true, Ordering::AcqRel) {
-            let shared = self.shared.clone();
-            RUNTIME.spawn(async move {
-                // Cleared before the take: a submit after this point schedules its own drain.
-                shared.drain_scheduled.store(false, Ordering::Release);
-                let requests = std::mem::take(&mut *shared.inbox.lock().expect("inbox"));
-                for request in requests {
-                    tokio::spawn(shared.clone().run(request));
-                }
-            });
+        if !requests.is_empty() {
+            self.shared.start(requests);
         }
-        Ok(())
+        Ok(wire.and_then(|mut wire| {
+            let mut out = Vec::new();
+            wire.flush(&mut out);
+            (!out.is_empty()).then(|| out.into())
+        }))
     }
 
-    /// Stops the wait of operation `op`, if it is still waiting.
+    /// The wire's socket connected: returns its first bytes (AUTH, SELECT; maybe none).
     #[napi]
-    pub fn cancel(&self, op: u32) {
-        if let Some(token) = self
-            .shared
-            .cancels
-            .lock()
-            .expect("cancel table")
-            .remove(&op)
-        {
-            token.cancel();
+    pub fn wire_connected(&self) -> Buffer {
+        let mut out = Vec::new();
+        if let Some(wire) = &self.wire {
+            wire.borrow_mut().connected(&mut out);
         }
+        out.into()
+    }
+
+    /// Bytes read from the wire's socket: the operations they finish, and what to write back.
+    #[napi]
+    pub fn wire_feed(&self, bytes: Buffer) -> napi::Result<WireOutput> {
+        let Some(wire) = &self.wire else {
+            return Err(no_wire());
+        };
+        let mut wire = wire.borrow_mut();
+        let mut out = Vec::new();
+        let mut events = Vec::new();
+        let broken = wire.feed(&bytes, &mut out, &mut events).err();
+        if let Some(reason) = &broken {
+            wire.fail(reason, false, &mut events);
+        }
+        Ok(self.wire_output(&wire, events, out, broken))
+    }
+
+    /// The wire's socket closed or failed. With `retry` (the socket closed under it, Redis may
+    /// well be back at once), what it carried runs again on the runtime's connection, after
+    /// giving back whatever a sent attempt may have taken; without (a command timed out), it
+    /// fails with `reason`.
+    #[napi]
+    pub fn wire_fail(&self, reason: String, retry: bool) -> napi::Result<WireOutput> {
+        let Some(wire) = &self.wire else {
+            return Err(no_wire());
+        };
+        let mut wire = wire.borrow_mut();
+        let mut events = Vec::new();
+        wire.fail(&reason, false, &mut events);
+        if retry {
+            events = self.retry_on_runtime(events);
+        }
+        Ok(self.wire_output(&wire, events, Vec::new(), None))
+    }
+
+    /// The locker is closing: what the wire carried fails as closed.
+    #[napi]
+    pub fn wire_close(&self) -> napi::Result<WireOutput> {
+        let Some(wire) = &self.wire else {
+            return Err(no_wire());
+        };
+        let mut wire = wire.borrow_mut();
+        let mut events = Vec::new();
+        wire.fail("the locker was closed", true, &mut events);
+        Ok(self.wire_output(&wire, events, Vec::new(), None))
     }
 
     /// Closes the connections; operations after this fail with a connection error.
@@ -189,6 +253,10 @@ impl NativeLocker {
     }
 }
 
+fn no_wire() -> napi::Error {
+    napi::Error::from_reason("this locker has no wire: its target is not one Redis")
+}
+
 /// Numbers per request in [`NativeLocker::submit`]: kind, op, three values, key count.
 const REQUEST_FIELDS: usize = 6;
 const ACQUIRE: u8 = 0;
@@ -197,12 +265,21 @@ const EXTEND: u8 = 2;
 const CANCELLABLE: u8 = 1;
 const WATCHDOG: u8 = 2;
 
-enum Request {
+pub(super) enum Request {
     Acquire {
         op: u32,
-        keys: Vec<String>,
+        keys: Arc<LockKeys>,
         options: AcquireOptions,
         watchdog: bool,
+    },
+    /// An acquire whose first attempt (on the wire) found the lock busy: it queues.
+    Queue {
+        op: u32,
+        keys: Arc<LockKeys>,
+        options: AcquireOptions,
+        watchdog: bool,
+        deadline: Option<Instant>,
+        retry_after: Option<Duration>,
     },
     Release {
         op: u32,
@@ -218,7 +295,10 @@ enum Request {
 impl Request {
     fn op(&self) -> u32 {
         match self {
-            Self::Acquire { op, .. } | Self::Release { op, .. } | Self::Extend { op, .. } => *op,
+            Self::Acquire { op, .. }
+            | Self::Queue { op, .. }
+            | Self::Release { op, .. }
+            | Self::Extend { op, .. } => *op,
         }
     }
 }
@@ -237,6 +317,23 @@ impl NativeLocker {
 }
 
 impl Shared {
+    /// Hands `requests` to the runtime. Waking it costs a syscall on this thread; one pending
+    /// drain serves every call that comes before it runs.
+    pub(super) fn start(self: &Arc<Self>, requests: Vec<Request>) {
+        self.inbox.lock().expect("inbox").extend(requests);
+        if !self.drain_scheduled.swap(true, Ordering::AcqRel) {
+            let shared = self.clone();
+            RUNTIME.spawn(async move {
+                // Cleared before the take: a call after this point schedules its own drain.
+                shared.drain_scheduled.store(false, Ordering::Release);
+                let requests = std::mem::take(&mut *shared.inbox.lock().expect("inbox"));
+                for request in requests {
+                    tokio::spawn(shared.clone().run(request));
+                }
+            });
+        }
+    }
+
     /// Runs one request and always completes it: a panic becomes a failed operation, so a bug
     /// surfaces as a rejected promise, never as one left pending or as a crash of the host.
     async fn run(self: Arc<Self>, request: Request) {
@@ -263,21 +360,37 @@ impl Shared {
                 keys,
                 options,
                 watchdog,
-            } => self.acquire(op, keys, options, watchdog).await,
+            } => {
+                let result = self.locker.acquire(keys, &options).await;
+                self.acquired(op, result, &options, watchdog)
+            }
+            Request::Queue {
+                op,
+                keys,
+                options,
+                watchdog,
+                deadline,
+                retry_after,
+            } => {
+                let result = self
+                    .locker
+                    .queue_after_busy(keys, &options, deadline, retry_after)
+                    .await;
+                self.acquired(op, result, &options, watchdog)
+            }
             Request::Release { op, id } => self.release(op, id).await,
             Request::Extend { op, id, ttl } => self.extend(op, id, ttl).await,
         }
     }
 
-    async fn acquire(
+    /// The completion of an acquire that ended with `result`.
+    pub(super) fn acquired(
         self: &Arc<Self>,
         op: u32,
-        keys: Vec<String>,
-        options: AcquireOptions,
+        result: Result<HeldLock, LockError>,
+        options: &AcquireOptions,
         watchdog: bool,
     ) -> Completion {
-        let keys = self.locker.keys(keys);
-        let result = self.locker.acquire(keys, &options).await;
         if options.cancel.is_some() {
             self.cancels.lock().expect("cancel table").remove(&op);
         }
@@ -361,7 +474,7 @@ impl Shared {
         }
     }
 
-    fn hold(self: &Arc<Self>, op: u32, lock: HeldLock, watchdog: bool) -> Completion {
+    pub(super) fn hold(self: &Arc<Self>, op: u32, lock: HeldLock, watchdog: bool) -> Completion {
         let values = [0.0, lock.fence as f64, epoch_ms(lock.expires_at)];
         let token = lock.token.clone();
         let mut held = self.held.lock().expect("held table");

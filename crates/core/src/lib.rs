@@ -13,6 +13,7 @@ pub mod locker;
 pub mod scripts;
 pub mod wait;
 pub mod watchdog;
+pub mod wire;
 
 pub use backend::{Attempt, Backend};
 pub use config::{LockerConfig, NodeConfig, Secret, Target, TlsConfig};
@@ -20,5 +21,5 @@ pub use error::{LockError, QuorumVotes};
 pub use keys::LockKeys;
 pub use lock::{AcquireOptions, HeldLock};
 pub use locker::Locker;
-pub use wait::CancelToken;
+pub use wait::{CancelToken, FirstAttempt};
 pub use watchdog::Watchdog;

@@ -10,7 +10,7 @@ use crate::config::{LockerConfig, Target};
 use crate::error::LockError;
 use crate::keys::LockKeys;
 use crate::lock::{valid_until, AcquireOptions, HeldLock};
-use crate::wait::{CancelToken, ReleaseListener, Ticket, Turn, WaitQueues};
+use crate::wait::{CancelToken, FirstAttempt, ReleaseListener, Ticket, Turn, WaitQueues};
 
 pub struct Locker {
     backend: Arc<dyn Backend>,
@@ -102,6 +102,32 @@ impl Locker {
                 return Err(busy(&keys, retry_after));
             }
         }
+        self.queue_after_busy(keys, options, deadline, retry_after)
+            .await
+    }
+
+    /// The rest of [`Locker::acquire`] after a first attempt found the lock busy (`retry_after`:
+    /// the holder's remaining TTL, as that attempt saw it): queues behind the local waiters for
+    /// the same keys and waits for a release, up to `deadline`.
+    pub async fn queue_after_busy(
+        &self,
+        keys: Arc<LockKeys>,
+        options: &AcquireOptions,
+        deadline: Option<Instant>,
+        retry_after: Option<Duration>,
+    ) -> Result<HeldLock, LockError> {
+        let cancelled = || {
+            options
+                .cancel
+                .as_ref()
+                .is_some_and(CancelToken::is_cancelled)
+        };
+        let aborted = || LockError::Aborted {
+            key: keys.first().to_owned(),
+        };
+        if cancelled() {
+            return Err(aborted());
+        }
         let ticket = self.queues.join(&keys.channels);
         let waiting = self.wait_in_queue(&ticket, &keys, options, deadline, retry_after);
         let outcome = match &options.cancel {
@@ -122,6 +148,30 @@ impl Locker {
             }
             Err(error) => Err(error),
         }
+    }
+
+    /// Claims the first attempt at `keys` for a caller that makes it elsewhere (the wire), so
+    /// requests arriving meanwhile queue behind it; `None` when local requests are already
+    /// trying or waiting for the same keys, and this one must queue too.
+    pub fn first_attempt(&self, keys: &LockKeys) -> Option<FirstAttempt> {
+        self.queues.first_attempt(&keys.channels)
+    }
+
+    /// Whether local requests wait for any of `keys`: their release should then go through
+    /// [`Locker::release`], which wakes them at once.
+    pub fn has_waiters(&self, keys: &LockKeys) -> bool {
+        self.queues.has_waiters(&keys.channels)
+    }
+
+    /// Tells local waiters that `lock` was released elsewhere (by the wire).
+    pub fn announce_release(&self, lock: &HeldLock) {
+        self.queues.released_here(&lock.keys.channels, &lock.token);
+    }
+
+    /// Deletes whatever `token` holds of `keys`, in the background (a spawned task): the undo of
+    /// an attempt whose outcome is unknown.
+    pub fn give_back(&self, keys: Arc<LockKeys>, token: String) {
+        self.release_in_background(keys, token);
     }
 
     async fn wait_in_queue(

@@ -12,9 +12,10 @@ use redis::Script;
 /// KEYS: lock key and fencing counter, per lock. ARGV: token and ttl in ms, per lock.
 /// Returns two values per lock: `1, fence` when taken; `0, pttl` when busy (pttl -1: a holder
 /// without TTL); `-1, message` when Redis refused a command (the other locks are unaffected).
-pub static ACQUIRE_EACH: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
+pub static ACQUIRE_EACH: LazyLock<Script> = LazyLock::new(|| Script::new(ACQUIRE_EACH_LUA));
+
+/// The source of [`ACQUIRE_EACH`], for connections that send `EVAL` themselves.
+pub const ACQUIRE_EACH_LUA: &str = r#"
 local function take(key, counter, token, ttl)
   if redis.call('SET', key, token, 'NX', 'PX', ttl) then
     return 1, redis.call('INCR', counter)
@@ -31,9 +32,7 @@ for i = 1, #KEYS, 2 do
   end
 end
 return out
-"#,
-    )
-});
+"#;
 
 /// Sets every key of a multi-key lock or none, then bumps the fencing counters.
 ///
@@ -71,9 +70,10 @@ return {1, fence}
 ///
 /// KEYS: the lock keys. ARGV: token and channel, per key. Returns per key 1 when it was ours and
 /// is deleted, 0 when it was not ours, or the message of a command Redis refused.
-pub static RELEASE_EACH: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
+pub static RELEASE_EACH: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE_EACH_LUA));
+
+/// The source of [`RELEASE_EACH`], for connections that send `EVAL` themselves.
+pub const RELEASE_EACH_LUA: &str = r#"
 local function release(key, token, channel)
   if redis.call('GET', key) ~= token then return 0 end
   redis.call('DEL', key)
@@ -90,9 +90,7 @@ for i = 1, #KEYS do
   end
 end
 return out
-"#,
-    )
-});
+"#;
 
 /// Resets the TTL of every lock key, only if all still hold our token.
 ///

@@ -133,6 +133,16 @@ impl WaitQueues {
             })
     }
 
+    /// Whether a queue waits on any of `channels`.
+    pub fn has_waiters(&self, channels: &[String]) -> bool {
+        let queues = self.queues.lock().expect("wait queues");
+        channels.iter().any(|channel| queues.contains_key(channel))
+            || (self.multi_key_queues.load(Ordering::Relaxed) > 0
+                && queues
+                    .values()
+                    .any(|queue| queue.channels.iter().any(|own| channels.contains(own))))
+    }
+
     /// Joins the queue for `channels` at its tail.
     pub fn join(self: &Arc<Self>, channels: &[String]) -> Ticket {
         let identity = identity(channels);

@@ -11,6 +11,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+pub use batch::MAX_BATCH;
 pub use memory::MemoryBackend;
 pub use redlock::RedlockBackend;
 pub use single::SingleBackend;

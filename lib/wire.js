@@ -1,0 +1,140 @@
+'use strict'
+
+// The wire: a socket of the JS thread's own to a single Redis, for the hot path (one-key acquire
+// attempts and releases). The protocol is native (`ironlock_core::wire`, through
+// `NativeLocker.wire*`): this file only moves bytes and keeps time. A lock cycle on the wire
+// crosses no thread; everything else (waiting, the watchdog, extend, multi-key locks) runs on the
+// native runtime's own connection, which also carries everything while the wire is not ready.
+
+const net = require('node:net')
+const tls = require('node:tls')
+
+// After a failure the wire stays down this long; the native connection carries everything meanwhile.
+const REOPEN_DELAY_MS = 1000
+
+class Wire {
+  /**
+   * @param native the NativeLocker
+   * @param node `{ host, port, tls }` of the Redis (the native options of a single target)
+   * @param onComplete receives finished operations, like the native completions
+   */
+  constructor(native, node, { connectTimeout, commandTimeout }, onComplete) {
+    this.native = native
+    this.node = node
+    this.connectTimeout = connectTimeout
+    this.commandTimeout = commandTimeout
+    this.onComplete = onComplete
+    this.socket = null
+    this.state = 'down'
+    this.reopenAt = 0
+    this.timer = null
+    this.answered = false
+    this.onTimer = this.onTimer.bind(this)
+  }
+
+  /** Starts connecting unless connected, connecting, closed, or resting after a failure. */
+  open() {
+    if (this.state !== 'down' || Date.now() < this.reopenAt) return
+    this.state = 'connecting'
+    const { host, port } = this.node
+    const socket = this.node.tls ? tls.connect(tlsOptions(this.node)) : net.connect({ host, port })
+    this.socket = socket
+    socket.setNoDelay(true)
+    // The native side decides whether Node stays alive (while operations are pending).
+    socket.unref()
+    this.arm(this.connectTimeout)
+    // Set-up (AUTH, SELECT, CLIENT SETNAME): the wire is ready once Redis has answered it.
+    socket.once(this.node.tls ? 'secureConnect' : 'connect', () => this.send(this.native.wireConnected()))
+    socket.on('data', (bytes) => this.received(bytes))
+    // The connection went away: what it carried goes again on the native connection.
+    socket.on('error', (error) => this.fail(socket, error.message, { retry: true }))
+    socket.on('close', () => this.fail(socket, 'the connection closed', { retry: true }))
+  }
+
+  /** Whether requests may go on the wire. */
+  get ready() {
+    return this.state === 'ready'
+  }
+
+  send(bytes) {
+    this.socket.write(bytes)
+    if (this.timer === null) this.arm(this.commandTimeout)
+  }
+
+  received(bytes) {
+    this.answered = true
+    this.settle(this.native.wireFeed(bytes))
+  }
+
+  settle({ numbers, texts, write, ready, inFlight, broken }) {
+    if (write) this.send(write)
+    if (ready && this.state === 'connecting') this.state = 'ready'
+    if (inFlight === 0) this.disarm()
+    if (numbers.length > 0) this.onComplete(numbers, texts)
+    if (broken) this.fail(this.socket, broken, { failedAlready: true })
+  }
+
+  // One timer serves every command: it fires when nothing was answered for a whole period.
+  arm(ms) {
+    this.answered = false
+    this.timer = setTimeout(this.onTimer, ms)
+    this.timer.unref()
+  }
+
+  disarm() {
+    if (this.timer !== null) clearTimeout(this.timer)
+    this.timer = null
+  }
+
+  onTimer() {
+    this.timer = null
+    if (this.state === 'connecting') {
+      this.fail(this.socket, `connect timed out after ${this.connectTimeout} ms`)
+    } else if (!this.answered) {
+      this.fail(this.socket, `no answer within ${this.commandTimeout} ms`)
+    } else {
+      this.arm(this.commandTimeout)
+    }
+  }
+
+  /**
+   * The socket failed: what it carried runs again natively (`retry`) or fails with `reason`, and
+   * the wire rests a while.
+   */
+  fail(socket, reason, { retry = false, failedAlready = false } = {}) {
+    if (socket !== this.socket || this.state === 'closed') return
+    this.socket = null
+    this.state = 'down'
+    this.reopenAt = Date.now() + REOPEN_DELAY_MS
+    this.disarm()
+    // A reset, not a FIN: a stalled Redis that wakes up drops what it had not read yet, rather
+    // than running commands whose callers were already told they failed.
+    socket.resetAndDestroy()
+    if (!failedAlready) this.settle(this.native.wireFail(reason, retry))
+  }
+
+  close() {
+    if (this.state === 'closed') return
+    const socket = this.socket
+    this.state = 'closed'
+    this.socket = null
+    this.disarm()
+    if (socket) socket.destroy()
+    const { numbers, texts } = this.native.wireClose()
+    if (numbers.length > 0) this.onComplete(numbers, texts)
+  }
+}
+
+function tlsOptions({ host, port, tls: settings }) {
+  return {
+    host,
+    port,
+    servername: net.isIP(host) ? undefined : host,
+    ca: settings.ca,
+    cert: settings.cert,
+    key: settings.key,
+    rejectUnauthorized: settings.rejectUnauthorized !== false,
+  }
+}
+
+module.exports = { Wire }
