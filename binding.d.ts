@@ -41,6 +41,8 @@ export declare class NativeLocker {
   wireFail(reason: string, retry: boolean): WireOutput
   /** The locker is closing: what the wire carried fails as closed. */
   wireClose(): WireOutput
+  /** Stops the wait of operation `op`, if it is still waiting. */
+  cancel(op: number): void
   /** Closes the connections; operations after this fail with a connection error. */
   close(): void
 }

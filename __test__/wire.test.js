@@ -42,7 +42,7 @@ async function wireUp(locker, client = redis, key = 'wire:warm-up') {
 test('once the wire is up, one-key acquires and releases travel on it', async () => {
   const locker = new Locker(server.url)
   const wire = await wireUp(locker)
-  const monitor = await redis.duplicate().monitor()
+  const monitor = await server.client().monitor()
   const sources = []
   monitor.on('monitor', (time, args, source) => {
     if (/^evalsha$/i.test(args[0])) sources.push(source)
@@ -181,6 +181,8 @@ describe('faults under the wire', () => {
     expect(error).toBeInstanceOf(LockConnectionError)
     expect(Date.now() - killed).toBeLessThan(2000)
     await faulty.restart()
+    // The admin client reconnects too; stopping it mid-reconnect would leave its timer behind.
+    await admin.ping()
     const lock = await locker.acquire('wire:killed', { ttl: 5000, wait: 3000 })
     expect(await lock.release()).toBe(true)
     await locker.close()

@@ -242,6 +242,20 @@ impl NativeLocker {
         Ok(self.wire_output(&wire, events, Vec::new(), None))
     }
 
+    /// Stops the wait of operation `op`, if it is still waiting.
+    #[napi]
+    pub fn cancel(&self, op: u32) {
+        if let Some(token) = self
+            .shared
+            .cancels
+            .lock()
+            .expect("cancel table")
+            .remove(&op)
+        {
+            token.cancel();
+        }
+    }
+
     /// Closes the connections; operations after this fail with a connection error.
     #[napi]
     pub fn close(&self) {
