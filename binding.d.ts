@@ -11,7 +11,7 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
 
 export declare class NativeLocker {
   /** `onComplete(numbers, texts)` receives batches of finished operations. */
-  constructor(options: LockerOptions, onComplete: (arg0: Float64Array, arg1: Array<string>) => void)
+  constructor(options: LockerOptions, onComplete: (numbers: Float64Array, texts: Array<string>) => void)
   /**
    * Starts a batch of operations: JS queues the calls of one tick and hands them over at once,
    * so a burst costs one napi call, one wake of the runtime and one socket write.

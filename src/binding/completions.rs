@@ -8,8 +8,10 @@
 use std::sync::{Arc, Mutex};
 
 use ironlock_core::LockError;
-use napi::bindgen_prelude::{Float64Array, FnArgs, Function};
+use napi::bindgen_prelude::{FnArgs, Function};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+
+use super::copied::CopiedNumbers;
 
 /// Numbers per completion: operation id, status, and three status-specific values.
 pub const FIELDS: usize = 5;
@@ -50,7 +52,7 @@ impl Completion {
     }
 }
 
-type Batch = FnArgs<(Float64Array, Vec<String>)>;
+type Batch = FnArgs<(CopiedNumbers, Vec<String>)>;
 type Deliver = ThreadsafeFunction<(), (), Batch, napi::Status, false, true>;
 
 /// The queue of finished operations of one locker and the JS function that drains it.
@@ -120,7 +122,7 @@ impl Completions {
 
 fn encode(batch: Vec<Completion>) -> Batch {
     let (numbers, texts) = flatten(batch);
-    FnArgs::from((Float64Array::new(numbers), texts))
+    FnArgs::from((CopiedNumbers(numbers), texts))
 }
 
 /// The numbers and texts of `batch`, in the layout described at the top of this file.

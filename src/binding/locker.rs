@@ -14,11 +14,12 @@ use ironlock_core::{
     AcquireOptions, CancelToken, HeldLock, LockError, LockKeys, Locker, LockerConfig, Target,
     Watchdog,
 };
-use napi::bindgen_prelude::{Buffer, Float64Array, FnArgs, Function};
+use napi::bindgen_prelude::{BufferSlice, Float64ArraySlice, FnArgs, Function};
 use napi_derive::napi;
 use tokio::time::Instant;
 
 use super::completions::{Completion, Completions, Status};
+use super::copied::{CopiedBytes, CopiedNumbers};
 use super::options::LockerOptions;
 use super::runtime::RUNTIME;
 use super::wire::{LockWire, WireOutput};
@@ -93,7 +94,8 @@ impl NativeLocker {
     #[napi(constructor)]
     pub fn new(
         options: LockerOptions,
-        on_complete: Function<'_, FnArgs<(Float64Array, Vec<String>)>, ()>,
+        #[napi(ts_arg_type = "(numbers: Float64Array, texts: Array<string>) => void")]
+        on_complete: Function<'_, FnArgs<(CopiedNumbers, Vec<String>)>, ()>,
     ) -> napi::Result<Self> {
         let config = LockerConfig::try_from(options).map_err(napi::Error::from_reason)?;
         let locker = Locker::new(&config).map_err(napi::Error::from_reason)?;
@@ -127,8 +129,12 @@ impl NativeLocker {
     /// Returns the bytes JS must write to the wire's socket, when the wire is ready and took some
     /// of the requests: one-key acquires that no local request is ahead of, and releases of
     /// one-key locks nobody here waits for. Everything else runs on the runtime.
-    #[napi]
-    pub fn submit(&self, numbers: Float64Array, keys: Vec<String>) -> napi::Result<Option<Buffer>> {
+    #[napi(ts_return_type = "Buffer | null")]
+    pub fn submit(
+        &self,
+        numbers: Float64ArraySlice<'_>,
+        keys: Vec<String>,
+    ) -> napi::Result<Option<CopiedBytes>> {
         let mut wire = self
             .wire
             .as_ref()
@@ -182,23 +188,23 @@ impl NativeLocker {
         Ok(wire.and_then(|mut wire| {
             let mut out = Vec::new();
             wire.flush(&mut out);
-            (!out.is_empty()).then(|| out.into())
+            (!out.is_empty()).then_some(CopiedBytes(out))
         }))
     }
 
     /// The wire's socket connected: returns its first bytes (AUTH, SELECT; maybe none).
-    #[napi]
-    pub fn wire_connected(&self) -> Buffer {
+    #[napi(ts_return_type = "Buffer")]
+    pub fn wire_connected(&self) -> CopiedBytes {
         let mut out = Vec::new();
         if let Some(wire) = &self.wire {
             wire.borrow_mut().connected(&mut out);
         }
-        out.into()
+        CopiedBytes(out)
     }
 
     /// Bytes read from the wire's socket: the operations they finish, and what to write back.
     #[napi]
-    pub fn wire_feed(&self, bytes: Buffer) -> napi::Result<WireOutput> {
+    pub fn wire_feed(&self, bytes: BufferSlice<'_>) -> napi::Result<WireOutput> {
         let Some(wire) = &self.wire else {
             return Err(no_wire());
         };

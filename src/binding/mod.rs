@@ -1,4 +1,5 @@
 pub mod completions;
+mod copied;
 pub mod locker;
 pub mod options;
 mod runtime;

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use ironlock_core::wire::{Event, Wire};
 use ironlock_core::{AcquireOptions, FirstAttempt, LockError, LockKeys};
-use napi::bindgen_prelude::{Buffer, Float64Array};
 use napi_derive::napi;
 use tokio::time::Instant;
 
 use super::completions::{flatten, Completion, Status};
+use super::copied::{CopiedBytes, CopiedNumbers};
 use super::locker::{NativeLocker, Request};
 use super::runtime::RUNTIME;
 
@@ -37,13 +37,15 @@ pub struct ReleaseTag {
 pub type LockWire = Wire<AcquireTag, ReleaseTag>;
 
 /// What a wire call gives back to JS.
-#[napi(object)]
+#[napi(object, object_from_js = false)]
 pub struct WireOutput {
     /// Finished operations, in the layout of `onComplete` (see `completions.rs`).
-    pub numbers: Float64Array,
+    #[napi(ts_type = "Float64Array")]
+    pub numbers: CopiedNumbers,
     pub texts: Vec<String>,
     /// Bytes to write to the socket.
-    pub write: Option<Buffer>,
+    #[napi(ts_type = "Buffer")]
+    pub write: Option<CopiedBytes>,
     /// AUTH and SELECT are done: requests may go on the wire.
     pub ready: bool,
     /// Commands still unanswered: JS times them out.
@@ -176,9 +178,9 @@ impl NativeLocker {
             .collect();
         let (numbers, texts) = flatten(completions);
         WireOutput {
-            numbers: Float64Array::new(numbers),
+            numbers: CopiedNumbers(numbers),
             texts,
-            write: (!out.is_empty()).then(|| out.into()),
+            write: (!out.is_empty()).then_some(CopiedBytes(out)),
             ready: wire.is_ready(),
             in_flight: wire.in_flight() as u32,
             broken,
