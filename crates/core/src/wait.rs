@@ -4,16 +4,22 @@
 //! Redis. The head sleeps until a release of the keys is announced (by this process directly, or
 //! by any process through the release channel), bounded by the holder's remaining TTL, so a
 //! crashed holder's expiry is noticed at once without any message.
+//!
+//! Where the backend can (one Redis), the sleeping head also *offers* to take the lock over: a
+//! release of the same one-key lock in this process then hands it straight to the head instead
+//! of deleting it (see [`crate::handover`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 
 use crate::backend::Backend;
+use crate::handover::{Chain, Link, Plan};
+use crate::lock::HeldLock;
 
 /// Cancels a wait from outside, e.g. from a JS `AbortSignal`.
 #[derive(Clone, Debug, Default)]
@@ -95,6 +101,19 @@ struct QueueState {
     handed_over: Option<(u64, Duration)>,
     /// The holder's remaining TTL as last seen, for the `retryAfter` of waiters that time out.
     busy_until: Option<Instant>,
+    /// The sleeping head's offer to take the lock over from a local release.
+    offer: Option<Offer>,
+    /// The hand-overs of the key since it was last taken normally (one-key queues only).
+    chain: Option<Chain>,
+    /// A hand-over chain just ended: the head lets other processes try first.
+    pause_next_attempt: bool,
+}
+
+/// A head ready to take the lock over: the ticket, the TTL it asks for, and where to send it.
+struct Offer {
+    ticket: u64,
+    ttl: Duration,
+    deliver: oneshot::Sender<HandedLock>,
 }
 
 impl WaitQueues {
@@ -179,6 +198,38 @@ impl WaitQueues {
         }
     }
 
+    /// Takes the offer of the head waiting for the one-key lock on `channel` that `token` holds,
+    /// when it makes sense to hand the lock over; `None`: release it normally. A chain that has
+    /// run its length ends here: the head will pause before its next attempt.
+    pub fn hand_over(self: &Arc<Self>, channel: &str, token: &str) -> Option<Handing> {
+        let queue = self
+            .queues
+            .lock()
+            .expect("wait queues")
+            .get(channel)?
+            .clone();
+        let mut state = queue.state.lock().expect("queue state");
+        if state.offer.is_none() {
+            return None;
+        }
+        match Plan::for_release(state.chain.take(), token) {
+            Plan::End => {
+                state.pause_next_attempt = true;
+                None
+            }
+            Plan::HandOver(link) => {
+                let offer = state.offer.take()?;
+                drop(state);
+                Some(Handing {
+                    queues: self.clone(),
+                    queue,
+                    offer,
+                    link: Some(link),
+                })
+            }
+        }
+    }
+
     /// Called after this process released a lock: wakes its waiters at once.
     pub fn released_here(&self, channels: &[String], token: &str) {
         let channels: Vec<&str> = channels.iter().map(String::as_str).collect();
@@ -238,6 +289,7 @@ impl ReleaseListener for WaitQueues {
             let mut state = queue.state.lock().expect("queue state");
             state.generation += 1;
             state.handed_over = None;
+            state.chain = None;
             if let Some((_, head)) = state.waiters.front() {
                 head.notify_one();
             }
@@ -279,10 +331,85 @@ impl Drop for FirstAttempt {
     }
 }
 
+/// A hand-over under way: the head's offer, taken by a release of the lock it waits for.
+/// Dropped without [`Handing::deliver`], the head learns the hand-over failed and attempts.
+pub struct Handing {
+    queues: Arc<WaitQueues>,
+    queue: Arc<Queue>,
+    offer: Offer,
+    /// Taken once the hand-over is done.
+    link: Option<Link>,
+}
+
+impl Handing {
+    /// The TTL the waiting head asked for.
+    pub fn ttl(&self) -> Duration {
+        self.offer.ttl
+    }
+
+    /// How many fencing tokens the hand-over should reserve.
+    pub fn reserve(&self) -> u64 {
+        self.link.as_ref().map_or(0, Link::reserve)
+    }
+
+    /// The lock went to `token` (with the block ending at `reserved`, if one was reserved):
+    /// continues the key's chain and gives the new holder's fence; `None` when the answer does
+    /// not fit the request.
+    pub fn handed_to(&mut self, token: &str, reserved: Option<u64>) -> Option<u64> {
+        let (fence, chain) = self.link.take()?.done(token.to_owned(), reserved)?;
+        self.queue.state.lock().expect("queue state").chain = Some(chain);
+        Some(fence)
+    }
+
+    /// Sends the lock to the head. Should the head have left meanwhile, the lock is released in
+    /// the background (and the queue woken) so nothing stays locked.
+    pub fn deliver(self, lock: HeldLock) {
+        let handed = HandedLock {
+            lock: Some(lock),
+            queues: self.queues.clone(),
+        };
+        // On failure the lock comes back and its drop releases it.
+        let _ = self.offer.deliver.send(handed);
+    }
+}
+
+/// A lock handed over to a waiting head. Dropped before [`HandedLock::into_lock`] (its waiter
+/// gave up in the meantime), it is released in the background.
+pub struct HandedLock {
+    lock: Option<HeldLock>,
+    queues: Arc<WaitQueues>,
+}
+
+impl HandedLock {
+    pub fn into_lock(mut self) -> HeldLock {
+        self.lock.take().expect("a handed lock is taken once")
+    }
+}
+
+impl Drop for HandedLock {
+    fn drop(&mut self) {
+        let Some(lock) = self.lock.take() else {
+            return;
+        };
+        let (Some(backend), Ok(runtime)) =
+            (self.queues.backend(), tokio::runtime::Handle::try_current())
+        else {
+            // No runtime left to release it on: the lock expires by its TTL.
+            return;
+        };
+        let queues = self.queues.clone();
+        runtime.spawn(async move {
+            if backend.release(&lock.keys, &lock.token).await == Ok(true) {
+                queues.released_here(&lock.keys.channels, &lock.token);
+            }
+        });
+    }
+}
+
 /// What the head of a queue should do next.
 pub enum Turn {
-    /// Try to take the lock now.
-    Attempt { generation: u64 },
+    /// Try to take the lock now; after `pause`, when a hand-over chain just ended.
+    Attempt { generation: u64, pause: bool },
     /// A local waiter took the lock just before us: wait for its release first.
     AwaitRelease { generation: u64, bound: Duration },
 }
@@ -338,13 +465,44 @@ impl Ticket {
     /// What the head does next: attempt, or wait for the release of a lock a local waiter took.
     pub fn turn(&self) -> Turn {
         let mut state = self.queue.state.lock().expect("queue state");
+        let pause = std::mem::take(&mut state.pause_next_attempt);
         match state.handed_over.take() {
             Some((generation, bound)) if generation == state.generation => {
                 Turn::AwaitRelease { generation, bound }
             }
             _ => Turn::Attempt {
                 generation: state.generation,
+                pause,
             },
+        }
+    }
+
+    /// Offers to take the lock over, for `ttl`, from a release in this process; the lock
+    /// arrives on the receiver, which fails when a hand-over was tried and did not work. Only
+    /// the head offers, while it sleeps.
+    pub fn offer(&self, ttl: Duration) -> oneshot::Receiver<HandedLock> {
+        let (deliver, handed) = oneshot::channel();
+        self.queue.state.lock().expect("queue state").offer = Some(Offer {
+            ticket: self.id,
+            ttl,
+            deliver,
+        });
+        handed
+    }
+
+    /// Takes back this ticket's offer: `true` when done, `false` when a release took it and its
+    /// hand-over is under way (or done): its outcome then arrives on the offer's receiver.
+    pub fn withdraw_offer(&self) -> bool {
+        let mut state = self.queue.state.lock().expect("queue state");
+        if state
+            .offer
+            .as_ref()
+            .is_some_and(|offer| offer.ticket == self.id)
+        {
+            state.offer = None;
+            true
+        } else {
+            false
         }
     }
 
@@ -392,9 +550,17 @@ impl Drop for Ticket {
         let mut state = self.queue.state.lock().expect("queue state");
         let was_head = state.waiters.front().is_some_and(|(id, _)| *id == self.id);
         state.waiters.retain(|(id, _)| *id != self.id);
+        if state
+            .offer
+            .as_ref()
+            .is_some_and(|offer| offer.ticket == self.id)
+        {
+            state.offer = None;
+        }
         if was_head {
             if let Some(ttl) = self.took_lock {
                 state.handed_over = Some((state.generation, ttl));
+                state.busy_until = Some(Instant::now() + ttl);
             }
             if let Some((_, next)) = state.waiters.front() {
                 next.notify_one();
