@@ -209,9 +209,8 @@ impl WaitQueues {
             .get(channel)?
             .clone();
         let mut state = queue.state.lock().expect("queue state");
-        if state.offer.is_none() {
-            return None;
-        }
+        // Nobody sleeps ready to take it over: a normal release wakes the head.
+        state.offer.as_ref()?;
         match Plan::for_release(state.chain.take(), token) {
             Plan::End => {
                 state.pause_next_attempt = true;
@@ -580,5 +579,144 @@ impl Drop for Ticket {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::handover::{FENCE_BLOCK, MAX_LINKS};
+    use crate::keys::LockKeys;
+
+    const TTL: Duration = Duration::from_millis(500);
+
+    fn setup() -> (Arc<WaitQueues>, Arc<LockKeys>) {
+        let keys = Arc::new(LockKeys::new("", ["k".to_owned()]));
+        (Arc::new(WaitQueues::default()), keys)
+    }
+
+    fn lock(keys: &Arc<LockKeys>, token: &str, fence: u64) -> HeldLock {
+        HeldLock {
+            keys: keys.clone(),
+            token: token.to_owned(),
+            fence,
+            ttl: TTL,
+            expires_at: SystemTime::now(),
+        }
+    }
+
+    /// Hands the lock of `token` to the offering head as the script would, `counter` being the
+    /// fencing counter in Redis; the new token and fence, or `None` for a normal release.
+    fn hand_over(
+        queues: &Arc<WaitQueues>,
+        keys: &Arc<LockKeys>,
+        token: &str,
+        counter: &mut u64,
+    ) -> Option<(String, u64)> {
+        let mut handing = queues.hand_over(&keys.channels[0], token)?;
+        assert_eq!(handing.ttl(), TTL);
+        let reserved = (handing.reserve() > 0).then(|| {
+            *counter += handing.reserve();
+            *counter
+        });
+        let new_token = format!("{token}+");
+        let fence = handing
+            .handed_to(&new_token, reserved)
+            .expect("a fitting answer");
+        handing.deliver(lock(keys, &new_token, fence));
+        Some((new_token, fence))
+    }
+
+    #[tokio::test]
+    async fn only_an_offering_head_is_handed_the_lock() {
+        let (queues, keys) = setup();
+        let mut counter = 1;
+        assert!(
+            hand_over(&queues, &keys, "t", &mut counter).is_none(),
+            "no queue"
+        );
+        let head = queues.join(&keys.channels);
+        let behind = queues.join(&keys.channels);
+        assert!(
+            hand_over(&queues, &keys, "t", &mut counter).is_none(),
+            "no offer"
+        );
+
+        let handed = head.offer(TTL);
+        let (token, fence) = hand_over(&queues, &keys, "t", &mut counter).expect("handed over");
+        assert!(!head.withdraw_offer(), "the offer was taken");
+        let lock = handed.await.expect("delivered").into_lock();
+        assert_eq!((lock.token.as_str(), lock.fence), (token.as_str(), fence));
+        assert_eq!((fence, counter), (2, 1 + FENCE_BLOCK));
+        head.took_lock(TTL);
+
+        // The next head's turn: wait for the release of the lock just handed over.
+        assert!(matches!(behind.turn(), Turn::AwaitRelease { bound, .. } if bound == TTL));
+        let _withdrawn = behind.offer(TTL);
+        assert!(behind.withdraw_offer());
+        assert!(
+            hand_over(&queues, &keys, &token, &mut counter).is_none(),
+            "withdrawn"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_hand_over_tells_the_head_to_attempt() {
+        let (queues, keys) = setup();
+        let head = queues.join(&keys.channels);
+        let handed = head.offer(TTL);
+        let handing = queues.hand_over(&keys.channels[0], "t").expect("an offer");
+        // The key no longer held "t": the hand-over is dropped undelivered.
+        drop(handing);
+        assert!(handed.await.is_err(), "the head learns it must attempt");
+        assert!(matches!(head.turn(), Turn::Attempt { pause: false, .. }));
+    }
+
+    #[tokio::test]
+    async fn a_departed_head_takes_its_offer_along() {
+        let (queues, keys) = setup();
+        let head = queues.join(&keys.channels);
+        let _behind = queues.join(&keys.channels);
+        let handed = head.offer(TTL);
+        drop(head);
+        drop(handed);
+        assert!(queues.hand_over(&keys.channels[0], "t").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_chain_ends_after_its_links_and_the_head_pauses() {
+        let (queues, keys) = setup();
+        let mut counter = 7;
+        let mut token = "first".to_owned();
+        let mut fences = Vec::new();
+        let mut head = queues.join(&keys.channels);
+        loop {
+            // Someone always waits behind: the queue, and its chain, stay.
+            let behind = queues.join(&keys.channels);
+            let handed = head.offer(TTL);
+            match hand_over(&queues, &keys, &token, &mut counter) {
+                Some((next, fence)) => {
+                    let lock = handed.await.expect("delivered").into_lock();
+                    assert_eq!(lock.fence, fence);
+                    fences.push(fence);
+                    token = next;
+                    head.took_lock(TTL);
+                    head = behind;
+                }
+                None => {
+                    // The releaser releases normally and announces it; the head then pauses
+                    // before it attempts, so other processes get a turn.
+                    queues.released_here(&keys.channels, &token);
+                    assert!(head.withdraw_offer());
+                    assert!(matches!(head.turn(), Turn::Attempt { pause: true, .. }));
+                    assert!(matches!(head.turn(), Turn::Attempt { pause: false, .. }));
+                    break;
+                }
+            }
+        }
+        assert_eq!(fences, (8..8 + u64::from(MAX_LINKS)).collect::<Vec<_>>());
+        assert_eq!(counter, 7 + FENCE_BLOCK);
     }
 }
