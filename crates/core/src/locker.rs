@@ -303,6 +303,12 @@ impl Locker {
         let token = uuid::Uuid::new_v4().to_string();
         let ttl = handing.ttl();
         let started = SystemTime::now();
+        // Should this call be dropped while the script is on its way, whatever it set is undone.
+        let mut undo = GiveBack {
+            locker: self,
+            keys: &lock.keys,
+            token: Some(token.clone()),
+        };
         let outcome = self
             .backend
             .hand_over(&lock.keys, &lock.token, &token, ttl, handing.reserve())
@@ -310,12 +316,12 @@ impl Locker {
         match outcome {
             Ok(HandOver::Done { reserved }) => {
                 let Some(fence) = handing.handed_to(&token, reserved) else {
-                    self.release_in_background(lock.keys.clone(), token);
                     return Err(LockError::Connection {
                         key: lock.key().to_owned(),
                         message: format!("unexpected fence block {reserved:?} from a hand-over"),
                     });
                 };
+                undo.token = None;
                 handing.deliver(HeldLock {
                     keys: lock.keys.clone(),
                     token,
@@ -325,12 +331,12 @@ impl Locker {
                 });
                 Ok(true)
             }
-            Ok(HandOver::NotHeld) => Ok(false),
-            Err(error) => {
-                // The script may have run before the connection failed: undo it by token.
-                self.release_in_background(lock.keys.clone(), token);
-                Err(error)
+            Ok(HandOver::NotHeld) => {
+                undo.token = None;
+                Ok(false)
             }
+            // The script may have run before the connection failed: `undo` gives it back.
+            Err(error) => Err(error),
         }
     }
 
@@ -359,6 +365,23 @@ impl Locker {
         tokio::spawn(async move {
             let _ = backend.release(&keys, &token).await;
         });
+    }
+}
+
+/// Releases `token`'s hold on `keys` in the background when dropped still holding a token.
+struct GiveBack<'a> {
+    locker: &'a Locker,
+    keys: &'a Arc<LockKeys>,
+    token: Option<String>,
+}
+
+impl Drop for GiveBack<'_> {
+    fn drop(&mut self) {
+        if let Some(token) = self.token.take() {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                self.locker.release_in_background(self.keys.clone(), token);
+            }
+        }
     }
 }
 
