@@ -202,10 +202,7 @@ impl NativeLocker {
             } => {
                 // Given up before queueing, as `Locker::acquire` does after its first attempt.
                 drop(tag.first);
-                if tag
-                    .deadline
-                    .is_some_and(|deadline| Instant::now() >= deadline)
-                {
+                if tag.deadline.is_some_and(|deadline| Instant::now() >= deadline) {
                     let busy = LockError::Busy {
                         key: keys.first().to_owned(),
                         retry_after,

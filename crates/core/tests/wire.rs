@@ -107,13 +107,7 @@ fn takes_refuses_and_gives_back_locks_on_a_real_server() {
     first.wire.release(4, &two);
     let stranger = second.round_trip();
     server.check(
-        matches!(
-            stranger[..],
-            [Event::Released {
-                tag: 3,
-                released: true
-            }]
-        ),
+        matches!(stranger[..], [Event::Released { tag: 3, released: true }]),
         "the token decides, not the connection",
     );
     let exists: i64 = server.query(&["EXISTS", "order:1", "order:2"]);
@@ -123,36 +117,23 @@ fn takes_refuses_and_gives_back_locks_on_a_real_server() {
 
     second.wire.acquire(8, keys("order:1"), ttl);
     let again = acquired(second.round_trip().remove(0));
-    server.check(
-        again.fence > one.fence,
-        "the fence grows with every acquisition",
-    );
+    server.check(again.fence > one.fence, "the fence grows with every acquisition");
 }
 
 #[test]
 fn a_flushed_script_cache_costs_one_more_round_trip_not_a_failure() {
     let server = RedisServer::start();
     let mut connection = Connection::open(&server);
-    connection
-        .wire
-        .acquire(0, keys("a"), Duration::from_secs(10));
+    connection.wire.acquire(0, keys("a"), Duration::from_secs(10));
     let lock = acquired(connection.round_trip().remove(0));
     let _: () = server.query(&["SCRIPT", "FLUSH"]);
     connection.wire.release(0, &lock);
-    connection
-        .wire
-        .acquire(1, keys("b"), Duration::from_secs(10));
+    connection.wire.acquire(1, keys("b"), Duration::from_secs(10));
     let events = connection.round_trip();
     server.check(
         matches!(
             events[..],
-            [
-                Event::Acquired { tag: 1, .. },
-                Event::Released {
-                    tag: 0,
-                    released: true
-                }
-            ]
+            [Event::Acquired { tag: 1, .. }, Event::Released { tag: 0, released: true }]
         ),
         format!("both went through after NOSCRIPT: {events:?}"),
     );

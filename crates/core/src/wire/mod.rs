@@ -143,11 +143,7 @@ impl<A, R> Wire<A, R> {
 
     /// Queues one attempt at a one-key lock; it leaves with the next [`Wire::flush`].
     pub fn acquire(&mut self, tag: A, keys: Arc<LockKeys>, ttl: Duration) {
-        debug_assert_eq!(
-            keys.redis_keys.len(),
-            1,
-            "the wire takes one-key locks only"
-        );
+        debug_assert_eq!(keys.redis_keys.len(), 1, "the wire takes one-key locks only");
         self.acquires.push(Acquire {
             tag,
             keys,
@@ -392,12 +388,7 @@ impl<R> Release<R> {
 fn encode_acquires<A>(out: &mut Vec<u8>, batch: &[Acquire<A>], with_source: bool) {
     let mut args: Vec<&[u8]> = Vec::with_capacity(3 + 4 * batch.len());
     let count = (2 * batch.len()).to_string();
-    script_head(
-        &mut args,
-        &scripts::ACQUIRE_EACH,
-        scripts::ACQUIRE_EACH_LUA,
-        with_source,
-    );
+    script_head(&mut args, &scripts::ACQUIRE_EACH, scripts::ACQUIRE_EACH_LUA, with_source);
     args.push(count.as_bytes());
     for attempt in batch {
         args.push(attempt.keys.redis_keys[0].as_bytes());
@@ -413,12 +404,7 @@ fn encode_acquires<A>(out: &mut Vec<u8>, batch: &[Acquire<A>], with_source: bool
 fn encode_releases<R>(out: &mut Vec<u8>, batch: &[Release<R>], with_source: bool) {
     let mut args: Vec<&[u8]> = Vec::with_capacity(3 + 3 * batch.len());
     let count = batch.len().to_string();
-    script_head(
-        &mut args,
-        &scripts::RELEASE_EACH,
-        scripts::RELEASE_EACH_LUA,
-        with_source,
-    );
+    script_head(&mut args, &scripts::RELEASE_EACH, scripts::RELEASE_EACH_LUA, with_source);
     args.push(count.as_bytes());
     for release in batch {
         args.push(release.keys.redis_keys[0].as_bytes());
@@ -585,10 +571,7 @@ mod tests {
         let (out, events) = feed(&mut wire, b"-NOSCRIPT No matching script.\r\n");
         assert!(events.is_empty(), "the attempt is still on its way");
         assert!(contains(&out, "EVAL\r\n"));
-        assert!(contains(
-            &out,
-            "redis.call('SET', key, token, 'NX', 'PX', ttl)"
-        ));
+        assert!(contains(&out, "redis.call('SET', key, token, 'NX', 'PX', ttl)"));
         assert_eq!(wire.in_flight(), 1);
         let (_, events) = feed(&mut wire, b"*2\r\n:1\r\n:1\r\n");
         assert!(matches!(events[..], [Event::Acquired { tag: 1, .. }]));

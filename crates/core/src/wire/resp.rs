@@ -118,7 +118,12 @@ fn number(text: &[u8]) -> Result<i64, ProtocolError> {
     std::str::from_utf8(text)
         .ok()
         .and_then(|text| text.parse().ok())
-        .ok_or_else(|| ProtocolError(format!("not a number: {:?}", String::from_utf8_lossy(text))))
+        .ok_or_else(|| {
+            ProtocolError(format!(
+                "not a number: {:?}",
+                String::from_utf8_lossy(text)
+            ))
+        })
 }
 
 #[cfg(test)]
