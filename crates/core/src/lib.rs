@@ -7,6 +7,7 @@
 pub mod backend;
 pub mod config;
 pub mod error;
+pub mod handover;
 pub mod keys;
 pub mod lock;
 pub mod locker;

@@ -5,12 +5,13 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-use crate::backend::{Attempt, Backend, MemoryBackend, RedlockBackend, SingleBackend};
+use crate::backend::{Attempt, Backend, HandOver, MemoryBackend, RedlockBackend, SingleBackend};
 use crate::config::{LockerConfig, Target};
 use crate::error::LockError;
+use crate::handover::CHAIN_END_PAUSE;
 use crate::keys::LockKeys;
 use crate::lock::{valid_until, AcquireOptions, HeldLock};
-use crate::wait::{CancelToken, FirstAttempt, ReleaseListener, Ticket, Turn, WaitQueues};
+use crate::wait::{CancelToken, FirstAttempt, Handing, ReleaseListener, Ticket, Turn, WaitQueues};
 
 pub struct Locker {
     backend: Arc<dyn Backend>,
@@ -186,9 +187,14 @@ impl Locker {
             return Err(busy(keys, ticket.retry_after().or(retry_after)));
         }
         let subscribed = ticket.subscribe().await;
+        let can_take_over = self.can_hand_over(keys);
         loop {
             let generation = match ticket.turn() {
-                Turn::Attempt { generation } => {
+                Turn::Attempt { generation, pause } => {
+                    if pause {
+                        // A local hand-over chain just ended: other processes go first.
+                        tokio::time::sleep(CHAIN_END_PAUSE).await;
+                    }
                     match self.attempt(keys, options).await? {
                         Ok(lock) => return Ok(lock),
                         Err(after) => retry_after = after,
@@ -208,8 +214,42 @@ impl Locker {
             // A holder without TTL never expires by itself: only a release can free the lock.
             let expiry = retry_after.map_or(now + Duration::from_secs(3600), |after| now + after);
             let until = deadline.map_or(expiry, |deadline| deadline.min(expiry));
-            ticket.await_release(generation, until, subscribed).await;
+            if !can_take_over {
+                ticket.await_release(generation, until, subscribed).await;
+                continue;
+            }
+            // While it sleeps, the head offers to take the lock over from a local release.
+            let mut handed = ticket.offer(options.ttl);
+            let outcome = tokio::select! {
+                biased;
+                outcome = &mut handed => outcome,
+                () = ticket.await_release(generation, until, subscribed) => {
+                    if ticket.withdraw_offer() {
+                        continue;
+                    }
+                    // A release took the offer: an attempt now would only find the lock held,
+                    // so the head waits for the hand-over's outcome instead.
+                    match deadline {
+                        Some(deadline) => match tokio::time::timeout_at(deadline, handed).await {
+                            Ok(outcome) => outcome,
+                            // Dropping the receiver makes the releaser give the lock back.
+                            Err(_) => return Err(busy(keys, retry_after)),
+                        },
+                        None => handed.await,
+                    }
+                }
+            };
+            // A failed hand-over (the releaser had lost the lock, or Redis failed) leaves the
+            // receiver empty: the next turn attempts, as after a release.
+            if let Ok(handed) = outcome {
+                return Ok(handed.into_lock());
+            }
         }
+    }
+
+    /// Whether releases of `keys` in this process can hand the lock to a local waiter.
+    fn can_hand_over(&self, keys: &LockKeys) -> bool {
+        keys.redis_keys.len() == 1 && self.backend.supports_hand_over()
     }
 
     /// One try: `Ok(Ok(lock))` when taken, `Ok(Err(retry_after))` when busy.
@@ -241,12 +281,63 @@ impl Locker {
     }
 
     /// `true` when the lock was still ours and is now gone.
+    ///
+    /// A one-key lock that a local waiter is sleeping for is handed straight to it instead
+    /// (where the backend can), still in this call's one round trip.
     pub async fn release(&self, lock: &HeldLock) -> Result<bool, LockError> {
+        if self.can_hand_over(&lock.keys) {
+            if let Some(handing) = self.queues.hand_over(&lock.keys.channels[0], &lock.token) {
+                return self.hand_over(lock, handing).await;
+            }
+        }
         let released = self.backend.release(&lock.keys, &lock.token).await?;
         if released {
             self.queues.released_here(&lock.keys.channels, &lock.token);
         }
         Ok(released)
+    }
+
+    /// Replaces `lock`'s token in Redis by a new one and sends the lock to the waiting head.
+    /// Whenever the head does not get it, its receiver fails and it attempts as after a release.
+    async fn hand_over(&self, lock: &HeldLock, mut handing: Handing) -> Result<bool, LockError> {
+        let token = uuid::Uuid::new_v4().to_string();
+        let ttl = handing.ttl();
+        let started = SystemTime::now();
+        // Should this call be dropped while the script is on its way, whatever it set is undone.
+        let mut undo = GiveBack {
+            locker: self,
+            keys: &lock.keys,
+            token: Some(token.clone()),
+        };
+        let outcome = self
+            .backend
+            .hand_over(&lock.keys, &lock.token, &token, ttl, handing.reserve())
+            .await;
+        match outcome {
+            Ok(HandOver::Done { reserved }) => {
+                let Some(fence) = handing.handed_to(&token, reserved) else {
+                    return Err(LockError::Connection {
+                        key: lock.key().to_owned(),
+                        message: format!("unexpected fence block {reserved:?} from a hand-over"),
+                    });
+                };
+                undo.token = None;
+                handing.deliver(HeldLock {
+                    keys: lock.keys.clone(),
+                    token,
+                    fence,
+                    ttl,
+                    expires_at: valid_until(started, ttl, self.drift_factor),
+                });
+                Ok(true)
+            }
+            Ok(HandOver::NotHeld) => {
+                undo.token = None;
+                Ok(false)
+            }
+            // The script may have run before the connection failed: `undo` gives it back.
+            Err(error) => Err(error),
+        }
     }
 
     /// Gives the lock `ttl` more life from now, or fails with [`LockError::Lost`].
@@ -274,6 +365,23 @@ impl Locker {
         tokio::spawn(async move {
             let _ = backend.release(&keys, &token).await;
         });
+    }
+}
+
+/// Releases `token`'s hold on `keys` in the background when dropped still holding a token.
+struct GiveBack<'a> {
+    locker: &'a Locker,
+    keys: &'a Arc<LockKeys>,
+    token: Option<String>,
+}
+
+impl Drop for GiveBack<'_> {
+    fn drop(&mut self) {
+        if let Some(token) = self.token.take() {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                self.locker.release_in_background(self.keys.clone(), token);
+            }
+        }
     }
 }
 

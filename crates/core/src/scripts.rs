@@ -106,3 +106,22 @@ return 1
 "#,
     )
 });
+
+/// Passes a one-key lock straight from its holder to the next local waiter, without deleting it:
+/// the key is never free, so no other process can take it in between, and nothing is published.
+/// A chain of hand-overs reserves its fencing tokens as one block (see `crate::handover`).
+///
+/// KEYS: lock key, fencing counter. ARGV: old token, new token, new ttl in ms, how many fencing
+/// tokens to reserve (0: none). Returns `{0}` when the key no longer holds the old token, `{1}`
+/// when handed over, `{1, counter}` when handed over with a block reserved (`counter` its last).
+pub static HAND_OVER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {0} end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+local reserve = tonumber(ARGV[4])
+if reserve > 0 then return {1, redis.call('INCRBY', KEYS[2], reserve)} end
+return {1}
+"#,
+    )
+});

@@ -4,16 +4,22 @@
 //! Redis. The head sleeps until a release of the keys is announced (by this process directly, or
 //! by any process through the release channel), bounded by the holder's remaining TTL, so a
 //! crashed holder's expiry is noticed at once without any message.
+//!
+//! Where the backend can (one Redis), the sleeping head also *offers* to take the lock over: a
+//! release of the same one-key lock in this process then hands it straight to the head instead
+//! of deleting it (see [`crate::handover`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 
 use crate::backend::Backend;
+use crate::handover::{Chain, Link, Plan};
+use crate::lock::HeldLock;
 
 /// Cancels a wait from outside, e.g. from a JS `AbortSignal`.
 #[derive(Clone, Debug, Default)]
@@ -95,6 +101,19 @@ struct QueueState {
     handed_over: Option<(u64, Duration)>,
     /// The holder's remaining TTL as last seen, for the `retryAfter` of waiters that time out.
     busy_until: Option<Instant>,
+    /// The sleeping head's offer to take the lock over from a local release.
+    offer: Option<Offer>,
+    /// The hand-overs of the key since it was last taken normally (one-key queues only).
+    chain: Option<Chain>,
+    /// A hand-over chain just ended: the head lets other processes try first.
+    pause_next_attempt: bool,
+}
+
+/// A head ready to take the lock over: the ticket, the TTL it asks for, and where to send it.
+struct Offer {
+    ticket: u64,
+    ttl: Duration,
+    deliver: oneshot::Sender<HandedLock>,
 }
 
 impl WaitQueues {
@@ -179,6 +198,37 @@ impl WaitQueues {
         }
     }
 
+    /// Takes the offer of the head waiting for the one-key lock on `channel` that `token` holds,
+    /// when it makes sense to hand the lock over; `None`: release it normally. A chain that has
+    /// run its length ends here: the head will pause before its next attempt.
+    pub fn hand_over(self: &Arc<Self>, channel: &str, token: &str) -> Option<Handing> {
+        let queue = self
+            .queues
+            .lock()
+            .expect("wait queues")
+            .get(channel)?
+            .clone();
+        let mut state = queue.state.lock().expect("queue state");
+        // Nobody sleeps ready to take it over: a normal release wakes the head.
+        state.offer.as_ref()?;
+        match Plan::for_release(state.chain.take(), token) {
+            Plan::End => {
+                state.pause_next_attempt = true;
+                None
+            }
+            Plan::HandOver(link) => {
+                let offer = state.offer.take()?;
+                drop(state);
+                Some(Handing {
+                    queues: self.clone(),
+                    queue,
+                    offer,
+                    link: Some(link),
+                })
+            }
+        }
+    }
+
     /// Called after this process released a lock: wakes its waiters at once.
     pub fn released_here(&self, channels: &[String], token: &str) {
         let channels: Vec<&str> = channels.iter().map(String::as_str).collect();
@@ -238,6 +288,7 @@ impl ReleaseListener for WaitQueues {
             let mut state = queue.state.lock().expect("queue state");
             state.generation += 1;
             state.handed_over = None;
+            state.chain = None;
             if let Some((_, head)) = state.waiters.front() {
                 head.notify_one();
             }
@@ -279,10 +330,85 @@ impl Drop for FirstAttempt {
     }
 }
 
+/// A hand-over under way: the head's offer, taken by a release of the lock it waits for.
+/// Dropped without [`Handing::deliver`], the head learns the hand-over failed and attempts.
+pub struct Handing {
+    queues: Arc<WaitQueues>,
+    queue: Arc<Queue>,
+    offer: Offer,
+    /// Taken once the hand-over is done.
+    link: Option<Link>,
+}
+
+impl Handing {
+    /// The TTL the waiting head asked for.
+    pub fn ttl(&self) -> Duration {
+        self.offer.ttl
+    }
+
+    /// How many fencing tokens the hand-over should reserve.
+    pub fn reserve(&self) -> u64 {
+        self.link.as_ref().map_or(0, Link::reserve)
+    }
+
+    /// The lock went to `token` (with the block ending at `reserved`, if one was reserved):
+    /// continues the key's chain and gives the new holder's fence; `None` when the answer does
+    /// not fit the request.
+    pub fn handed_to(&mut self, token: &str, reserved: Option<u64>) -> Option<u64> {
+        let (fence, chain) = self.link.take()?.done(token.to_owned(), reserved)?;
+        self.queue.state.lock().expect("queue state").chain = Some(chain);
+        Some(fence)
+    }
+
+    /// Sends the lock to the head. Should the head have left meanwhile, the lock is released in
+    /// the background (and the queue woken) so nothing stays locked.
+    pub fn deliver(self, lock: HeldLock) {
+        let handed = HandedLock {
+            lock: Some(lock),
+            queues: self.queues.clone(),
+        };
+        // On failure the lock comes back and its drop releases it.
+        let _ = self.offer.deliver.send(handed);
+    }
+}
+
+/// A lock handed over to a waiting head. Dropped before [`HandedLock::into_lock`] (its waiter
+/// gave up in the meantime), it is released in the background.
+pub struct HandedLock {
+    lock: Option<HeldLock>,
+    queues: Arc<WaitQueues>,
+}
+
+impl HandedLock {
+    pub fn into_lock(mut self) -> HeldLock {
+        self.lock.take().expect("a handed lock is taken once")
+    }
+}
+
+impl Drop for HandedLock {
+    fn drop(&mut self) {
+        let Some(lock) = self.lock.take() else {
+            return;
+        };
+        let (Some(backend), Ok(runtime)) =
+            (self.queues.backend(), tokio::runtime::Handle::try_current())
+        else {
+            // No runtime left to release it on: the lock expires by its TTL.
+            return;
+        };
+        let queues = self.queues.clone();
+        runtime.spawn(async move {
+            if backend.release(&lock.keys, &lock.token).await == Ok(true) {
+                queues.released_here(&lock.keys.channels, &lock.token);
+            }
+        });
+    }
+}
+
 /// What the head of a queue should do next.
 pub enum Turn {
-    /// Try to take the lock now.
-    Attempt { generation: u64 },
+    /// Try to take the lock now; after `pause`, when a hand-over chain just ended.
+    Attempt { generation: u64, pause: bool },
     /// A local waiter took the lock just before us: wait for its release first.
     AwaitRelease { generation: u64, bound: Duration },
 }
@@ -338,13 +464,44 @@ impl Ticket {
     /// What the head does next: attempt, or wait for the release of a lock a local waiter took.
     pub fn turn(&self) -> Turn {
         let mut state = self.queue.state.lock().expect("queue state");
+        let pause = std::mem::take(&mut state.pause_next_attempt);
         match state.handed_over.take() {
             Some((generation, bound)) if generation == state.generation => {
                 Turn::AwaitRelease { generation, bound }
             }
             _ => Turn::Attempt {
                 generation: state.generation,
+                pause,
             },
+        }
+    }
+
+    /// Offers to take the lock over, for `ttl`, from a release in this process; the lock
+    /// arrives on the receiver, which fails when a hand-over was tried and did not work. Only
+    /// the head offers, while it sleeps.
+    pub fn offer(&self, ttl: Duration) -> oneshot::Receiver<HandedLock> {
+        let (deliver, handed) = oneshot::channel();
+        self.queue.state.lock().expect("queue state").offer = Some(Offer {
+            ticket: self.id,
+            ttl,
+            deliver,
+        });
+        handed
+    }
+
+    /// Takes back this ticket's offer: `true` when done, `false` when a release took it and its
+    /// hand-over is under way (or done): its outcome then arrives on the offer's receiver.
+    pub fn withdraw_offer(&self) -> bool {
+        let mut state = self.queue.state.lock().expect("queue state");
+        if state
+            .offer
+            .as_ref()
+            .is_some_and(|offer| offer.ticket == self.id)
+        {
+            state.offer = None;
+            true
+        } else {
+            false
         }
     }
 
@@ -392,9 +549,17 @@ impl Drop for Ticket {
         let mut state = self.queue.state.lock().expect("queue state");
         let was_head = state.waiters.front().is_some_and(|(id, _)| *id == self.id);
         state.waiters.retain(|(id, _)| *id != self.id);
+        if state
+            .offer
+            .as_ref()
+            .is_some_and(|offer| offer.ticket == self.id)
+        {
+            state.offer = None;
+        }
         if was_head {
             if let Some(ttl) = self.took_lock {
                 state.handed_over = Some((state.generation, ttl));
+                state.busy_until = Some(Instant::now() + ttl);
             }
             if let Some((_, next)) = state.waiters.front() {
                 next.notify_one();
@@ -414,5 +579,144 @@ impl Drop for Ticket {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::handover::{FENCE_BLOCK, MAX_LINKS};
+    use crate::keys::LockKeys;
+
+    const TTL: Duration = Duration::from_millis(500);
+
+    fn setup() -> (Arc<WaitQueues>, Arc<LockKeys>) {
+        let keys = Arc::new(LockKeys::new("", ["k".to_owned()]));
+        (Arc::new(WaitQueues::default()), keys)
+    }
+
+    fn lock(keys: &Arc<LockKeys>, token: &str, fence: u64) -> HeldLock {
+        HeldLock {
+            keys: keys.clone(),
+            token: token.to_owned(),
+            fence,
+            ttl: TTL,
+            expires_at: SystemTime::now(),
+        }
+    }
+
+    /// Hands the lock of `token` to the offering head as the script would, `counter` being the
+    /// fencing counter in Redis; the new token and fence, or `None` for a normal release.
+    fn hand_over(
+        queues: &Arc<WaitQueues>,
+        keys: &Arc<LockKeys>,
+        token: &str,
+        counter: &mut u64,
+    ) -> Option<(String, u64)> {
+        let mut handing = queues.hand_over(&keys.channels[0], token)?;
+        assert_eq!(handing.ttl(), TTL);
+        let reserved = (handing.reserve() > 0).then(|| {
+            *counter += handing.reserve();
+            *counter
+        });
+        let new_token = format!("{token}+");
+        let fence = handing
+            .handed_to(&new_token, reserved)
+            .expect("a fitting answer");
+        handing.deliver(lock(keys, &new_token, fence));
+        Some((new_token, fence))
+    }
+
+    #[tokio::test]
+    async fn only_an_offering_head_is_handed_the_lock() {
+        let (queues, keys) = setup();
+        let mut counter = 1;
+        assert!(
+            hand_over(&queues, &keys, "t", &mut counter).is_none(),
+            "no queue"
+        );
+        let head = queues.join(&keys.channels);
+        let behind = queues.join(&keys.channels);
+        assert!(
+            hand_over(&queues, &keys, "t", &mut counter).is_none(),
+            "no offer"
+        );
+
+        let handed = head.offer(TTL);
+        let (token, fence) = hand_over(&queues, &keys, "t", &mut counter).expect("handed over");
+        assert!(!head.withdraw_offer(), "the offer was taken");
+        let lock = handed.await.expect("delivered").into_lock();
+        assert_eq!((lock.token.as_str(), lock.fence), (token.as_str(), fence));
+        assert_eq!((fence, counter), (2, 1 + FENCE_BLOCK));
+        head.took_lock(TTL);
+
+        // The next head's turn: wait for the release of the lock just handed over.
+        assert!(matches!(behind.turn(), Turn::AwaitRelease { bound, .. } if bound == TTL));
+        let _withdrawn = behind.offer(TTL);
+        assert!(behind.withdraw_offer());
+        assert!(
+            hand_over(&queues, &keys, &token, &mut counter).is_none(),
+            "withdrawn"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_hand_over_tells_the_head_to_attempt() {
+        let (queues, keys) = setup();
+        let head = queues.join(&keys.channels);
+        let handed = head.offer(TTL);
+        let handing = queues.hand_over(&keys.channels[0], "t").expect("an offer");
+        // The key no longer held "t": the hand-over is dropped undelivered.
+        drop(handing);
+        assert!(handed.await.is_err(), "the head learns it must attempt");
+        assert!(matches!(head.turn(), Turn::Attempt { pause: false, .. }));
+    }
+
+    #[tokio::test]
+    async fn a_departed_head_takes_its_offer_along() {
+        let (queues, keys) = setup();
+        let head = queues.join(&keys.channels);
+        let _behind = queues.join(&keys.channels);
+        let handed = head.offer(TTL);
+        drop(head);
+        drop(handed);
+        assert!(queues.hand_over(&keys.channels[0], "t").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_chain_ends_after_its_links_and_the_head_pauses() {
+        let (queues, keys) = setup();
+        let mut counter = 7;
+        let mut token = "first".to_owned();
+        let mut fences = Vec::new();
+        let mut head = queues.join(&keys.channels);
+        loop {
+            // Someone always waits behind: the queue, and its chain, stay.
+            let behind = queues.join(&keys.channels);
+            let handed = head.offer(TTL);
+            match hand_over(&queues, &keys, &token, &mut counter) {
+                Some((next, fence)) => {
+                    let lock = handed.await.expect("delivered").into_lock();
+                    assert_eq!(lock.fence, fence);
+                    fences.push(fence);
+                    token = next;
+                    head.took_lock(TTL);
+                    head = behind;
+                }
+                None => {
+                    // The releaser releases normally and announces it; the head then pauses
+                    // before it attempts, so other processes get a turn.
+                    queues.released_here(&keys.channels, &token);
+                    assert!(head.withdraw_offer());
+                    assert!(matches!(head.turn(), Turn::Attempt { pause: true, .. }));
+                    assert!(matches!(head.turn(), Turn::Attempt { pause: false, .. }));
+                    break;
+                }
+            }
+        }
+        assert_eq!(fences, (8..8 + u64::from(MAX_LINKS)).collect::<Vec<_>>());
+        assert_eq!(counter, 7 + FENCE_BLOCK);
     }
 }

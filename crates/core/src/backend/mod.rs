@@ -34,6 +34,16 @@ pub enum Attempt {
     },
 }
 
+/// The outcome of handing a one-key lock to a new token (see [`Backend::hand_over`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HandOver {
+    /// The key no longer held the old token: nothing changed.
+    NotHeld,
+    /// The key now holds the new token; `reserved` is the last fencing token of the block
+    /// reserved with it, when one was asked for.
+    Done { reserved: Option<u64> },
+}
+
 pub trait Backend: Send + Sync + 'static {
     fn try_acquire<'a>(
         &'a self,
@@ -56,6 +66,30 @@ pub trait Backend: Send + Sync + 'static {
         token: &'a str,
         ttl: Duration,
     ) -> BoxFuture<'a, Result<bool, LockError>>;
+
+    /// Whether [`Backend::hand_over`] works: only where one server decides who holds a key.
+    fn supports_hand_over(&self) -> bool {
+        false
+    }
+
+    /// Replaces `old_token` by `new_token` (living `ttl` from now) on a one-key lock, without the
+    /// key ever being free; with `reserve > 0`, also reserves that many fencing tokens in one go.
+    /// Only called when [`Backend::supports_hand_over`] is true.
+    fn hand_over<'a>(
+        &'a self,
+        keys: &'a LockKeys,
+        _old_token: &'a str,
+        _new_token: &'a str,
+        _ttl: Duration,
+        _reserve: u64,
+    ) -> BoxFuture<'a, Result<HandOver, LockError>> {
+        Box::pin(async move {
+            Err(LockError::Connection {
+                key: keys.first().to_owned(),
+                message: "this backend cannot hand a lock over".into(),
+            })
+        })
+    }
 
     /// Subscribes the release channels `channels` (counting uses), returning once confirmed.
     fn watch_releases<'a>(&'a self, channels: &'a [String])

@@ -11,7 +11,7 @@ use redis::{
 
 use super::batch::{self, Batch, Reply};
 use super::subscriber::Subscriber;
-use super::{Attempt, Backend, BoxFuture};
+use super::{Attempt, Backend, BoxFuture, HandOver};
 use crate::config::NodeConfig;
 use crate::error::LockError;
 use crate::keys::{release_channel, LockKeys};
@@ -372,6 +372,47 @@ impl Backend for SingleBackend {
             call.arg(token).arg(ttl.as_millis() as u64);
             let extended: i64 = self.server.run(keys.first(), call).await?;
             Ok(extended == 1)
+        })
+    }
+
+    fn supports_hand_over(&self) -> bool {
+        true
+    }
+
+    fn hand_over<'a>(
+        &'a self,
+        keys: &'a LockKeys,
+        old_token: &'a str,
+        new_token: &'a str,
+        ttl: Duration,
+        reserve: u64,
+    ) -> BoxFuture<'a, Result<HandOver, LockError>> {
+        Box::pin(async move {
+            let ([key], [fence_key]) = (&keys.redis_keys[..], &keys.fence_keys[..]) else {
+                return Err(self.server.failure(
+                    keys.first(),
+                    "only a one-key lock can be handed over".into(),
+                ));
+            };
+            let mut call = scripts::HAND_OVER.prepare_invoke();
+            call.key(key)
+                .key(fence_key)
+                .arg(old_token)
+                .arg(new_token)
+                .arg(ttl.as_millis() as u64)
+                .arg(reserve);
+            let answer: Vec<i64> = self.server.run(keys.first(), call).await?;
+            match (answer.as_slice(), reserve) {
+                ([0], _) => Ok(HandOver::NotHeld),
+                ([1], 0) => Ok(HandOver::Done { reserved: None }),
+                ([1, last], 1..) if *last >= reserve as i64 => Ok(HandOver::Done {
+                    reserved: Some(*last as u64),
+                }),
+                _ => Err(self.server.failure(
+                    keys.first(),
+                    format!("unexpected answer {answer:?} to a hand-over"),
+                )),
+            }
         })
     }
 

@@ -172,6 +172,44 @@ impl RedisServer {
         redis::cmd(name).arg(args).query(&mut connection)
     }
 
+    /// Per command (`evalsha`, `set`, `client|setinfo`, …): how many times Redis ran it since it
+    /// started or its stats were reset, commands run inside scripts included.
+    pub fn command_calls(&self) -> Vec<(String, u64)> {
+        let stats: String = self.query(&["INFO", "commandstats"]);
+        stats
+            .lines()
+            .filter_map(|line| line.strip_prefix("cmdstat_"))
+            .filter_map(|line| {
+                let (name, rest) = line.split_once(":calls=")?;
+                let count = rest.split(',').next()?.parse().ok()?;
+                Some((name.to_owned(), count))
+            })
+            .collect()
+    }
+
+    /// Calls of one command, as [`RedisServer::command_calls`] counts them.
+    pub fn calls_of(&self, command: &str) -> u64 {
+        self.command_calls()
+            .into_iter()
+            .find(|(name, _)| name == command)
+            .map_or(0, |(_, count)| count)
+    }
+
+    /// Every command Redis ran since it started or [`RedisServer::reset_stats`], counting those
+    /// run inside scripts, except this helper's own `INFO` and `CONFIG RESETSTAT`.
+    pub fn calls(&self) -> u64 {
+        self.command_calls()
+            .into_iter()
+            .filter(|(name, _)| !matches!(name.as_str(), "info" | "config|resetstat"))
+            .map(|(_, count)| count)
+            .sum()
+    }
+
+    /// Zeroes the command statistics (`CONFIG RESETSTAT`).
+    pub fn reset_stats(&self) {
+        self.query::<()>(&["CONFIG", "RESETSTAT"]);
+    }
+
     /// `assert!` that shows the server log when it fails.
     #[track_caller]
     pub fn check(&self, condition: bool, message: impl fmt::Display) {
