@@ -15,6 +15,13 @@ pub struct AcquireOptions {
     pub cancel: Option<CancelToken>,
 }
 
+impl AcquireOptions {
+    /// Whether the caller has cancelled the wait.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.as_ref().is_some_and(CancelToken::is_cancelled)
+    }
+}
+
 impl Default for AcquireOptions {
     fn default() -> Self {
         Self {

@@ -11,7 +11,7 @@ use crate::error::LockError;
 use crate::handover::CHAIN_END_PAUSE;
 use crate::keys::LockKeys;
 use crate::lock::{valid_until, AcquireOptions, HeldLock};
-use crate::wait::{CancelToken, FirstAttempt, Handing, ReleaseListener, Ticket, Turn, WaitQueues};
+use crate::wait::{FirstAttempt, Handing, ReleaseListener, Ticket, Turn, WaitQueues};
 
 pub struct Locker {
     backend: Arc<dyn Backend>,
@@ -66,17 +66,8 @@ impl Locker {
         options: &AcquireOptions,
     ) -> Result<HeldLock, LockError> {
         let deadline = options.wait.map(|wait| Instant::now() + wait);
-        let cancelled = || {
-            options
-                .cancel
-                .as_ref()
-                .is_some_and(CancelToken::is_cancelled)
-        };
-        let aborted = || LockError::Aborted {
-            key: keys.first().to_owned(),
-        };
-        if cancelled() {
-            return Err(aborted());
+        if options.is_cancelled() {
+            return Err(aborted(&keys));
         }
         let mut retry_after = None;
         // `tryAcquire` always asks Redis; a waiting request does only when no local request
@@ -87,9 +78,9 @@ impl Locker {
         };
         if let Some(first) = first {
             match self.attempt(&keys, options).await? {
-                Ok(lock) if cancelled() => {
+                Ok(lock) if options.is_cancelled() => {
                     self.release_in_background(lock.keys, lock.token);
-                    return Err(aborted());
+                    return Err(aborted(&keys));
                 }
                 Ok(lock) => {
                     if let Some(first) = first {
@@ -117,31 +108,22 @@ impl Locker {
         deadline: Option<Instant>,
         retry_after: Option<Duration>,
     ) -> Result<HeldLock, LockError> {
-        let cancelled = || {
-            options
-                .cancel
-                .as_ref()
-                .is_some_and(CancelToken::is_cancelled)
-        };
-        let aborted = || LockError::Aborted {
-            key: keys.first().to_owned(),
-        };
-        if cancelled() {
-            return Err(aborted());
+        if options.is_cancelled() {
+            return Err(aborted(&keys));
         }
         let ticket = self.queues.join(&keys.channels);
         let waiting = self.wait_in_queue(&ticket, &keys, options, deadline, retry_after);
         let outcome = match &options.cancel {
             Some(cancel) => tokio::select! {
                 outcome = waiting => outcome,
-                _ = cancel.cancelled() => Err(aborted()),
+                _ = cancel.cancelled() => Err(aborted(&keys)),
             },
             None => waiting.await,
         };
         match outcome {
-            Ok(lock) if cancelled() => {
+            Ok(lock) if options.is_cancelled() => {
                 self.release_in_background(lock.keys, lock.token);
-                Err(aborted())
+                Err(aborted(&keys))
             }
             Ok(lock) => {
                 ticket.took_lock(lock.ttl);
@@ -382,6 +364,12 @@ impl Drop for GiveBack<'_> {
                 self.locker.release_in_background(self.keys.clone(), token);
             }
         }
+    }
+}
+
+fn aborted(keys: &LockKeys) -> LockError {
+    LockError::Aborted {
+        key: keys.first().to_owned(),
     }
 }
 
