@@ -188,6 +188,23 @@ async fn contended_acquisitions_cost_at_most_four_commands_whatever_the_waiters(
     );
 }
 
+/// Waits up to 30 s for [`KEY`] in a task of its own, until `cancel` is cancelled.
+fn spawn_cancellable_acquire(
+    locker: &Arc<Locker>,
+    cancel: &CancelToken,
+) -> tokio::task::JoinHandle<Result<HeldLock, LockError>> {
+    let locker = locker.clone();
+    let options = AcquireOptions {
+        cancel: Some(cancel.clone()),
+        ..options(Some(30_000))
+    };
+    tokio::spawn(async move {
+        locker
+            .acquire(locker.keys(vec![KEY.into()]), &options)
+            .await
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_head_neither_gets_the_lock_nor_leaves_it_locked() {
     let server = Arc::new(RedisServer::start());
@@ -196,18 +213,7 @@ async fn a_cancelled_head_neither_gets_the_lock_nor_leaves_it_locked() {
     // Cancelled while it sleeps: the lock goes to the waiter behind it.
     let holder = acquire(&server, &locker, &options(Some(0))).await;
     let cancel = CancelToken::default();
-    let cancelled = {
-        let locker = locker.clone();
-        let options = AcquireOptions {
-            cancel: Some(cancel.clone()),
-            ..options(Some(30_000))
-        };
-        tokio::spawn(async move {
-            locker
-                .acquire(locker.keys(vec![KEY.into()]), &options)
-                .await
-        })
-    };
+    let cancelled = spawn_cancellable_acquire(&locker, &cancel);
     tokio::time::sleep(Duration::from_millis(100)).await;
     let behind = {
         let (server, locker) = (server.clone(), locker.clone());
@@ -234,18 +240,7 @@ async fn a_cancelled_head_neither_gets_the_lock_nor_leaves_it_locked() {
     for round in 0..30u64 {
         let holder = acquire(&server, &locker, &options(Some(0))).await;
         let cancel = CancelToken::default();
-        let waiter = {
-            let locker = locker.clone();
-            let options = AcquireOptions {
-                cancel: Some(cancel.clone()),
-                ..options(Some(30_000))
-            };
-            tokio::spawn(async move {
-                locker
-                    .acquire(locker.keys(vec![KEY.into()]), &options)
-                    .await
-            })
-        };
+        let waiter = spawn_cancellable_acquire(&locker, &cancel);
         tokio::time::sleep(Duration::from_millis(20)).await;
         let (_, released) = tokio::join!(
             async {
