@@ -19,7 +19,8 @@ export declare class NativeLocker {
    * `numbers` holds [`REQUEST_FIELDS`] numbers per operation, `[kind, op, a, b, c, key count]`:
    * - acquire (0): `a` ttl ms, `b` wait ms (< 0 waits forever), `c` flags: 1 cancellable (see
    *   [`Self::cancel`]), 2 watchdog (extend every ttl/3 until released; a `Lost` completion
-   *   reports its loss). Its keys come next in `keys`.
+   *   reports its loss, at the latest when the lease can have ended), 4 lease watch (only
+   *   the `Lost` completion, no extensions). Its keys come next in `keys`.
    * - release (1): `a` lock id. Completes with 1 when the lock was still ours, else 0.
    * - extend (2): `a` lock id, `b` ttl ms (<= 0: the lock's own TTL).
    *

@@ -14,7 +14,8 @@ const REQUEST_FIELDS = 6
 const EARLY_FLUSH = 16
 const Status = { Acquired: 0, Busy: 1, Done: 2, Extended: 3, Failed: 4, Lost: 5 }
 const Kind = { Acquire: 0, Release: 1, Extend: 2 }
-const Flags = { Cancellable: 1, Watchdog: 2 }
+// Watchdog: the native side extends the lock and reports its loss; WatchLease: it only reports the loss.
+const Flags = { Cancellable: 1, Watchdog: 2, WatchLease: 4 }
 // An operation id is a slot of `records` plus a count of the slot's reuses above it, so a
 // completion that came for an earlier use of the slot never settles the current one.
 const SLOTS = 2 ** 20

@@ -5,16 +5,17 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::FutureExt;
 use ironlock_core::wire::Wire;
 use ironlock_core::{
     AcquireOptions, CancelToken, HeldLock, LockError, LockKeys, Locker, LockerConfig, Target,
-    Watchdog,
+    Upkeep, Watchdog,
 };
 use napi::bindgen_prelude::{BufferSlice, Float64ArraySlice, FnArgs, Function};
+use napi::{CleanupEnvHook, Env};
 use napi_derive::napi;
 use tokio::time::Instant;
 
@@ -74,6 +75,10 @@ pub(super) struct Shared {
 #[napi]
 pub struct NativeLocker {
     pub(super) shared: Arc<Shared>,
+    /// Closes the locker when its JS environment goes away without `close()` (a worker thread
+    /// terminated mid-operation): its connections live on the process-wide runtime and would
+    /// outlive the worker. JS-thread only.
+    teardown: RefCell<Option<CleanupEnvHook<Weak<Shared>>>>,
     /// One Redis: JS may carry one-key acquires and releases on a socket of its own (see
     /// `lib/wire.js`); this is that connection's protocol state. JS-thread only.
     pub(super) wire: Option<RefCell<LockWire>>,
@@ -93,6 +98,7 @@ impl NativeLocker {
     /// `onComplete(numbers, texts)` receives batches of finished operations.
     #[napi(constructor)]
     pub fn new(
+        env: Env,
         options: LockerOptions,
         #[napi(ts_arg_type = "(numbers: Float64Array, texts: Array<string>) => void")]
         on_complete: Function<'_, FnArgs<(CopiedNumbers, Vec<String>)>, ()>,
@@ -103,16 +109,23 @@ impl NativeLocker {
             Target::Single(node) => Some(RefCell::new(Wire::new(node, config.drift_factor))),
             _ => None,
         };
+        let shared = Arc::new(Shared {
+            locker: Arc::new(locker),
+            completions: Completions::new(on_complete)?,
+            held: Mutex::default(),
+            cancels: Mutex::default(),
+            inbox: Mutex::default(),
+            drain_scheduled: AtomicBool::new(false),
+        });
+        let teardown = env.add_env_cleanup_hook(Arc::downgrade(&shared), |shared| {
+            if let Some(shared) = shared.upgrade() {
+                shared.close();
+            }
+        })?;
         Ok(Self {
             wire,
-            shared: Arc::new(Shared {
-                locker: Arc::new(locker),
-                completions: Completions::new(on_complete)?,
-                held: Mutex::default(),
-                cancels: Mutex::default(),
-                inbox: Mutex::default(),
-                drain_scheduled: AtomicBool::new(false),
-            }),
+            shared,
+            teardown: RefCell::new(Some(teardown)),
         })
     }
 
@@ -122,7 +135,8 @@ impl NativeLocker {
     /// `numbers` holds [`REQUEST_FIELDS`] numbers per operation, `[kind, op, a, b, c, key count]`:
     /// - acquire (0): `a` ttl ms, `b` wait ms (< 0 waits forever), `c` flags: 1 cancellable (see
     ///   [`Self::cancel`]), 2 watchdog (extend every ttl/3 until released; a `Lost` completion
-    ///   reports its loss). Its keys come next in `keys`.
+    ///   reports its loss, at the latest when the lease can have ended), 4 lease watch (only
+    ///   the `Lost` completion, no extensions). Its keys come next in `keys`.
     /// - release (1): `a` lock id. Completes with 1 when the lock was still ours, else 0.
     /// - extend (2): `a` lock id, `b` ttl ms (<= 0: the lock's own TTL).
     ///
@@ -159,7 +173,7 @@ impl NativeLocker {
                             wait: (fields[3] >= 0.0).then(|| millis(fields[3])),
                             cancel,
                         },
-                        watchdog: flags & WATCHDOG != 0,
+                        watchdog: upkeep(flags),
                     }
                 }
                 RELEASE => Request::Release {
@@ -264,12 +278,12 @@ impl NativeLocker {
 
     /// Closes the connections; operations after this fail with a connection error.
     #[napi]
-    pub fn close(&self) {
-        // Closing spawns clean-up tasks, which need the runtime's context on this JS thread.
-        let _runtime = RUNTIME.enter();
-        self.shared.held.lock().expect("held table").entries.clear();
-        self.shared.locker.close();
-        self.shared.completions.close();
+    pub fn close(&self, env: Env) -> napi::Result<()> {
+        if let Some(teardown) = self.teardown.borrow_mut().take() {
+            env.remove_env_cleanup_hook(teardown)?;
+        }
+        self.shared.close();
+        Ok(())
     }
 }
 
@@ -284,20 +298,32 @@ const RELEASE: u8 = 1;
 const EXTEND: u8 = 2;
 const CANCELLABLE: u8 = 1;
 const WATCHDOG: u8 = 2;
+const WATCH_LEASE: u8 = 4;
+
+/// What the holder of a lock acquired with `flags` wants watched.
+fn upkeep(flags: u8) -> Option<Upkeep> {
+    if flags & WATCHDOG != 0 {
+        Some(Upkeep::Extend)
+    } else if flags & WATCH_LEASE != 0 {
+        Some(Upkeep::WatchOnly)
+    } else {
+        None
+    }
+}
 
 pub(super) enum Request {
     Acquire {
         op: u32,
         keys: Arc<LockKeys>,
         options: AcquireOptions,
-        watchdog: bool,
+        watchdog: Option<Upkeep>,
     },
     /// An acquire whose first attempt (on the wire) found the lock busy: it queues.
     Queue {
         op: u32,
         keys: Arc<LockKeys>,
         options: AcquireOptions,
-        watchdog: bool,
+        watchdog: Option<Upkeep>,
         deadline: Option<Instant>,
         retry_after: Option<Duration>,
     },
@@ -337,6 +363,15 @@ impl NativeLocker {
 }
 
 impl Shared {
+    /// Stops every watchdog, ends every wait and drops the connections.
+    fn close(&self) {
+        // Closing spawns clean-up tasks, which need the runtime's context on this JS thread.
+        let _runtime = RUNTIME.enter();
+        self.held.lock().expect("held table").entries.clear();
+        self.locker.close();
+        self.completions.close();
+    }
+
     /// Hands `requests` to the runtime. Waking it costs a syscall on this thread; one pending
     /// drain serves every call that comes before it runs.
     pub(super) fn start(self: &Arc<Self>, requests: Vec<Request>) {
@@ -409,7 +444,7 @@ impl Shared {
         op: u32,
         result: Result<HeldLock, LockError>,
         options: &AcquireOptions,
-        watchdog: bool,
+        watchdog: Option<Upkeep>,
     ) -> Completion {
         if options.cancel.is_some() {
             self.cancels.lock().expect("cancel table").remove(&op);
@@ -481,6 +516,9 @@ impl Shared {
             Ok(extended) => {
                 let expires_at = epoch_ms(extended.expires_at);
                 if let Some(held) = self.held.lock().expect("held table").entries.get_mut(&id) {
+                    if let Some(watchdog) = &held.watchdog {
+                        watchdog.extended(extended.expires_at);
+                    }
                     held.lock = extended;
                 }
                 Completion {
@@ -494,7 +532,12 @@ impl Shared {
         }
     }
 
-    pub(super) fn hold(self: &Arc<Self>, op: u32, lock: HeldLock, watchdog: bool) -> Completion {
+    pub(super) fn hold(
+        self: &Arc<Self>,
+        op: u32,
+        lock: HeldLock,
+        watchdog: Option<Upkeep>,
+    ) -> Completion {
         let values = [0.0, lock.fence as f64, epoch_ms(lock.expires_at)];
         let token = lock.token.clone();
         let mut held = self.held.lock().expect("held table");
@@ -502,9 +545,9 @@ impl Shared {
             lock: lock.clone(),
             watchdog: None,
         });
-        if watchdog {
+        if let Some(upkeep) = watchdog {
             let completions = self.completions.clone();
-            let guard = Watchdog::start(self.locker.clone(), lock, move |error| {
+            let guard = Watchdog::start(self.locker.clone(), lock, upkeep, move |error| {
                 let mut lost = Completion::failed(0, &error);
                 lost.status = Status::Lost;
                 lost.values[0] = f64::from(id);

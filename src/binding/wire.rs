@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ironlock_core::wire::{Event, Wire};
-use ironlock_core::{AcquireOptions, FirstAttempt, LockError, LockKeys};
+use ironlock_core::{AcquireOptions, FirstAttempt, LockError, LockKeys, Upkeep};
 use napi_derive::napi;
 use tokio::time::Instant;
 
@@ -20,7 +20,7 @@ pub struct AcquireTag {
     op: u32,
     keys: Arc<LockKeys>,
     options: AcquireOptions,
-    watchdog: bool,
+    watchdog: Option<Upkeep>,
     deadline: Option<Instant>,
     /// Holds the place of the attempt: local requests for the key queue behind it. `None` for
     /// `tryAcquire`, which never queues.

@@ -23,4 +23,4 @@ pub use keys::LockKeys;
 pub use lock::{AcquireOptions, HeldLock};
 pub use locker::Locker;
 pub use wait::{CancelToken, FirstAttempt};
-pub use watchdog::Watchdog;
+pub use watchdog::{loss_margin, Upkeep, Watchdog};

@@ -11,13 +11,15 @@ use crate::error::LockError;
 use crate::handover::CHAIN_END_PAUSE;
 use crate::keys::LockKeys;
 use crate::lock::{valid_until, AcquireOptions, HeldLock};
-use crate::wait::{FirstAttempt, Handing, ReleaseListener, Ticket, Turn, WaitQueues};
+use crate::wait::{CancelToken, FirstAttempt, Handing, ReleaseListener, Ticket, Turn, WaitQueues};
 
 pub struct Locker {
     backend: Arc<dyn Backend>,
     queues: Arc<WaitQueues>,
     key_prefix: String,
     drift_factor: f64,
+    /// Cancelled by [`Locker::close`]: every wait ends then, rather than at its deadline.
+    closed: CancelToken,
 }
 
 impl Locker {
@@ -48,6 +50,7 @@ impl Locker {
             queues,
             key_prefix: config.key_prefix.clone(),
             drift_factor: config.drift_factor,
+            closed: CancelToken::default(),
         })
     }
 
@@ -113,12 +116,18 @@ impl Locker {
         }
         let ticket = self.queues.join(&keys.channels);
         let waiting = self.wait_in_queue(&ticket, &keys, options, deadline, retry_after);
-        let outcome = match &options.cancel {
-            Some(cancel) => tokio::select! {
-                outcome = waiting => outcome,
-                _ = cancel.cancelled() => Err(aborted(&keys)),
-            },
-            None => waiting.await,
+        let cancelled = async {
+            match &options.cancel {
+                Some(cancel) => cancel.cancelled().await,
+                None => std::future::pending().await,
+            }
+        };
+        let outcome = tokio::select! {
+            outcome = waiting => outcome,
+            () = cancelled => Err(aborted(&keys)),
+            () = self.closed.cancelled() => Err(LockError::Closed {
+                key: keys.first().to_owned(),
+            }),
         };
         match outcome {
             Ok(lock) if options.is_cancelled() => {
@@ -338,7 +347,9 @@ impl Locker {
         }
     }
 
+    /// Drops the connections and ends every wait with [`LockError::Closed`].
     pub fn close(&self) {
+        self.closed.cancel();
         self.backend.close();
     }
 

@@ -5,6 +5,28 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
+/// The Lua function `next_fence(counter, n)`: reserves the next `n` fencing tokens of `counter` and returns the last.
+/// They are above every token the counter gave before, and never below the server's clock in
+/// microseconds: a counter lost with the data (a restart without persistence, a failover to a
+/// replica that lagged behind) starts again above every token handed out before it, as long as
+/// the server's clock did not go back and no counter was drawn faster than a million per second.
+/// Lua numbers are doubles: exact for microsecond clocks until the year 2255.
+macro_rules! next_fence_lua {
+    () => {
+        r#"
+local function next_fence(counter, n)
+  local last = redis.call('INCRBY', counter, n)
+  local now = redis.call('TIME')
+  local first = tonumber(now[1]) * 1000000 + tonumber(now[2])
+  if last - n + 1 < first then
+    last = redis.call('INCRBY', counter, first - (last - n + 1))
+  end
+  return last
+end
+"#
+    };
+}
+
 /// Takes one-key locks, each on its own: `SET NX PX` (the layout of `redlock` and hand-rolled
 /// locks), then bumps the lock's fencing counter. One call carries every lock that was asked for
 /// while the previous calls were on their way, so a burst costs Redis one script run.
@@ -15,10 +37,12 @@ use redis::Script;
 pub static ACQUIRE_EACH: LazyLock<Script> = LazyLock::new(|| Script::new(ACQUIRE_EACH_LUA));
 
 /// The source of [`ACQUIRE_EACH`], for connections that send `EVAL` themselves.
-pub const ACQUIRE_EACH_LUA: &str = r#"
+pub const ACQUIRE_EACH_LUA: &str = concat!(
+    next_fence_lua!(),
+    r#"
 local function take(key, counter, token, ttl)
   if redis.call('SET', key, token, 'NX', 'PX', ttl) then
-    return 1, redis.call('INCR', counter)
+    return 1, next_fence(counter, 1)
   end
   return 0, redis.call('PTTL', key)
 end
@@ -32,7 +56,8 @@ for i = 1, #KEYS, 2 do
   end
 end
 return out
-"#;
+"#
+);
 
 /// Sets every key of a multi-key lock or none, then bumps the fencing counters.
 ///
@@ -40,7 +65,8 @@ return out
 /// Returns `{1, fence}` when taken, `{0, pttl}` when busy: the longest pttl among the held keys,
 /// -1 when one of them has no TTL.
 pub static ACQUIRE_ALL: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(concat!(
+        next_fence_lua!(),
         r#"
 local n = tonumber(ARGV[3])
 local longest = -2
@@ -53,16 +79,16 @@ for i = 1, n do redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2]) end
 local fence = 0
 local counters = {}
 for i = n + 1, #KEYS do
-  counters[i] = redis.call('INCR', KEYS[i])
+  counters[i] = next_fence(KEYS[i], 1)
   if counters[i] > fence then fence = counters[i] end
 end
 -- keys from several slots: lift every counter to the fence so each key's next one is higher
 for i = n + 1, #KEYS do
-  if counters[i] < fence then redis.call('SET', KEYS[i], fence) end
+  if counters[i] < fence then redis.call('SET', KEYS[i], string.format('%.0f', fence)) end
 end
 return {1, fence}
-"#,
-    )
+"#
+    ))
 });
 
 /// Deletes lock keys that still hold their token and announces each on its channel. Like
@@ -115,13 +141,33 @@ return 1
 /// tokens to reserve (0: none). Returns `{0}` when the key no longer holds the old token, `{1}`
 /// when handed over, `{1, counter}` when handed over with a block reserved (`counter` its last).
 pub static HAND_OVER: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(concat!(
+        next_fence_lua!(),
         r#"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {0} end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 local reserve = tonumber(ARGV[4])
-if reserve > 0 then return {1, redis.call('INCRBY', KEYS[2], reserve)} end
+if reserve > 0 then return {1, next_fence(KEYS[2], reserve)} end
 return {1}
+"#
+    ))
+});
+
+/// Raises fencing counters to at least a given fence. Redlock hands out the highest fence among
+/// the nodes that granted a lock; lifting every node's counter to it afterwards makes the next
+/// holder's fence higher on whichever majority grants it.
+///
+/// KEYS: the fencing counters. ARGV: the fence.
+pub static LIFT_FENCES: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local fence = tonumber(ARGV[1])
+for i = 1, #KEYS do
+  if (tonumber(redis.call('GET', KEYS[i])) or 0) < fence then
+    redis.call('SET', KEYS[i], ARGV[1])
+  end
+end
+return 1
 "#,
     )
 });

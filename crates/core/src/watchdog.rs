@@ -1,31 +1,57 @@
-//! Keeps a lock alive from a tokio timer while its holder works, like Redisson's watchdog, so a
-//! busy JS event loop cannot make it expire.
+//! Watches a held lock's lease from a tokio timer while its holder works, like Redisson's
+//! watchdog: it extends the lock every third of its TTL, so a busy JS event loop cannot make it
+//! expire, and it declares the lock lost by the time its lease can have ended, whatever the
+//! network does, so the holder learns before anyone else can take it.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::error::LockError;
 use crate::lock::HeldLock;
 use crate::locker::Locker;
 
-/// Extends a lock every third of its TTL until dropped. Dropping it stops the extensions.
+/// How long before `expiresAt` a lease with no successful extension counts as lost: a twentieth
+/// of the TTL, at most a quarter second. It leaves the holder time to hear of the loss and stop
+/// before the lock can be anyone else's (the TTL less clock drift already is).
+pub fn loss_margin(ttl: Duration) -> Duration {
+    (ttl / 20).min(Duration::from_millis(250))
+}
+
+/// What the watchdog does besides watching the lease.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Upkeep {
+    /// Extends the lock every third of its TTL.
+    Extend,
+    /// Only reports the lease's end (`using` with `autoExtend: false`).
+    WatchOnly,
+}
+
+/// Watches one lock until dropped. Dropping it stops the extensions.
 pub struct Watchdog {
     task: tokio::task::JoinHandle<()>,
+    lease: Arc<watch::Sender<SystemTime>>,
 }
 
 impl Watchdog {
-    /// Starts extending `lock`; `on_lost` runs once if it stops being ours (taken, deleted, or
-    /// expired while Redis could not be reached).
+    /// Starts watching `lock`; `on_lost` runs once if it stops being ours (taken, deleted, or no
+    /// extension succeeded before its lease ran out).
     pub fn start(
         locker: Arc<Locker>,
         lock: HeldLock,
+        upkeep: Upkeep,
         on_lost: impl FnOnce(LockError) + Send + 'static,
     ) -> Self {
-        let task = tokio::spawn(async move {
-            let error = keep_alive(&locker, lock).await;
-            on_lost(error);
-        });
-        Self { task }
+        let lease = Arc::new(watch::channel(lock.expires_at).0);
+        let task = tokio::spawn(watch_lease(locker, lock, upkeep, lease.clone(), on_lost));
+        Self { task, lease }
+    }
+
+    /// The holder extended the lock itself: its lease now runs until `expires_at`.
+    pub fn extended(&self, expires_at: SystemTime) {
+        self.lease.send_replace(expires_at);
     }
 }
 
@@ -35,31 +61,92 @@ impl Drop for Watchdog {
     }
 }
 
+async fn watch_lease(
+    locker: Arc<Locker>,
+    lock: HeldLock,
+    upkeep: Upkeep,
+    lease: Arc<watch::Sender<SystemTime>>,
+    on_lost: impl FnOnce(LockError),
+) {
+    let error = keep_alive(&locker, lock, upkeep, &lease).await;
+    on_lost(error);
+}
+
+/// When a lease that ends at `expires_at` counts as lost.
+fn loss_deadline(expires_at: SystemTime, ttl: Duration) -> Instant {
+    let left = expires_at
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO);
+    Instant::now() + left.saturating_sub(loss_margin(ttl))
+}
+
 /// Returns only when the lock is lost.
-async fn keep_alive(locker: &Locker, mut lock: HeldLock) -> LockError {
+async fn keep_alive(
+    locker: &Locker,
+    mut lock: HeldLock,
+    upkeep: Upkeep,
+    lease: &watch::Sender<SystemTime>,
+) -> LockError {
+    let lost = |lock: &HeldLock| LockError::Lost {
+        key: lock.key().to_owned(),
+    };
+    let mut changes = lease.subscribe();
     let period = lock.ttl / 3;
-    let mut next_extension = period;
+    let mut next_extension = Instant::now() + period;
     loop {
-        tokio::time::sleep(next_extension).await;
-        match locker.extend(&lock, lock.ttl).await {
-            Ok(extended) => {
-                lock = extended;
-                next_extension = period;
+        let deadline = loss_deadline(*changes.borrow_and_update(), lock.ttl);
+        let extend_now = async {
+            match upkeep {
+                Upkeep::Extend => tokio::time::sleep_until(next_extension).await,
+                Upkeep::WatchOnly => std::future::pending().await,
             }
-            Err(lost @ LockError::Lost { .. }) => return lost,
+        };
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline) => return lost(&lock),
+            // The holder extended it: the deadline moved.
+            Ok(()) = changes.changed() => continue,
+            () = extend_now => {}
+        }
+        // A stalled Redis must not hold the extension past the deadline.
+        let extension = tokio::select! {
+            () = tokio::time::sleep_until(deadline) => return lost(&lock),
+            extension = locker.extend(&lock, lock.ttl) => extension,
+        };
+        match extension {
+            Ok(extended) => {
+                lease.send_replace(extended.expires_at);
+                lock = extended;
+                next_extension = Instant::now() + period;
+            }
+            Err(error @ LockError::Lost { .. }) => return error,
+            // Redis unreachable: try again soon, while the lease lasts.
             Err(_) => {
-                // Redis unreachable: keep trying while the lock is surely still ours.
-                let left = lock
-                    .expires_at
-                    .duration_since(SystemTime::now())
-                    .unwrap_or(Duration::ZERO);
-                if left.is_zero() {
-                    return LockError::Lost {
-                        key: lock.key().to_owned(),
-                    };
-                }
-                next_extension = left.min(period / 4).max(Duration::from_millis(1));
+                next_extension =
+                    Instant::now() + (period / 4).clamp(Duration::from_millis(1), period);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_margin_is_a_twentieth_of_the_ttl_up_to_a_quarter_second() {
+        assert_eq!(
+            loss_margin(Duration::from_millis(1000)),
+            Duration::from_millis(50)
+        );
+        assert_eq!(
+            loss_margin(Duration::from_secs(30)),
+            Duration::from_millis(250)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_lease_that_has_ended_is_lost_at_once() {
+        let past = SystemTime::now() - Duration::from_secs(1);
+        assert!(loss_deadline(past, Duration::from_secs(1)) <= Instant::now());
     }
 }

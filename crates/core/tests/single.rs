@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use ironlock_core::keys::hash_slot;
 use ironlock_core::{
-    AcquireOptions, CancelToken, HeldLock, LockError, Locker, LockerConfig, Target, Watchdog,
+    AcquireOptions, CancelToken, HeldLock, LockError, Locker, LockerConfig, Target, Upkeep,
+    Watchdog,
 };
 use support::RedisServer;
 use tokio::time::Instant;
@@ -564,7 +565,7 @@ async fn watchdog_keeps_a_short_lock_alive_and_reports_its_loss() {
     let lock = acquire(&server, &locker, &["batch"], &options(300, Some(0))).await;
 
     let (lost_sender, mut lost) = tokio::sync::oneshot::channel();
-    let watchdog = Watchdog::start(locker.clone(), lock.clone(), move |error| {
+    let watchdog = Watchdog::start(locker.clone(), lock.clone(), Upkeep::Extend, move |error| {
         let _ = lost_sender.send(error);
     });
 
@@ -606,7 +607,7 @@ async fn dropped_watchdog_lets_the_lock_expire() {
     let locker = Arc::new(locker(&server));
     let lock = acquire(&server, &locker, &["batch"], &options(300, Some(0))).await;
 
-    let watchdog = Watchdog::start(locker.clone(), lock, |_| {});
+    let watchdog = Watchdog::start(locker.clone(), lock, Upkeep::Extend, |_| {});
     tokio::time::sleep(Duration::from_millis(400)).await;
     server.check(exists(&server, "batch"), "the watchdog did not extend");
     drop(watchdog);
@@ -879,4 +880,183 @@ async fn a_caller_that_gives_up_mid_call_leaves_nothing_locked() {
         !exists(&server, "abandoned"),
         "the abandoned lock is still held",
     );
+}
+
+/// Starts a watchdog on `lock` whose loss arrives on the returned channel.
+fn watch(
+    locker: &Arc<Locker>,
+    lock: &HeldLock,
+    upkeep: Upkeep,
+) -> (
+    Watchdog,
+    tokio::sync::oneshot::Receiver<(LockError, std::time::SystemTime)>,
+) {
+    let (lost_sender, lost) = tokio::sync::oneshot::channel();
+    let watchdog = Watchdog::start(locker.clone(), lock.clone(), upkeep, move |error| {
+        let _ = lost_sender.send((error, std::time::SystemTime::now()));
+    });
+    (watchdog, lost)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchdog_reports_the_loss_before_the_lease_ends_when_redis_stops_answering() {
+    let server = RedisServer::start();
+    let locker = Arc::new(locker(&server));
+    let lock = acquire(&server, &locker, &["stalled"], &options(600, Some(0))).await;
+    let (_watchdog, lost) = watch(&locker, &lock, Upkeep::Extend);
+
+    // The extension at a third of the TTL hangs: no answer, no error, for a whole second.
+    server.pause();
+    let outcome = tokio::time::timeout(Duration::from_millis(600) + SLACK, lost).await;
+    server.resume();
+    let (error, at) = outcome
+        .unwrap_or_else(|_| server.fail("no loss reported"))
+        .expect("on_lost sends");
+    server.check_eq(
+        error,
+        LockError::Lost {
+            key: "stalled".into(),
+        },
+        "reported loss",
+    );
+    server.check(
+        at <= lock.expires_at,
+        format_args!(
+            "loss reported {:?} after the lease ended",
+            at.duration_since(lock.expires_at).unwrap_or_default()
+        ),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_without_upkeep_reports_the_end_of_the_lease_and_follows_extensions() {
+    let server = RedisServer::start();
+    let locker = Arc::new(locker(&server));
+    let lock = acquire(&server, &locker, &["watched"], &options(300, Some(0))).await;
+    let (watchdog, mut lost) = watch(&locker, &lock, Upkeep::WatchOnly);
+
+    // The holder extends it once itself; the watch moves its deadline along.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let extended = locker
+        .extend(&lock, Duration::from_millis(600))
+        .await
+        .unwrap_or_else(|error| server.fail(format_args!("extend: {error:?}")));
+    watchdog.extended(extended.expires_at);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.check(
+        lost.try_recv().is_err(),
+        "loss reported before the extended lease ended",
+    );
+
+    let (error, at) = tokio::time::timeout(SLACK, lost)
+        .await
+        .unwrap_or_else(|_| server.fail("no loss reported"))
+        .expect("on_lost sends");
+    server.check(
+        matches!(error, LockError::Lost { .. }),
+        format_args!("{error:?}"),
+    );
+    server.check(
+        at <= extended.expires_at,
+        "loss reported after the extended lease ended",
+    );
+    server.check(
+        exists(&server, "watched"),
+        "the watch must not extend the lock, and nothing released it",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fences_keep_rising_after_redis_restarts_empty() {
+    let mut server = RedisServer::start();
+    let before = {
+        let locker = locker(&server);
+        let mut last = 0;
+        for _ in 0..5 {
+            let lock = acquire(&server, &locker, &["order"], &options(10_000, Some(0))).await;
+            last = lock.fence;
+            let _ = locker.release(&lock).await;
+        }
+        last
+    };
+
+    server.restart_empty();
+    let locker = locker(&server);
+    let lock = acquire(&server, &locker, &["order"], &options(10_000, Some(0))).await;
+    server.check(
+        lock.fence > before,
+        format_args!("fence {} after a restart, {before} before", lock.fence),
+    );
+    let _ = locker.release(&lock).await;
+    let many = acquire(
+        &server,
+        &locker,
+        &["order", "other"],
+        &options(1_000, Some(0)),
+    )
+    .await;
+    server.check(many.fence > lock.fence, "a multi-key fence after it");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fences_keep_rising_after_failover_to_a_replica_that_lagged() {
+    let primary = RedisServer::start();
+    let replica = RedisServer::start();
+    let port = primary.port().to_string();
+    replica.query::<()>(&["REPLICAOF", "127.0.0.1", &port]);
+    let on_primary = locker(&primary);
+    let first = acquire(&primary, &on_primary, &["seat"], &options(1_000, Some(0))).await;
+    let _ = on_primary.release(&first).await;
+    // The replica has the counter as it was after the first lock…
+    let replicated: i64 = primary.query(&["WAIT", "1", "5000"]);
+    primary.check_eq(replicated, 1, "replicas that acknowledged");
+    replica.query::<()>(&["REPLICAOF", "NO", "ONE"]);
+    // …and misses what the primary handed out after it.
+    let mut last = 0;
+    for _ in 0..5 {
+        let lock = acquire(&primary, &on_primary, &["seat"], &options(1_000, Some(0))).await;
+        last = lock.fence;
+        let _ = on_primary.release(&lock).await;
+    }
+
+    let on_replica = locker(&replica);
+    let promoted = acquire(&replica, &on_replica, &["seat"], &options(1_000, Some(0))).await;
+    replica.check(
+        promoted.fence > last,
+        format_args!(
+            "fence {} on the promoted replica, {last} before",
+            promoted.fence
+        ),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_and_extend_go_once_more_when_the_connection_was_killed() {
+    let server = RedisServer::start();
+    let locker = locker(&server);
+    for key in ["extended", "released"] {
+        // Connected: the kill below finds the connection open.
+        acquire(
+            &server,
+            &locker,
+            &[&format!("{key}:warm-up")],
+            &options(1_000, Some(0)),
+        )
+        .await;
+        let lock = acquire(&server, &locker, &[key], &options(10_000, Some(0))).await;
+        let killed: i64 = server.query(&["CLIENT", "KILL", "TYPE", "normal"]);
+        server.check(killed >= 1, "the locker's connection was killed");
+        if key == "extended" {
+            let extended = locker.extend(&lock, Duration::from_millis(20_000)).await;
+            server.check(extended.is_ok(), format_args!("extend: {extended:?}"));
+            server.check(pttl(&server, key) > 10_000, "the TTL was extended");
+        } else {
+            let released = locker.release(&lock).await;
+            server.check_eq(released, Ok(true), "release");
+            server.check(
+                !exists(&server, key),
+                "the lock is gone, not left to expire",
+            );
+        }
+    }
 }

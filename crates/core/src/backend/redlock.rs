@@ -161,6 +161,19 @@ impl RedlockBackend {
         })
     }
 
+    /// Lifts every node's fencing counters for `keys` to `fence`, without waiting. Each node's
+    /// lift leaves on its connection before anything the holder sends it later (a release), so
+    /// the next holder's fence is higher on whichever majority grants it, while every node
+    /// keeps its data.
+    fn lift_fences(&self, keys: Arc<LockKeys>, fence: u64) {
+        for node in &self.nodes {
+            let (node, keys) = (node.clone(), keys.clone());
+            tokio::spawn(async move {
+                let _ = node.lift_fences(&keys, fence).await;
+            });
+        }
+    }
+
     /// Releases `token` on every node, without waiting: undoes a lost attempt.
     fn undo(nodes: Vec<Arc<SingleBackend>>, keys: Arc<LockKeys>, token: String) {
         for node in nodes {
@@ -261,6 +274,7 @@ impl Backend for RedlockBackend {
                     })
                     .max()
                     .unwrap_or(0);
+                self.lift_fences(shared_keys, fence);
                 return Ok(Attempt::Acquired { fence });
             }
             if votes.granted > 0 {

@@ -18,6 +18,17 @@ use crate::keys::{release_channel, LockKeys};
 use crate::scripts;
 use crate::wait::ReleaseListener;
 
+/// Whether a script call that failed because the connection dropped goes once more.
+#[derive(Clone, Copy)]
+enum Resend {
+    /// Compare-the-token scripts (release, extend): a second run does no harm, and a release
+    /// that fails only because a connection was killed would leave the lock until its TTL.
+    OnDroppedConnection,
+    /// An attempt may have taken its lock before the connection dropped: only its token can
+    /// tell, so it is given back instead (see `Locker::attempt`).
+    Never,
+}
+
 enum ConnectionState {
     Idle,
     Connected(ConnectionManager),
@@ -91,6 +102,17 @@ impl SingleBackend {
     pub fn label(&self) -> &str {
         &self.server.label
     }
+
+    /// Raises the fencing counters of `keys` to at least `fence` (see [`scripts::LIFT_FENCES`]).
+    pub async fn lift_fences(&self, keys: &LockKeys, fence: u64) -> Result<(), LockError> {
+        let mut call = invocation(&scripts::LIFT_FENCES, &keys.fence_keys);
+        call.arg(fence);
+        let _: i64 = self
+            .server
+            .run(keys.first(), call, Resend::OnDroppedConnection)
+            .await?;
+        Ok(())
+    }
 }
 
 impl Server {
@@ -156,13 +178,18 @@ impl Server {
         &self,
         key: &str,
         invocation: redis::ScriptInvocation<'_>,
+        resend: Resend,
     ) -> Result<T, LockError> {
         let call = async {
             let mut connection = self.connection(key).await?;
-            invocation
-                .invoke_async(&mut connection)
-                .await
-                .map_err(|error| self.failure(key, error.to_string()))
+            let mut result = invocation.invoke_async(&mut connection).await;
+            if let (Resend::OnDroppedConnection, Err(error)) = (resend, &result) {
+                // The manager replaces a dropped connection; the call goes once more on the new one.
+                if error.is_connection_dropped() {
+                    result = invocation.invoke_async(&mut connection).await;
+                }
+            }
+            result.map_err(|error| self.failure(key, error.to_string()))
         };
         match tokio::time::timeout(self.connect_timeout + self.command_timeout, call).await {
             Ok(result) => result,
@@ -214,7 +241,7 @@ impl Server {
                 .arg(item.ttl_ms);
         }
         let answers = self
-            .run_chunk(&chunk[0].0.name, call, 2 * chunk.len())
+            .run_chunk(&chunk[0].0.name, call, 2 * chunk.len(), Resend::Never)
             .await;
         for (index, (item, reply)) in chunk.into_iter().enumerate() {
             let outcome = match &answers {
@@ -252,7 +279,14 @@ impl Server {
         for (item, _) in &chunk {
             call.key(&item.key).arg(&item.token).arg(&item.channel);
         }
-        let answers = self.run_chunk(&chunk[0].0.name, call, chunk.len()).await;
+        let answers = self
+            .run_chunk(
+                &chunk[0].0.name,
+                call,
+                chunk.len(),
+                Resend::OnDroppedConnection,
+            )
+            .await;
         for (index, (item, reply)) in chunk.into_iter().enumerate() {
             let outcome = match &answers {
                 Ok(values) => match &values[index] {
@@ -271,8 +305,9 @@ impl Server {
         key: &str,
         invocation: redis::ScriptInvocation<'_>,
         expected: usize,
+        resend: Resend,
     ) -> Result<Vec<Value>, LockError> {
-        let values: Vec<Value> = self.run(key, invocation).await?;
+        let values: Vec<Value> = self.run(key, invocation, resend).await?;
         if values.len() == expected {
             Ok(values)
         } else {
@@ -321,7 +356,8 @@ impl Backend for SingleBackend {
                 call.key(counter);
             }
             call.arg(token).arg(ttl_ms).arg(keys.redis_keys.len());
-            let (taken, value): (i64, i64) = self.server.run(keys.first(), call).await?;
+            let (taken, value): (i64, i64) =
+                self.server.run(keys.first(), call, Resend::Never).await?;
             Ok(if taken == 1 {
                 Attempt::Acquired {
                     fence: value as u64,
@@ -370,7 +406,10 @@ impl Backend for SingleBackend {
         Box::pin(async move {
             let mut call = invocation(&scripts::EXTEND, &keys.redis_keys);
             call.arg(token).arg(ttl.as_millis() as u64);
-            let extended: i64 = self.server.run(keys.first(), call).await?;
+            let extended: i64 = self
+                .server
+                .run(keys.first(), call, Resend::OnDroppedConnection)
+                .await?;
             Ok(extended == 1)
         })
     }
@@ -401,7 +440,9 @@ impl Backend for SingleBackend {
                 .arg(new_token)
                 .arg(ttl.as_millis() as u64)
                 .arg(reserve);
-            let answer: Vec<i64> = self.server.run(keys.first(), call).await?;
+            // Not resent: a hand-over that ran gave the lock a new token; `Locker::hand_over`
+            // gives it back when the call fails.
+            let answer: Vec<i64> = self.server.run(keys.first(), call, Resend::Never).await?;
             match (answer.as_slice(), reserve) {
                 ([0], _) => Ok(HandOver::NotHeld),
                 ([1], 0) => Ok(HandOver::Done { reserved: None }),

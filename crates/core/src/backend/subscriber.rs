@@ -32,6 +32,9 @@ struct State {
     channels: HashMap<String, usize>,
     reconnecting: bool,
     closed: bool,
+    /// The task that routes the connection's messages. It owns the connection's reading half,
+    /// so the connection stays open until it ends: closing aborts it.
+    router: Option<tokio::task::AbortHandle>,
 }
 
 impl Subscriber {
@@ -67,12 +70,13 @@ impl Subscriber {
                 // The reconnect loop subscribes every counted channel, these included.
                 return Err("reconnecting".into());
             }
-            let sink = self.connect().await.inspect_err(|_| {
+            let (sink, router) = self.connect().await.inspect_err(|_| {
                 for channel in channels {
                     release_use(&mut state.channels, channel);
                 }
             })?;
             state.sink = Some(sink);
+            state.router = Some(router);
             fresh = state.channels.keys().cloned().collect();
         }
         if fresh.is_empty() {
@@ -117,11 +121,14 @@ impl Subscriber {
             state.closed = true;
             state.sink = None;
             state.channels.clear();
+            if let Some(router) = state.router.take() {
+                router.abort();
+            }
         });
     }
 
     /// Opens the pub/sub connection and starts the task that routes its messages.
-    async fn connect(self: &Arc<Self>) -> Result<PubSubSink, String> {
+    async fn connect(self: &Arc<Self>) -> Result<(PubSubSink, tokio::task::AbortHandle), String> {
         let pubsub = tokio::time::timeout(self.timeout, self.client.get_async_pubsub())
             .await
             .map_err(|_| "pub/sub connect timed out".to_owned())?
@@ -129,7 +136,7 @@ impl Subscriber {
         let (sink, mut stream) = pubsub.split();
         let subscriber = Arc::downgrade(self);
         let listener = self.listener.clone();
-        tokio::spawn(async move {
+        let router = tokio::spawn(async move {
             while let Some(message) = stream.next().await {
                 if let (Some(listener), Ok(token)) =
                     (listener.upgrade(), message.get_payload::<String>())
@@ -141,7 +148,7 @@ impl Subscriber {
                 subscriber.reconnect().await;
             }
         });
-        Ok(sink)
+        Ok((sink, router.abort_handle()))
     }
 
     /// Runs after the connection dropped: reconnects and resubscribes until it works, or until
@@ -165,15 +172,17 @@ impl Subscriber {
                     state.reconnecting = false;
                     break;
                 }
-                if let Ok(mut sink) = self.connect().await {
+                if let Ok((mut sink, router)) = self.connect().await {
                     let channels: Vec<String> = state.channels.keys().cloned().collect();
                     if let Ok(Ok(())) =
                         tokio::time::timeout(self.timeout, sink.subscribe(&channels)).await
                     {
                         state.sink = Some(sink);
+                        state.router = Some(router);
                         state.reconnecting = false;
                         break;
                     }
+                    router.abort();
                 }
                 drop(state);
                 tokio::time::sleep(delay).await;

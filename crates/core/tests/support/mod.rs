@@ -56,24 +56,22 @@ impl RedisServer {
             NEXT_SERVER.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&dir).map_err(|error| format!("create {dir:?}: {error}"))?;
-        let process = Command::new(REDIS_SERVER)
-            .args(["--port", &port.to_string()])
-            .args(["--bind", "127.0.0.1"])
-            .args(["--save", ""])
-            .args(["--appendonly", "no"])
-            .arg("--dir")
-            .arg(&dir)
-            .arg("--logfile")
-            .arg(dir.join("redis.log"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|error| format!("spawn {REDIS_SERVER}: {error}"))?;
+        let process = spawn(port, &dir)?;
         // From here on, Drop kills the process and removes the directory on every early return.
         let mut server = Self { process, port, dir };
         server.wait_until_ready()?;
         Ok(server)
+    }
+
+    /// Kills the server and starts it again on the same port, empty: what a crash of a Redis
+    /// without persistence does to its data.
+    pub fn restart_empty(&mut self) {
+        self.stop();
+        self.process = spawn(self.port, &self.dir)
+            .unwrap_or_else(|error| panic!("restart on port {}: {error}", self.port));
+        if let Err(error) = self.wait_until_ready() {
+            panic!("restart on port {}: {error}", self.port);
+        }
     }
 
     fn wait_until_ready(&mut self) -> Result<(), String> {
@@ -244,6 +242,23 @@ impl Drop for RedisServer {
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+fn spawn(port: u16, dir: &std::path::Path) -> Result<Child, String> {
+    Command::new(REDIS_SERVER)
+        .args(["--port", &port.to_string()])
+        .args(["--bind", "127.0.0.1"])
+        .args(["--save", ""])
+        .args(["--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir)
+        .arg("--logfile")
+        .arg(dir.join("redis.log"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|error| format!("spawn {REDIS_SERVER}: {error}"))
 }
 
 /// A port nothing listened on a moment ago.
