@@ -118,6 +118,30 @@ describe('on 3 healthy nodes', () => {
     await expect(run).rejects.toThrow(LockLostError)
   })
 
+  test('fences grow with every holder, even where the nodes\' counters disagree', async () => {
+    await (await locker.acquire('seat')).release()
+    // One node's counter far ahead of the others', as after many locks it alone granted.
+    const [counter] = await clients[0].keys('ironlock:fence:*')
+    await clients[0].incrby(counter, 1e12)
+    const other = new Locker(nodes.map((node) => node.url))
+    const fences = []
+    try {
+      // 2 lockers × 8 workers (as 2 processes would be) take turns on one key.
+      await Promise.all([locker, other].flatMap((each) => Array.from({ length: 8 }, async () => {
+        for (let turn = 0; turn < 8; turn++) {
+          await each.using('seat', { wait: 20000 }, async (signal, lock) => {
+            fences.push(lock.fence)
+            await sleep(1)
+          })
+        }
+      })))
+    } finally {
+      await other.close()
+    }
+    const regressions = fences.filter((fence, i) => i > 0 && fence <= fences[i - 1])
+    expect({ holders: fences.length, regressions: regressions.length }).toEqual({ holders: 128, regressions: 0 })
+  })
+
   test('4 processes × 25 increments on 3 nodes: exact count, no overlap', async () => {
     const worker = path.join(__dirname, 'fixtures', 'counter-worker.js')
     const urls = nodes.map((node) => node.url).join(',')

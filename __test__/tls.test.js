@@ -2,7 +2,8 @@
 
 // TLS: a redis-server with a TLS port and a CA of the test's own making (openssl CLI).
 
-const { execFileSync } = require('node:child_process')
+const { execFile, execFileSync } = require('node:child_process')
+const { promisify } = require('node:util')
 const fs = require('node:fs')
 const net = require('node:net')
 const os = require('node:os')
@@ -84,4 +85,26 @@ test('rejectUnauthorized: false accepts any certificate (test setups only)', asy
   const lock = await locker.acquire('tls:insecure')
   expect(await lock.release()).toBe(true)
   await locker.close()
+})
+
+describe('a TLS connection that fails or stalls never crashes the host process', () => {
+  const fixture = path.join(__dirname, 'fixtures', 'tls-fault.js')
+  const run = (...args) => promisify(execFile)(process.execPath, [fixture, ...args.map(String)], { timeout: 30000 })
+    .then(({ stdout }) => JSON.parse(stdout), (error) => ({ crashed: `${error.message}\n${error.stderr}` }))
+
+  test('rediss:// pointed at a plain Redis port: the call rejects and the process lives on', async () => {
+    const outcome = await run('plain-port', server.port)
+    expect(outcome).toMatchObject({ settled: 'rejected', name: 'LockConnectionError', code: 'ECONNECTION' })
+  })
+
+  test('a TLS Redis stopped with a call pending: the call rejects in time and the process lives on', async () => {
+    try {
+      const outcome = await run('paused-server', tlsPort, path.join(dir, 'ca.crt'), server.pid)
+      expect(outcome).toMatchObject({ settled: 'rejected', code: 'ECONNECTION' })
+      // connectTimeout + commandTimeout of the fixture, and slack for this machine.
+      expect(outcome.ms).toBeLessThan(6000)
+    } finally {
+      server.resume()
+    }
+  })
 })

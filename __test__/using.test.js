@@ -2,7 +2,7 @@
 
 const { startRedis, stopAll } = require('./helpers/redis-server')
 const { whenAborted } = require('./helpers/signals')
-const { Locker, LockLostError } = require('..')
+const { Locker, LockLostError, LockConnectionError } = require('..')
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 
@@ -97,4 +97,88 @@ test('a lock taken by another holder aborts with LockLostError and is not delete
 test('fn\'s own error wins when it threw before the lock was lost', async () => {
   const own = new Error('own')
   await expect(locker.using('k', { ttl: 600 }, async () => { throw own })).rejects.toBe(own)
+})
+
+test('a Redis that stops answering: the signal aborts with LockLostError before the lease ends', async () => {
+  let abortedAt
+  let expiresAt
+  const run = locker.using('k', { ttl: 1000 }, async (signal, lock) => {
+    expiresAt = lock.expiresAt
+    server.pause()
+    await whenAborted(signal)
+    abortedAt = Date.now()
+  })
+  try {
+    await expect(run).rejects.toThrow(LockLostError)
+  } finally {
+    server.resume()
+  }
+  expect(abortedAt).toBeLessThanOrEqual(expiresAt)
+})
+
+test('without autoExtend, the signal aborts with LockLostError by the time the lease ends', async () => {
+  let abortedAt
+  let expiresAt
+  const run = locker.using('k', { ttl: 400, autoExtend: false }, async (signal, lock) => {
+    expiresAt = lock.expiresAt
+    await whenAborted(signal)
+    abortedAt = Date.now()
+    return 'too late'
+  })
+  await expect(run).rejects.toThrow(LockLostError)
+  expect(abortedAt).toBeLessThanOrEqual(expiresAt)
+})
+
+test('close() aborts the signal of every running using() before it resolves', async () => {
+  let started
+  const running = new Promise((resolve) => { started = resolve })
+  const signals = []
+  const runs = ['a', 'b'].map((key) => locker.using(key, async (signal) => {
+    signals.push(signal)
+    if (signals.length === 2) started()
+    await whenAborted(signal)
+    return 'finished'
+  }))
+  await running
+  await locker.close()
+  for (const signal of signals) {
+    expect(signal.aborted).toBe(true)
+    expect(signal.reason).toBeInstanceOf(LockConnectionError)
+  }
+  const errors = await Promise.all(runs.map((run) => run.catch((e) => e)))
+  expect(errors.map((error) => error.key).sort()).toEqual(['a', 'b'])
+  errors.forEach((error, i) => expect(error).toBe(signals.find((signal) => signal.reason.key === error.key).reason))
+})
+
+test('a connection killed while fn runs: using resolves with fn\'s value and the lock is released', async () => {
+  const result = await locker.using('k', async () => {
+    // Every connection of the locker, the JS-thread socket and the native one alike.
+    await redis.client('KILL', 'TYPE', 'normal')
+    return 'done'
+  })
+  expect(result).toBe('done')
+  expect(await redis.exists('k')).toBe(0)
+})
+
+test('a release that fails after fn finished is a process warning, not the caller\'s error', async () => {
+  const impatient = new Locker(server.url, { connectTimeout: 300, commandTimeout: 300 })
+  // jest's sandboxed `process` does not deliver 'warning' events: watch the call instead.
+  const emitWarning = jest.spyOn(process, 'emitWarning').mockImplementation(() => {})
+  let warnings
+  try {
+    const result = await impatient.using('k', async () => {
+      server.pause()
+      return 'done'
+    })
+    expect(result).toBe('done')
+  } finally {
+    server.resume()
+    warnings = emitWarning.mock.calls
+    emitWarning.mockRestore()
+    await impatient.close()
+  }
+  expect(warnings).toHaveLength(1)
+  const [message, options] = warnings[0]
+  expect(message).toContain('lock "k" was not released')
+  expect(options).toEqual({ type: 'IronlockWarning', code: 'IRONLOCK_RELEASE_FAILED' })
 })

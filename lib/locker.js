@@ -94,6 +94,8 @@ class Locker {
   #defaults
   #description
   #closed = false
+  // The `onLost` of every running `using` body → its key, so `close()` can abort their signals.
+  #holders = new Map()
 
   /**
    * @param target where the locks live: a redis:// URL, ioredis-style options, or an ioredis client
@@ -115,7 +117,7 @@ class Locker {
   /** Takes the lock, waiting up to `options.wait` ms (default 10000) while someone else holds it. */
   acquire(key, options) {
     try {
-      return this.#acquire(key, acquireOptions(options, this.#defaults), false)
+      return this.#acquire(key, acquireOptions(options, this.#defaults), 0)
     } catch (error) {
       return Promise.reject(error)
     }
@@ -126,7 +128,7 @@ class Locker {
     try {
       const settings = acquireOptions(options, this.#defaults)
       settings.wait = NO_WAIT
-      return this.#acquire(key, settings, false).catch((error) => {
+      return this.#acquire(key, settings, 0).catch((error) => {
         if (error instanceof LockBusyError) return null
         throw error
       })
@@ -162,8 +164,9 @@ class Locker {
 
   /**
    * Acquires the lock, runs `fn(signal, lock)`, and always releases. While `fn` runs the lock is
-   * extended from native code; if it is lost anyway, `signal` aborts with a LockLostError and
-   * `using` rejects with it.
+   * extended from native code; if it is lost anyway (or can no longer be known to be ours),
+   * `signal` aborts with a LockLostError by the time its lease can have ended, and `using`
+   * rejects with it.
    */
   async using(key, options, fn) {
     if (typeof options === 'function' && fn === undefined) {
@@ -172,36 +175,61 @@ class Locker {
     }
     functionArgument(fn, 'fn')
     const settings = acquireOptions(options, this.#defaults)
-    const lock = await this.#acquire(key, settings, settings.autoExtend)
-    const id = Lock.id(lock)
     const controller = new AbortController()
     let lost = null
     const onLost = (error) => {
+      if (lost !== null) return
       lost = error
       controller.abort(error)
     }
-    if (settings.autoExtend) this.#dispatch.watch(id, onLost)
+    const watch = settings.autoExtend ? Flags.Watchdog : Flags.WatchLease
+    const lock = await this.#acquire(key, settings, watch, (held) => {
+      this.#dispatch.watch(Lock.id(held), onLost)
+      this.#holders.set(onLost, held.key)
+    })
+    const id = Lock.id(lock)
     let result
     try {
       result = await fn(controller.signal, lock)
     } catch (error) {
-      this.#dispatch.unwatch(id)
+      this.#endHold(id, onLost)
+      if (lost) throw this.#releaseLost(lock, lost)
       await this.release(lock).catch(() => {})
-      throw lost ?? error
+      throw error
     }
-    this.#dispatch.unwatch(id)
-    const released = await this.release(lock)
-    if (lost) throw lost
+    this.#endHold(id, onLost)
+    if (lost) throw this.#releaseLost(lock, lost)
+    let released
+    try {
+      released = await this.release(lock)
+    } catch (error) {
+      // `fn` finished while the lock was surely ours (else `lost` would be set): its result
+      // stands, and the lock expires by its TTL. A rejection here would invite a retry of
+      // work that already ran.
+      warnReleaseFailed(lock, error)
+      return result
+    }
     if (!released) {
       throw new LockLostError(`lock "${lock.key}" expired or was taken before the work finished`, { key: lock.key })
     }
     return result
   }
 
-  /** Closes the connections. Pending waits reject; later calls reject with LockConnectionError. */
+  /**
+   * Closes the connections. Pending waits reject; the signals of running `using` bodies abort
+   * (their locks are no longer extended and expire by their TTL); later calls reject with
+   * LockConnectionError.
+   */
   async close() {
     if (this.#closed) return
     this.#closed = true
+    for (const [onLost, key] of this.#holders) {
+      onLost(new LockConnectionError(`the locker was closed while lock "${key}" was held; it is no longer extended`, {
+        key,
+        cause: new Error('locker closed'),
+      }))
+    }
+    this.#holders.clear()
     this.#dispatch.wire?.close()
     this.#native.close()
     this.#dispatch.close({ code: 'ECONNECTION', key: '', message: 'the locker was closed before the operation finished' })
@@ -209,6 +237,20 @@ class Locker {
 
   [inspect.custom]() {
     return `Locker { target: '${this.#description}'${this.#closed ? ', closed' : ''} }`
+  }
+
+  /**
+   * Releases a lock its holder was told is lost, in case it still is ours, without waiting:
+   * Redis may be the reason it was given up, and the caller should hear of the loss at once.
+   */
+  #releaseLost(lock, lost) {
+    this.release(lock).catch(() => {})
+    return lost
+  }
+
+  #endHold(id, onLost) {
+    this.#dispatch.unwatch(id)
+    this.#holders.delete(onLost)
   }
 
   #ownLock(lock, name) {
@@ -236,7 +278,11 @@ class Locker {
     })
   }
 
-  #acquire(key, settings, watchdog) {
+  /**
+   * `watch`: 0, or the Flags that ask the native side to watch the lock's lease; `onHeld(lock)`
+   * then runs as the lock arrives, before any later completion (its loss) is read.
+   */
+  #acquire(key, settings, watch, onHeld) {
     const keys = keysArgument(key)
     const { signal, ttl, wait } = settings
     if (this.#closed) return Promise.reject(this.#closedError(keys[0]))
@@ -251,7 +297,9 @@ class Locker {
             reject(new LockBusyError(`lock "${keys[0]}" is held by someone else` +
               (retryAfter >= 0 ? `; it expires in ${retryAfter} ms at the latest` : ''), { key: keys[0], retryAfter }))
           } else {
-            resolve(new Lock(this, id, keys, token, fence, expiresAt))
+            const lock = new Lock(this, id, keys, token, fence, expiresAt)
+            onHeld?.(lock)
+            resolve(lock)
           }
         },
         reject: (failure) => {
@@ -274,10 +322,16 @@ class Locker {
         }
         signal.addEventListener('abort', onAbort, { once: true })
       }
-      const flags = (signal === undefined ? 0 : Flags.Cancellable) | (watchdog ? Flags.Watchdog : 0)
+      const flags = (signal === undefined ? 0 : Flags.Cancellable) | watch
       this.#dispatch.request(Kind.Acquire, op, ttl, wait === Infinity ? WAIT_FOREVER : wait, flags, keys)
     })
   }
+}
+
+/** Tells operators, not the caller, that a finished `using` could not release its lock. */
+function warnReleaseFailed(lock, error) {
+  process.emitWarning(`lock "${lock.key}" was not released after its work finished (${error.message}); ` +
+    'it expires by its TTL', { type: 'IronlockWarning', code: 'IRONLOCK_RELEASE_FAILED' })
 }
 
 module.exports = { Locker, Lock }

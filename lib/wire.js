@@ -25,6 +25,8 @@ class Wire {
     this.commandTimeout = commandTimeout
     this.onComplete = onComplete
     this.socket = null
+    // The TCP socket under `socket` (the same one without TLS).
+    this.tcp = null
     this.state = 'down'
     this.reopenAt = 0
     this.timer = null
@@ -37,18 +39,36 @@ class Wire {
     if (this.state !== 'down' || Date.now() < this.reopenAt) return
     this.state = 'connecting'
     const { host, port } = this.node
-    const socket = this.node.tls ? tls.connect(tlsOptions(this.node)) : net.connect({ host, port })
+    // TLS rides on a TCP socket of our own: only a TCP socket can be reset (see `fail`).
+    const tcp = net.connect({ host, port })
+    const socket = this.node.tls ? tls.connect({ ...tlsOptions(this.node), socket: tcp }) : tcp
     this.socket = socket
-    socket.setNoDelay(true)
+    this.tcp = tcp
+    tcp.setNoDelay(true)
     // The native side decides whether Node stays alive (while operations are pending).
+    tcp.unref()
     socket.unref()
     this.arm(this.connectTimeout)
     // Set-up (AUTH, SELECT, CLIENT SETNAME): the wire is ready once Redis has answered it.
-    socket.once(this.node.tls ? 'secureConnect' : 'connect', () => this.send(this.native.wireConnected()))
-    socket.on('data', (bytes) => this.received(bytes))
+    socket.once(this.node.tls ? 'secureConnect' : 'connect', () => this.guard(socket, () => this.send(this.native.wireConnected())))
+    socket.on('data', (bytes) => this.guard(socket, () => this.received(bytes)))
     // The connection went away: what it carried goes again on the native connection.
-    socket.on('error', (error) => this.fail(socket, error.message, { retry: true }))
+    const onError = (error) => this.fail(socket, error.message, { retry: true })
+    socket.on('error', onError)
+    if (tcp !== socket) tcp.on('error', onError)
     socket.on('close', () => this.fail(socket, 'the connection closed', { retry: true }))
+  }
+
+  /**
+   * Runs `handle` for an event of `socket`. Events and timers have no caller to throw to: a
+   * throw would end the process, so it fails the wire instead, like a broken connection.
+   */
+  guard(socket, handle) {
+    try {
+      handle()
+    } catch (error) {
+      this.fail(socket, `internal error in ironlock (please report it): ${error.message}`)
+    }
   }
 
   /** Whether requests may go on the wire. */
@@ -87,6 +107,10 @@ class Wire {
   }
 
   onTimer() {
+    this.guard(this.socket, () => this.timedOut())
+  }
+
+  timedOut() {
     this.timer = null
     if (this.state === 'connecting') {
       this.fail(this.socket, `connect timed out after ${this.connectTimeout} ms`)
@@ -102,14 +126,21 @@ class Wire {
    * the wire rests a while.
    */
   fail(socket, reason, { retry = false, failedAlready = false } = {}) {
-    if (socket !== this.socket || this.state === 'closed') return
+    if (socket === null || socket !== this.socket || this.state === 'closed') return
+    const tcp = this.tcp
     this.socket = null
+    this.tcp = null
     this.state = 'down'
     this.reopenAt = Date.now() + REOPEN_DELAY_MS
     this.disarm()
     // A reset, not a FIN: a stalled Redis that wakes up drops what it had not read yet, rather
     // than running commands whose callers were already told they failed.
-    socket.resetAndDestroy()
+    try {
+      if (!tcp.destroyed) tcp.resetAndDestroy()
+    } catch {
+      tcp.destroy()
+    }
+    socket.destroy()
     if (!failedAlready) this.settle(this.native.wireFail(reason, retry))
   }
 
@@ -118,6 +149,7 @@ class Wire {
     const socket = this.socket
     this.state = 'closed'
     this.socket = null
+    this.tcp = null
     this.disarm()
     if (socket) socket.destroy()
     const { numbers, texts } = this.native.wireClose()
