@@ -31,6 +31,13 @@ test('a script that never calls close() exits by itself within 2 s', async () =>
   expect(Date.now() - started).toBeLessThan(2000)
 })
 
+test('worker threads load the addon round after round and may be terminated mid-operation', async () => {
+  const { stdout } = await run(process.execPath, [path.join(__dirname, 'fixtures', 'worker-rounds.js'), server.url], {
+    timeout: 30000,
+  })
+  expect(stdout.trim()).toBe('rounds=10')
+})
+
 test('a pending wait keeps the script alive until it resolves', async () => {
   const holder = new ironlock.Locker(server.url)
   await holder.acquire('held-elsewhere', { ttl: 800 })
