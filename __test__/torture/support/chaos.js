@@ -1,0 +1,194 @@
+'use strict'
+
+// The faults the chaos tests apply to redis-server processes and to holder processes, and the
+// bookkeeping that judges the run afterwards.
+
+const Redis = require('ioredis')
+const { now, sleep } = require('./torture')
+
+/** Runs one command on `server` over a connection of its own, which it closes again. */
+async function admin(server, ...args) {
+  const client = new Redis({
+    host: server.host,
+    port: server.port,
+    lazyConnect: true,
+    connectTimeout: 2000,
+    commandTimeout: 2000,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+  })
+  client.on('error', () => {})
+  try {
+    await client.connect()
+    return await client.call(...args)
+  } finally {
+    client.disconnect()
+  }
+}
+
+/**
+ * Applies one fault to one redis-server and resolves what was done, with its start and end.
+ * `kill-restart` loses every key (`save ""`); `downMs` is how long the server stays dead.
+ */
+async function faultServer(name, server, { rng, pauseMs = [300, 1500], downMs = [100, 600] }) {
+  const startedAt = now()
+  const detail = {}
+  switch (name) {
+    case 'pause-redis':
+      detail.ms = rng.int(...pauseMs)
+      server.pause()
+      try {
+        await sleep(detail.ms)
+      } finally {
+        server.resume()
+      }
+      break
+    case 'kill-restart':
+      detail.downMs = rng.int(...downMs)
+      await server.kill('SIGKILL')
+      detail.killedAt = now()
+      await sleep(detail.downMs)
+      await server.restart()
+      detail.restartedAt = now()
+      break
+    case 'client-kill-normal':
+      detail.killed = await admin(server, 'CLIENT', 'KILL', 'TYPE', 'normal')
+      break
+    case 'client-kill-pubsub':
+      detail.killed = await admin(server, 'CLIENT', 'KILL', 'TYPE', 'pubsub')
+      break
+    case 'script-flush':
+      await admin(server, 'SCRIPT', 'FLUSH')
+      break
+    default:
+      throw new Error(`unknown fault ${name}`)
+  }
+  return { fault: name, port: server.port, startedAt: Math.round(startedAt), endedAt: Math.round(now()), ...detail }
+}
+
+/**
+ * Makes worker `index` of `pool` take `key` and pauses the whole process (SIGSTOP) for `pauseMs`,
+ * longer than the TTL, then resumes it and lets it write late. Resolves the worker's report.
+ */
+async function pauseHolder(pool, index, { key, holdId, pauseMs, holdingWithin, heldWithin }) {
+  const worker = pool.workers[index]
+  worker.send({ type: 'hold', key, holdId })
+  const holding = await worker.next('holding', holdingWithin)
+  if (holding.failed) return { fault: 'pause-holder', worker: index, key, skipped: holding.failed }
+  pool.pause(index)
+  const pausedAt = now()
+  await sleep(pauseMs)
+  pool.resume(index)
+  const resumedAt = now()
+  worker.send({ type: 'go' })
+  const held = await worker.next('held', heldWithin)
+  return {
+    fault: 'pause-holder',
+    worker: index,
+    key,
+    pauseMs,
+    startedAt: Math.round(pausedAt),
+    endedAt: Math.round(resumedAt),
+    pausedAt,
+    resumedAt,
+    held,
+  }
+}
+
+/** `w<worker>/<op>/f<fence>/a<acquiredAt>` back into its parts. */
+function parseWho(who) {
+  const [worker, op, fence, acquiredAt] = who.split('/')
+  return { worker, op, fence: Number(fence.slice(1)), acquiredAt: Number(acquiredAt.slice(1)) }
+}
+
+/**
+ * True if a lock taken at `acquiredAt` may have been wiped by a kill of its Redis before `at`:
+ * it was taken before that server came back empty, and `at` is after the kill. Such a lock is
+ * no lock any more, and only fencing protects what its holder does.
+ */
+function lostWithData(acquiredAt, at, kills) {
+  return kills.some(({ killedAt, restartedAt }) => acquiredAt < restartedAt && at > killedAt)
+}
+
+/** The workers' figures summed, with the lists concatenated. */
+function sumStats(stats) {
+  const total = { operations: 0, acquired: 0, accepted: 0, refusedTotal: 0, abortedInBody: 0, skippedWrites: 0, releasedFalse: 0, errors: {}, maxAcquireMs: 0, maxReleaseMs: 0 }
+  for (const one of stats) {
+    for (const name of ['operations', 'acquired', 'accepted', 'refusedTotal', 'abortedInBody', 'skippedWrites', 'releasedFalse']) total[name] += one[name]
+    for (const [code, count] of Object.entries(one.errors)) total.errors[code] = (total.errors[code] ?? 0) + count
+    total.maxAcquireMs = Math.max(total.maxAcquireMs, Math.round(one.maxAcquireMs))
+    total.maxReleaseMs = Math.max(total.maxReleaseMs, Math.round(one.maxReleaseMs))
+  }
+  const all = (name) => stats.flatMap((one) => one[name].map((entry) => ({ worker: one.id, ...(typeof entry === 'object' ? entry : { entry }) })))
+  return { total, unexpected: all('unexpected'), late: all('late'), overlaps: all('overlaps'), refused: all('refused') }
+}
+
+
+/**
+ * Everything the chaos tests judge, from the workers' reports, the fault timeline and the
+ * fenced resource's logs. `kills` are the data-loss windows that excuse an overlap or a refused
+ * write (pass [] where no kill may excuse anything).
+ */
+async function judge({ results, resource, keys, kills }) {
+  const exits = results.map(({ index, done, problem, exitedBy, exit, output }) => ({
+    index, done: done !== null, problem, exitedBy, exit, output: done && exitedBy === 'self' && exit?.code === 0 ? '' : output,
+  }))
+  const badExits = exits.filter((entry) => !entry.done || entry.exitedBy !== 'self' || entry.exit?.code !== 0)
+  const stats = sumStats(results.filter((result) => result.done).map((result) => result.done.stats))
+  const excusedOverlap = (overlap) => overlap.others.every((other) => lostWithData(parseWho(other).acquiredAt, overlap.at, kills))
+  const overlaps = stats.overlaps.filter((overlap) => !excusedOverlap(overlap))
+  const refused = stats.refused.filter((write) => !lostWithData(write.acquiredAt, write.writeAt, kills))
+  // Fences the resource accepted, per key: increasing by construction of the script, so what
+  // judges the locks is who was refused; this is for the report (how fences jumped at a restart).
+  const history = {}
+  const acrossKills = []
+  for (const key of keys) {
+    history[key] = await resource.accepted(key)
+    const entries = history[key].map(({ fence, who }) => ({ fence, acquiredAt: parseWho(who).acquiredAt }))
+    for (const { killedAt, restartedAt } of kills) {
+      const before = entries.filter((entry) => entry.acquiredAt < killedAt).map((entry) => entry.fence)
+      const after = entries.filter((entry) => entry.acquiredAt > restartedAt).map((entry) => entry.fence)
+      if (before.length > 0 && after.length > 0) {
+        acrossKills.push({ key, killedAt: Math.round(killedAt), lastBefore: Math.max(...before), firstAfter: Math.min(...after) })
+      }
+    }
+  }
+  return { exits, badExits, stats, overlaps, excusedOverlaps: stats.overlaps.length - overlaps.length, refused, history, acrossKills }
+}
+
+/** The report of one paused holder, and what was wrong with it. */
+function judgeHold(entry, { abortWithinMs, expectRefused }) {
+  const { held } = entry
+  const wrong = []
+  if (!held.write) wrong.push(`made no late write (${held.error ?? held.outcome})`)
+  else if (expectRefused && held.write.accepted) wrong.push(`late write with fence ${held.fence} was accepted (last accepted ${held.write.last})`)
+  if (held.abortedAt === null || held.abortedAt === undefined) wrong.push('signal never aborted after the resume')
+  else if (held.abortedAt - entry.resumedAt > abortWithinMs) wrong.push(`signal aborted ${Math.round(held.abortedAt - entry.resumedAt)} ms after the resume`)
+  if (held.abortedAt && held.reasonCode !== 'ELOCKLOST') wrong.push(`signal reason ${held.reason}`)
+  if (held.outcome !== 'ELOCKLOST') wrong.push(`using ended with ${held.error ?? held.outcome}, not ELOCKLOST`)
+  return {
+    worker: entry.worker,
+    key: entry.key,
+    fence: held.fence,
+    pauseMs: entry.pauseMs,
+    lateWrite: held.write ? (held.write.accepted ? 'accepted' : `refused (last ${held.write.last})`) : null,
+    abortedAfterResumeMs: held.abortedAt ? Math.round(held.abortedAt - entry.resumedAt) : null,
+    outcome: held.outcome,
+    wrong,
+  }
+}
+
+/** One line per fault, times relative to `t0`: `kill-restart@5378ms :6380 down 388ms`. */
+function describeTimeline(timeline, t0) {
+  const one = (entry) => {
+    const at = `${entry.fault}@${Math.round(entry.startedAt - t0)}ms`
+    if (entry.fault === 'pause-holder') {
+      return `${at} w${entry.worker} ${entry.key}${entry.skipped ? ` skipped (${entry.skipped})` : ` ${entry.pauseMs}ms`}`
+    }
+    const what = entry.ms !== undefined ? `${entry.ms}ms` : entry.downMs !== undefined ? `down ${entry.downMs}ms` : entry.killed !== undefined ? `${entry.killed} killed` : ''
+    return `${at} :${entry.port} ${what}`.trim()
+  }
+  return timeline.map((entry) => (entry.faults ? `[${entry.faults.map(one).join(' + ')}]` : one(entry))).join(', ')
+}
+
+module.exports = { admin, faultServer, pauseHolder, parseWho, lostWithData, sumStats, judge, judgeHold, describeTimeline }
