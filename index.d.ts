@@ -83,7 +83,10 @@ export declare class Lock {
   readonly keys: readonly string[]
   /** The value stored in Redis (uuid v4). */
   readonly token: string
-  /** Fencing token: grows strictly with every acquisition of the key. */
+  /**
+   * Fencing token: grows strictly with every acquisition of the key, also across a Redis restart
+   * that lost the data (never below the server's clock in µs). Values are skipped.
+   */
   readonly fence: number
   /** Epoch ms until which the lock is surely still ours (TTL less clock drift). */
   readonly expiresAt: number
@@ -107,11 +110,16 @@ export declare class Locker {
   extend(lock: Lock, ttl?: number): Promise<Lock>
   /**
    * Acquires, runs `fn`, and always releases. While `fn` runs the lock is extended natively; if it
-   * is lost anyway, `signal` aborts with a LockLostError and `using` rejects with it.
+   * is lost anyway, or no extension succeeded by `expiresAt − min(ttl/20, 250 ms)`, `signal` aborts
+   * with a LockLostError and `using` rejects with it. A release that fails only because Redis is
+   * unreachable after `fn` finished resolves with `fn`'s value and emits an `IronlockWarning`.
    */
   using<T>(key: string | string[], opts: AcquireOptions | undefined, fn: UsingFunction<T>): Promise<T>
   using<T>(key: string | string[], fn: UsingFunction<T>): Promise<T>
-  /** Closes the connections; pending operations reject with LockConnectionError. */
+  /**
+   * Closes the connections; pending operations reject with LockConnectionError, and the signals of
+   * running `using` bodies abort with one before it resolves (their locks expire by their TTL).
+   */
   close(): Promise<void>
 }
 
