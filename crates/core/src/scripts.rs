@@ -157,14 +157,14 @@ return {1}
 /// the nodes that granted a lock; lifting every node's counter to it afterwards makes the next
 /// holder's fence higher on whichever majority grants it.
 ///
-/// KEYS: the fencing counters. ARGV: the fence.
+/// KEYS: fencing counters. ARGV: the fence for each. One call carries every lift asked for
+/// meanwhile.
 pub static LIFT_FENCES: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-local fence = tonumber(ARGV[1])
 for i = 1, #KEYS do
-  if (tonumber(redis.call('GET', KEYS[i])) or 0) < fence then
-    redis.call('SET', KEYS[i], ARGV[1])
+  if (tonumber(redis.call('GET', KEYS[i])) or 0) < tonumber(ARGV[i]) then
+    redis.call('SET', KEYS[i], ARGV[i])
   end
 end
 return 1

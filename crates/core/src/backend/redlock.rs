@@ -165,12 +165,9 @@ impl RedlockBackend {
     /// lift leaves on its connection before anything the holder sends it later (a release), so
     /// the next holder's fence is higher on whichever majority grants it, while every node
     /// keeps its data.
-    fn lift_fences(&self, keys: Arc<LockKeys>, fence: u64) {
+    fn lift_fences(&self, keys: &LockKeys, fence: u64) {
         for node in &self.nodes {
-            let (node, keys) = (node.clone(), keys.clone());
-            tokio::spawn(async move {
-                let _ = node.lift_fences(&keys, fence).await;
-            });
+            node.lift_fences(keys, fence);
         }
     }
 
@@ -274,7 +271,7 @@ impl Backend for RedlockBackend {
                     })
                     .max()
                     .unwrap_or(0);
-                self.lift_fences(shared_keys, fence);
+                self.lift_fences(keys, fence);
                 return Ok(Attempt::Acquired { fence });
             }
             if votes.granted > 0 {

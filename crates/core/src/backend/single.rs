@@ -51,6 +51,14 @@ struct Server {
     connecting: tokio::sync::Mutex<()>,
     acquires: Batch<OneKeyAcquire, Attempt>,
     releases: Batch<OneKeyRelease, bool>,
+    lifts: Batch<FenceLift, ()>,
+}
+
+/// A fencing counter to raise to at least `fence`, waiting in [`Server::lifts`].
+struct FenceLift {
+    name: String,
+    counter: String,
+    fence: u64,
 }
 
 /// A one-key lock to take, waiting in [`Server::acquires`].
@@ -94,6 +102,7 @@ impl SingleBackend {
                 connecting: tokio::sync::Mutex::new(()),
                 acquires: Batch::default(),
                 releases: Batch::default(),
+                lifts: Batch::default(),
             }),
         })
     }
@@ -103,15 +112,20 @@ impl SingleBackend {
         &self.server.label
     }
 
-    /// Raises the fencing counters of `keys` to at least `fence` (see [`scripts::LIFT_FENCES`]).
-    pub async fn lift_fences(&self, keys: &LockKeys, fence: u64) -> Result<(), LockError> {
-        let mut call = invocation(&scripts::LIFT_FENCES, &keys.fence_keys);
-        call.arg(fence);
-        let _: i64 = self
-            .server
-            .run(keys.first(), call, Resend::OnDroppedConnection)
-            .await?;
-        Ok(())
+    /// Raises the fencing counters of `keys` to at least `fence` (see [`scripts::LIFT_FENCES`]),
+    /// in the background. Lifts asked for together travel as one script call, which leaves
+    /// before anything asked for later.
+    pub fn lift_fences(&self, keys: &LockKeys, fence: u64) {
+        for counter in &keys.fence_keys {
+            let (_, first) = self.server.lifts.push(FenceLift {
+                name: keys.first().to_owned(),
+                counter: counter.clone(),
+                fence,
+            });
+            if first {
+                tokio::spawn(self.server.clone().flush_lifts());
+            }
+        }
     }
 }
 
@@ -230,6 +244,22 @@ impl Server {
     async fn flush_releases(self: Arc<Self>) {
         let chunks = self.releases.take();
         join_all(chunks.into_iter().map(|chunk| self.release_chunk(chunk))).await;
+    }
+
+    /// Nobody waits for a lift's answer: a failed one leaves a counter as it was.
+    async fn flush_lifts(self: Arc<Self>) {
+        let chunks = self.lifts.take();
+        let server = &self;
+        join_all(chunks.into_iter().map(|chunk| async move {
+            let mut call = scripts::LIFT_FENCES.prepare_invoke();
+            for (lift, _) in &chunk {
+                call.key(&lift.counter).arg(lift.fence);
+            }
+            let _: Result<i64, _> = server
+                .run(&chunk[0].0.name, call, Resend::OnDroppedConnection)
+                .await;
+        }))
+        .await;
     }
 
     async fn acquire_chunk(self: &Arc<Self>, chunk: Vec<(OneKeyAcquire, Reply<Attempt>)>) {
