@@ -3,7 +3,8 @@
 // The dispatcher's operation ids (lib/dispatch.js): slots reused through a free list, with a count
 // of reuses so a completion for an earlier use of a slot never settles the current one.
 
-const { Dispatcher, Status } = require('../lib/dispatch')
+const { Dispatcher, Status, Kind } = require('../lib/dispatch')
+const { fromNative, LockError } = require('../lib/errors')
 
 const FIELDS = 5
 
@@ -55,4 +56,85 @@ test('ids stay below 2^32 (the native side reads them as u32) through many reuse
   expect(highest).toBeLessThan(2 ** 32)
   expect(dispatch.pendingCount).toBe(0)
   dispatch.close({ code: 'ECONNECTION' })
+})
+
+// A request the native side cannot take (a key that is not a string: validation should have
+// stopped it) must fail alone. `submit` converts its arguments before doing anything, so a refused
+// batch was not started at all and may go again request by request.
+describe('a batch the native side refuses', () => {
+  /** A native stub that refuses any batch with a key that is not a string, like napi does. */
+  function refusingNative() {
+    const taken = []
+    return {
+      taken,
+      submit(numbers, keys) {
+        if (keys.some((key) => typeof key !== 'string')) {
+          const error = new Error('Failed to convert JavaScript value `Undefined` into rust type `String`')
+          error.code = 'StringExpected'
+          throw error
+        }
+        for (let i = 0; i < numbers.length; i += 6) taken.push(numbers[i + 1])
+        return keys.length > 0 ? Buffer.from(keys.join(',')) : null
+      },
+    }
+  }
+
+  function recordOf(settled, name) {
+    return { resolve: () => settled.push([name, 'resolved']), reject: (failure) => settled.push([name, failure]) }
+  }
+
+  test('goes again one request at a time: only the refused one fails, with a LockError', () => {
+    const dispatch = new Dispatcher()
+    const native = refusingNative()
+    dispatch.native = native
+    const settled = []
+    const before = dispatch.start(recordOf(settled, 'before'))
+    const bad = dispatch.start(recordOf(settled, 'bad'))
+    const release = dispatch.start(recordOf(settled, 'release'))
+    const after = dispatch.start(recordOf(settled, 'after'))
+    dispatch.request(Kind.Acquire, before, 1000, 0, 0, ['a', 'b'])
+    dispatch.request(Kind.Acquire, bad, 1000, 0, 0, ['x', undefined, 'y'])
+    dispatch.request(Kind.Release, release, 7, 0, 0)
+    dispatch.request(Kind.Acquire, after, 1000, 0, 0, ['c'])
+    expect(() => dispatch.flush()).not.toThrow()
+    expect(native.taken).toEqual([before, release, after])
+    expect(settled.map(([name]) => name)).toEqual(['bad'])
+    const error = fromNative(settled[0][1])
+    expect(error).toBeInstanceOf(LockError)
+    expect(error.key).toBe('x')
+    expect(error.message).toMatch(/internal error/)
+    expect(error.cause.message).toMatch(/rust type `String`/)
+    expect(dispatch.pendingCount).toBe(3)
+    dispatch.close({ code: 'ECONNECTION' })
+  })
+
+  test('the requests that went through still reach the wire, in order', () => {
+    const dispatch = new Dispatcher()
+    dispatch.native = refusingNative()
+    const sent = []
+    dispatch.wire = { ready: true, send: (bytes) => sent.push(bytes.toString()), open() {} }
+    const settled = []
+    const ops = ['one', 'bad', 'two'].map((name) => dispatch.start(recordOf(settled, name)))
+    dispatch.request(Kind.Acquire, ops[0], 1000, 0, 0, ['k1'])
+    dispatch.request(Kind.Acquire, ops[1], 1000, 0, 0, [undefined])
+    dispatch.request(Kind.Acquire, ops[2], 1000, 0, 0, ['k2'])
+    dispatch.flush()
+    expect(sent.join('|')).toBe('k1k2')
+    expect(settled.map(([name]) => name)).toEqual(['bad'])
+    dispatch.close({ code: 'ECONNECTION' })
+  })
+
+  test('in a tick that flushes early, the request that filled the batch does not throw', () => {
+    const dispatch = new Dispatcher()
+    const native = refusingNative()
+    dispatch.native = native
+    const settled = []
+    const ops = Array.from({ length: 16 }, (_, i) => dispatch.start(recordOf(settled, i)))
+    ops.forEach((op, i) => {
+      expect(() => dispatch.request(Kind.Acquire, op, 1000, 0, 0, [i === 3 ? 42 : `k${i}`])).not.toThrow()
+    })
+    expect(native.taken).toHaveLength(15)
+    expect(settled.map(([name]) => name)).toEqual([3])
+    dispatch.close({ code: 'ECONNECTION' })
+  })
 })

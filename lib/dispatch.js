@@ -61,15 +61,45 @@ class Dispatcher {
   flush() {
     this.flushScheduled = false
     if (this.requests.length === 0) return
-    const requests = new Float64Array(this.requests)
+    const requests = this.requests
     const keys = this.keys
     this.requests = []
     this.keys = []
-    const write = this.native.submit(requests, keys)
+    let write
+    try {
+      write = this.native.submit(new Float64Array(requests), keys)
+    } catch {
+      // A request the native side cannot take must fail alone, never its neighbours (nor, thrown
+      // from a microtask, the process). `submit` converts its arguments before it starts anything,
+      // so the refused batch may go again one request at a time.
+      write = this.submitEach(requests, keys)
+    }
     const wire = this.wire
     if (wire === null) return
     if (write) wire.send(write)
     else if (!wire.ready) wire.open()
+  }
+
+  /** Submits each request alone, rejecting those the native side refuses; returns the bytes for the wire. */
+  submitEach(requests, keys) {
+    const writes = []
+    let firstKey = 0
+    for (let i = 0; i < requests.length; i += REQUEST_FIELDS) {
+      const fields = requests.slice(i, i + REQUEST_FIELDS)
+      const ownKeys = keys.slice(firstKey, firstKey += fields[5])
+      try {
+        const write = this.native.submit(new Float64Array(fields), ownKeys)
+        if (write) writes.push(write)
+      } catch (error) {
+        this.finish(fields[1])?.reject({
+          code: 'ECONNECTION',
+          key: typeof ownKeys[0] === 'string' ? ownKeys[0] : '',
+          message: 'internal error in ironlock (please report it): the native side refused the request',
+          cause: error,
+        })
+      }
+    }
+    return writes.length === 0 ? null : Buffer.concat(writes)
   }
 
   /** Registers `record` ({ resolve, reject, … }) and returns its operation id. */

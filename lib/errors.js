@@ -42,8 +42,8 @@ function abortError() {
   return new DOMException('This operation was aborted', 'AbortError')
 }
 
-/** Builds the error a native failure describes (`{ code, key, message, … }`). */
-function fromNative({ code, key, message, retryAfter, votes, detail }) {
+/** Builds the error a native failure describes (`{ code, key, message, … }`; `cause` when JS made it). */
+function fromNative({ code, key, message, retryAfter, votes, detail, cause }) {
   switch (code) {
     case 'ELOCKBUSY':
       return new LockBusyError(message, { key, retryAfter })
@@ -54,27 +54,32 @@ function fromNative({ code, key, message, retryAfter, votes, detail }) {
     case 'ABORT_ERR':
       return abortError()
     default:
-      return new LockConnectionError(message, { key, cause: new Error(detail ?? message) })
+      return new LockConnectionError(message, { key, cause: cause ?? new Error(detail ?? message) })
   }
 }
 
 // Node-style argument errors, with Node's codes, naming the argument.
 
-function describe(value) {
+/**
+ * " Received …" for a message, whatever `value` is (a template literal would throw on a symbol or
+ * an object without a primitive value); a `secret` (a password) shows its type only.
+ */
+function describe(value, secret = false) {
   if (value == null) return ` Received ${value}`
   if (typeof value === 'function') return ` Received function ${value.name || '<anonymous>'}`
   if (typeof value === 'object') {
     const name = value.constructor && value.constructor.name
     return name ? ` Received an instance of ${name}` : ' Received an object'
   }
+  if (secret) return ` Received type ${typeof value}`
   let shown = String(value)
   if (shown.length > 28) shown = `${shown.slice(0, 25)}...`
   if (typeof value === 'string') shown = `'${shown}'`
   return ` Received type ${typeof value} (${shown})`
 }
 
-function invalidArgType(name, expected, actual) {
-  const error = new TypeError(`The "${name}" argument must be ${expected}.${describe(actual)}`)
+function invalidArgType(name, expected, actual, { secret = false } = {}) {
+  const error = new TypeError(`The "${name}" argument must be ${expected}.${describe(actual, secret)}`)
   error.code = 'ERR_INVALID_ARG_TYPE'
   return error
 }
@@ -91,6 +96,18 @@ function invalidArgValue(name, reason) {
   return error
 }
 
+function invalidThis(type) {
+  const error = new TypeError(`Value of "this" must be of type ${type}`)
+  error.code = 'ERR_INVALID_THIS'
+  return error
+}
+
+function illegalConstructor() {
+  const error = new TypeError('Illegal constructor')
+  error.code = 'ERR_ILLEGAL_CONSTRUCTOR'
+  return error
+}
+
 module.exports = {
   LockError,
   LockBusyError,
@@ -102,4 +119,7 @@ module.exports = {
   invalidArgType,
   outOfRange,
   invalidArgValue,
+  invalidThis,
+  illegalConstructor,
+  describe,
 }

@@ -3,13 +3,17 @@
 const { inspect } = require('node:util')
 const { NativeLocker } = require('../binding')
 const { Dispatcher, Status, Kind, Flags } = require('./dispatch')
-const { LockBusyError, LockLostError, LockConnectionError, fromNative, invalidArgType, invalidArgValue } = require('./errors')
+const {
+  LockBusyError, LockLostError, LockConnectionError, fromNative, invalidArgType, invalidArgValue, invalidThis, illegalConstructor,
+} = require('./errors')
 const { keysArgument, durationArgument, acquireOptions, functionArgument } = require('./validate')
 const { resolveTarget } = require('./target')
 const { Wire } = require('./wire')
 
 const NO_WAIT = 0
 const WAIT_FOREVER = -1
+// Only a Locker makes Locks: one made by hand could name the id of another holder's lock.
+const MAKE_LOCK = Symbol('MAKE_LOCK')
 
 /** A held lock. Only a Locker makes them; `release` and `extend` refuse any other object. */
 class Lock {
@@ -20,7 +24,8 @@ class Lock {
   #fence
   #expiresAt
 
-  constructor(locker, id, keys, token, fence, expiresAt) {
+  constructor(make, locker, id, keys, token, fence, expiresAt) {
+    if (make !== MAKE_LOCK) throw illegalConstructor()
     this.#locker = locker
     this.#id = id
     this.#keys = Object.freeze(keys)
@@ -46,45 +51,60 @@ class Lock {
     return lock
   }
 
+  // `this`, if it is a Lock: an object made from Lock.prototype gets a Node-style error.
+  static #self(value) {
+    if (!Lock.isLock(value)) throw invalidThis('Lock')
+    return value
+  }
+
   /** The first key. */
   get key() {
-    return this.#keys[0]
+    return Lock.#self(this).#keys[0]
   }
 
   /** The keys as given, without the locker's prefix. */
   get keys() {
-    return this.#keys
+    return Lock.#self(this).#keys
   }
 
   /** The value stored in Redis (uuid v4). */
   get token() {
-    return this.#token
+    return Lock.#self(this).#token
   }
 
   /** Fencing token: grows strictly with every acquisition of the key. */
   get fence() {
-    return this.#fence
+    return Lock.#self(this).#fence
   }
 
   /** Epoch ms until which the lock is surely still ours (TTL less clock drift). */
   get expiresAt() {
-    return this.#expiresAt
+    return Lock.#self(this).#expiresAt
   }
 
   release() {
-    return this.#locker.release(this)
+    try {
+      return Lock.#self(this).#locker.release(this)
+    } catch (error) {
+      return Promise.reject(error)
+    }
   }
 
   extend(ttl) {
-    return this.#locker.extend(this, ttl)
+    try {
+      return Lock.#self(this).#locker.extend(this, ttl)
+    } catch (error) {
+      return Promise.reject(error)
+    }
   }
 
   toJSON() {
     return { key: this.key, keys: this.keys, token: this.token, fence: this.fence, expiresAt: this.expiresAt }
   }
 
+  // Inspecting never throws, not even on an object made from Lock.prototype.
   [inspect.custom](depth, options) {
-    return `Lock ${inspect(this.toJSON(), options)}`
+    return Lock.isLock(this) ? `Lock ${inspect(this.toJSON(), options)}` : 'Lock {}'
   }
 }
 
@@ -114,10 +134,16 @@ class Locker {
     }
   }
 
+  // `this`, if it is a Locker: a method called on anything else (e.g. detached) gets a Node-style error.
+  static #self(value) {
+    if (value === null || typeof value !== 'object' || !(#native in value)) throw invalidThis('Locker')
+    return value
+  }
+
   /** Takes the lock, waiting up to `options.wait` ms (default 10000) while someone else holds it. */
   acquire(key, options) {
     try {
-      return this.#acquire(key, acquireOptions(options, this.#defaults), 0)
+      return Locker.#self(this).#acquire(key, acquireOptions(options, this.#defaults), 0)
     } catch (error) {
       return Promise.reject(error)
     }
@@ -126,7 +152,7 @@ class Locker {
   /** Takes the lock if it is free right now; resolves `null` if it is not. */
   tryAcquire(key, options) {
     try {
-      const settings = acquireOptions(options, this.#defaults)
+      const settings = acquireOptions(options, Locker.#self(this).#defaults)
       settings.wait = NO_WAIT
       return this.#acquire(key, settings, 0).catch((error) => {
         if (error instanceof LockBusyError) return null
@@ -140,7 +166,7 @@ class Locker {
   /** Resolves `true` if the lock was ours and is now gone, `false` if it had expired or been taken. */
   release(lock) {
     try {
-      const id = this.#ownLock(lock, 'lock')
+      const id = Locker.#self(this).#ownLock(lock, 'lock')
       return this.#call((op) => this.#dispatch.request(Kind.Release, op, id, 0, 0), (status, released) => released === 1, lock.key)
     } catch (error) {
       return Promise.reject(error)
@@ -150,7 +176,7 @@ class Locker {
   /** Gives the lock `ttl` ms (default: its own TTL) more life from now; rejects LockLostError if it is no longer ours. */
   extend(lock, ttl) {
     try {
-      const id = this.#ownLock(lock, 'lock')
+      const id = Locker.#self(this).#ownLock(lock, 'lock')
       const ms = ttl === undefined ? 0 : Math.ceil(durationArgument(ttl, 'ttl'))
       return this.#call(
         (op) => this.#dispatch.request(Kind.Extend, op, id, ms, 0),
@@ -174,7 +200,7 @@ class Locker {
       options = undefined
     }
     functionArgument(fn, 'fn')
-    const settings = acquireOptions(options, this.#defaults)
+    const settings = acquireOptions(options, Locker.#self(this).#defaults)
     const controller = new AbortController()
     let lost = null
     const onLost = (error) => {
@@ -221,7 +247,7 @@ class Locker {
    * LockConnectionError.
    */
   async close() {
-    if (this.#closed) return
+    if (Locker.#self(this).#closed) return
     this.#closed = true
     for (const [onLost, key] of this.#holders) {
       onLost(new LockConnectionError(`the locker was closed while lock "${key}" was held; it is no longer extended`, {
@@ -236,6 +262,7 @@ class Locker {
   }
 
   [inspect.custom]() {
+    if (!(#description in this)) return 'Locker {}'
     return `Locker { target: '${this.#description}'${this.#closed ? ', closed' : ''} }`
   }
 
@@ -289,27 +316,41 @@ class Locker {
     if (signal && signal.aborted) return Promise.reject(signal.reason)
     return new Promise((resolve, reject) => {
       let onAbort
+      // Runs among the dispatcher's batch of completions, where a throw from the caller's signal
+      // would reach other callers' results: a listener the signal does not let go stays, inert.
+      const detach = () => {
+        const listener = onAbort
+        onAbort = undefined
+        try {
+          if (listener) signal.removeEventListener('abort', listener)
+        } catch {
+          // `onAbort` is unset, so the listener does nothing.
+        }
+      }
       const record = {
         resolve: (status, id, fence, expiresAt, token) => {
-          if (onAbort) signal.removeEventListener('abort', onAbort)
+          detach()
           if (status === Status.Busy) {
             const retryAfter = id < 0 ? -1 : id
             reject(new LockBusyError(`lock "${keys[0]}" is held by someone else` +
               (retryAfter >= 0 ? `; it expires in ${retryAfter} ms at the latest` : ''), { key: keys[0], retryAfter }))
           } else {
-            const lock = new Lock(this, id, keys, token, fence, expiresAt)
+            const lock = new Lock(MAKE_LOCK, this, id, keys, token, fence, expiresAt)
             onHeld?.(lock)
             resolve(lock)
           }
         },
         reject: (failure) => {
-          if (onAbort) signal.removeEventListener('abort', onAbort)
+          detach()
           reject(fromNative(failure))
         },
       }
       const op = this.#dispatch.start(record)
       if (signal) {
         onAbort = () => {
+          if (onAbort === undefined) return
+          // Read first: if it throws, nothing has changed and the call goes on.
+          const { reason } = signal
           // The request must have reached the native side for the cancel to find it.
           this.#dispatch.flush()
           this.#native.cancel(op)
@@ -318,9 +359,15 @@ class Locker {
             if (status === Status.Acquired) this.#dispatch.request(Kind.Release, 0, id, 0, 0)
           }
           record.reject = () => {}
-          reject(signal.reason)
+          reject(reason)
         }
-        signal.addEventListener('abort', onAbort, { once: true })
+        try {
+          signal.addEventListener('abort', onAbort, { once: true })
+        } catch (error) {
+          // Nothing was requested yet: forgetting the operation is all it takes.
+          this.#dispatch.finish(op)
+          throw error
+        }
       }
       const flags = (signal === undefined ? 0 : Flags.Cancellable) | watch
       this.#dispatch.request(Kind.Acquire, op, ttl, wait === Infinity ? WAIT_FOREVER : wait, flags, keys)

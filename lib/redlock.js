@@ -142,6 +142,30 @@ class ResourceLockedError extends Error {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Votes
+
+// redlock 5 keys its votes by the user's ioredis clients, whose `options` hold their passwords:
+// these collections stay what redlock's are, but show each client by its address.
+
+class ClientSet extends Set {
+  [inspect.custom](depth, options) {
+    return inspect(new Set([...this].map(clientLabel)), { ...options, depth })
+  }
+}
+
+class ClientMap extends Map {
+  [inspect.custom](depth, options) {
+    return inspect(new Map([...this].map(([client, vote]) => [clientLabel(client), vote])), { ...options, depth })
+  }
+}
+
+/** `redis://host:port`: a client as inspect shows it. */
+function clientLabel(client) {
+  const options = client.options !== null && typeof client.options === 'object' ? client.options : client
+  return `${options.tls ? 'rediss' : 'redis'}://${options.host ?? '127.0.0.1'}:${options.port ?? 6379}`
+}
+
+// ---------------------------------------------------------------------------------------------
 // Lock
 
 // The ironlock lock behind each of our Lock objects.
@@ -219,7 +243,7 @@ class Redlock extends EventEmitter {
       error.code = 'ERR_INVALID_ARG_TYPE'
       throw error
     }
-    this.clients = new Set(clients)
+    this.clients = new ClientSet(clients)
     if (this.clients.size === 0) throw new Error('Redlock must be instantiated with at least one redis client.')
     this.settings = pickSettings(settings, DEFAULT_SETTINGS)
 
@@ -533,7 +557,7 @@ class Redlock extends EventEmitter {
 
   /** The `attempts` of a success: ironlock does not report per-node votes then, so all vote for. */
   #success() {
-    return Object.freeze([Promise.resolve(this.#stats(new Set(this.clients), new Map()))])
+    return Object.freeze([Promise.resolve(this.#stats(new ClientSet(this.clients), new ClientMap()))])
   }
 
   /**
@@ -542,8 +566,8 @@ class Redlock extends EventEmitter {
    */
   #report(error, keys) {
     const clients = [...this.clients]
-    const votesFor = new Set()
-    const votesAgainst = new Map()
+    const votesFor = new ClientSet()
+    const votesAgainst = new ClientMap()
     const locked = () => new ResourceLockedError(`The operation was applied to: 0 of the ${keys.length} requested resources.`)
     const nodeFailure = (message, cause) => {
       const failure = new Error(message, cause === undefined ? undefined : { cause })

@@ -3,8 +3,8 @@
 // Turns every accepted target form into the native locker's options, and describes targets
 // without their passwords.
 
-const { invalidArgType, invalidArgValue } = require('./errors')
-const { durationArgument, objectArgument } = require('./validate')
+const { invalidArgType, invalidArgValue, describe } = require('./errors')
+const { durationArgument, objectArgument, wellFormedString } = require('./validate')
 
 const DEFAULT_HOST = '127.0.0.1'
 const DEFAULT_PORT = 6379
@@ -21,14 +21,14 @@ function portArgument(port, name) {
   const number = typeof port === 'string' && /^\d+$/.test(port) ? Number(port) : port
   if (typeof number !== 'number') throw invalidArgType(name, 'of type number', port)
   if (!Number.isInteger(number) || number < 1 || number > 65535) {
-    throw invalidArgValue(name, `must be a port number from 1 to 65535. Received ${port}`)
+    throw invalidArgValue(name, `must be a port number from 1 to 65535.${describe(port)}`)
   }
   return number
 }
 
-function optionalString(value, name) {
+function optionalString(value, name, { secret = false } = {}) {
   if (value === undefined || value === null || value === '') return undefined
-  if (typeof value !== 'string') throw invalidArgType(name, 'of type string', value)
+  if (typeof value !== 'string') throw invalidArgType(name, 'of type string', value, { secret })
   return value
 }
 
@@ -55,10 +55,16 @@ function tlsOptions(tls, name) {
   }
 }
 
-function dbArgument(db, name) {
+// Redis's SELECT takes a signed 32-bit index (and the native side an unsigned one).
+const MAX_DB = 2 ** 31 - 1
+
+/** `received`: how the message shows the value (a URL's path may hold a misplaced password). */
+function dbArgument(db, name, received = describe(db)) {
   if (db === undefined || db === null || db === '') return 0
   const number = typeof db === 'string' && /^\d+$/.test(db) ? Number(db) : db
-  if (!Number.isInteger(number) || number < 0) throw invalidArgValue(name, `must be a database number >= 0. Received ${db}`)
+  if (!Number.isInteger(number) || number < 0 || number > MAX_DB) {
+    throw invalidArgValue(name, `must be a database number from 0 to ${MAX_DB}.${received}`)
+  }
   return number
 }
 
@@ -77,10 +83,18 @@ function parseUrl(text, name) {
   return {
     host: url.hostname.replace(/^\[(.*)\]$/, '$1') || DEFAULT_HOST,
     port: url.port ? portArgument(url.port, `${name} port`) : DEFAULT_PORT,
-    username: optionalString(decodeURIComponent(url.username), `${name} username`),
-    password: optionalString(decodeURIComponent(url.password), `${name} password`),
-    db: dbArgument(db, `${name} database`),
+    username: optionalString(decodeUserinfo(url.username, text, name), `${name} username`),
+    password: optionalString(decodeUserinfo(url.password, text, name), `${name} password`),
+    db: dbArgument(db, `${name} database`, ` Received '${redactUrl(text)}'`),
     tls: url.protocol === 'rediss:' ? {} : undefined,
+  }
+}
+
+function decodeUserinfo(encoded, text, name) {
+  try {
+    return decodeURIComponent(encoded)
+  } catch {
+    throw invalidArgValue(name, `has a malformed %-escape in its user name or password. Received '${redactUrl(text)}'`)
   }
 }
 
@@ -90,7 +104,7 @@ function parseNodeOptions(options, name) {
     host: optionalString(options.host, `${name}.host`) || DEFAULT_HOST,
     port: options.port === undefined || options.port === null ? DEFAULT_PORT : portArgument(options.port, `${name}.port`),
     username: optionalString(options.username, `${name}.username`),
-    password: optionalString(options.password, `${name}.password`),
+    password: optionalString(options.password, `${name}.password`, { secret: true }),
     db: dbArgument(options.db, `${name}.db`),
     tls: tlsOptions(options.tls, `${name}.tls`),
   }
@@ -128,9 +142,10 @@ function parseNode(target, name) {
 function parseMemory(target) {
   if (typeof target !== 'string' || !/^memory:/i.test(target)) return undefined
   if (!target.startsWith('memory://')) {
-    throw invalidArgValue('target', `must be 'memory://' or 'memory://<name>'. Received '${target}'`)
+    throw invalidArgValue('target', `must be 'memory://' or 'memory://<name>'. Received '${redactUrl(target)}'`)
   }
-  return { store: target.slice('memory://'.length) }
+  // Store names, like keys, must reach the native side as given (see `wellFormedString`).
+  return { store: wellFormedString(target.slice('memory://'.length), 'target') }
 }
 
 /**
@@ -147,11 +162,13 @@ function resolveTarget(target, defaults) {
     // Settings written on the target itself win; with several nodes, the first node's do.
     if (parsed.length > 0 && parsed[0].overrides[field] !== undefined) connection[field] = parsed[0].overrides[field]
   }
-  durationArgument(connection.connectTimeout, 'connectTimeout')
-  durationArgument(connection.commandTimeout, 'commandTimeout')
+  // Whole ms, rounded up as ttl and wait are: the native side would cut 0.5 down to 0.
+  connection.connectTimeout = Math.ceil(durationArgument(connection.connectTimeout, 'connectTimeout'))
+  connection.commandTimeout = Math.ceil(durationArgument(connection.commandTimeout, 'commandTimeout'))
   if (typeof connection.keyPrefix !== 'string') throw invalidArgType('keyPrefix', 'of type string', connection.keyPrefix)
+  wellFormedString(connection.keyPrefix, 'keyPrefix')
   if (typeof connection.driftFactor !== 'number' || !(connection.driftFactor >= 0 && connection.driftFactor < 1)) {
-    throw invalidArgValue('driftFactor', `must be a number from 0 to below 1. Received ${connection.driftFactor}`)
+    throw invalidArgValue('driftFactor', `must be a number from 0 to below 1.${describe(connection.driftFactor)}`)
   }
   const nodes = parsed.map(({ node }) => node)
   return {
@@ -172,7 +189,8 @@ function parseRedlock(targets) {
   if (targets.length < 2) {
     throw invalidArgValue('target', `must list at least 2 servers for Redlock. Received ${targets.length}`)
   }
-  return targets.map((each, index) => parseNode(each, `target[${index}]`))
+  // Every index: `map` would skip holes, leaving nodes undefined.
+  return Array.from(targets, (each, index) => parseNode(each, `target[${index}]`))
 }
 
 /** `redis://user:***@host:port/db`: how a target shows in inspect output and messages. */
@@ -182,8 +200,21 @@ function describeNode({ host, port, username, password, db, tls }) {
   return `${tls ? 'rediss' : 'redis'}://${auth}${shownHost}:${port}${db ? `/${db}` : ''}`
 }
 
+/**
+ * `text` fit to show: whatever stands between `://` (or the start, without one) and the last `@`
+ * is user info, of which only the user name shows, and query values are hidden. A password that
+ * holds `/`, `?`, `#`, `@` or `:` unescaped therefore never shows, even in a URL that does not parse.
+ */
 function redactUrl(text) {
-  return String(text).replace(/\/\/([^@/]*):[^@/]*@/, '//$1:***@')
+  const shown = String(text)
+  const at = shown.lastIndexOf('@')
+  const scheme = shown.indexOf('://')
+  const start = scheme >= 0 && scheme < at ? scheme + 3 : 0
+  const userinfo = at >= 0 ? shown.slice(start, at) : ''
+  const colon = userinfo.indexOf(':')
+  const user = colon >= 0 ? `${userinfo.slice(0, colon)}:***@` : at >= 0 ? `${userinfo}@` : ''
+  const rest = shown.slice(at + 1).replace(/([?&;][^=&;#]*=)[^&;#]*/g, '$1***')
+  return `${shown.slice(0, start)}${user}${rest}`
 }
 
 module.exports = { resolveTarget, redactUrl }

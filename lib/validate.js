@@ -2,19 +2,40 @@
 
 const { invalidArgType, outOfRange, invalidArgValue } = require('./errors')
 
+// A lone surrogate becomes U+FFFD on its way to Rust, so distinct keys would share one lock.
+// `String.prototype.isWellFormed` is Node 20+. Before it, a regular expression: in unicode mode a
+// pair is one code point, so `\p{Surrogate}` matches only a lone surrogate.
+const LONE_SURROGATE = /\p{Surrogate}/u
+const isWellFormed = typeof String.prototype.isWellFormed === 'function'
+  ? (text) => text.isWellFormed()
+  : (text) => !LONE_SURROGATE.test(text)
+
+/** `text` if it is valid UTF-16, so that the native side gets exactly the string given. */
+function wellFormedString(text, name) {
+  if (!isWellFormed(text)) throw invalidArgValue(name, 'must be a valid UTF-16 string (it contains a lone surrogate)')
+  return text
+}
+
+function keyString(key, name) {
+  if (key.length === 0) throw invalidArgValue(name, 'must be a non-empty string. Received \'\'')
+  return wellFormedString(key, name)
+}
+
 /** A key or an array of keys, as a non-empty array of non-empty strings. */
 function keysArgument(key, name = 'key') {
-  if (typeof key === 'string') {
-    if (key.length === 0) throw invalidArgValue(name, 'must be a non-empty string. Received \'\'')
-    return [key]
-  }
+  if (typeof key === 'string') return [keyString(key, name)]
   if (!Array.isArray(key)) throw invalidArgType(name, 'of type string or an array of strings', key)
-  if (key.length === 0) throw invalidArgValue(name, 'must not be an empty array')
-  key.forEach((each, index) => {
+  const { length } = key
+  if (length === 0) throw invalidArgValue(name, 'must not be an empty array')
+  // Every index, holes included (forEach and map skip them), each read once: what was checked
+  // is what goes to the native side.
+  const keys = []
+  for (let index = 0; index < length; index++) {
+    const each = key[index]
     if (typeof each !== 'string') throw invalidArgType(`${name}[${index}]`, 'of type string', each)
-    if (each.length === 0) throw invalidArgValue(`${name}[${index}]`, 'must be a non-empty string. Received \'\'')
-  })
-  return key.slice()
+    keys.push(keyString(each, `${name}[${index}]`))
+  }
+  return keys
 }
 
 /** A duration in ms: finite and > 0, or also Infinity / 0 where allowed. */
@@ -57,4 +78,4 @@ function functionArgument(fn, name) {
   return fn
 }
 
-module.exports = { keysArgument, durationArgument, objectArgument, acquireOptions, functionArgument }
+module.exports = { keysArgument, wellFormedString, durationArgument, objectArgument, acquireOptions, functionArgument }

@@ -11,6 +11,8 @@ const tls = require('node:tls')
 
 // After a failure the wire stays down this long; the native connection carries everything meanwhile.
 const REOPEN_DELAY_MS = 1000
+// setTimeout's longest delay: a longer one fires at once (with a TimeoutOverflowWarning).
+const MAX_TIMER_MS = 2 ** 31 - 1
 
 class Wire {
   /**
@@ -97,7 +99,7 @@ class Wire {
   // One timer serves every command: it fires when nothing was answered for a whole period.
   arm(ms) {
     this.answered = false
-    this.timer = setTimeout(this.onTimer, ms)
+    this.timer = setTimeout(this.onTimer, Math.min(ms, MAX_TIMER_MS))
     this.timer.unref()
   }
 
