@@ -7,30 +7,18 @@
 // can keep exclusion): exclusion still holds; fences are best effort there (README), so only
 // reported.
 
-const path = require('node:path')
 const { startRedisSet, startRedis, stopAll } = require('../helpers/redis-server')
-const { ProcessPool } = require('./support/pool')
 const { FencedResource } = require('./support/fenced-resource')
-const { faultServer, pauseHolder, judge, judgeHold, describeTimeline } = require('./support/chaos')
+const {
+  TTL, BOUNDS, ABORT_AFTER_RESUME_MS, startChaosPool, pauseRandomHolder, faultServer, judge, judgeHold, describeTimeline,
+} = require('./support/chaos')
 const { SEED, size, random, now, sleep, report, few, none } = require('./support/torture')
 
-const WORKER = path.join(__dirname, 'support', 'chaos-worker.js')
 const NODES = 5
 const MAX_FAULTED = 2
-const WORKERS = 6
 const KEYS = ['redlock:a', 'redlock:b', 'redlock:c']
-const TTL = 1000
-const CONNECT_TIMEOUT = 1000
-const COMMAND_TIMEOUT = 1000
-const WAIT = 2000
-const MARGIN = 1500
-const BOUNDS = {
-  acquire: CONNECT_TIMEOUT + COMMAND_TIMEOUT + WAIT + MARGIN,
-  release: CONNECT_TIMEOUT + COMMAND_TIMEOUT + MARGIN,
-}
 const PHASE_MS = { clean: size(14000, 300000), lossy: size(12000, 300000) }
 const RECOVERY_MS = size(2000, 10000)
-const ABORT_AFTER_RESUME_MS = 1000
 const NODE_FAULTS = {
   clean: ['pause-redis', 'client-kill-normal', 'client-kill-pubsub', 'script-flush'],
   lossy: ['pause-redis', 'kill-restart', 'client-kill-normal', 'script-flush'],
@@ -52,22 +40,7 @@ test('6 processes on 5 Redlock nodes, ≤ 2 faulted: no overlap; strictly rising
   const nodes = await startRedisSet(NODES)
   const observer = await startRedis()
   resource = new FencedResource(observer.url)
-  pool = new ProcessPool(WORKER, WORKERS, (id) => ({
-    id,
-    target: nodes.map((node) => node.url),
-    observer: observer.url,
-    keys: KEYS,
-    loops: 2,
-    ttl: TTL,
-    wait: WAIT,
-    connectTimeout: CONNECT_TIMEOUT,
-    commandTimeout: COMMAND_TIMEOUT,
-    workMax: 5,
-    acquireShare: 0.2,
-    seed: SEED * 37 + id,
-    bounds: BOUNDS,
-  }))
-  await pool.ready()
+  pool = await startChaosPool({ target: nodes.map((node) => node.url), observer: observer.url, keys: KEYS, seed: SEED * 37 })
 
   const timeline = []
   const t0 = now()
@@ -80,13 +53,7 @@ test('6 processes on 5 Redlock nodes, ≤ 2 faulted: no overlap; strictly rising
       if (rng() < 0.2) {
         timeline.push({
           phase,
-          ...await pauseHolder(pool, rng.int(0, WORKERS - 1), {
-            key: rng.pick(KEYS),
-            holdId: ++holdId,
-            pauseMs: 2 * TTL + rng.int(0, 1000),
-            holdingWithin: 2 * BOUNDS.acquire,
-            heldWithin: TTL + COMMAND_TIMEOUT + 5000,
-          }),
+          ...await pauseRandomHolder(pool, rng, { keys: KEYS, holdId: ++holdId }),
         })
       } else {
         // One or two distinct nodes, each with its own fault, at the same time.

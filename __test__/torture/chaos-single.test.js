@@ -5,30 +5,16 @@
 // flushes its scripts, and pauses a holder process past its TTL. A separate observer Redis,
 // never faulted, judges: who is inside each critical section, and a fenced resource.
 
-const path = require('node:path')
 const { startRedis, stopAll } = require('../helpers/redis-server')
-const { ProcessPool } = require('./support/pool')
 const { FencedResource } = require('./support/fenced-resource')
-const { faultServer, pauseHolder, judge, judgeHold, describeTimeline } = require('./support/chaos')
+const {
+  BOUNDS, ABORT_AFTER_RESUME_MS, startChaosPool, pauseRandomHolder, faultServer, judge, judgeHold, describeTimeline,
+} = require('./support/chaos')
 const { SEED, size, random, now, sleep, report, few, none } = require('./support/torture')
 
-const WORKER = path.join(__dirname, 'support', 'chaos-worker.js')
-const WORKERS = 6
 const KEYS = ['chaos:a', 'chaos:b', 'chaos:c']
-const TTL = 1000
-const CONNECT_TIMEOUT = 1000
-const COMMAND_TIMEOUT = 1000
-const WAIT = 2000
-// Scheduling slack on 2 busy cores; the bounds stay far below "hangs".
-const MARGIN = 1500
-const BOUNDS = {
-  acquire: CONNECT_TIMEOUT + COMMAND_TIMEOUT + WAIT + MARGIN,
-  release: CONNECT_TIMEOUT + COMMAND_TIMEOUT + MARGIN,
-}
 const CHAOS_MS = size(25000, 600000)
 const RECOVERY_MS = size(3000, 10000)
-// A paused holder's watchdog runs as soon as the process does: the loss is due at once.
-const ABORT_AFTER_RESUME_MS = 1000
 const FAULTS = ['pause-redis', 'kill-restart', 'client-kill-normal', 'client-kill-pubsub', 'script-flush', 'pause-holder']
 
 let pool
@@ -45,22 +31,7 @@ test('6 processes, 3 keys, one faulted Redis: no overlap, fences rise across res
   const lockServer = await startRedis()
   const observer = await startRedis()
   resource = new FencedResource(observer.url)
-  pool = new ProcessPool(WORKER, WORKERS, (id) => ({
-    id,
-    target: lockServer.url,
-    observer: observer.url,
-    keys: KEYS,
-    loops: 2,
-    ttl: TTL,
-    wait: WAIT,
-    connectTimeout: CONNECT_TIMEOUT,
-    commandTimeout: COMMAND_TIMEOUT,
-    workMax: 5,
-    acquireShare: 0.2,
-    seed: SEED * 31 + id,
-    bounds: BOUNDS,
-  }))
-  await pool.ready()
+  pool = await startChaosPool({ target: lockServer.url, observer: observer.url, keys: KEYS, seed: SEED * 31 })
 
   const timeline = []
   const startedAt = now()
@@ -70,13 +41,7 @@ test('6 processes, 3 keys, one faulted Redis: no overlap, fences rise across res
     for (const fault of rng.shuffle(FAULTS)) {
       if (now() - startedAt >= CHAOS_MS) break
       if (fault === 'pause-holder') {
-        timeline.push(await pauseHolder(pool, rng.int(0, WORKERS - 1), {
-          key: rng.pick(KEYS),
-          holdId: ++holdId,
-          pauseMs: 2 * TTL + rng.int(0, 1000),
-          holdingWithin: 2 * BOUNDS.acquire,
-          heldWithin: TTL + COMMAND_TIMEOUT + 5000,
-        }))
+        timeline.push(await pauseRandomHolder(pool, rng, { keys: KEYS, holdId: ++holdId }))
       } else {
         timeline.push(await faultServer(fault, lockServer, { rng }))
       }

@@ -154,12 +154,17 @@ impl NativeLocker {
             .as_ref()
             .map(RefCell::borrow_mut)
             .filter(|wire| wire.is_ready());
+        // Refused whole, before anything starts: JS then submits the requests one by one.
+        let kinds = numbers
+            .chunks_exact(REQUEST_FIELDS)
+            .map(|fields| RequestKind::try_from(fields[0]))
+            .collect::<napi::Result<Vec<_>>>()?;
         let mut keys = keys.into_iter();
-        let mut requests = Vec::with_capacity(numbers.len() / REQUEST_FIELDS);
-        for fields in numbers.chunks_exact(REQUEST_FIELDS) {
+        let mut requests = Vec::with_capacity(kinds.len());
+        for (fields, kind) in numbers.chunks_exact(REQUEST_FIELDS).zip(kinds) {
             let op = fields[1] as u32;
-            let request = match fields[0] as u8 {
-                ACQUIRE => {
+            let request = match kind {
+                RequestKind::Acquire => {
                     let flags = fields[4] as u8;
                     let cancel = (flags & CANCELLABLE != 0).then(|| self.cancellable(op));
                     Request::Acquire {
@@ -176,20 +181,15 @@ impl NativeLocker {
                         watchdog: upkeep(flags),
                     }
                 }
-                RELEASE => Request::Release {
+                RequestKind::Release => Request::Release {
                     op,
                     id: fields[2] as u32,
                 },
-                EXTEND => Request::Extend {
+                RequestKind::Extend => Request::Extend {
                     op,
                     id: fields[2] as u32,
                     ttl: fields[3],
                 },
-                kind => {
-                    return Err(napi::Error::from_reason(format!(
-                        "unknown request kind {kind}"
-                    )))
-                }
             };
             match &mut wire {
                 Some(wire) => requests.extend(self.onto_wire(wire, request)),
@@ -293,9 +293,28 @@ fn no_wire() -> napi::Error {
 
 /// Numbers per request in [`NativeLocker::submit`]: kind, op, three values, key count.
 const REQUEST_FIELDS: usize = 6;
-const ACQUIRE: u8 = 0;
-const RELEASE: u8 = 1;
-const EXTEND: u8 = 2;
+/// The first number of each request in [`NativeLocker::submit`].
+enum RequestKind {
+    Acquire,
+    Release,
+    Extend,
+}
+
+impl TryFrom<f64> for RequestKind {
+    type Error = napi::Error;
+
+    fn try_from(kind: f64) -> napi::Result<Self> {
+        match kind as u8 {
+            0 => Ok(Self::Acquire),
+            1 => Ok(Self::Release),
+            2 => Ok(Self::Extend),
+            other => Err(napi::Error::from_reason(format!(
+                "unknown request kind {other}"
+            ))),
+        }
+    }
+}
+
 const CANCELLABLE: u8 = 1;
 const WATCHDOG: u8 = 2;
 const WATCH_LEASE: u8 = 4;

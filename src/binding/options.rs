@@ -65,16 +65,21 @@ impl TryFrom<LockerOptions> for LockerConfig {
             config.key_prefix = prefix;
         }
         if let Some(ms) = options.connect_timeout {
-            config.connect_timeout = Duration::from_millis(ms as u64);
+            config.connect_timeout = whole_millis(ms);
         }
         if let Some(ms) = options.command_timeout {
-            config.command_timeout = Duration::from_millis(ms as u64);
+            config.command_timeout = whole_millis(ms);
         }
         if let Some(factor) = options.drift_factor {
             config.drift_factor = factor;
         }
         Ok(config)
     }
+}
+
+/// `ms` rounded up: a fraction of a millisecond must not become no time at all.
+fn whole_millis(ms: f64) -> Duration {
+    Duration::from_millis(ms.max(0.0).ceil() as u64)
 }
 
 impl From<NodeOptions> for NodeConfig {

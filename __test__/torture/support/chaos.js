@@ -3,8 +3,58 @@
 // The faults the chaos tests apply to redis-server processes and to holder processes, and the
 // bookkeeping that judges the run afterwards.
 
+const path = require('node:path')
 const Redis = require('ioredis')
+const { ProcessPool } = require('./pool')
 const { now, sleep } = require('./torture')
+
+// The settings both chaos files give their worker processes.
+const WORKER = path.join(__dirname, 'chaos-worker.js')
+const WORKERS = 6
+const TTL = 1000
+const CONNECT_TIMEOUT = 1000
+const COMMAND_TIMEOUT = 1000
+const WAIT = 2000
+// Scheduling slack on 2 busy cores; the bounds stay far below "hangs".
+const MARGIN = 1500
+const BOUNDS = {
+  acquire: CONNECT_TIMEOUT + COMMAND_TIMEOUT + WAIT + MARGIN,
+  release: CONNECT_TIMEOUT + COMMAND_TIMEOUT + MARGIN,
+}
+// A paused holder's watchdog runs as soon as the process does: the loss is due at once.
+const ABORT_AFTER_RESUME_MS = 1000
+
+/** Starts the worker processes: each hammers `keys` on `target`, judged on `observer`. */
+async function startChaosPool({ target, observer, keys, seed }) {
+  const pool = new ProcessPool(WORKER, WORKERS, (id) => ({
+    id,
+    target,
+    observer,
+    keys,
+    loops: 2,
+    ttl: TTL,
+    wait: WAIT,
+    connectTimeout: CONNECT_TIMEOUT,
+    commandTimeout: COMMAND_TIMEOUT,
+    workMax: 5,
+    acquireShare: 0.2,
+    seed: seed + id,
+    bounds: BOUNDS,
+  }))
+  await pool.ready()
+  return pool
+}
+
+/** Pauses one random worker while it holds a key of `keys`, past the TTL. */
+function pauseRandomHolder(pool, rng, { keys, holdId }) {
+  return pauseHolder(pool, rng.int(0, WORKERS - 1), {
+    key: rng.pick(keys),
+    holdId,
+    pauseMs: 2 * TTL + rng.int(0, 1000),
+    holdingWithin: 2 * BOUNDS.acquire,
+    heldWithin: TTL + COMMAND_TIMEOUT + 5000,
+  })
+}
 
 /** Runs one command on `server` over a connection of its own, which it closes again. */
 async function admin(server, ...args) {
@@ -191,4 +241,10 @@ function describeTimeline(timeline, t0) {
   return timeline.map((entry) => (entry.faults ? `[${entry.faults.map(one).join(' + ')}]` : one(entry))).join(', ')
 }
 
-module.exports = { admin, faultServer, pauseHolder, parseWho, lostWithData, sumStats, judge, judgeHold, describeTimeline }
+module.exports = {
+  TTL,
+  BOUNDS,
+  ABORT_AFTER_RESUME_MS,
+  startChaosPool,
+  pauseRandomHolder,
+  admin, faultServer, pauseHolder, parseWho, lostWithData, sumStats, judge, judgeHold, describeTimeline }
