@@ -6,6 +6,7 @@
 // timers or the native side could not take, and what the fuzzer (torture/fuzz.test.js) found.
 
 const { startRedis, stopAll } = require('./helpers/redis-server')
+const { thrownBy } = require('./helpers/thrown')
 const { Locker, Lock, configure, close } = require('..')
 const Redlock = require('ironlock/redlock')
 
@@ -31,15 +32,6 @@ function within(promise, ms = 2000) {
     timer = setTimeout(() => reject(new Error(`still pending after ${ms} ms`)), ms)
   })
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
-}
-
-function thrownBy(construct) {
-  try {
-    construct()
-  } catch (error) {
-    return error
-  }
-  throw new Error('did not throw')
 }
 
 const holes = [[['a', , 'b'], 'key[1]'], [[,], 'key[0]'], [new Array(3), 'key[0]'], [['a', undefined], 'key[1]']]

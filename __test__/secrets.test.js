@@ -8,6 +8,7 @@
 const { inspect } = require('node:util')
 const IORedis = require('ioredis')
 const { startRedis, startRedisSet, stopAll } = require('./helpers/redis-server')
+const { thrownBy } = require('./helpers/thrown')
 const { Locker, configure, close } = require('..')
 const Redlock = require('ironlock/redlock')
 
@@ -55,15 +56,6 @@ function expectNoSecret(value, what) {
       if (text.includes(marker)) throw new Error(`${what} shows a password (${marker}):\n${text}`)
     }
   }
-}
-
-function thrownBy(construct) {
-  try {
-    construct()
-  } catch (error) {
-    return error
-  }
-  throw new Error('did not throw')
 }
 
 function locker(target, defaults) {

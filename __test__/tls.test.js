@@ -5,10 +5,9 @@
 const { execFile, execFileSync } = require('node:child_process')
 const { promisify } = require('node:util')
 const fs = require('node:fs')
-const net = require('node:net')
 const os = require('node:os')
 const path = require('node:path')
-const { startRedis, stopAll } = require('./helpers/redis-server')
+const { startRedis, stopAll, freePort } = require('./helpers/redis-server')
 const { Locker, LockConnectionError } = require('..')
 
 let dir
@@ -26,17 +25,6 @@ function makeCertificates() {
   openssl('x509', '-req', '-in', 'server.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'server.crt', '-days', '2', '-extfile', 'ext.cnf')
   // A second CA that did not sign the server's certificate.
   openssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'other.key', '-out', 'other.crt', '-days', '2', '-subj', '/CN=someone-else')
-}
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const probe = net.createServer()
-    probe.on('error', reject)
-    probe.listen(0, '127.0.0.1', () => {
-      const { port } = probe.address()
-      probe.close(() => resolve(port))
-    })
-  })
 }
 
 beforeAll(async () => {

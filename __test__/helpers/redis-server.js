@@ -385,4 +385,9 @@ function stopAll () {
   return registry.stopAll()
 }
 
-module.exports = { startRedis, startRedisSet, startCluster, stopAll }
+/** A loopback port nothing listened on a moment ago (for a server of a test's own, or none). */
+function freePort () {
+  return probePort(0)
+}
+
+module.exports = { startRedis, startRedisSet, startCluster, stopAll, freePort }

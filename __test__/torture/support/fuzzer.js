@@ -14,10 +14,9 @@
 // IRONLOCK_FUZZ_CALLS sets its length (default 10000). The last line of output is
 // `FUZZ-SUMMARY <json>`; the exit code is 0 when the invariant held.
 
-const net = require('node:net')
 const { randomInt } = require('node:crypto')
 const { inspect } = require('node:util')
-const { startRedis, stopAll } = require('../../helpers/redis-server')
+const { startRedis, stopAll, freePort } = require('../../helpers/redis-server')
 
 // The default locker (top-level functions, after `close()`) comes from REDIS_URL: a store of its
 // own, never the Redis on 6379.
@@ -512,25 +511,13 @@ async function refillHeld() {
   }
 }
 
-/** A free port on which nothing listens: connections are refused. */
-function deadPort() {
-  return new Promise((resolve, reject) => {
-    const probe = net.createServer()
-    probe.once('error', reject)
-    probe.listen(0, '127.0.0.1', () => {
-      const { port } = probe.address()
-      probe.close(() => resolve(port))
-    })
-  })
-}
-
 async function main() {
   process.on('uncaughtException', (error) => uncaught.push(describeError(error)))
   process.on('unhandledRejection', (reason) => unhandled.push(describeError(reason)))
   process.on('warning', (warning) => warnings.push(`${warning.name}: ${warning.message}`))
   const started = Date.now()
   server = await startRedis()
-  deadUrl = `redis://127.0.0.1:${await deadPort()}`
+  deadUrl = `redis://127.0.0.1:${await freePort()}`
   lockers.memory = new Locker('memory://')
   lockers.redis = new Locker(server.url, { connectTimeout: 2000, commandTimeout: 2000 })
 
