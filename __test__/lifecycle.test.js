@@ -3,7 +3,7 @@
 const { execFile } = require('node:child_process')
 const path = require('node:path')
 const { promisify } = require('node:util')
-const { startRedis, stopAll } = require('./helpers/redis-server')
+const { startRedis, startRedisSet, stopAll } = require('./helpers/redis-server')
 const ironlock = require('..')
 
 const run = promisify(execFile)
@@ -119,4 +119,46 @@ test('release and extend after close() reject instead of hanging', async () => {
   await locker.close()
   await expect(lock.release()).rejects.toThrow(ironlock.LockConnectionError)
   await expect(lock.extend(1000)).rejects.toThrow(ironlock.LockConnectionError)
+})
+
+describe('after close() resolves, none of the locker\'s connections is open', () => {
+  /** Client ids on `client`'s server other than `client`'s own. */
+  async function otherConnections(client) {
+    const own = await client.client('ID')
+    return (await client.client('LIST')).split('\n').filter((line) => line && !line.startsWith(`id=${own} `))
+  }
+
+  async function expectNoneLeft(clients) {
+    // The server hears each close a moment after the socket is closed.
+    for (let attempt = 0; ; attempt++) {
+      const left = (await Promise.all(clients.map(otherConnections))).flat()
+      if (left.length === 0 || attempt === 20) return expect(left).toEqual([])
+      await new Promise((resolve) => setTimeout(resolve, 50))
+    }
+  }
+
+  /** 20 lockers, each with a holder and a waiter (so a pub/sub connection too), then closed. */
+  async function useAndClose(target, clients) {
+    const lockers = Array.from({ length: 20 }, () => new ironlock.Locker(target))
+    await Promise.all(lockers.map(async (locker, i) => {
+      const held = await locker.acquire(`closing:${i}`, { ttl: 5000 })
+      const waiting = locker.acquire(`closing:${i}`, { wait: 5000 })
+      await new Promise((resolve) => setTimeout(resolve, 50))
+      await held.release()
+      await (await waiting).release()
+    }))
+    expect((await Promise.all(clients.map(otherConnections))).flat().length).toBeGreaterThanOrEqual(20)
+    await Promise.all(lockers.map((locker) => locker.close()))
+    await expectNoneLeft(clients)
+  }
+
+  test('one Redis', async () => {
+    await useAndClose(server.url, [redis])
+  })
+
+  test('Redlock', async () => {
+    const nodes = await startRedisSet(3)
+    const clients = nodes.map((node) => node.client())
+    await useAndClose(nodes.map((node) => node.url), clients)
+  })
 })
