@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 'use strict'
 
-// `npx ironlock <command>`. Exit codes: 0 done, 1 the command failed, 2 bad usage.
+// `npx ironlock <command>`. Exit codes: 0 done (and --help, --version), 1 the command failed,
+// 2 bad usage.
 
 const { parseArgs } = require('node:util')
 
@@ -14,15 +15,15 @@ Commands:
 
 Options:
   -h, --help          show this text
+  -v, --version       show ironlock's version
 `
 
 const EXIT_FAILED = 1
 const EXIT_USAGE = 2
 
-/** Usage text and exit code 2: on stdout when asked for with --help, else on stderr after `problem`. */
+/** The usage text on stderr after `problem`, and exit code 2. */
 function usage(problem) {
-  if (problem === undefined) process.stdout.write(USAGE)
-  else process.stderr.write(`ironlock: ${problem}\n\n${USAGE}`)
+  process.stderr.write(`ironlock: ${problem}\n\n${USAGE}`)
   process.exitCode = EXIT_USAGE
 }
 
@@ -31,7 +32,11 @@ async function main(argv) {
   try {
     parsed = parseArgs({
       args: argv,
-      options: { redis: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+      options: {
+        redis: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+        version: { type: 'boolean', short: 'v' },
+      },
       allowPositionals: true,
     })
   } catch (error) {
@@ -39,7 +44,8 @@ async function main(argv) {
   }
   const { values, positionals } = parsed
   const [command, ...extra] = positionals
-  if (values.help) return usage()
+  if (values.help) return process.stdout.write(USAGE)
+  if (values.version) return process.stdout.write(`${require('../package.json').version}\n`)
   if (command !== 'demo') return usage(command === undefined ? 'no command given' : `unknown command '${command}'`)
   if (extra.length > 0) return usage(`unexpected argument '${extra[0]}'`)
 

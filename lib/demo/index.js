@@ -118,21 +118,24 @@ async function runOneWay(store, way, stockKey) {
 async function runDemo({ redisUrl } = {}) {
   const store = redisUrl === undefined ? new SimulatedRedis() : await RedisStore.connect(redisUrl)
   const namespace = `ironlock-demo:${randomUUID()}:`
-  const keys = { stock: `${namespace}stock`, handRolledLock: `${namespace}nx-lock`, ironlock: `${namespace}ironlock` }
+  const keys = { stock: `${namespace}stock`, handRolledLock: `${namespace}nx-lock` }
   let locker
   try {
-    locker = new Locker(store.lockerTarget)
+    // Under the demo's namespace too, ironlock's fencing counter included, so the demo cleans up
+    // every key it made.
+    locker = new Locker(store.lockerTarget, { keyPrefix: namespace })
     const ways = [
       withoutLock(),
       fixedValueLock(store, keys.handRolledLock),
-      ironlockUsing(locker, keys.ironlock, store.uncountedLockerCommandsPerOrder),
+      ironlockUsing(locker, 'ironlock', store.uncountedLockerCommandsPerOrder),
     ]
     const results = []
     for (const way of ways) results.push(await runOneWay(store, way, keys.stock))
     return report(store.description, results)
   } finally {
-    await Promise.all([store.del(keys.stock), store.del(keys.handRolledLock)])
-    await Promise.all([locker?.close(), store.close()])
+    await locker?.close()
+    await store.deleteNamespace(namespace)
+    await store.close()
   }
 }
 

@@ -71,6 +71,13 @@ class RedisStore {
     return this.#client.del(key)
   }
 
+  /** Deletes every key that starts with `prefix` (which holds no glob characters). */
+  async deleteNamespace(prefix) {
+    for await (const keys of this.#client.scanStream({ match: `${prefix}*`, count: 1000 })) {
+      if (keys.length > 0) await this.#client.del(...keys)
+    }
+  }
+
   /** Calls of every command since the server's stats were last reset (other clients' included). */
   async commandsProcessed() {
     const stats = await this.#client.info('commandstats')

@@ -49,6 +49,11 @@ class SimulatedRedis {
     this.#entries.delete(key)
   }
 
+  /** Deletes every key that starts with `prefix`: the demo's clean-up, not counted. */
+  async deleteNamespace(prefix) {
+    for (const key of this.#entries.keys()) if (key.startsWith(prefix)) this.#entries.delete(key)
+  }
+
   /** Commands served so far; the demo reads it before and after each run. */
   async commandsProcessed() {
     return this.#commands
