@@ -39,10 +39,10 @@ export interface IoredisLike {
 export type NodeTarget = string | RedisOptions | IoredisLike
 
 /**
- * Where the locks live: one Redis, an array of 2+ independent masters (Redlock, quorum
- * `floor(N/2)+1`), or `'memory://'` / `'memory://<name>'`: an in-process store that excludes only
- * within this process (`memory://` is the locker's own; a named one is shared by every locker on
- * that name).
+ * Where the locks live: one Redis (also as an array of one), an array of 2+ independent masters
+ * (Redlock, quorum `floor(N/2)+1`), or `'memory://'` / `'memory://<name>'`: an in-process store
+ * that excludes only within this process (`memory://` is the locker's own; a named one is shared
+ * by every locker on that name).
  */
 export type Target = NodeTarget | NodeTarget[]
 
@@ -81,7 +81,7 @@ export declare class Lock {
   readonly key: string
   /** The keys as given, without the prefix. */
   readonly keys: readonly string[]
-  /** The value stored in Redis (uuid v4). */
+  /** The value stored in Redis: a uuid v4 starting with `10c4ed00`, the mark of an ironlock holder. */
   readonly token: string
   /**
    * Fencing token: grows strictly with every acquisition of the key, also across a Redis restart

@@ -245,3 +245,76 @@ describe('found by the fuzzer', () => {
     expect(error.code).toMatch(/^ERR_INVALID_ARG_/)
   })
 })
+
+// A typo such as `tll` used to be ignored: the lock got the default 30 s instead (issue 12).
+describe('an option name ironlock does not know is ERR_INVALID_ARG_VALUE, naming it and the one meant', () => {
+  /** The error of `call` (a throw or a rejection), checked to name `name` and suggest `meant`. */
+  async function expectUnknown(call, name, meant) {
+    let error
+    try {
+      error = await within(Promise.resolve(call()).then(() => new Error('did not fail'), (e) => e))
+    } catch (thrown) {
+      error = thrown
+    }
+    expect(error).toBeInstanceOf(RangeError)
+    expect(error.code).toBe('ERR_INVALID_ARG_VALUE')
+    expect(error.message).toContain(`'${name}'`)
+    if (meant === undefined) expect(error.message).not.toContain('Did you mean')
+    else expect(error.message).toContain(`Did you mean '${meant}'?`)
+    return error
+  }
+
+  test.each(['memory', 'redis'])('acquire, tryAcquire and using (%s); the key stays free', async (target) => {
+    const locker = lockers[target]
+    const key = `typo-${target}`
+    await expectUnknown(() => locker.acquire(key, { tll: 1000 }), 'options.tll', 'ttl')
+    await expectUnknown(() => locker.tryAcquire(key, { wiat: 0 }), 'options.wiat', 'wait')
+    await expectUnknown(() => locker.using(key, { autoextend: false }, () => {}), 'options.autoextend', 'autoExtend')
+    await expectUnknown(() => locker.acquire(key, { ttl: 1000, retries: 3 }), 'options.retries', undefined)
+    const lock = await locker.tryAcquire(key)
+    expect(lock).not.toBeNull()
+    expect(await lock.release()).toBe(true)
+  })
+
+  test('the top-level functions of the default locker', async () => {
+    configure('memory://')
+    await expectUnknown(() => require('..').acquire('typo-default', { tll: 1000 }), 'options.tll', 'ttl')
+    await expectUnknown(() => require('..').tryAcquire('typo-default', { sginal: null }), 'options.sginal', 'signal')
+    await expectUnknown(() => require('..').using('typo-default', { tll: 1000 }, () => {}), 'options.tll', 'ttl')
+  })
+
+  test('new Locker() and configure() defaults, lock options and connection options alike', async () => {
+    for (const construct of [(defaults) => new Locker(server.url, defaults), (defaults) => configure(server.url, defaults)]) {
+      await expectUnknown(() => construct({ tll: 1000 }), 'defaults.tll', 'ttl')
+      await expectUnknown(() => construct({ connectTimout: 500 }), 'defaults.connectTimout', 'connectTimeout')
+      await expectUnknown(() => construct({ keyprefix: 'app:' }), 'defaults.keyprefix', 'keyPrefix')
+      // Options of a single call are not defaults.
+      await expectUnknown(() => construct({ signal: new AbortController().signal }), 'defaults.signal', undefined)
+    }
+  })
+
+  test('a target written as options, alone or as a Redlock node; an ioredis client is not checked', async () => {
+    const port = server.port
+    await expectUnknown(() => new Locker({ host: '127.0.0.1', port, passwrod: 'x' }), 'target.passwrod', 'password')
+    await expectUnknown(() => configure({ port, lazyConnect: true }), 'target.lazyConnect', undefined)
+    await expectUnknown(() => new Locker([server.url, { port, hots: '127.0.0.1' }]), 'target[1].hots', 'host')
+    // An ioredis client's options hold many more names; it keeps working.
+    const client = server.client()
+    expect(Object.keys(client.options).length).toBeGreaterThan(20)
+    const locker = new Locker(client)
+    try {
+      expect(await (await locker.acquire('typo-ioredis', { ttl: 1000 })).release()).toBe(true)
+    } finally {
+      await locker.close()
+    }
+  })
+
+  test('the redlock shim keeps redlock\'s rule: settings it does not know are ignored', async () => {
+    const redlock = new Redlock([server.client()], { retryCont: 3, retryCount: 0 })
+    expect(redlock.settings.retryCount).toBe(0)
+    expect(redlock.settings).not.toHaveProperty('retryCont')
+    const lock = await redlock.acquire(['typo-shim'], 1000, { unknownSetting: true })
+    await lock.release()
+    await redlock.quit()
+  })
+})

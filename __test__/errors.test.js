@@ -195,3 +195,147 @@ describe('Redis down or stalled', () => {
     await survivor.close()
   })
 })
+
+// Issue 12: messages that named no key, the wrong operation, or a parse error of the driver.
+describe('messages say the truth', () => {
+  test('extend after a double release: the LockLostError names the key', async () => {
+    for (const target of [server.url, 'memory://']) {
+      const own = new Locker(target)
+      const lock = await own.acquire('released-twice')
+      expect(await lock.release()).toBe(true)
+      expect(await lock.release()).toBe(false)
+      const error = await lock.extend().catch((e) => e)
+      await own.close()
+      expect(error).toBeInstanceOf(LockLostError)
+      expect(error.key).toBe('released-twice')
+      expect(error.message).toContain('"released-twice"')
+      expect(error.message).toMatch(/released/)
+      expect(error.message).not.toContain('""')
+    }
+  })
+
+  test('a stalled server: acquire says locking, release releasing, extend extending (wire and native paths)', async () => {
+    const stalled = await startRedis()
+    const flaky = new Locker(stalled.url, { connectTimeout: 500, commandTimeout: 300 })
+    // Cycled until the wire is up, so the one-key release below goes on it (a two-key lock
+    // always goes on the native connection).
+    for (let cycle = 0; cycle < 20; cycle++) await (await flaky.acquire('warm-up')).release()
+    const one = await flaky.acquire('one', { ttl: 60000 })
+    const two = await flaky.acquire(['two', 'three'], { ttl: 60000 })
+    await stalled.pause()
+    try {
+      const [acquired, releasedOne, releasedTwo, extended] = await Promise.all([
+        flaky.acquire('other').catch((e) => e),
+        flaky.release(one).catch((e) => e),
+        flaky.release(two).catch((e) => e),
+        flaky.extend(one).catch((e) => e),
+      ])
+      for (const error of [acquired, releasedOne, releasedTwo, extended]) expect(error).toBeInstanceOf(LockConnectionError)
+      expect(acquired.message).toMatch(/^Redis unavailable while locking "other": /)
+      expect(releasedOne.message).toMatch(/^Redis unavailable while releasing "one": /)
+      expect(releasedTwo.message).toMatch(/^Redis unavailable while releasing "two": /)
+      expect(extended.message).toMatch(/^Redis unavailable while extending "one": /)
+    } finally {
+      await stalled.resume()
+    }
+    await flaky.close()
+  })
+
+  test('a killed server: release and extend on the native connection say releasing and extending', async () => {
+    const mortal = await startRedis()
+    const survivor = new Locker(mortal.url, { connectTimeout: 500, commandTimeout: 500 })
+    const lock = await survivor.acquire('mortal', { ttl: 60000 })
+    await mortal.kill('SIGKILL')
+    const released = await survivor.release(lock).catch((e) => e)
+    const extended = await survivor.extend(lock).catch((e) => e)
+    await survivor.close()
+    expect(released).toBeInstanceOf(LockConnectionError)
+    expect(released.message).toMatch(/^Redis unavailable while releasing "mortal": /)
+    expect(extended).toBeInstanceOf(LockConnectionError)
+    expect(extended.message).toMatch(/^Redis unavailable while extending "mortal": /)
+  })
+
+  test('Redlock: a release or extend without a majority says so, not "could not lock"', async () => {
+    const nodes = await Promise.all([startRedis(), startRedis()])
+    const redlock = new Locker(nodes.map((node) => node.url), { connectTimeout: 500, commandTimeout: 300 })
+    const lock = await redlock.acquire('quorum-words', { ttl: 60000 })
+    await Promise.all(nodes.map((node) => node.pause()))
+    try {
+      const [released, extended] = await Promise.all([
+        redlock.release(lock).catch((e) => e),
+        redlock.extend(lock).catch((e) => e),
+      ])
+      expect(released).toBeInstanceOf(QuorumError)
+      expect(released.message).toMatch(/^could not release "quorum-words" on a majority of nodes/)
+      expect(extended).toBeInstanceOf(QuorumError)
+      expect(extended.message).toMatch(/^could not extend "quorum-words" on a majority of nodes/)
+    } finally {
+      await Promise.all(nodes.map((node) => node.resume()))
+    }
+    await redlock.close()
+  })
+
+  describe('a port where something else than Redis listens', () => {
+    const http = require('node:http')
+    const net = require('node:net')
+    const { freePort } = require('./helpers/redis-server')
+    const servers = []
+    const sockets = new Set()
+
+    /** An HTTP server, or a plain TCP server that greets first (like SSH), on a free loopback port. */
+    async function listen(kind) {
+      const port = await freePort()
+      const other = kind === 'http'
+        ? http.createServer((req, res) => res.end('not redis'))
+        : net.createServer((socket) => socket.end('SSH-2.0-OpenSSH_9.6\r\n'))
+      other.on('connection', (socket) => {
+        // ironlock resets a connection it gave up on.
+        socket.on('error', () => {})
+        sockets.add(socket)
+        socket.on('close', () => sockets.delete(socket))
+      })
+      await new Promise((resolve) => other.listen(port, '127.0.0.1', resolve))
+      servers.push(other)
+      return port
+    }
+
+    afterAll(async () => {
+      for (const socket of sockets) socket.destroy()
+      await Promise.all(servers.map((other) => new Promise((resolve) => other.close(resolve))))
+    })
+
+    test.each(['http', 'tcp'])('one Redis (%s server): a LockConnectionError saying so, at once, without the password', async (kind) => {
+      const port = await listen(kind)
+      const password = 'n0t-r3dis-Pw'
+      for (const target of [`redis://127.0.0.1:${port}`, { host: '127.0.0.1', port, password }]) {
+        const wrong = new Locker(target)
+        const started = Date.now()
+        const error = await wrong.acquire('k').catch((e) => e)
+        const elapsed = Date.now() - started
+        await wrong.close()
+        expect(error).toBeInstanceOf(LockConnectionError)
+        expect(error.message).toBe(`Redis unavailable while locking "k": the server at 127.0.0.1:${port} did not answer as Redis`)
+        expect(elapsed).toBeLessThan(2000)
+        expect(`${error.message} ${error.cause && error.cause.message} ${inspect(error)}`).not.toContain(password)
+      }
+    })
+
+    test('Redlock: a QuorumError whose node votes say so, at once', async () => {
+      const ports = [await listen('http'), await listen('tcp')]
+      const wrong = new Locker(ports.map((port) => `redis://127.0.0.1:${port}`))
+      const started = Date.now()
+      const error = await wrong.acquire('k').catch((e) => e)
+      const elapsed = Date.now() - started
+      await wrong.close()
+      expect(error).toBeInstanceOf(QuorumError)
+      expect(elapsed).toBeLessThan(2000)
+      expect(error.votes.errors.map(({ node }) => node).sort()).toEqual(ports.map((port) => `127.0.0.1:${port}`).sort())
+      // The first node to fail decides the round (no majority is left): the other one may not have answered yet.
+      for (const { node, message } of error.votes.errors) {
+        expect([`the server at ${node} did not answer as Redis`, 'no answer before the round was decided']).toContain(message)
+      }
+      expect(error.message).toMatch(/: the server at 127\.0\.0\.1:\d+ did not answer as Redis/)
+      expect(error.message).not.toMatch(/Incompatible|Parse error/)
+    })
+  })
+})

@@ -5,6 +5,7 @@ const net = require('node:net')
 const express = require('express')
 const { startRedis, stopAll } = require('./helpers/redis-server')
 const { send: sendTo, startRequest: startRequestTo } = require('./fixtures/http-client')
+const { thrownBy } = require('./helpers/thrown')
 const ironlock = require('..')
 const { lock } = require('../lib/express')
 
@@ -279,6 +280,71 @@ test('onBusy replaces the 409; a throwing onBusy goes to next(err)', async () =>
   expect((await send('POST', throws)).status).toBe(500)
 })
 
+test('Retry-After comes from the hold times seen: handlers of ~50 ms give 1 s, not the 30 s TTL', async () => {
+  // Default TTL (30 s): before any hold was seen, Retry-After is the holder's remaining TTL; once
+  // this route's handlers were seen to hold the lock ~50 ms, it is 1 s, for that key and for a
+  // key this process has not seen held yet.
+  const holderIn = deferred()
+  const holderMayFinish = deferred()
+  const path = route(lock((req) => `lock:hold:${req.body.id}`, { locker }), async (req, res) => {
+    if (req.body.hold) {
+      holderIn.resolve()
+      await holderMayFinish.promise
+    } else {
+      await sleep(50)
+    }
+    res.end()
+  })
+
+  const foreign = await otherProcess.acquire('lock:hold:fresh')
+  const beforeAnyHold = await send('POST', path, { id: 'fresh' })
+  expect(beforeAnyHold.status).toBe(409)
+  expect(beforeAnyHold.headers['retry-after']).toBe('30')
+
+  for (let round = 0; round < 3; round += 1) expect((await send('POST', path, { id: 'a' })).status).toBe(200)
+  const holding = send('POST', path, { id: 'a', hold: true })
+  await holderIn.promise
+  const busy = await send('POST', path, { id: 'a' })
+  expect(busy.status).toBe(409)
+  expect(busy.headers['retry-after']).toBe('1')
+  expect(JSON.parse(busy.body).message).toMatch(/retry in 1 s/)
+  const busyUnseenKey = await send('POST', path, { id: 'fresh' })
+  expect(busyUnseenKey.headers['retry-after']).toBe('1')
+
+  holderMayFinish.resolve()
+  expect((await holding).status).toBe(200)
+  await foreign.release()
+})
+
+test('Retry-After never exceeds the holder\'s remaining TTL, and a fresh middleware falls back to that TTL', async () => {
+  const path = route(lock(() => 'lock:short-ttl', { locker }), (req, res) => res.end())
+  const holder = await otherProcess.acquire('lock:short-ttl', { ttl: 2500 })
+  const busy = await send('POST', path)
+  expect(busy.status).toBe(409)
+  expect(busy.headers['retry-after']).toBe('3') // 2.5 s left, rounded up
+  await holder.release()
+})
+
+test('the hold-time record keeps at most its cap of keys, forgetting the least recently recorded', () => {
+  const { HoldTimes, MAX_KEYS } = require('../lib/hold-times')
+  expect(MAX_KEYS).toBeLessThanOrEqual(5000)
+  const holdTimes = new HoldTimes(3)
+  holdTimes.record('a', 4000)
+  holdTimes.record('b', 100)
+  holdTimes.record(['c', 'd'], 100)
+  holdTimes.record('a', 4000) // a is now the most recent
+  holdTimes.record('e', 100) // b goes
+  expect(holdTimes.size).toBe(3)
+  expect(holdTimes.expected('a')).toBe(4000)
+  expect(holdTimes.expected(['c', 'd'])).toBe(100)
+  // A forgotten or unseen key gets the mean over every hold, which moves a quarter of the way per hold.
+  expect(holdTimes.expected('b')).toBe(holdTimes.expected('never seen'))
+  expect(holdTimes.expected('b')).toBeLessThan(4000)
+  expect(new HoldTimes().expected('x')).toBeUndefined()
+  for (let key = 0; key < 3 * MAX_KEYS; key += 1) holdTimes.record(`k${key}`, 1)
+  expect(holdTimes.size).toBe(3)
+})
+
 test('connection errors and a throwing key function go to next(err)', async () => {
   const unreachable = new Locker(`redis://127.0.0.1:${await closedPort()}`, { connectTimeout: 200 })
   try {
@@ -313,6 +379,21 @@ test('bad arguments throw at setup, with Node-style codes', () => {
   expect(() => lock(() => 'k', { locker: {} })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }))
   expect(() => lock(() => 'k', { signal: new AbortController().signal }))
     .toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }))
+})
+
+test('an option name the middleware does not know throws at setup, naming it and the one meant', () => {
+  const unknown = (options, name, meant) => {
+    const error = thrownBy(() => lock(() => 'k', options))
+    expect(error).toBeInstanceOf(RangeError)
+    expect(error.code).toBe('ERR_INVALID_ARG_VALUE')
+    expect(error.message).toContain(`'${name}'`)
+    if (meant === undefined) expect(error.message).not.toContain('Did you mean')
+    else expect(error.message).toContain(`Did you mean '${meant}'?`)
+  }
+  unknown({ tll: 1000 }, 'options.tll', 'ttl')
+  unknown({ onbusy: () => {} }, 'options.onbusy', 'onBusy')
+  unknown({ lockr: {} }, 'options.lockr', 'locker')
+  unknown({ status: 423 }, 'options.status', undefined)
 })
 
 test('is exported as ironlock/express', () => {

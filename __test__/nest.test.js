@@ -11,6 +11,7 @@ const { NestFactory } = require('@nestjs/core')
 const { Catch, Controller, Injectable, Module, Param, Post } = require('@nestjs/common')
 const { startRedis, stopAll } = require('./helpers/redis-server')
 const { send } = require('./fixtures/http-client')
+const { thrownBy } = require('./helpers/thrown')
 const ironlock = require('..')
 const { Locked } = require('../lib/nest')
 
@@ -247,6 +248,21 @@ describe('in a plain class', () => {
     expect(() => Locked('k', { ttl: 0 })).toThrow(expect.objectContaining({ name: 'RangeError', code: 'ERR_OUT_OF_RANGE' }))
     expect(() => Locked('k', { locker: 'redis://x' })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }))
     expect(() => Locked('k')({}, 'field', { value: 3 })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }))
+  })
+
+  test('an option name @Locked() does not know throws when the class is defined, naming it and the one meant', () => {
+    const unknown = (options, name, meant) => {
+      const error = thrownBy(() => Locked('k', options))
+      expect(error).toBeInstanceOf(RangeError)
+      expect(error.code).toBe('ERR_INVALID_ARG_VALUE')
+      expect(error.message).toContain(`'${name}'`)
+      if (meant === undefined) expect(error.message).not.toContain('Did you mean')
+      else expect(error.message).toContain(`Did you mean '${meant}'?`)
+    }
+    unknown({ tll: 1000 }, 'options.tll', 'ttl')
+    unknown({ lockr: {} }, 'options.lockr', 'locker')
+    unknown({ autoExtnd: false }, 'options.autoExtnd', 'autoExtend')
+    unknown({ retries: 3 }, 'options.retries', undefined)
   })
 
   test('is exported as ironlock/nest', () => {

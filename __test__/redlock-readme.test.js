@@ -385,3 +385,20 @@ test('redlock 5 README, Using a specific DB index: the locks land in db 2', asyn
     await redlock.quit()
   }
 })
+
+// "Change the require line and nothing else" holds at exit too: redlock's quit() quits the clients
+// it was given, so a script that ends with it exits; one on the shim must as well (issue 12).
+test.each(['redlock', 'ironlock/redlock'])('redlock 4 README example as a script on %s: quit() lets it exit by itself', async (moduleName) => {
+  const { execFile } = require('node:child_process')
+  const path = require('node:path')
+  const script = path.join(__dirname, 'fixtures', 'redlock4-readme-script.js')
+  const started = Date.now()
+  const { code, signal, stdout, stderr } = await new Promise((resolve) => {
+    execFile(process.execPath, [script, moduleName, ...nodes.map((node) => String(node.port))],
+      { cwd: path.join(__dirname, '..'), timeout: 10000, killSignal: 'SIGKILL' },
+      (error, out, err) => resolve({ code: error ? error.code : 0, signal: error ? error.signal : null, stdout: out, stderr: err }))
+  })
+  expect({ code, signal, stderr }).toEqual({ code: 0, signal: null, stderr: '' })
+  expect(stdout).toBe('unlocked\nquit\n')
+  expect(Date.now() - started).toBeLessThan(5000)
+})

@@ -21,9 +21,13 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 
 /** Everything created here that needs closing: shims, redlocks, ioredis clients. */
 const opened = []
+/**
+ * A shim over `clients` that other tests share: at the end only its own connections are closed
+ * (`quit()` would quit the shared clients too, as redlock's does); the clients' owners close them.
+ */
 function shim(clients, settings) {
   const redlock = new Redlock(clients, settings)
-  opened.push(() => redlock.quit())
+  opened.push(() => redlock.locker.close())
   return redlock
 }
 function ownClient(options) {
@@ -474,16 +478,35 @@ describe('on one Redis', () => {
   })
 
   describe('quit', () => {
-    test('closes the shim\'s connections, leaves the ioredis clients open', async () => {
-      const own = shim([client])
+    test('closes the shim\'s connections and quits the ioredis clients it was given, as redlock does', async () => {
+      const connected = server.client()
+      const own = new Redlock([connected])
       await (await own.acquire(['a'], 1000)).release()
+      expect(await connected.ping()).toBe('PONG')
       const done = await new Promise((resolve) => own.quit((...args) => resolve(args)))
       expect(done).toEqual([null])
-      await expect(own.quit()).resolves.toBeUndefined()
+      // QUIT was answered; the client ends as Redis closes the connection (else the test times out).
+      if (connected.status !== 'end') await new Promise((resolve) => connected.once('end', resolve))
+      await expect(connected.ping()).rejects.toThrow('Connection is closed')
       const error = await own.acquire(['a'], 1000).catch((e) => e)
       expect(error).toBeInstanceOf(ExecutionError)
       expect(error.cause).toBeInstanceOf(LockConnectionError)
+      // A lazy client that never connected is closed too; the shared client of the other tests is untouched.
+      const lazy = ownClient({ host: server.host, port: server.port })
+      await expect(new Redlock([lazy]).quit()).resolves.toBeUndefined()
+      if (lazy.status !== 'end') await new Promise((resolve) => lazy.once('end', resolve))
       expect(await client.ping()).toBe('PONG')
+    })
+
+    test('a second quit() settles as redlock\'s does: ioredis decides, the clients being closed already', async () => {
+      const outcome = (promise) => promise.then((value) => ['resolved', value], (error) => ['rejected', error.message])
+      const ours = new Redlock([server.client()])
+      const theirs = new RedlockV4([server.client()])
+      expect(await outcome(ours.quit())).toEqual(['resolved', undefined])
+      await theirs.quit()
+      const [second, theirSecond] = [await outcome(ours.quit()), await outcome(theirs.quit())]
+      expect(second[0]).toBe(theirSecond[0])
+      if (second[0] === 'rejected') expect(second[1]).toBe(theirSecond[1])
     })
   })
 

@@ -253,6 +253,27 @@ test('passwords never show in QuorumError', async () => {
   expect(shown).not.toContain('quorum-pw-123')
 })
 
-test('a Redlock target needs at least 2 servers', () => {
-  expect(() => new Locker(['redis://127.0.0.1:1'])).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }))
+test('an empty array is no target', () => {
+  expect(() => new Locker([])).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }))
+})
+
+// As the redlock shim takes one client: an array of one server means that one Redis (issue 12).
+test('one server in an array is that one Redis, not a Redlock of one: its wire shows in CLIENT LIST', async () => {
+  const [node] = await startRedisSet(1)
+  const redis = node.client()
+  const wireNames = async () => (await redis.client('LIST')).split('\n').filter((line) => / name=ironlock-wire /.test(line))
+  for (const target of [[node.url], [{ host: '127.0.0.1', port: node.port }]]) {
+    const locker = new Locker(target)
+    expect(inspect(locker)).toBe(`Locker { target: 'redis://127.0.0.1:${node.port}' }`)
+    // The wire opens on the first request and carries one-key locks once it is up.
+    let wires = []
+    for (let cycle = 0; cycle < 100 && wires.length === 0; cycle++) {
+      await (await locker.acquire('one-in-an-array', { ttl: 5000 })).release()
+      wires = await wireNames()
+      if (wires.length === 0) await sleep(20)
+    }
+    expect(wires).toHaveLength(1)
+    await locker.close()
+    await eventually(async () => expect(await wireNames()).toEqual([]))
+  }
 })

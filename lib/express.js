@@ -2,11 +2,14 @@
 
 // Express middleware that holds a lock for the life of a request: `require('ironlock/express')`.
 
+const { performance } = require('node:perf_hooks')
 const { LockBusyError, invalidArgType, invalidArgValue } = require('./errors')
-const { acquireOptions, objectArgument } = require('./validate')
+const { HoldTimes } = require('./hold-times')
+const { acquireOptions, objectArgument, knownOptions, ACQUIRE_OPTIONS } = require('./validate')
 
 // Busy answers 409 at once unless the caller asks to queue.
 const MIDDLEWARE_DEFAULTS = { ttl: 30000, wait: 0, autoExtend: true }
+const MIDDLEWARE_OPTIONS = [...ACQUIRE_OPTIONS, 'locker', 'onBusy']
 
 /**
  * `lock(keyFrom, options?)`: takes the lock named `keyFrom(req)` before the next handler and
@@ -17,7 +20,7 @@ const MIDDLEWARE_DEFAULTS = { ttl: 30000, wait: 0, autoExtend: true }
  */
 function lock(keyFrom, options) {
   if (typeof keyFrom !== 'function') throw invalidArgType('keyFrom', 'of type function', keyFrom)
-  const { locker, onBusy, ...lockOptions } = objectArgument(options, 'options')
+  const { locker, onBusy, ...lockOptions } = knownOptions(objectArgument(options, 'options'), MIDDLEWARE_OPTIONS)
   if (locker !== undefined && (locker === null || typeof locker.using !== 'function')) {
     throw invalidArgType('options.locker', 'an ironlock Locker', locker)
   }
@@ -28,6 +31,8 @@ function lock(keyFrom, options) {
   // Checked now so that a bad option fails at startup instead of on every request.
   acquireOptions(lockOptions, MIDDLEWARE_DEFAULTS)
   const settings = { ...lockOptions, wait: lockOptions.wait ?? MIDDLEWARE_DEFAULTS.wait }
+  // How long this middleware's locks are held, for the Retry-After of busy answers.
+  const holdTimes = new HoldTimes()
 
   return function ironlockMiddleware(req, res, next) {
     let target
@@ -48,15 +53,19 @@ function lock(keyFrom, options) {
       if (gone.aborted) return undefined
       req.lock = heldLock
       req.lockSignal = lockSignal
+      const heldSince = performance.now()
       next()
-      return new Promise((resolve) => gone.addEventListener('abort', resolve, { once: true }))
+      return new Promise((resolve) => gone.addEventListener('abort', () => {
+        holdTimes.record(key, performance.now() - heldSince)
+        resolve()
+      }, { once: true }))
     }).catch((error) => {
       // Once the lock was taken the handler owns the response (or the client is gone), so an
       // error at release has nobody to go to: the key then expires by its TTL.
       if (lockTaken || gone.aborted) return
       if (!(error instanceof LockBusyError)) next(error)
       else if (onBusy) callOnBusy(onBusy, req, res, next, error)
-      else answerBusy(res, error)
+      else answerBusy(res, error, holdTimes.expected(key))
     })
   }
 }
@@ -77,13 +86,19 @@ function callOnBusy(onBusy, req, res, next, error) {
   }
 }
 
-/** Whole seconds, rounded up and at least 1: `retryAfter` is -1 when the holder set no TTL. */
-function retryAfterSeconds(retryAfterMs) {
-  return Math.max(1, Math.ceil(retryAfterMs / 1000))
+/**
+ * `Retry-After` in whole seconds: the time this key's locks (else this middleware's) are usually
+ * held, no more than the holder's remaining TTL (`retryAfter`, -1 when it has none), or that TTL
+ * when no hold was seen yet; rounded up, at least 1.
+ */
+function retryAfterSeconds(remainingTtlMs, expectedHoldMs) {
+  let ms = remainingTtlMs
+  if (expectedHoldMs !== undefined && (ms < 0 || expectedHoldMs < ms)) ms = expectedHoldMs
+  return Math.max(1, Math.ceil(ms / 1000))
 }
 
-function answerBusy(res, error) {
-  const seconds = retryAfterSeconds(error.retryAfter)
+function answerBusy(res, error, expectedHoldMs) {
+  const seconds = retryAfterSeconds(error.retryAfter, expectedHoldMs)
   // The key stays out of the body: it may name a user or an order.
   const body = JSON.stringify({ code: error.code, message: `busy: another request holds this resource; retry in ${seconds} s` })
   res.statusCode = 409

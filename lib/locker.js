@@ -67,7 +67,7 @@ class Lock {
     return Lock.#self(this).#keys
   }
 
-  /** The value stored in Redis (uuid v4). */
+  /** The value stored in Redis: a uuid v4 starting with `10c4ed00`, the mark of an ironlock holder. */
   get token() {
     return Lock.#self(this).#token
   }
@@ -299,7 +299,7 @@ class Locker {
     return new Promise((resolve, reject) => {
       const op = this.#dispatch.start({
         resolve: (...completion) => resolve(settle(...completion)),
-        reject: (failure) => reject(fromNative(key && !failure.key ? { ...failure, key } : failure)),
+        reject: (failure) => reject(fromNative(key && !failure.key ? withKey(failure, key) : failure)),
       })
       start(op)
     })
@@ -373,6 +373,16 @@ class Locker {
       this.#dispatch.request(Kind.Acquire, op, ttl, wait === Infinity ? WAIT_FOREVER : wait, flags, keys)
     })
   }
+}
+
+/**
+ * `failure` about `key`, for one the native side reported without it. An ELOCKLOST without a key
+ * is for a lock it no longer knew: its record goes once a release has been answered, so the lock
+ * was released already (and its message, written without the key, is rewritten here).
+ */
+function withKey(failure, key) {
+  if (failure.code !== 'ELOCKLOST') return { ...failure, key }
+  return { ...failure, key, message: `lock "${key}" is no longer ours: it was released already` }
 }
 
 /** Tells operators, not the caller, that a finished `using` could not release its lock. */

@@ -3,10 +3,11 @@
 // `@Locked(key | (...args) => key, options?)`: runs a method under a lock. `require('ironlock/nest')`.
 
 const { invalidArgType } = require('./errors')
-const { acquireOptions, keysArgument, objectArgument } = require('./validate')
+const { acquireOptions, keysArgument, objectArgument, knownOptions, ACQUIRE_OPTIONS } = require('./validate')
 
 // Only fills the gaps so the given options can be checked when the class is defined.
 const PLACEHOLDER_DEFAULTS = { ttl: 30000, wait: 10000, autoExtend: true }
+const LOCKED_OPTIONS = [...ACQUIRE_OPTIONS, 'locker']
 
 /**
  * A method decorator: every call runs as `locker.using(key, options, () => method(...args))`, so
@@ -20,7 +21,7 @@ function Locked(key, options) {
     throw invalidArgType('key', 'a string, an array of strings or a function', key)
   }
   if (typeof key !== 'function') keysArgument(key, 'key')
-  const { locker, ...lockOptions } = objectArgument(options, 'options')
+  const { locker, ...lockOptions } = knownOptions(objectArgument(options, 'options'), LOCKED_OPTIONS)
   if (locker !== undefined && (locker === null || typeof locker.using !== 'function')) {
     throw invalidArgType('options.locker', 'an ironlock Locker', locker)
   }

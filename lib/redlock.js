@@ -12,6 +12,7 @@ const { createRequire } = require('node:module')
 const path = require('node:path')
 const { inspect } = require('node:util')
 const { Locker } = require('./locker')
+const { clientOptions } = require('./target')
 const {
   LockError: IronlockError,
   LockBusyError,
@@ -380,11 +381,18 @@ class Redlock extends EventEmitter {
     }
   }
 
-  /** Closes ironlock's connections. The ioredis clients given to the constructor stay open. */
+  /**
+   * Closes ironlock's connections and, as redlock 4 and 5 do, calls `quit()` on every client given
+   * to the constructor, so that a script that ends with it exits (a second call settles as theirs
+   * does: as ioredis answers a `quit()` of a closed client).
+   */
   quit(callback) {
     const closing = this.#closed ? Promise.resolve() : this.#locker.close()
     this.#closed = true
-    return nodeify(closing.then(() => undefined), callback)
+    const quitting = [...this.clients].map((client) => new Promise((resolve) => {
+      resolve(typeof client.quit === 'function' ? client.quit() : undefined)
+    }))
+    return nodeify(Promise.all([closing, ...quitting]).then(() => undefined), callback)
   }
 
   // ----- redlock 4 --------------------------------------------------------------------------
@@ -631,7 +639,7 @@ function targetOf(client, index, db) {
     throw error
   }
   if (db !== undefined && options && typeof options === 'object' && client.isCluster !== true) {
-    return { ...options, db }
+    return clientOptions({ ...options, db })
   }
   return client
 }

@@ -4,13 +4,28 @@
 // without their passwords.
 
 const { invalidArgType, invalidArgValue, describe } = require('./errors')
-const { durationArgument, objectArgument, wellFormedString } = require('./validate')
+const { durationArgument, objectArgument, wellFormedString, knownOptions } = require('./validate')
 
 const DEFAULT_HOST = '127.0.0.1'
 const DEFAULT_PORT = 6379
 
 /** Connection options that `defaults` may set for every node. */
 const CONNECTION_DEFAULTS = { connectTimeout: 10000, commandTimeout: 5000, keyPrefix: '', driftFactor: 0.01 }
+/** What `defaults` may set: the acquire options that make sense for every call, and the above. */
+const LOCKER_DEFAULTS = Object.freeze(['ttl', 'wait', 'autoExtend', ...Object.keys(CONNECTION_DEFAULTS)])
+/** What a target written as options may set. */
+const NODE_OPTIONS = Object.freeze([
+  'host', 'port', 'username', 'password', 'db', 'tls', 'family', 'connectTimeout', 'commandTimeout', 'keyPrefix',
+])
+
+// An ioredis client's options as the redlock shim passes them (with its `db` setting): read like a
+// client's, whose options hold many more names than ironlock reads, not checked like a user's.
+const CLIENT_OPTIONS = Symbol('ironlock.clientOptions')
+
+/** A target for the options of an ioredis client, changed by ironlock itself. */
+function clientOptions(options) {
+  return { [CLIENT_OPTIONS]: options }
+}
 
 function isIoredisClient(value) {
   return typeof value.options === 'object' && value.options !== null &&
@@ -124,14 +139,16 @@ function parseNode(target, name) {
   if (target === null || typeof target !== 'object') {
     throw invalidArgType(name, 'a redis:// URL, an options object or an ioredis client', target)
   }
-  const client = isIoredisClient(target)
+  const fromClient = target[CLIENT_OPTIONS]
+  const client = fromClient !== undefined || isIoredisClient(target)
   if (target.isCluster === true || (!client && target.cluster !== undefined)) {
     throw invalidArgValue(name, 'is a Redis Cluster target, which this version of ironlock does not support yet')
   }
-  const options = client ? target.options : target
+  const options = fromClient ?? (client ? target.options : target)
   if (options.sentinels != null || options.sentinel != null) {
     throw invalidArgValue(name, 'is a Sentinel target, which this version of ironlock does not support yet')
   }
+  if (!client) knownOptions(options, NODE_OPTIONS, name)
   return { node: parseNodeOptions(options, name), overrides: connectionOverrides(options) }
 }
 
@@ -153,9 +170,9 @@ function parseMemory(target) {
  * description }`: the native locker's options, the acquire defaults, and a password-free label.
  */
 function resolveTarget(target, defaults) {
-  const given = objectArgument(defaults, 'defaults')
+  const given = knownOptions(objectArgument(defaults, 'defaults'), LOCKER_DEFAULTS, 'defaults')
   const memory = parseMemory(target)
-  const parsed = memory ? [] : Array.isArray(target) ? parseRedlock(target) : [parseNode(target, 'target')]
+  const parsed = memory ? [] : Array.isArray(target) ? parseNodes(target) : [parseNode(target, 'target')]
   const connection = { ...CONNECTION_DEFAULTS }
   for (const field of Object.keys(CONNECTION_DEFAULTS)) {
     if (given[field] !== undefined) connection[field] = given[field]
@@ -174,7 +191,7 @@ function resolveTarget(target, defaults) {
   return {
     native: memory
       ? { mode: 'memory', nodes: [], store: memory.store, ...connection }
-      : { mode: Array.isArray(target) ? 'redlock' : 'single', nodes, ...connection },
+      : { mode: nodes.length === 1 ? 'single' : 'redlock', nodes, ...connection },
     lockDefaults: {
       ttl: given.ttl ?? 30000,
       wait: given.wait ?? 10000,
@@ -184,11 +201,12 @@ function resolveTarget(target, defaults) {
   }
 }
 
-/** An array of 2+ independent masters: a Redlock target. */
-function parseRedlock(targets) {
-  if (targets.length < 2) {
-    throw invalidArgValue('target', `must list at least 2 servers for Redlock. Received ${targets.length}`)
-  }
+/**
+ * An array of 2+ independent masters: a Redlock target. An array of one is that one Redis, as the
+ * redlock shim's one client is.
+ */
+function parseNodes(targets) {
+  if (targets.length === 0) throw invalidArgValue('target', 'must list at least one server. Received an empty array')
   // Every index: `map` would skip holes, leaving nodes undefined.
   return Array.from(targets, (each, index) => parseNode(each, `target[${index}]`))
 }
@@ -217,4 +235,4 @@ function redactUrl(text) {
   return `${shown.slice(0, start)}${user}${rest}`
 }
 
-module.exports = { resolveTarget, redactUrl }
+module.exports = { resolveTarget, redactUrl, clientOptions }

@@ -61,9 +61,57 @@ function isAbortSignal(value) {
     typeof value.aborted === 'boolean' && typeof value.addEventListener === 'function'
 }
 
+/** The options of `acquire`, `tryAcquire` and `using`. */
+const ACQUIRE_OPTIONS = Object.freeze(['ttl', 'wait', 'signal', 'autoExtend'])
+
+/**
+ * `given`, if each of its own names is one of `known`: a typo such as `tll` must not silently
+ * become the default. The error names the option and, when one is close, the one meant.
+ */
+function knownOptions(given, known, name = 'options') {
+  for (const field of Object.keys(given)) {
+    if (known.includes(field)) continue
+    const meant = closest(field, known)
+    throw invalidArgValue(`${name}.${field}`, meant === undefined
+      ? `is not a known option (known: ${known.join(', ')})`
+      : `is not a known option. Did you mean '${meant}'?`)
+  }
+  return given
+}
+
+/** The name of `known` nearest to `field`, if near enough to be a typo of it. */
+function closest(field, known) {
+  let best
+  let bestDistance = Infinity
+  for (const name of known) {
+    const distance = editDistance(field.toLowerCase(), name.toLowerCase())
+    if (distance < bestDistance && distance <= Math.max(1, Math.floor(name.length / 3))) {
+      best = name
+      bestDistance = distance
+    }
+  }
+  return best
+}
+
+/** Edits (insert, delete, substitute, swap two neighbours) that turn `a` into `b`. */
+function editDistance(a, b) {
+  if (Math.abs(a.length - b.length) > 3) return Infinity
+  const rows = [Array.from({ length: b.length + 1 }, (_, j) => j)]
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i]
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1
+      row[j] = Math.min(rows[i - 1][j] + 1, row[j - 1] + 1, rows[i - 1][j - 1] + cost)
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) row[j] = Math.min(row[j], rows[i - 2][j - 2] + 1)
+    }
+    rows.push(row)
+  }
+  return rows[a.length][b.length]
+}
+
 /** Merges `options` over the locker's defaults and checks every field. */
 function acquireOptions(options, defaults, name = 'options') {
-  const given = objectArgument(options, name)
+  const given = knownOptions(objectArgument(options, name), ACQUIRE_OPTIONS, name)
   const ttl = durationArgument(given.ttl ?? defaults.ttl, `${name}.ttl`)
   const wait = durationArgument(given.wait ?? defaults.wait, `${name}.wait`, { allowZero: true, allowInfinity: true })
   const signal = given.signal
@@ -78,4 +126,6 @@ function functionArgument(fn, name) {
   return fn
 }
 
-module.exports = { keysArgument, wellFormedString, durationArgument, objectArgument, acquireOptions, functionArgument }
+module.exports = {
+  keysArgument, wellFormedString, durationArgument, objectArgument, acquireOptions, functionArgument, knownOptions, ACQUIRE_OPTIONS,
+}

@@ -7,6 +7,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use ironlock_core::error::Doing;
 use ironlock_core::LockError;
 use napi::bindgen_prelude::{FnArgs, Function};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
@@ -42,12 +43,13 @@ pub struct Completion {
 }
 
 impl Completion {
-    pub fn failed(op: u32, error: &LockError) -> Self {
+    /// A failed operation that was `doing` what its message then says.
+    pub fn failed(op: u32, error: &LockError, doing: Doing) -> Self {
         Self {
             op,
             status: Status::Failed,
             values: [0.0; 3],
-            text: Some(error_json(error)),
+            text: Some(error_json(error, doing)),
         }
     }
 }
@@ -141,12 +143,12 @@ pub fn flatten(batch: Vec<Completion>) -> (Vec<f64>, Vec<String>) {
 }
 
 /// `{"code","key","message",…}`: the fields the JS error classes are built from.
-pub fn error_json(error: &LockError) -> String {
+pub fn error_json(error: &LockError, doing: Doing) -> String {
     let mut json = format!(
         "{{\"code\":{},\"key\":{},\"message\":{}",
         quote(error.code()),
         quote(error.key()),
-        quote(&error.to_string())
+        quote(&error.message_while(doing))
     );
     match error {
         LockError::Busy { retry_after, .. } => {

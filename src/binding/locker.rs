@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::FutureExt;
+use ironlock_core::error::Doing;
 use ironlock_core::wire::Wire;
 use ironlock_core::{
     AcquireOptions, CancelToken, HeldLock, LockError, LockKeys, Locker, LockerConfig, Target,
@@ -366,6 +367,15 @@ impl Request {
             | Self::Extend { op, .. } => *op,
         }
     }
+
+    /// What the request does, as its error messages say.
+    fn doing(&self) -> Doing {
+        match self {
+            Self::Acquire { .. } | Self::Queue { .. } => Doing::Locking,
+            Self::Release { .. } => Doing::Releasing,
+            Self::Extend { .. } => Doing::Extending,
+        }
+    }
 }
 
 impl NativeLocker {
@@ -411,7 +421,7 @@ impl Shared {
     /// Runs one request and always completes it: a panic becomes a failed operation, so a bug
     /// surfaces as a rejected promise, never as one left pending or as a crash of the host.
     async fn run(self: Arc<Self>, request: Request) {
-        let op = request.op();
+        let (op, doing) = (request.op(), request.doing());
         let completion = AssertUnwindSafe(self.clone().complete(request))
             .catch_unwind()
             .await
@@ -422,6 +432,7 @@ impl Shared {
                         key: String::new(),
                         message: "internal error in ironlock (please report it)".into(),
                     },
+                    doing,
                 )
             });
         self.completions.push(completion);
@@ -480,7 +491,7 @@ impl Shared {
                 ],
                 text: None,
             },
-            Err(error) => Completion::failed(op, &error),
+            Err(error) => Completion::failed(op, &error, Doing::Locking),
         }
     }
 
@@ -515,7 +526,7 @@ impl Shared {
                     text: None,
                 }
             }
-            Err(error) => Completion::failed(op, &error),
+            Err(error) => Completion::failed(op, &error, Doing::Releasing),
         }
     }
 
@@ -528,7 +539,12 @@ impl Shared {
             .get(&id)
             .map(|held| held.lock.clone());
         let Some(lock) = lock else {
-            return Completion::failed(op, &LockError::Lost { key: String::new() });
+            // Released already (see `release`): JS, which knows the key, words the message.
+            return Completion::failed(
+                op,
+                &LockError::Lost { key: String::new() },
+                Doing::Extending,
+            );
         };
         let ttl = if ttl > 0.0 { millis(ttl) } else { lock.ttl };
         match self.locker.extend(&lock, ttl).await {
@@ -547,7 +563,7 @@ impl Shared {
                     text: None,
                 }
             }
-            Err(error) => Completion::failed(op, &error),
+            Err(error) => Completion::failed(op, &error, Doing::Extending),
         }
     }
 
@@ -567,7 +583,7 @@ impl Shared {
         if let Some(upkeep) = watchdog {
             let completions = self.completions.clone();
             let guard = Watchdog::start(self.locker.clone(), lock, upkeep, move |error| {
-                let mut lost = Completion::failed(0, &error);
+                let mut lost = Completion::failed(0, &error, Doing::Extending);
                 lost.status = Status::Lost;
                 lost.values[0] = f64::from(id);
                 completions.push(lost);

@@ -5,6 +5,7 @@ use std::cell::RefMut;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ironlock_core::error::Doing;
 use ironlock_core::wire::{Event, Wire};
 use ironlock_core::{AcquireOptions, FirstAttempt, LockError, LockKeys, Upkeep};
 use napi_derive::napi;
@@ -251,7 +252,9 @@ impl NativeLocker {
                     text: None,
                 })
             }
-            Event::ReleaseFailed { tag, error } => Some(Completion::failed(tag.op, &error)),
+            Event::ReleaseFailed { tag, error } => {
+                Some(Completion::failed(tag.op, &error, Doing::Releasing))
+            }
         }
     }
 }

@@ -12,6 +12,28 @@ pub struct QuorumVotes {
     pub errors: Vec<(String, String)>,
 }
 
+/// What a connection error says of a server that answered in another protocol than Redis's (an
+/// HTTP server on the port, say), in place of a parse error that would show the bytes it sent.
+pub const NOT_REDIS: &str = "did not answer as Redis";
+
+/// What the operation that met an error was doing: its message says so.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Doing {
+    Locking,
+    Releasing,
+    Extending,
+}
+
+impl Doing {
+    fn verb(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Self::Locking => ("locking", "lock", "taken"),
+            Self::Releasing => ("releasing", "release", "released"),
+            Self::Extending => ("extending", "extend", "extended"),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LockError {
     /// The wait ran out while another holder kept the lock.
@@ -33,6 +55,18 @@ pub enum LockError {
 }
 
 impl LockError {
+    /// A [`LockError::Connection`] about `key`: `message` happened on the server at `label`.
+    pub fn connection(key: &str, label: &str, message: &str) -> Self {
+        Self::Connection {
+            key: key.to_owned(),
+            message: if message == NOT_REDIS {
+                format!("the server at {label} {NOT_REDIS}")
+            } else {
+                format!("{label}: {message}")
+            },
+        }
+    }
+
     pub fn key(&self) -> &str {
         match self {
             Self::Busy { key, .. }
@@ -68,26 +102,49 @@ impl LockError {
             Self::Aborted { .. } => "ABORT_ERR",
         }
     }
+
+    /// The message of this error, met while `doing`: a connection, quorum or closed error names
+    /// the operation (`Display` does not, as it cannot know it).
+    pub fn message_while(&self, doing: Doing) -> String {
+        Described(self, Some(doing)).to_string()
+    }
 }
 
 impl fmt::Display for LockError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Busy { key, retry_after } => {
+        Described(self, None).fmt(f)
+    }
+}
+
+/// An error's message, naming the operation when it is known.
+struct Described<'a>(&'a LockError, Option<Doing>);
+
+impl fmt::Display for Described<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self(error, doing) = *self;
+        let verb = doing.map(Doing::verb);
+        match error {
+            LockError::Busy { key, retry_after } => {
                 write!(f, "lock \"{key}\" is held by someone else")?;
                 if let Some(after) = retry_after {
                     write!(f, "; it expires in {} ms at the latest", after.as_millis())?;
                 }
                 Ok(())
             }
-            Self::Lost { key } => write!(
+            LockError::Lost { key } => write!(
                 f,
                 "lock \"{key}\" is no longer ours: it expired or was taken by another holder"
             ),
-            Self::Quorum { key, votes } => {
+            LockError::Quorum { key, votes } => {
+                match verb {
+                    Some((_, infinitive, _)) => {
+                        write!(f, "could not {infinitive} \"{key}\" on a majority of nodes")?
+                    }
+                    None => write!(f, "no majority of nodes for lock \"{key}\"")?,
+                }
                 write!(
                     f,
-                    "could not lock \"{key}\" on a majority of nodes: {} granted, {} refused, {} failed",
+                    ": {} granted, {} refused, {} failed",
                     votes.granted,
                     votes.refused,
                     votes.errors.len()
@@ -97,13 +154,25 @@ impl fmt::Display for LockError {
                 }
                 Ok(())
             }
-            Self::Connection { key, message } => {
-                write!(f, "Redis unavailable while locking \"{key}\": {message}")
-            }
-            Self::Aborted { key } => write!(f, "waiting for lock \"{key}\" was aborted"),
-            Self::Closed { key } => {
-                write!(f, "the locker was closed; lock \"{key}\" was not taken")
-            }
+            LockError::Connection { key, message } => match verb {
+                Some((gerund, _, _)) => {
+                    write!(f, "Redis unavailable while {gerund} \"{key}\": {message}")
+                }
+                None => write!(f, "Redis unavailable for lock \"{key}\": {message}"),
+            },
+            LockError::Aborted { key } => write!(f, "waiting for lock \"{key}\" was aborted"),
+            LockError::Closed { key } => match verb {
+                Some((_, _, participle)) => {
+                    write!(
+                        f,
+                        "the locker was closed; lock \"{key}\" was not {participle}"
+                    )
+                }
+                None => write!(
+                    f,
+                    "the locker was closed; nothing was done for lock \"{key}\""
+                ),
+            },
         }
     }
 }

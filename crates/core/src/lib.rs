@@ -12,6 +12,7 @@ pub mod keys;
 pub mod lock;
 pub mod locker;
 pub mod scripts;
+pub mod token;
 pub mod wait;
 pub mod watchdog;
 pub mod wire;

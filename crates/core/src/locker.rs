@@ -11,7 +11,10 @@ use crate::error::LockError;
 use crate::handover::CHAIN_END_PAUSE;
 use crate::keys::LockKeys;
 use crate::lock::{valid_until, AcquireOptions, HeldLock};
-use crate::wait::{CancelToken, FirstAttempt, Handing, ReleaseListener, Ticket, Turn, WaitQueues};
+use crate::token::new_token;
+use crate::wait::{
+    CancelToken, FirstAttempt, ForeignPoll, Handing, ReleaseListener, Ticket, Turn, WaitQueues,
+};
 
 pub struct Locker {
     backend: Arc<dyn Backend>,
@@ -91,7 +94,7 @@ impl Locker {
                     }
                     return Ok(lock);
                 }
-                Err(after) => retry_after = after,
+                Err(refused) => retry_after = refused.retry_after,
             }
             if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
                 return Err(busy(&keys, retry_after));
@@ -179,18 +182,35 @@ impl Locker {
         }
         let subscribed = ticket.subscribe().await;
         let can_take_over = self.can_hand_over(keys);
+        let mut foreign_poll = ForeignPoll::default();
+        // The last attempt found a holder that is not ironlock's.
+        let mut foreign = false;
         loop {
+            // Set while the holder is not ironlock's: its release will not be announced.
+            let mut poll = None;
             let generation = match ticket.turn() {
                 Turn::Attempt { generation, pause } => {
                     if pause {
                         // A local hand-over chain just ended: other processes go first.
                         tokio::time::sleep(CHAIN_END_PAUSE).await;
                     }
-                    match self.attempt(keys, options).await? {
-                        Ok(lock) => return Ok(lock),
-                        Err(after) => retry_after = after,
+                    if foreign && !self.backend.may_be_free(keys, options.ttl).await {
+                        poll = Some(foreign_poll.next_interval());
+                    } else {
+                        match self.attempt(keys, options).await? {
+                            Ok(lock) => return Ok(lock),
+                            Err(refused) => {
+                                retry_after = refused.retry_after;
+                                foreign = refused.foreign;
+                                if foreign {
+                                    poll = Some(foreign_poll.next_interval());
+                                } else {
+                                    foreign_poll = ForeignPoll::default();
+                                }
+                            }
+                        }
+                        ticket.saw_busy(retry_after);
                     }
-                    ticket.saw_busy(retry_after);
                     generation
                 }
                 Turn::AwaitRelease { generation, bound } => {
@@ -204,7 +224,10 @@ impl Locker {
             }
             // A holder without TTL never expires by itself: only a release can free the lock.
             let expiry = retry_after.map_or(now + Duration::from_secs(3600), |after| now + after);
-            let until = deadline.map_or(expiry, |deadline| deadline.min(expiry));
+            let mut until = deadline.map_or(expiry, |deadline| deadline.min(expiry));
+            if let Some(poll) = poll {
+                until = until.min(now + poll);
+            }
             if !can_take_over {
                 ticket.await_release(generation, until, subscribed).await;
                 continue;
@@ -243,7 +266,7 @@ impl Locker {
         keys.redis_keys.len() == 1 && self.backend.supports_hand_over()
     }
 
-    /// One try: `Ok(Ok(lock))` when taken, `Ok(Err(retry_after))` when busy.
+    /// One try: `Ok(Ok(lock))` when taken, `Ok(Err(refused))` when busy.
     ///
     /// Every attempt has a token of its own: the undo of a lost attempt may still be on its way
     /// to a node when the next attempt wins there, and must not delete the new lock.
@@ -251,8 +274,8 @@ impl Locker {
         &self,
         keys: &Arc<LockKeys>,
         options: &AcquireOptions,
-    ) -> Result<Result<HeldLock, Option<Duration>>, LockError> {
-        let token = uuid::Uuid::new_v4().to_string();
+    ) -> Result<Result<HeldLock, Refused>, LockError> {
+        let token = new_token();
         let started = SystemTime::now();
         match self.backend.try_acquire(keys, &token, options.ttl).await {
             Ok(Attempt::Acquired { fence }) => Ok(Ok(HeldLock {
@@ -262,7 +285,13 @@ impl Locker {
                 ttl: options.ttl,
                 expires_at: valid_until(started, options.ttl, self.drift_factor),
             })),
-            Ok(Attempt::Busy { retry_after }) => Ok(Err(retry_after)),
+            Ok(Attempt::Busy {
+                retry_after,
+                foreign,
+            }) => Ok(Err(Refused {
+                retry_after,
+                foreign,
+            })),
             Err(error) => {
                 // The SET may have landed before the connection failed: undo it by token.
                 self.release_in_background(keys.clone(), token);
@@ -291,7 +320,7 @@ impl Locker {
     /// Replaces `lock`'s token in Redis by a new one and sends the lock to the waiting head.
     /// Whenever the head does not get it, its receiver fails and it attempts as after a release.
     async fn hand_over(&self, lock: &HeldLock, mut handing: Handing) -> Result<bool, LockError> {
-        let token = uuid::Uuid::new_v4().to_string();
+        let token = new_token();
         let ttl = handing.ttl();
         let started = SystemTime::now();
         // Should this call be dropped while the script is on its way, whatever it set is undone.
@@ -359,6 +388,14 @@ impl Locker {
             let _ = backend.release(&keys, &token).await;
         });
     }
+}
+
+/// What an attempt that found the lock busy learned about its holder.
+struct Refused {
+    /// The holder's remaining TTL (`None`: it has none).
+    retry_after: Option<Duration>,
+    /// The holder is not ironlock's and will not announce its release.
+    foreign: bool,
 }
 
 /// Releases `token`'s hold on `keys` in the background when dropped still holding a token.

@@ -5,6 +5,26 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
+use crate::token::token_mark;
+
+/// The Lua function `busy_code(value)`: how an attempt reports a key held by `value`. 0: by an
+/// ironlock token, whose release is announced; 2: by anything else, whose waiters must poll
+/// (see [`crate::token`]).
+macro_rules! busy_code_lua {
+    () => {
+        concat!(
+            r#"
+local function busy_code(value)
+  if type(value) == 'string' and #value == 36 and string.sub(value, 1, 8) == '"#,
+            token_mark!(),
+            r#"' then return 0 end
+  return 2
+end
+"#
+        )
+    };
+}
+
 /// The Lua function `next_fence(counter, n)`: reserves the next `n` fencing tokens of `counter` and returns the last.
 /// They are above every token the counter gave before, and never below the server's clock in
 /// microseconds: a counter lost with the data (a restart without persistence, a failover to a
@@ -32,19 +52,31 @@ end
 /// while the previous calls were on their way, so a burst costs Redis one script run.
 ///
 /// KEYS: lock key and fencing counter, per lock. ARGV: token and ttl in ms, per lock.
-/// Returns two values per lock: `1, fence` when taken; `0, pttl` when busy (pttl -1: a holder
-/// without TTL); `-1, message` when Redis refused a command (the other locks are unaffected).
+/// Returns two values per lock: `1, fence` when taken; `0, pttl` when busy with an ironlock
+/// holder, `2, pttl` when busy with any other (pttl -1: a holder without TTL); `-1, message` when
+/// Redis refused a command (the other locks are unaffected).
 pub static ACQUIRE_EACH: LazyLock<Script> = LazyLock::new(|| Script::new(ACQUIRE_EACH_LUA));
 
 /// The source of [`ACQUIRE_EACH`], for connections that send `EVAL` themselves.
 pub const ACQUIRE_EACH_LUA: &str = concat!(
     next_fence_lua!(),
+    busy_code_lua!(),
     r#"
 local function take(key, counter, token, ttl)
-  if redis.call('SET', key, token, 'NX', 'PX', ttl) then
+  -- One command tells both whether the key was free and who holds it.
+  local holder = redis.pcall('SET', key, token, 'NX', 'PX', ttl, 'GET')
+  if type(holder) == 'table' and holder.err then
+    -- Before Redis 7.0, NX and GET do not go together; a key of another type is busy too.
+    if redis.call('SET', key, token, 'NX', 'PX', ttl) then
+      holder = false
+    else
+      holder = redis.pcall('GET', key)
+    end
+  end
+  if not holder then
     return 1, next_fence(counter, 1)
   end
-  return 0, redis.call('PTTL', key)
+  return busy_code(holder), redis.call('PTTL', key)
 end
 local out = {}
 for i = 1, #KEYS, 2 do
@@ -63,18 +95,23 @@ return out
 ///
 /// KEYS: the n lock keys, then the fencing counters. ARGV: token, ttl in ms, n.
 /// Returns `{1, fence}` when taken, `{0, pttl}` when busy: the longest pttl among the held keys,
-/// -1 when one of them has no TTL.
+/// -1 when one of them has no TTL; `{2, pttl}` when one of the holders is not ironlock's.
 pub static ACQUIRE_ALL: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         next_fence_lua!(),
+        busy_code_lua!(),
         r#"
 local n = tonumber(ARGV[3])
 local longest = -2
+local code = 0
 for i = 1, n do
   local left = redis.call('PTTL', KEYS[i])
+  if left ~= -2 then
+    code = math.max(code, busy_code(redis.pcall('GET', KEYS[i])))
+  end
   if left == -1 or (left > longest and longest ~= -1) then longest = left end
 end
-if longest ~= -2 then return {0, longest} end
+if longest ~= -2 then return {code, longest} end
 for i = 1, n do redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2]) end
 local fence = 0
 local counters = {}
@@ -152,6 +189,13 @@ return {1}
 "#
     ))
 });
+
+/// Counts the lock keys that are held, writing nothing: what a waiter behind a holder that is not
+/// ironlock's asks a Redlock node before attempting (see `Backend::may_be_free`).
+///
+/// KEYS: the lock keys. Returns how many exist.
+pub static COUNT_HELD: LazyLock<Script> =
+    LazyLock::new(|| Script::new("return redis.call('EXISTS', unpack(KEYS))"));
 
 /// Raises fencing counters to at least a given fence. Redlock hands out the highest fence among
 /// the nodes that granted a lock; lifting every node's counter to it afterwards makes the next

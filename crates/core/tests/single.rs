@@ -252,6 +252,91 @@ async fn waiting_acquire_gets_the_lock_once_expired() {
     );
 }
 
+/// A holder that is not ironlock's (a hand-rolled `SET NX` lock) never announces its release:
+/// the waiter must notice the key gone by polling, long before the holder's TTL.
+async fn foreign_release_is_noticed_quickly(keys: &[&str]) {
+    let server = RedisServer::start();
+    let locker = Arc::new(locker(&server));
+    let _: Option<String> = server.query(&["SET", keys[0], "1", "PX", "10000", "NX"]);
+
+    let started = Instant::now();
+    let waiting = tokio::spawn({
+        let locker = locker.clone();
+        let keys = names(keys);
+        async move {
+            let keys = locker.keys(keys);
+            locker.acquire(keys, &options(10_000, Some(15_000))).await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let _: i64 = server.query(&["DEL", keys[0]]);
+    let deleted = started.elapsed();
+    let lock = waiting.await.expect("acquire task");
+
+    let waited = started.elapsed() - deleted;
+    server.check(lock.is_ok(), format_args!("acquire failed: {lock:?}"));
+    // The poll's longest pause is 32 ms; the rest is slack for a loaded machine, and still far
+    // below the 10 s that waiting for the holder's TTL would take.
+    server.check(
+        waited < Duration::from_millis(32) + SLACK,
+        format_args!("the foreign release was noticed {waited:?} after it happened"),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_holders_release_is_noticed_without_waiting_for_its_ttl() {
+    foreign_release_is_noticed_quickly(&["job"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_holders_release_is_noticed_by_a_multi_key_waiter() {
+    foreign_release_is_noticed_quickly(&["job", "other"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_behind_an_ironlock_holder_does_not_poll() {
+    let server = RedisServer::start();
+    let holder_locker = locker(&server);
+    let waiter_locker = Arc::new(locker(&server));
+    let holder = acquire(
+        &server,
+        &holder_locker,
+        &["door"],
+        &options(10_000, Some(0)),
+    )
+    .await;
+    server.check(
+        holder.token.starts_with(ironlock_core::token::TOKEN_MARK),
+        format_args!("token {} lacks the mark", holder.token),
+    );
+
+    let waiting = tokio::spawn({
+        let locker = waiter_locker.clone();
+        async move {
+            let keys = locker.keys(names(&["door"]));
+            locker.acquire(keys, &options(10_000, Some(15_000))).await
+        }
+    });
+    // Let the waiter make its attempts and settle into its sleep.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.reset_stats();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let calls_while_held = server.calls();
+    holder_locker.release(&holder).await.expect("release");
+    let lock = waiting.await.expect("acquire task");
+
+    server.check(lock.is_ok(), format_args!("acquire failed: {lock:?}"));
+    // Only the stats reset's own CONFIG RESETSTAT may show: an ironlock holder announces its
+    // release, so its waiter sleeps instead of asking Redis.
+    server.check(
+        calls_while_held <= 1,
+        format_args!(
+            "{calls_while_held} commands while an ironlock holder held the lock: {:?}",
+            server.command_calls()
+        ),
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_runs_out_while_the_lock_stays_held() {
     let server = RedisServer::start();

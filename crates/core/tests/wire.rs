@@ -168,3 +168,53 @@ fn the_wire_names_itself_in_client_list() {
         format!("CLIENT LIST: {clients}"),
     );
 }
+
+/// An HTTP server on the port: the wire breaks, and what it carried fails saying so, not with the
+/// decoder's complaint about the bytes it got.
+#[test]
+fn a_server_that_is_not_redis_breaks_the_wire_with_a_message_saying_so() {
+    use ironlock_core::error::Doing;
+    use ironlock_core::NodeConfig;
+    use std::net::TcpListener;
+
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let http = std::thread::spawn(move || {
+        let (mut socket, _) = listener.accept().expect("accept");
+        let mut request = [0; 1024];
+        let _ = socket.read(&mut request);
+        let _ = socket.write_all(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n");
+    });
+    let node = NodeConfig {
+        host: "127.0.0.1".into(),
+        port,
+        ..NodeConfig::default()
+    };
+    let mut wire = TestWire::new(&node, 0.01);
+    let mut socket = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("read timeout");
+    let mut out = Vec::new();
+    wire.connected(&mut out);
+    // Queued before the set-up is answered, as the wire allows.
+    wire.acquire(1, keys("k"), Duration::from_secs(1));
+    wire.flush(&mut out);
+    socket.write_all(&out).expect("write");
+    let mut answer = [0; 1024];
+    let read = socket.read(&mut answer).expect("read");
+    http.join().expect("http server");
+    let mut events = Vec::new();
+    let broken = wire
+        .feed(&answer[..read], &mut Vec::new(), &mut events)
+        .expect_err("HTTP is not RESP");
+    wire.fail(&broken, false, &mut events);
+    let expected = format!("the server at 127.0.0.1:{port} did not answer as Redis");
+    match &events[..] {
+        [Event::AcquireFailed { tag: 1, error, .. }] => assert_eq!(
+            error.message_while(Doing::Locking),
+            format!("Redis unavailable while locking \"k\": {expected}")
+        ),
+        other => panic!("expected the acquire to fail, got {other:?}"),
+    }
+}

@@ -192,8 +192,10 @@ impl Backend for MemoryBackend {
                 }
             }
             if busy {
+                // Only ironlock writes to a memory store.
                 return Ok(Attempt::Busy {
                     retry_after: longest,
+                    foreign: false,
                 });
             }
             let expires_at = expiry(now, ttl);
@@ -348,7 +350,7 @@ mod tests {
             .await
             .unwrap()
         {
-            Attempt::Busy { retry_after } => retry_after,
+            Attempt::Busy { retry_after, .. } => retry_after,
             acquired => panic!("{names:?} should be busy, got {acquired:?}"),
         }
     }

@@ -28,9 +28,11 @@ pub enum Attempt {
         fence: u64,
     },
     /// Someone else holds at least one of the keys; `retry_after` is the longest remaining TTL
-    /// among them, `None` when a holder has no TTL at all.
+    /// among them, `None` when a holder has no TTL at all. `foreign`: a holder is not ironlock's
+    /// (see [`crate::token`]), so no release of it will be announced.
     Busy {
         retry_after: Option<Duration>,
+        foreign: bool,
     },
 }
 
@@ -66,6 +68,15 @@ pub trait Backend: Send + Sync + 'static {
         token: &'a str,
         ttl: Duration,
     ) -> BoxFuture<'a, Result<bool, LockError>>;
+
+    /// Whether to attempt `keys` now, asked without writing anything. A waiter behind a holder
+    /// that is not ironlock's asks this before each attempt, so that its attempts do not hold
+    /// nodes for a moment and split the votes of clients that never give partial votes back
+    /// (`redlock`'s retries keep them until their TTL). Where one server decides, an attempt
+    /// holds nothing it does not win, so the default answers yes without asking.
+    fn may_be_free<'a>(&'a self, _keys: &'a LockKeys, _ttl: Duration) -> BoxFuture<'a, bool> {
+        Box::pin(async { true })
+    }
 
     /// Whether [`Backend::hand_over`] works: only where one server decides who holds a key.
     fn supports_hand_over(&self) -> bool {

@@ -282,13 +282,18 @@ impl Backend for RedlockBackend {
                 return Err(error);
             }
             // Free again once enough of the refusing holders' TTLs have run out.
-            let mut holders: Vec<Option<Duration>> = answers
-                .iter()
-                .filter_map(|answer| match answer {
-                    Some(Ok(Attempt::Busy { retry_after })) => Some(*retry_after),
-                    _ => None,
-                })
-                .collect();
+            let mut holders: Vec<Option<Duration>> = Vec::new();
+            let mut foreign = false;
+            for answer in &answers {
+                if let Some(Ok(Attempt::Busy {
+                    retry_after,
+                    foreign: held_by_other,
+                })) = answer
+                {
+                    holders.push(*retry_after);
+                    foreign |= *held_by_other;
+                }
+            }
             holders.sort_by_key(|left| left.unwrap_or(Duration::MAX));
             let needed = self.quorum.saturating_sub(votes.granted).max(1);
             let mut retry_after = holders.get(needed - 1).copied().flatten();
@@ -298,7 +303,31 @@ impl Backend for RedlockBackend {
                 let pause = rand::rng().random_range(Duration::ZERO..SPLIT_VOTE_RETRY);
                 retry_after = Some(retry_after.map_or(pause, |after| after.min(pause)));
             }
-            Ok(Attempt::Busy { retry_after })
+            Ok(Attempt::Busy {
+                retry_after,
+                foreign,
+            })
+        })
+    }
+
+    /// Yes when no node holds any of `keys` (a node that does not answer counts as free: the
+    /// attempt finds out what is wrong with it). A key left on even one node may be a `redlock`
+    /// client's partial vote, which it keeps while it retries: attempting then would only split
+    /// the votes further and strand more of them until their TTL.
+    fn may_be_free<'a>(&'a self, keys: &'a LockKeys, ttl: Duration) -> BoxFuture<'a, bool> {
+        Box::pin(async move {
+            let timeout = self.node_timeout(ttl);
+            let answers = futures_util::future::join_all(
+                self.nodes
+                    .iter()
+                    .map(|node| tokio::time::timeout(timeout, node.count_held(keys))),
+            )
+            .await;
+            let held = answers
+                .iter()
+                .filter(|answer| matches!(answer, Ok(Ok(held)) if *held > 0))
+                .count();
+            held == 0
         })
     }
 

@@ -6,14 +6,15 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{
-    Client, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, RedisError, Script, Value,
+    Client, ConnectionAddr, ErrorKind, IntoConnectionInfo, RedisConnectionInfo, RedisError, Script,
+    Value,
 };
 
 use super::batch::{self, Batch, Reply};
 use super::subscriber::Subscriber;
 use super::{Attempt, Backend, BoxFuture, HandOver};
 use crate::config::NodeConfig;
-use crate::error::LockError;
+use crate::error::{LockError, NOT_REDIS};
 use crate::keys::{release_channel, LockKeys};
 use crate::scripts;
 use crate::wait::ReleaseListener;
@@ -112,6 +113,12 @@ impl SingleBackend {
         &self.server.label
     }
 
+    /// How many of `keys` are held, by anyone (see [`scripts::COUNT_HELD`]).
+    pub async fn count_held(&self, keys: &LockKeys) -> Result<u64, LockError> {
+        let call = invocation(&scripts::COUNT_HELD, &keys.redis_keys);
+        self.server.run(keys.first(), call, Resend::Never).await
+    }
+
     /// Raises the fencing counters of `keys` to at least `fence` (see [`scripts::LIFT_FENCES`]),
     /// in the background. Lifts asked for together travel as one script call, which leaves
     /// before anything asked for later.
@@ -157,7 +164,7 @@ impl Server {
                 ),
             )
         })?
-        .map_err(|error| self.failure(key, error.to_string()))?;
+        .map_err(|error| self.failure(key, driver_error(&error)))?;
         let mut state = self.state.lock().expect("connection state lock");
         match &*state {
             ConnectionState::Closed => Err(LockError::Closed {
@@ -181,10 +188,7 @@ impl Server {
     }
 
     fn failure(&self, key: &str, message: String) -> LockError {
-        LockError::Connection {
-            key: key.to_owned(),
-            message: format!("{}: {message}", self.label),
-        }
+        LockError::connection(key, &self.label, &message)
     }
 
     /// Runs one script with a hard deadline, whatever state the connection is in.
@@ -203,7 +207,7 @@ impl Server {
                     result = invocation.invoke_async(&mut connection).await;
                 }
             }
-            result.map_err(|error| self.failure(key, error.to_string()))
+            result.map_err(|error| self.failure(key, driver_error(&error)))
         };
         match tokio::time::timeout(self.connect_timeout + self.command_timeout, call).await {
             Ok(result) => result,
@@ -279,8 +283,9 @@ impl Server {
                     (Value::Int(1), Value::Int(fence)) => Ok(Attempt::Acquired {
                         fence: *fence as u64,
                     }),
-                    (Value::Int(0), Value::Int(pttl)) => Ok(Attempt::Busy {
+                    (Value::Int(code @ (0 | 2)), Value::Int(pttl)) => Ok(Attempt::Busy {
                         retry_after: (*pttl >= 0).then(|| Duration::from_millis(*pttl as u64)),
+                        foreign: *code == 2,
                     }),
                     (_, refusal) => Err(self.failure(&item.name, refusal_text(refusal))),
                 },
@@ -395,6 +400,7 @@ impl Backend for SingleBackend {
             } else {
                 Attempt::Busy {
                     retry_after: (value >= 0).then(|| Duration::from_millis(value as u64)),
+                    foreign: taken == 2,
                 }
             })
         })
@@ -507,6 +513,15 @@ impl Backend for SingleBackend {
     fn close(&self) {
         *self.server.state.lock().expect("connection state lock") = ConnectionState::Closed;
         self.subscriber.close();
+    }
+}
+
+/// The driver's `error` as users read it: its parse error would show the bytes it choked on.
+pub(super) fn driver_error(error: &RedisError) -> String {
+    if error.kind() == ErrorKind::Parse {
+        NOT_REDIS.to_owned()
+    } else {
+        error.to_string()
     }
 }
 

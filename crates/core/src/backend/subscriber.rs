@@ -12,6 +12,7 @@ use futures_util::StreamExt;
 use redis::aio::PubSubSink;
 use redis::Client;
 
+use super::single::driver_error;
 use super::BoxFuture;
 use crate::wait::ReleaseListener;
 
@@ -90,7 +91,7 @@ impl Subscriber {
                     release_use(&mut state.channels, channel);
                 }
                 Err(match failure {
-                    Ok(Err(error)) => error.to_string(),
+                    Ok(Err(error)) => driver_error(&error),
                     _ => "subscribe timed out".into(),
                 })
             }
@@ -132,7 +133,7 @@ impl Subscriber {
         let pubsub = tokio::time::timeout(self.timeout, self.client.get_async_pubsub())
             .await
             .map_err(|_| "pub/sub connect timed out".to_owned())?
-            .map_err(|error| error.to_string())?;
+            .map_err(|error| driver_error(&error))?;
         let (sink, mut stream) = pubsub.split();
         let subscriber = Arc::downgrade(self);
         let listener = self.listener.clone();

@@ -18,10 +18,11 @@ use resp::Reply;
 
 use crate::backend::MAX_BATCH;
 use crate::config::NodeConfig;
-use crate::error::LockError;
+use crate::error::{LockError, NOT_REDIS};
 use crate::keys::LockKeys;
 use crate::lock::{valid_until, HeldLock};
 use crate::scripts;
+use crate::token::new_token;
 
 /// The wire's connection name in `CLIENT LIST`.
 pub const CLIENT_NAME: &str = "ironlock-wire";
@@ -151,7 +152,7 @@ impl<A, R> Wire<A, R> {
         self.acquires.push(Acquire {
             tag,
             keys,
-            token: uuid::Uuid::new_v4().to_string(),
+            token: new_token(),
             ttl,
             ttl_arg: ttl.as_millis().to_string(),
             started: SystemTime::now(),
@@ -203,7 +204,8 @@ impl<A, R> Wire<A, R> {
                     reply
                 }
                 Ok(None) => break Ok(()),
-                Err(ProtocolError(message)) => break Err(format!("{}: {message}", self.label)),
+                // Not RESP: something else listens on the port (an HTTP server, say).
+                Err(ProtocolError(_)) => break Err(NOT_REDIS.to_owned()),
             };
             let Some(call) = self.in_flight.pop_front() else {
                 break Err(format!("{}: an answer nobody asked for", self.label));
@@ -274,7 +276,8 @@ impl<A, R> Wire<A, R> {
                     },
                     tag: attempt.tag,
                 },
-                [Reply::Int(0), Reply::Int(pttl)] => Event::Busy {
+                // Who holds it does not matter here: the queue's first turn attempts again.
+                [Reply::Int(0 | 2), Reply::Int(pttl)] => Event::Busy {
                     tag: attempt.tag,
                     keys: attempt.keys,
                     retry_after: (*pttl >= 0).then(|| Duration::from_millis(*pttl as u64)),
@@ -363,10 +366,7 @@ impl<A, R> Wire<A, R> {
     }
 
     fn failure(&self, key: &str, message: &str) -> LockError {
-        LockError::Connection {
-            key: key.to_owned(),
-            message: format!("{}: {message}", self.label),
-        }
+        LockError::connection(key, &self.label, message)
     }
 }
 
