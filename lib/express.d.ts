@@ -32,7 +32,9 @@ export interface LockMiddlewareOptions<Req = AnyRequest, Res = ServerResponse>
   locker?: Locker
   /**
    * Answers a request that found the lock busy, instead of the default 409 with `Retry-After`
-   * (seconds: `Math.max(1, Math.ceil(err.retryAfter / 1000))`). A throw or rejection goes to `next`.
+   * (whole seconds, at least 1: how long this key's locks are usually held, as this middleware
+   * has seen, capped at the holder's remaining TTL `err.retryAfter`; that TTL until a hold was
+   * seen). A throw or rejection goes to `next`.
    */
   onBusy?: (req: Req, res: Res, err: LockBusyError) => unknown
 }

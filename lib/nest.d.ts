@@ -10,7 +10,11 @@ export interface LockedOptions extends AcquireOptions {
 /** A lock key, or a function of the method's arguments (called with the instance as `this`) that returns one. */
 export type LockedKey<Args extends any[]> = string | string[] | ((this: any, ...args: Args) => string | string[])
 
-type AsyncMethod<Args extends any[]> = (...args: Args) => Promise<any>
+/**
+ * A method the decorator accepts: async, and its leading parameters are the key function's (the
+ * key function may take fewer, e.g. `(orderId: string) => …` for `capture(orderId, amount)`).
+ */
+type AsyncMethod<Args extends any[]> = (...args: [...Args, ...any[]]) => Promise<any>
 
 /**
  * Decorates an async method (the lock is taken asynchronously, so the wrapped method always

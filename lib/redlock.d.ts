@@ -100,11 +100,10 @@ declare namespace Redlock {
     constructor(message: string)
   }
 
-  export { RedlockClass as Redlock, RedlockClass as default }
+  // `Redlock` itself (the class, so a value and a type), also as `Redlock.Redlock` and
+  // `Redlock.default`: `import Redlock from`, `import { Redlock } from` and `require` all give it.
+  export { Redlock, Redlock as default }
 }
-
-/** `Redlock` itself, re-exported as `Redlock.Redlock` and `Redlock.default`. */
-declare const RedlockClass: typeof Redlock
 
 declare class Redlock extends EventEmitter {
   /**
@@ -139,7 +138,7 @@ declare class Redlock extends EventEmitter {
     duration: number,
     routine: (signal: Redlock.RedlockAbortSignal, context: Redlock.RedlockUsingContext) => Promise<T>,
   ): Promise<T>
-  /** Closes ironlock's connections; the ioredis clients given to the constructor stay open. */
+  /** Closes ironlock's connections and, as `redlock` does, quits the ioredis clients given to the constructor. */
   quit(callback?: Redlock.Callback<void>): Promise<void>
 
   // redlock 4 (a string resource or a callback makes `acquire` / `release` / `extend` v4 calls)
