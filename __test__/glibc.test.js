@@ -5,11 +5,14 @@
 // glibc 2.17's own dynamic loader resolves everything it needs. `npm run build` links it so
 // (scripts/build.js); a binary built against this machine's glibc fails here.
 //
-// By hand: objdump -T ironlock.linux-x64-gnu.node | grep -o 'GLIBC_[0-9.]*' | sort -Vu | tail -1
+// By hand: node scripts/glibc-needs.js ironlock.linux-x64-gnu.node
+//      or: objdump -T ironlock.linux-x64-gnu.node | grep -o 'GLIBC_[0-9.]*' | sort -Vu | tail -1
 
 const { execFileSync, spawnSync } = require('node:child_process')
 const fs = require('node:fs')
 const path = require('node:path')
+
+const { compareVersions, versionNeeds, glibcVersions } = require('../scripts/glibc-needs')
 
 const BINARY = path.join(__dirname, '..', 'ironlock.linux-x64-gnu.node')
 const BASELINE = '2.17'
@@ -19,72 +22,6 @@ const BASELINE = '2.17'
 const glibcHost =
   process.platform === 'linux' && process.arch === 'x64' && Boolean(process.report.getReport().header.glibcVersionRuntime)
 const onGlibcHost = glibcHost ? describe : describe.skip
-
-/** Compares dotted versions: negative, zero or positive. */
-function compareVersions(a, b) {
-  const x = a.split('.').map(Number)
-  const y = b.split('.').map(Number)
-  for (let i = 0; i < Math.max(x.length, y.length); i++) {
-    const d = (x[i] ?? 0) - (y[i] ?? 0)
-    if (d !== 0) return d
-  }
-  return 0
-}
-
-/**
- * The symbol versions an ELF64 little-endian shared object needs, per library: its
- * SHT_GNU_verneed section (Elf64_Verneed entries, each with its Elf64_Vernaux list), whose names
- * are in the string table the section links to.
- */
-function versionNeeds(file) {
-  const elf = fs.readFileSync(file)
-  if (elf.readUInt32BE(0) !== 0x7f454c46) throw new Error(`${file} is not an ELF file`)
-  if (elf[4] !== 2 || elf[5] !== 1) throw new Error(`${file} is not ELF64 little-endian`)
-  const shoff = Number(elf.readBigUInt64LE(0x28))
-  const shentsize = elf.readUInt16LE(0x3a)
-  const shnum = elf.readUInt16LE(0x3c)
-  const section = (i) => {
-    const at = shoff + i * shentsize
-    return {
-      type: elf.readUInt32LE(at + 4),
-      offset: Number(elf.readBigUInt64LE(at + 0x18)),
-      link: elf.readUInt32LE(at + 0x28),
-      info: elf.readUInt32LE(at + 0x2c),
-    }
-  }
-  const SHT_GNU_VERNEED = 0x6ffffffe
-  const needs = {}
-  for (let i = 0; i < shnum; i++) {
-    const verneed = section(i)
-    if (verneed.type !== SHT_GNU_VERNEED) continue
-    const strtab = section(verneed.link).offset
-    const string = (offset) => {
-      const start = strtab + offset
-      return elf.toString('latin1', start, elf.indexOf(0, start))
-    }
-    let entry = verneed.offset
-    for (let n = 0; n < verneed.info; n++) {
-      const count = elf.readUInt16LE(entry + 2)
-      const library = string(elf.readUInt32LE(entry + 4))
-      let aux = entry + elf.readUInt32LE(entry + 8)
-      needs[library] ??= []
-      for (let k = 0; k < count; k++) {
-        needs[library].push(string(elf.readUInt32LE(aux + 8)))
-        aux += elf.readUInt32LE(aux + 12)
-      }
-      entry += elf.readUInt32LE(entry + 12)
-    }
-  }
-  return needs
-}
-
-function glibcVersions(needs) {
-  const versions = new Set()
-  for (const names of Object.values(needs)) {
-    for (const name of names) if (name.startsWith('GLIBC_') && /^\d/.test(name.slice(6))) versions.add(name.slice(6))
-  }
-  return [...versions].sort(compareVersions)
-}
 
 onGlibcHost(`ironlock.linux-x64-gnu.node needs glibc ${BASELINE} at most`, () => {
   test('it is the binary require("ironlock") loads here', () => {
