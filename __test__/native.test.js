@@ -161,9 +161,11 @@ describe('the platform packages', () => {
     }
   })
 
-  test('the generated loader knows every platform package', () => {
+  test('the generated loader knows every platform package, at this version', () => {
     const loader = fs.readFileSync(path.join(ROOT, 'binding.js'), 'utf8')
     for (const name of PACKAGES) expect(loader).toContain(`require('${name}')`)
+    const versions = new Set([...loader.matchAll(/mismatch, expected ([^ ]+) but got/g)].map((m) => m[1]))
+    expect([...versions]).toEqual([pkg.version])
   })
 
   test('the main package runs nothing at install: no install scripts, no binding.gyp', () => {
