@@ -20,6 +20,27 @@ const OTHER_PLATFORM = path.join(__dirname, 'fixtures', 'other-platform.js')
 const TARGETS = pkg.napi.targets.map(platformArchAbi)
 const PACKAGES = TARGETS.map((t) => `${pkg.name}-${t}`)
 
+let layout // a temporary project: node_modules/ironlock as npm installs it from the registry
+
+/** Copies the main package as the registry has it (package.json's `files`, no Cargo.toml, no .node). */
+function makeLayout() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ironlock-layout-'))
+  const main = path.join(dir, 'node_modules', pkg.name)
+  fs.mkdirSync(main, { recursive: true })
+  for (const entry of [...pkg.files.filter((f) => !f.includes('*')), 'package.json']) {
+    fs.cpSync(path.join(ROOT, entry), path.join(main, entry), { recursive: true })
+  }
+  return { dir, main }
+}
+
+beforeAll(() => {
+  layout = makeLayout()
+})
+
+afterAll(() => {
+  if (layout) fs.rmSync(layout.dir, { recursive: true, force: true })
+})
+
 /** Runs load-ironlock.js (in a process that may claim another platform) and returns its JSON. */
 async function load({ platform, from, env = {} } = {}) {
   const args = platform ? ['-r', OTHER_PLATFORM, LOAD] : [LOAD]
@@ -33,7 +54,7 @@ async function load({ platform, from, env = {} } = {}) {
 
 describe('when no binary fits, require("ironlock") throws one clear error', () => {
   test('on a platform with no prebuilt package: what it looked for, what exists, how to build', async () => {
-    const { threw } = await load({ platform: 'freebsd-x64' })
+    const { threw } = await load({ platform: 'freebsd-x64', from: layout.main })
     expect(threw).toBeDefined()
     expect(threw.code).toBe(ERROR_CODE)
     expect(threw.code).toBe('ERR_IRONLOCK_NATIVE_BINDING')
@@ -51,14 +72,14 @@ describe('when no binary fits, require("ironlock") throws one clear error', () =
   })
 
   test('on Linux it names the C library it detected', async () => {
-    const { threw } = await load({ platform: 'linux-riscv64' })
+    const { threw } = await load({ platform: 'linux-riscv64', from: layout.main })
     expect(threw.code).toBe(ERROR_CODE)
     expect(threw.message).toMatch(/no prebuilt native addon for linux-riscv64 (with glibc \d+\.\d+|with musl libc|\(C library not detected; assuming glibc\))/)
     expect(threw.message).toMatch(/it would be ironlock-linux-riscv64-(gnu|musl)\)/)
   })
 
   test('on a supported platform whose package is missing: names the package and version that fit', async () => {
-    const { threw } = await load({ platform: 'darwin-arm64' })
+    const { threw } = await load({ platform: 'darwin-arm64', from: layout.main })
     expect(threw.code).toBe(ERROR_CODE)
     expect(threw.platform).toBe('darwin-arm64')
     expect(threw.packages).toEqual([`${pkg.name}-darwin-arm64`])
@@ -68,8 +89,26 @@ describe('when no binary fits, require("ironlock") throws one clear error', () =
   })
 
   test('Windows on arm64 looks for the msvc package', async () => {
-    const { threw } = await load({ platform: 'win32-arm64' })
+    const { threw } = await load({ platform: 'win32-arm64', from: layout.main })
     expect(threw.packages).toEqual([`${pkg.name}-win32-arm64-msvc`])
+  })
+
+  test('the git install it advises names the repository over https, at the version\'s tag', () => {
+    const { gitInstallSpec } = require('../lib/native')
+    const spec = (repository) => gitInstallSpec({ repository, version: '1.2.3' })
+    expect(spec('git+ssh://git@github.com/acme/ironlock.git')).toBe('git+https://github.com/acme/ironlock.git#v1.2.3')
+    expect(spec({ type: 'git', url: 'git+https://github.com/acme/ironlock.git' })).toBe('git+https://github.com/acme/ironlock.git#v1.2.3')
+    expect(spec('https://github.com/acme/ironlock')).toBe('git+https://github.com/acme/ironlock#v1.2.3')
+    expect(spec('acme/ironlock')).toBe('github:acme/ironlock#v1.2.3')
+    expect(spec(undefined)).toBeNull()
+  })
+
+  test('in a source checkout it says to run npm run build', async () => {
+    const { threw } = await load({ platform: 'freebsd-x64' })
+    expect(threw.code).toBe(ERROR_CODE)
+    expect(threw.message).toContain(`This is a source checkout of ${pkg.name}`)
+    expect(threw.message).toContain('`npm run build`')
+    expect(threw.message).toContain('https://rustup.rs')
   })
 
   test('a NAPI_RS_NATIVE_LIBRARY_PATH that does not load is named', async () => {
@@ -94,15 +133,8 @@ describe('installed as npm installs it: the main package, and beside it the plat
     binary = loaded[0]
     host = path.basename(binary).replace(/^ironlock\.|\.node$/g, '')
     expect(TARGETS).toContain(host)
-
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ironlock-layout-'))
-    const main = path.join(dir, 'node_modules', pkg.name)
-    fs.mkdirSync(main, { recursive: true })
-    for (const entry of [...pkg.files.filter((f) => !f.includes('*')), 'package.json']) {
-      fs.cpSync(path.join(ROOT, entry), path.join(main, entry), { recursive: true })
-    }
-    const platformPackage = path.join(dir, 'node_modules', `${pkg.name}-${host}`)
-    fs.cpSync(path.join(ROOT, 'npm', host), platformPackage, { recursive: true })
+    dir = makeLayout().dir
+    fs.cpSync(path.join(ROOT, 'npm', host), path.join(dir, 'node_modules', `${pkg.name}-${host}`), { recursive: true })
   })
 
   afterAll(() => {

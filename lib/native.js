@@ -104,12 +104,16 @@ function packageJson() {
   }
 }
 
-/** `npm install` spec for the git repository the package names, or null. */
+/** `npm install` spec for the git repository the package names (over https), or null. */
 function gitInstallSpec(pkg) {
   const repository = pkg.repository
   let url = typeof repository === 'string' ? repository : repository && repository.url
   if (typeof url !== 'string' || url === '') return null
   if (/^[\w-]+\/[\w.-]+$/.test(url)) url = `github:${url}`
+  url = url
+    .replace(/^git\+ssh:\/\/git@([^/:]+)[/:]/, 'git+https://$1/')
+    .replace(/^git@([^:]+):/, 'git+https://$1/')
+    .replace(/^https:\/\//, 'git+https://')
   return `${url}#v${pkg.version}`
 }
 
@@ -163,13 +167,20 @@ function bindingError(loaderError) {
     )
   }
 
-  const spec = gitInstallSpec(pkg)
-  lines.push(
-    'To build it from source: install a Rust toolchain (https://rustup.rs) and a C compiler, then ' +
-      `install ${name} from its git repository, which compiles the addon during the install: ` +
-      `\`npm install ${spec || `<${name}'s git repository URL>#v${version}`}\`. ` +
-      `(\`npm rebuild ${name}\` cannot: the registry package carries no Rust sources.)`,
-  )
+  if (fs.existsSync(path.join(ROOT, 'Cargo.toml'))) {
+    lines.push(
+      `This is a source checkout of ${name}: install a Rust toolchain (https://rustup.rs) and a C ` +
+        `compiler, then build the addon for this machine with \`npm run build\` in ${ROOT}.`,
+    )
+  } else {
+    const spec = gitInstallSpec(pkg)
+    lines.push(
+      'To build it from source: install a Rust toolchain (https://rustup.rs) and a C compiler, then ' +
+        `install ${name} from its git repository, which compiles the addon during the install: ` +
+        `\`npm install ${spec || `<${name}'s git repository URL>#v${version}`}\`. ` +
+        `(\`npm rebuild ${name}\` cannot: the registry package carries no Rust sources.)`,
+    )
+  }
 
   const error = new Error(lines.join('\n'))
   error.code = ERROR_CODE
@@ -187,4 +198,4 @@ function load() {
   }
 }
 
-module.exports = { binding: load(), ERROR_CODE, platformArchAbi }
+module.exports = { binding: load(), ERROR_CODE, platformArchAbi, gitInstallSpec }
