@@ -1,7 +1,7 @@
 'use strict'
 
 const { inspect } = require('node:util')
-const { NativeLocker } = require('../binding')
+const { binding: { NativeLocker } } = require('./native')
 const { Dispatcher, Status, Kind, Flags } = require('./dispatch')
 const {
   LockBusyError, LockLostError, LockConnectionError, fromNative, invalidArgType, invalidArgValue, invalidThis, illegalConstructor,
