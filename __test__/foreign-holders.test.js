@@ -41,7 +41,7 @@ describe('one Redis', () => {
     const deleted = performance.now()
     const lock = await waiting
     const noticedAfter = performance.now() - deleted
-    // The poll's longest pause is 32 ms; the rest is slack for a loaded machine. Sleeping until
+    // The poll's longest pause is 16 ms; the rest is slack for a loaded machine. Sleeping until
     // the holder's TTL took 10 s.
     expect(noticedAfter).toBeLessThan(1000)
     expect(await redis.get('job')).toBe(lock.token)

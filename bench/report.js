@@ -35,10 +35,48 @@ const CONTENDED_COLUMNS = [
   { header: 'overlaps', value: (r) => r.overlaps, format: (n) => (n === 0 ? 'ok' : String(n)) }
 ]
 
+// Hand-off from a holder that is not ironlock's: "from delete" starts when the
+// holder's delete was answered; "from send" when it was sent.
+const FOREIGN_COLUMNS = [
+  { header: 'hand-off p50 ms', value: (r) => r.handoffMs.p50, format: fixed(2), better: 'lower' },
+  { header: 'p99 ms', value: (r) => r.handoffMs.p99, format: fixed(2), better: 'lower' },
+  { header: 'max ms', value: (r) => r.handoffMs.max, format: fixed(2), better: 'lower' },
+  { header: 'from send p50 ms', value: (r) => r.fromSendMs.p50, format: fixed(2) },
+  { header: 'PING p50 ms', value: (r) => r.pingMs.p50, format: fixed(3) },
+  { header: 'p50/PING', value: (r) => r.p50OverPing, format: fixed(1) },
+  { header: 'cmds/round', value: (r) => r.commandsPerRound, format: fixed(1), better: 'lower' },
+  { header: 'overlaps', value: (r) => r.overlaps, format: (n) => (n === 0 ? 'ok' : String(n)) }
+]
+
+// Whole runs of a fleet; a capped run counts as the cap.
+const FLEET_COLUMNS = [
+  { header: 'median wall ms', value: (r) => r.wallMs.p50, format: fixed(0), better: 'lower' },
+  { header: 'max wall ms', value: (r) => r.wallMs.max, format: fixed(0), better: 'lower' },
+  { header: 'acq/s median run', value: (r) => r.acquisitionsPerSecMedian, format: fixed(0), better: 'higher' },
+  { header: 'acq/s all runs', value: (r) => r.acquisitionsPerSec, format: fixed(0), better: 'higher' },
+  { header: 'longest gap ms', value: (r) => r.longestGapMs, format: fixed(0) },
+  { header: 'cmds/acq', value: (r) => r.commandsPerAcquisition, format: fixed(1), better: 'lower' },
+  { header: 'runs s (* = capped)', value: (r) => r.runs, format: (runs) => runs.map(runLabel).join(' ') },
+  { header: 'overlaps', value: (r) => r.overlaps, format: (n) => (n === 0 ? 'ok' : String(n)) }
+]
+
+const COLUMNS = {
+  uncontended: UNCONTENDED_COLUMNS,
+  contended: CONTENDED_COLUMNS,
+  foreign: FOREIGN_COLUMNS,
+  fleet: FLEET_COLUMNS
+}
+
+function runLabel (run) {
+  return `${(run.wallMs / 1000).toFixed(1)}${run.capped ? '*' : ''}`
+}
+
 // Errors are listed in full under the table, so the rows stay one line each.
 function status (row) {
   if (row.error) return 'error, see below'
   if (row.gaveUp) return `timeout: ${row.acquired}/${row.tasks} acquired in time`
+  if (row.capped) return `${row.capped}/${row.runs.length} runs capped`
+  if (row.leftOpen) return `${row.leftOpen} run(s) left a handle open`
   return 'ok'
 }
 
@@ -72,12 +110,27 @@ function comparisonLine (rows, columns) {
   return `${OURS} vs best peer, >1 = ${OURS} better: ${parts.join(', ')}`
 }
 
+// The fleets' rows are not implementations: fleet B (with ironlock shims) is
+// compared with fleet A (redlock only). Capped runs count, as the cap.
+function fleetComparisonLine (rows, columns) {
+  const [a, b] = rows
+  if (!a || !b || a.error || b.error) return '(a fleet did not complete: no ratios)'
+  const parts = columns.filter((column) => column.better).map((column) => {
+    const factor = column.better === 'higher'
+      ? column.value(b) / column.value(a)
+      : column.value(a) / column.value(b)
+    return `${column.header} ×${factor.toFixed(2)}`
+  })
+  return `fleet B vs fleet A, >1 = B better: ${parts.join(', ')}`
+}
+
 function renderCase (title, kind, rows) {
-  const columns = kind === 'uncontended' ? UNCONTENDED_COLUMNS : CONTENDED_COLUMNS
-  const headers = ['implementation', ...columns.map((column) => column.header), 'status']
+  const columns = COLUMNS[kind]
+  const headers = [kind === 'fleet' ? 'fleet' : 'implementation', ...columns.map((column) => column.header), 'status']
   const cells = rows.map((row) => [row.impl, ...columns.map((column) => cell(row, column)), status(row)])
   const errors = rows.filter((row) => row.error).map((row) => `error in ${row.impl}: ${row.error}`)
-  return [`\n== ${title} ==`, formatTable(headers, cells), ...errors, comparisonLine(rows, columns)].join('\n')
+  const comparison = kind === 'fleet' ? fleetComparisonLine(rows, columns) : comparisonLine(rows, columns)
+  return [`\n== ${title} ==`, formatTable(headers, cells), ...errors, comparison].join('\n')
 }
 
 module.exports = { renderCase }

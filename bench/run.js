@@ -1,10 +1,11 @@
 'use strict'
 
-// npm run bench -- [--only name1,name2] [--quick]
+// npm run bench -- [--only name1,name2] [--case uncontended,contended,foreign] [--quick]
 //
 // Runs every lock implementation against the same throwaway redis-server(s),
-// case by case, all in this one process, then prints one table per case and
-// writes bench/results.json.
+// case by case, all in this one process (only the mixed fleets of the
+// foreign-holder case run in child processes), then prints one table per case
+// and writes bench/results.json.
 
 const fs = require('node:fs')
 const os = require('node:os')
@@ -15,10 +16,13 @@ const adapters = require('./adapters')
 const { startRedisServers } = require('./redis')
 const { runUncontended } = require('./scenarios/uncontended')
 const { runContended } = require('./scenarios/contended')
+const { runForeignHandOff, runMixedFleets, FLEET } = require('./scenarios/foreign')
 const { renderCase } = require('./report')
 
 const RESULTS_FILE = path.join(__dirname, 'results.json')
 const REDLOCK_NODES = 3
+const OURS = 'ironlock'
+const CASE_GROUPS = ['uncontended', 'contended', 'foreign']
 
 const FULL = {
   uncontended: { workers: 32, warmupMs: 500, measureMs: 2000 },
@@ -29,13 +33,21 @@ const FULL = {
   // Waiters give up after this long and the case reports a timeout. Polling
   // peers need 25-45 s for 1000 Redlock waiters; waiting that out would blow
   // the ~3 minute budget of the whole bench.
-  caseTimeoutMs: 20_000
+  caseTimeoutMs: 20_000,
+  foreign: {
+    // Hand-offs from a foreign holder, per implementation and topology.
+    rounds: 200,
+    // Mixed-fleet runs per fleet, and the cap on one run (a capped run counts as the cap).
+    fleetRuns: 5,
+    fleetCapMs: 25_000
+  }
 }
 const QUICK = {
   ...FULL,
   uncontended: { workers: 32, warmupMs: 200, measureMs: 1000 },
   contendedTasks: [10, 100],
-  caseTimeoutMs: 10_000
+  caseTimeoutMs: 10_000,
+  foreign: { rounds: 50, fleetRuns: 3, fleetCapMs: 25_000 }
 }
 // A case that outlives its timeout by this factor is hung (waiters should have
 // given up): abandon it rather than the whole bench.
@@ -43,28 +55,62 @@ const HARD_LIMIT_FACTOR = 1.5
 
 function parseCli () {
   const { values } = parseArgs({
-    options: { only: { type: 'string' }, quick: { type: 'boolean', default: false } }
+    options: {
+      only: { type: 'string' },
+      case: { type: 'string' },
+      quick: { type: 'boolean', default: false }
+    }
   })
-  const known = adapters.map((adapter) => adapter.name)
-  const only = values.only ? values.only.split(',').map((name) => name.trim()) : known
-  const unknown = only.filter((name) => !known.includes(name))
-  if (unknown.length > 0) throw new Error(`unknown implementation(s): ${unknown.join(', ')}; known: ${known.join(', ')}`)
-  return { only, quick: values.quick }
+  const only = listOption(values.only, adapters.map((adapter) => adapter.name), 'implementation')
+  const groups = listOption(values.case, CASE_GROUPS, 'case')
+  return { only, groups, quick: values.quick }
 }
 
-function casesFor (settings) {
+// A comma-separated option; all of `known` when it is not given.
+function listOption (value, known, what) {
+  const names = value ? value.split(',').map((name) => name.trim()) : known
+  const unknown = names.filter((name) => !known.includes(name))
+  if (unknown.length > 0) throw new Error(`unknown ${what}(s): ${unknown.join(', ')}; known: ${known.join(', ')}`)
+  return names
+}
+
+// The cases of one topology. A case with `run` is run once per implementation;
+// one with `runAll` compares fleets rather than implementations and runs once.
+// `needsOurs`: the case measures ironlock, so it runs only when ironlock does.
+function casesFor (settings, multiNode) {
   const { workers, measureMs } = settings.uncontended
   const uncontended = {
     kind: 'uncontended',
+    group: 'uncontended',
     title: `uncontended: ${workers} workers, one key each, ${measureMs / 1000} s`,
     run: (locks, servers) => runUncontended(locks, servers, { ...settings.uncontended, ttlMs: settings.ttlMs })
   }
   const contended = settings.contendedTasks.map((tasks) => ({
     kind: 'contended',
+    group: 'contended',
     title: `contended: ${tasks} tasks on one key, hold ${settings.holdMs} ms (ideal ${tasks * settings.holdMs} ms)`,
     run: (locks, servers) => runContended(locks, servers, { tasks, holdMs: settings.holdMs, ttlMs: settings.ttlMs })
   }))
-  return [uncontended, ...contended]
+  const { rounds, fleetRuns, fleetCapMs } = settings.foreign
+  const holder = multiNode ? 'an @sesamecare-oss/redlock holder' : 'a hand-rolled SET NX PX holder'
+  const handOff = {
+    kind: 'foreign',
+    group: 'foreign',
+    needsOurs: true,
+    title: `foreign holders: hand-off from ${holder}, ${rounds} rounds`,
+    // Rounds run one after another, each some 20-50 ms: allow far more than that.
+    limitMs: Math.max(settings.caseTimeoutMs * HARD_LIMIT_FACTOR, rounds * 250),
+    run: (locks, servers) => runForeignHandOff(locks, servers, { rounds })
+  }
+  const fleet = {
+    kind: 'fleet',
+    group: 'foreign',
+    needsOurs: true,
+    title: `foreign holders: mixed fleet, ${FLEET.workers} workers × ${FLEET.rounds} rounds on one key, ` +
+      `hold ${FLEET.holdMs} ms, ${fleetRuns} runs per fleet, cap ${fleetCapMs / 1000} s`,
+    runAll: (servers) => runMixedFleets(servers, { runs: fleetRuns, capMs: fleetCapMs })
+  }
+  return [uncontended, ...contended, handOff, ...(multiNode ? [fleet] : [])]
 }
 
 async function withHardLimit (promise, ms) {
@@ -85,12 +131,28 @@ async function runCase (adapter, servers, testCase, settings) {
   let locks = null
   try {
     locks = adapter.create({ urls: servers.map((server) => server.url), maxWaitMs: settings.caseTimeoutMs })
-    const figures = await withHardLimit(testCase.run(locks, servers), settings.caseTimeoutMs * HARD_LIMIT_FACTOR)
+    const limitMs = testCase.limitMs ?? settings.caseTimeoutMs * HARD_LIMIT_FACTOR
+    const figures = await withHardLimit(testCase.run(locks, servers), limitMs)
     return { impl: adapter.name, ...figures }
   } catch (err) {
     return { impl: adapter.name, error: err.message }
   } finally {
     await locks?.close().catch(() => {})
+  }
+}
+
+async function runEach (participants, servers, testCase, settings) {
+  const rows = []
+  for (const adapter of participants) rows.push(await runCase(adapter, servers, testCase, settings))
+  return rows
+}
+
+// A case that is not per implementation: its rows are its own, or one error row.
+async function runFleets (servers, testCase) {
+  try {
+    return await testCase.runAll(servers)
+  } catch (err) {
+    return [{ impl: testCase.kind, error: err.message }]
   }
 }
 
@@ -108,7 +170,7 @@ async function machineInfo (servers) {
 }
 
 async function main () {
-  const { only, quick } = parseCli()
+  const { only, groups, quick } = parseCli()
   const settings = quick ? QUICK : FULL
   const selected = adapters.filter((adapter) => only.includes(adapter.name))
   for (const adapter of selected.filter((a) => a.unavailable)) {
@@ -119,7 +181,7 @@ async function main () {
 
   const servers = await startRedisServers(1 + REDLOCK_NODES)
   try {
-    const meta = { ...(await machineInfo(servers)), quick, settings, skipped }
+    const meta = { ...(await machineInfo(servers)), quick, cases: groups, settings, skipped }
     console.log(`node ${meta.node}, redis ${meta.redis}, ${meta.cpus} × ${meta.cpuModel}`)
     const topologies = [
       { name: 'single node', servers: servers.slice(0, 1) },
@@ -133,9 +195,14 @@ async function main () {
         console.log(`\nnote: ${adapter.name} has no multi-node mode; skipped for ${topology.name}`)
       }
       if (participants.length === 0) continue
-      for (const testCase of casesFor(settings)) {
-        const rows = []
-        for (const adapter of participants) rows.push(await runCase(adapter, topology.servers, testCase, settings))
+      for (const testCase of casesFor(settings, multiNode).filter((c) => groups.includes(c.group))) {
+        if (testCase.needsOurs && !participants.some((adapter) => adapter.name === OURS)) {
+          console.log(`\nnote: ${topology.name} · ${testCase.title}: measures ${OURS}, which is not running; skipped`)
+          continue
+        }
+        const rows = testCase.runAll
+          ? await runFleets(topology.servers, testCase)
+          : await runEach(participants, topology.servers, testCase, settings)
         console.log(renderCase(`${topology.name} · ${testCase.title}`, testCase.kind, rows))
         results.push({ topology: topology.name, scenario: testCase.kind, title: testCase.title, rows })
       }

@@ -26,6 +26,8 @@ function create ({ urls, maxWaitMs }) {
       return mutex
     },
     release: (mutex) => mutex.release(),
+    // Mutex and RedlockMutex store the lock under `mutex:<key>`.
+    storedKey: (key) => `mutex:${key}`,
     close: () => Promise.all(clients.map((client) => client.quit()))
   }
 }

@@ -275,10 +275,10 @@ async fn foreign_release_is_noticed_quickly(keys: &[&str]) {
 
     let waited = started.elapsed() - deleted;
     server.check(lock.is_ok(), format_args!("acquire failed: {lock:?}"));
-    // The poll's longest pause is 32 ms; the rest is slack for a loaded machine, and still far
+    // The poll's longest pause is 16 ms; the rest is slack for a loaded machine, and still far
     // below the 10 s that waiting for the holder's TTL would take.
     server.check(
-        waited < Duration::from_millis(32) + SLACK,
+        waited < Duration::from_millis(16) + SLACK,
         format_args!("the foreign release was noticed {waited:?} after it happened"),
     );
 }
