@@ -5,6 +5,7 @@
 //! [`AcquireOptions`], and [`LockError`] back into JS errors; nothing here speaks napi.
 
 pub mod backend;
+pub mod cancel;
 pub mod config;
 pub mod error;
 pub mod handover;
@@ -18,10 +19,11 @@ pub mod watchdog;
 pub mod wire;
 
 pub use backend::{Attempt, Backend};
+pub use cancel::CancelToken;
 pub use config::{LockerConfig, NodeConfig, Secret, Target, TlsConfig};
 pub use error::{LockError, QuorumVotes};
 pub use keys::LockKeys;
 pub use lock::{AcquireOptions, HeldLock};
 pub use locker::Locker;
-pub use wait::{CancelToken, FirstAttempt};
+pub use wait::FirstAttempt;
 pub use watchdog::{loss_margin, Upkeep, Watchdog};

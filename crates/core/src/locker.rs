@@ -5,16 +5,17 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-use crate::backend::{Attempt, Backend, HandOver, MemoryBackend, RedlockBackend, SingleBackend};
+use crate::backend::{
+    Attempt, Backend, HandOver, MemoryBackend, RedlockBackend, ReleaseListener, SingleBackend,
+};
+use crate::cancel::CancelToken;
 use crate::config::{LockerConfig, Target};
 use crate::error::LockError;
 use crate::handover::CHAIN_END_PAUSE;
 use crate::keys::LockKeys;
 use crate::lock::{valid_until, AcquireOptions, HeldLock};
 use crate::token::new_token;
-use crate::wait::{
-    CancelToken, FirstAttempt, ForeignPoll, Handing, ReleaseListener, Ticket, Turn, WaitQueues,
-};
+use crate::wait::{FirstAttempt, ForeignPoll, Handing, Ticket, Turn, WaitQueues};
 
 pub struct Locker {
     backend: Arc<dyn Backend>,

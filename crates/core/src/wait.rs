@@ -10,7 +10,7 @@
 //! of deleting it (see [`crate::handover`]).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
@@ -18,49 +18,9 @@ use rand::Rng;
 use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, ReleaseListener};
 use crate::handover::{Chain, Link, Plan};
 use crate::lock::HeldLock;
-
-/// Cancels a wait from outside, e.g. from a JS `AbortSignal`.
-#[derive(Clone, Debug, Default)]
-pub struct CancelToken(Arc<CancelState>);
-
-#[derive(Debug, Default)]
-struct CancelState {
-    cancelled: AtomicBool,
-    notify: Notify,
-}
-
-impl CancelToken {
-    pub fn cancel(&self) {
-        self.0.cancelled.store(true, Ordering::SeqCst);
-        self.0.notify.notify_waiters();
-    }
-
-    pub fn is_cancelled(&self) -> bool {
-        self.0.cancelled.load(Ordering::SeqCst)
-    }
-
-    pub async fn cancelled(&self) {
-        loop {
-            // Created before the check, so a cancel between the two still wakes it.
-            let notified = self.0.notify.notified();
-            if self.is_cancelled() {
-                return;
-            }
-            notified.await;
-        }
-    }
-}
-
-/// Receives what the release channels announce.
-pub trait ReleaseListener: Send + Sync {
-    /// The lock behind `channel` held by `token` was released.
-    fn released(&self, channel: &str, token: &str);
-    /// Announcements may have been missed (the subscriber reconnected): everyone should look again.
-    fn resync(&self);
-}
 
 /// Longest sleep of a head whose release channel could not be subscribed.
 const UNSUBSCRIBED_POLL: Duration = Duration::from_millis(250);

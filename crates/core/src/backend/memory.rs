@@ -17,10 +17,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Attempt, Backend, BoxFuture};
+use super::{Attempt, Backend, BoxFuture, ReleaseListener};
 use crate::error::LockError;
 use crate::keys::LockKeys;
-use crate::wait::ReleaseListener;
 
 /// The map is pruned of expired keys once it holds this many, then whenever it doubles.
 const PRUNE_MIN: usize = 1024;

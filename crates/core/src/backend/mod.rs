@@ -46,6 +46,15 @@ pub enum HandOver {
     Done { reserved: Option<u64> },
 }
 
+/// Receives what the release channels announce: the backend calls it, the wait queues
+/// ([`crate::wait`]) implement it.
+pub trait ReleaseListener: Send + Sync {
+    /// The lock behind `channel` held by `token` was released.
+    fn released(&self, channel: &str, token: &str);
+    /// Announcements may have been missed (the subscriber reconnected): everyone should look again.
+    fn resync(&self);
+}
+
 pub trait Backend: Send + Sync + 'static {
     fn try_acquire<'a>(
         &'a self,

@@ -10,12 +10,11 @@ use std::time::{Duration, Instant};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use rand::Rng;
 
-use super::{Attempt, Backend, BoxFuture, SingleBackend};
+use super::{Attempt, Backend, BoxFuture, ReleaseListener, SingleBackend};
 use crate::config::NodeConfig;
 use crate::error::{LockError, QuorumVotes};
 use crate::keys::LockKeys;
 use crate::lock::drift;
-use crate::wait::ReleaseListener;
 
 /// Longest pause before retrying a round whose votes were split between competing clients.
 const SPLIT_VOTE_RETRY: Duration = Duration::from_millis(50);

@@ -12,12 +12,11 @@ use redis::{
 
 use super::batch::{self, Batch, Reply};
 use super::subscriber::Subscriber;
-use super::{Attempt, Backend, BoxFuture, HandOver};
+use super::{Attempt, Backend, BoxFuture, HandOver, ReleaseListener};
 use crate::config::NodeConfig;
 use crate::error::{LockError, NOT_REDIS};
 use crate::keys::{release_channel, LockKeys};
 use crate::scripts;
-use crate::wait::ReleaseListener;
 
 /// Whether a script call that failed because the connection dropped goes once more.
 #[derive(Clone, Copy)]

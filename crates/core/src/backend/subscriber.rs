@@ -13,8 +13,7 @@ use redis::aio::PubSubSink;
 use redis::Client;
 
 use super::single::driver_error;
-use super::BoxFuture;
-use crate::wait::ReleaseListener;
+use super::{BoxFuture, ReleaseListener};
 
 const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(50);
 const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(2);
