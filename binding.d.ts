@@ -48,6 +48,30 @@ export declare class NativeLocker {
   close(): void
 }
 
+/** Whether `using` extends the lock while its work runs. */
+export declare const DEFAULT_AUTO_EXTEND: boolean
+
+/** ms to wait for any one command. */
+export declare const DEFAULT_COMMAND_TIMEOUT: number
+
+/** ms to wait for a connection. */
+export declare const DEFAULT_CONNECT_TIMEOUT: number
+
+/** Share of the TTL taken off `expiresAt` for clock drift. */
+export declare const DEFAULT_DRIFT_FACTOR: number
+
+/** The host of a target that names none. */
+export declare const DEFAULT_HOST: string
+
+/** The port of a target that names none. */
+export declare const DEFAULT_PORT: number
+
+/** ms a lock lives unless extended. */
+export declare const DEFAULT_TTL: number
+
+/** ms `acquire` and `using` wait while the lock is busy. */
+export declare const DEFAULT_WAIT: number
+
 /** Everything a native locker needs to reach its servers. */
 export interface LockerOptions {
   /** `"single"`, `"redlock"`, or `"memory"` (no nodes). */

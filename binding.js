@@ -836,3 +836,11 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.NativeLocker = nativeBinding.NativeLocker
+module.exports.DEFAULT_AUTO_EXTEND = nativeBinding.DEFAULT_AUTO_EXTEND
+module.exports.DEFAULT_COMMAND_TIMEOUT = nativeBinding.DEFAULT_COMMAND_TIMEOUT
+module.exports.DEFAULT_CONNECT_TIMEOUT = nativeBinding.DEFAULT_CONNECT_TIMEOUT
+module.exports.DEFAULT_DRIFT_FACTOR = nativeBinding.DEFAULT_DRIFT_FACTOR
+module.exports.DEFAULT_HOST = nativeBinding.DEFAULT_HOST
+module.exports.DEFAULT_PORT = nativeBinding.DEFAULT_PORT
+module.exports.DEFAULT_TTL = nativeBinding.DEFAULT_TTL
+module.exports.DEFAULT_WAIT = nativeBinding.DEFAULT_WAIT

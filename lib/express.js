@@ -6,9 +6,10 @@ const { performance } = require('node:perf_hooks')
 const { LockBusyError, invalidArgType, invalidArgValue } = require('./errors')
 const { HoldTimes } = require('./hold-times')
 const { acquireOptions, objectArgument, knownOptions, ACQUIRE_OPTIONS } = require('./validate')
+const { LOCK_DEFAULTS } = require('./defaults')
 
-// Busy answers 409 at once unless the caller asks to queue.
-const MIDDLEWARE_DEFAULTS = { ttl: 30000, wait: 0, autoExtend: true }
+// Busy answers 409 at once unless the caller asks to queue: the middleware's own default wait.
+const MIDDLEWARE_DEFAULTS = Object.freeze({ ...LOCK_DEFAULTS, wait: 0 })
 const MIDDLEWARE_OPTIONS = [...ACQUIRE_OPTIONS, 'locker', 'onBusy']
 
 /**

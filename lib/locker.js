@@ -140,7 +140,7 @@ class Locker {
     return value
   }
 
-  /** Takes the lock, waiting up to `options.wait` ms (default 10000) while someone else holds it. */
+  /** Takes the lock, waiting up to `options.wait` ms (default: the locker's, see lib/defaults.js) while someone else holds it. */
   acquire(key, options) {
     try {
       return Locker.#self(this).#acquire(key, acquireOptions(options, this.#defaults), 0)

@@ -4,9 +4,7 @@
 
 const { invalidArgType } = require('./errors')
 const { acquireOptions, keysArgument, objectArgument, knownOptions, ACQUIRE_OPTIONS } = require('./validate')
-
-// Only fills the gaps so the given options can be checked when the class is defined.
-const PLACEHOLDER_DEFAULTS = { ttl: 30000, wait: 10000, autoExtend: true }
+const { LOCK_DEFAULTS } = require('./defaults')
 const LOCKED_OPTIONS = [...ACQUIRE_OPTIONS, 'locker']
 
 /**
@@ -25,7 +23,8 @@ function Locked(key, options) {
   if (locker !== undefined && (locker === null || typeof locker.using !== 'function')) {
     throw invalidArgType('options.locker', 'an ironlock Locker', locker)
   }
-  acquireOptions(lockOptions, PLACEHOLDER_DEFAULTS)
+  // The defaults only fill the gaps, so the given options can be checked when the class is defined.
+  acquireOptions(lockOptions, LOCK_DEFAULTS)
 
   const lockedVersionOf = (method, name) => {
     // A computed method name keeps `name` (stack traces, Nest's logs).

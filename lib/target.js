@@ -5,14 +5,10 @@
 
 const { invalidArgType, invalidArgValue, describe } = require('./errors')
 const { durationArgument, objectArgument, wellFormedString, knownOptions } = require('./validate')
+const { LOCK_DEFAULTS, CONNECTION_DEFAULTS, DEFAULT_HOST, DEFAULT_PORT } = require('./defaults')
 
-const DEFAULT_HOST = '127.0.0.1'
-const DEFAULT_PORT = 6379
-
-/** Connection options that `defaults` may set for every node. */
-const CONNECTION_DEFAULTS = { connectTimeout: 10000, commandTimeout: 5000, keyPrefix: '', driftFactor: 0.01 }
-/** What `defaults` may set: the acquire options that make sense for every call, and the above. */
-const LOCKER_DEFAULTS = Object.freeze(['ttl', 'wait', 'autoExtend', ...Object.keys(CONNECTION_DEFAULTS)])
+/** What `defaults` may set: the acquire options that make sense for every call, and the connection's. */
+const LOCKER_DEFAULTS = Object.freeze([...Object.keys(LOCK_DEFAULTS), ...Object.keys(CONNECTION_DEFAULTS)])
 /** What a target written as options may set. */
 const NODE_OPTIONS = Object.freeze([
   'host', 'port', 'username', 'password', 'db', 'tls', 'family', 'connectTimeout', 'commandTimeout', 'keyPrefix',
@@ -193,9 +189,9 @@ function resolveTarget(target, defaults) {
       ? { mode: 'memory', nodes: [], store: memory.store, ...connection }
       : { mode: nodes.length === 1 ? 'single' : 'redlock', nodes, ...connection },
     lockDefaults: {
-      ttl: given.ttl ?? 30000,
-      wait: given.wait ?? 10000,
-      autoExtend: given.autoExtend ?? true,
+      ttl: given.ttl ?? LOCK_DEFAULTS.ttl,
+      wait: given.wait ?? LOCK_DEFAULTS.wait,
+      autoExtend: given.autoExtend ?? LOCK_DEFAULTS.autoExtend,
     },
     description: memory ? target : nodes.length === 1 ? describeNode(nodes[0]) : `redlock[${nodes.map(describeNode).join(', ')}]`,
   }

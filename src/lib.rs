@@ -3,6 +3,7 @@
 
 mod binding;
 
+pub use binding::defaults;
 pub use binding::locker::NativeLocker;
 
 /// The tokio thread allocates and frees a few buffers per Redis call; glibc's allocator spent a

@@ -1,5 +1,6 @@
 pub mod completions;
 mod copied;
+pub mod defaults;
 pub mod locker;
 pub mod options;
 mod runtime;

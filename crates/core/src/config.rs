@@ -3,6 +3,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::defaults;
+
 /// A password that never shows in `Debug` output, logs or error messages.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Secret(String);
@@ -61,8 +63,8 @@ impl NodeConfig {
 impl Default for NodeConfig {
     fn default() -> Self {
         Self {
-            host: "127.0.0.1".into(),
-            port: 6379,
+            host: defaults::HOST.into(),
+            port: defaults::PORT,
             username: None,
             password: None,
             db: 0,
@@ -100,9 +102,9 @@ impl LockerConfig {
         Self {
             target,
             key_prefix: String::new(),
-            connect_timeout: Duration::from_millis(10_000),
-            command_timeout: Duration::from_millis(5_000),
-            drift_factor: 0.01,
+            connect_timeout: defaults::CONNECT_TIMEOUT,
+            command_timeout: defaults::COMMAND_TIMEOUT,
+            drift_factor: defaults::DRIFT_FACTOR,
         }
     }
 }

@@ -7,6 +7,7 @@
 pub mod backend;
 pub mod cancel;
 pub mod config;
+pub mod defaults;
 pub mod error;
 pub mod handover;
 pub mod keys;

@@ -22,16 +22,6 @@ impl AcquireOptions {
     }
 }
 
-impl Default for AcquireOptions {
-    fn default() -> Self {
-        Self {
-            ttl: Duration::from_millis(30_000),
-            wait: Some(Duration::from_millis(10_000)),
-            cancel: None,
-        }
-    }
-}
-
 /// A lock this process holds (or held: it may have expired since).
 #[derive(Clone, Debug)]
 pub struct HeldLock {
