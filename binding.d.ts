@@ -48,6 +48,12 @@ export declare class NativeLocker {
   close(): void
 }
 
+/**
+ * The message of an `ELOCKBUSY` error about `key` (the core's `LockError::Busy` text), for the
+ * busy completions, which carry only `retryAfter` (ms until the holder's TTL ends; < 0: none).
+ */
+export declare function busyMessage(key: string, retryAfter: number): string
+
 /** Whether `using` extends the lock while its work runs. */
 export declare const DEFAULT_AUTO_EXTEND: boolean
 

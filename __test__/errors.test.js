@@ -198,6 +198,24 @@ describe('Redis down or stalled', () => {
 
 // Issue 12: messages that named no key, the wrong operation, or a parse error of the driver.
 describe('messages say the truth', () => {
+  test('a busy lock: the message names the key and when the holder\'s TTL ends at the latest', async () => {
+    for (const target of [server.url, 'memory://']) {
+      const own = new Locker(target)
+      const held = await own.acquire('busy-message', { ttl: 5000 })
+      // At once, and after a wait that runs out.
+      const atOnce = await own.acquire('busy-message', { wait: 0 }).catch((e) => e)
+      const waited = await own.acquire('busy-message', { wait: 50 }).catch((e) => e)
+      await held.release()
+      await own.close()
+      for (const busy of [atOnce, waited]) {
+        expect(busy).toBeInstanceOf(LockBusyError)
+        expect(busy.key).toBe('busy-message')
+        expect(busy.retryAfter).toBeGreaterThan(0)
+        expect(busy.message).toBe(`lock "busy-message" is held by someone else; it expires in ${busy.retryAfter} ms at the latest`)
+      }
+    }
+  })
+
   test('extend after a double release: the LockLostError names the key', async () => {
     for (const target of [server.url, 'memory://']) {
       const own = new Locker(target)

@@ -38,6 +38,17 @@ class LockConnectionError extends LockError {
   }
 }
 
+/**
+ * The LockBusyError about `key` for a busy completion, which carries only `retryAfter` (ms until
+ * the holder's TTL ends; -1: none). Its message is the core's (`LockError::Busy`), as every other
+ * lock error's is: this is the one place JS makes a busy error.
+ */
+function lockBusyError(key, retryAfter) {
+  // Required here, not on load: argument checks use this module without the addon.
+  const { binding } = require('./native')
+  return new LockBusyError(binding.busyMessage(key, retryAfter), { key, retryAfter })
+}
+
 function abortError() {
   return new DOMException('This operation was aborted', 'AbortError')
 }
@@ -114,6 +125,7 @@ module.exports = {
   LockLostError,
   QuorumError,
   LockConnectionError,
+  lockBusyError,
   abortError,
   fromNative,
   invalidArgType,

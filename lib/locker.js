@@ -4,7 +4,8 @@ const { inspect } = require('node:util')
 const { binding: { NativeLocker } } = require('./native')
 const { Dispatcher, Status, Kind, Flags } = require('./dispatch')
 const {
-  LockBusyError, LockLostError, LockConnectionError, fromNative, invalidArgType, invalidArgValue, invalidThis, illegalConstructor,
+  LockBusyError, LockLostError, LockConnectionError, lockBusyError, fromNative,
+  invalidArgType, invalidArgValue, invalidThis, illegalConstructor,
 } = require('./errors')
 const { keysArgument, durationArgument, acquireOptions, functionArgument } = require('./validate')
 const { resolveTarget } = require('./target')
@@ -332,8 +333,7 @@ class Locker {
           detach()
           if (status === Status.Busy) {
             const retryAfter = id < 0 ? -1 : id
-            reject(new LockBusyError(`lock "${keys[0]}" is held by someone else` +
-              (retryAfter >= 0 ? `; it expires in ${retryAfter} ms at the latest` : ''), { key: keys[0], retryAfter }))
+            reject(lockBusyError(keys[0], retryAfter))
           } else {
             const lock = new Lock(MAKE_LOCK, this, id, keys, token, fence, expiresAt)
             onHeld?.(lock)

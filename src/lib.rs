@@ -5,6 +5,7 @@ mod binding;
 
 pub use binding::defaults;
 pub use binding::locker::NativeLocker;
+pub use binding::messages;
 
 /// The tokio thread allocates and frees a few buffers per Redis call; glibc's allocator spent a
 /// third of that thread's time on them (perf), mimalloc's thread-local heaps far less.

@@ -1,0 +1,18 @@
+//! The core's error messages, for the few errors JS makes itself: the text is the core's
+//! [`LockError`] `Display`, never written again in `lib/`.
+
+use std::time::Duration;
+
+use ironlock_core::LockError;
+use napi_derive::napi;
+
+/// The message of an `ELOCKBUSY` error about `key` (the core's `LockError::Busy` text), for the
+/// busy completions, which carry only `retryAfter` (ms until the holder's TTL ends; < 0: none).
+#[napi]
+pub fn busy_message(key: String, retry_after: f64) -> String {
+    LockError::Busy {
+        key,
+        retry_after: (retry_after >= 0.0).then(|| Duration::from_millis(retry_after as u64)),
+    }
+    .to_string()
+}
