@@ -54,6 +54,12 @@ export declare class NativeLocker {
  */
 export declare function busyMessage(key: string, retryAfter: number): string
 
+/**
+ * The message of the `ECONNECTION` error of a call on a closed locker, about `key` (the core's
+ * `LockError::Closed` text, as the native side words it for an operation the close cut short).
+ */
+export declare function closedMessage(key: string): string
+
 /** Whether `using` extends the lock while its work runs. */
 export declare const DEFAULT_AUTO_EXTEND: boolean
 

@@ -837,6 +837,7 @@ module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __n
 module.exports = nativeBinding
 module.exports.NativeLocker = nativeBinding.NativeLocker
 module.exports.busyMessage = nativeBinding.busyMessage
+module.exports.closedMessage = nativeBinding.closedMessage
 module.exports.DEFAULT_AUTO_EXTEND = nativeBinding.DEFAULT_AUTO_EXTEND
 module.exports.DEFAULT_COMMAND_TIMEOUT = nativeBinding.DEFAULT_COMMAND_TIMEOUT
 module.exports.DEFAULT_CONNECT_TIMEOUT = nativeBinding.DEFAULT_CONNECT_TIMEOUT

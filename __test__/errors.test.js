@@ -216,6 +216,19 @@ describe('messages say the truth', () => {
     }
   })
 
+  test('a call on a closed locker: the LockConnectionError says nothing was done for the key', async () => {
+    const own = new Locker('memory://')
+    const lock = await own.acquire('closed-message')
+    await own.close()
+    for (const [call, key] of [[own.acquire('other'), 'other'], [own.release(lock), 'closed-message'], [own.extend(lock), 'closed-message']]) {
+      const error = await call.catch((e) => e)
+      expect(error).toBeInstanceOf(LockConnectionError)
+      expect(error.code).toBe('ECONNECTION')
+      expect(error.key).toBe(key)
+      expect(error.message).toBe(`the locker was closed; nothing was done for lock "${key}"`)
+    }
+  })
+
   test('extend after a double release: the LockLostError names the key', async () => {
     for (const target of [server.url, 'memory://']) {
       const own = new Locker(target)

@@ -40,13 +40,19 @@ class LockConnectionError extends LockError {
 
 /**
  * The LockBusyError about `key` for a busy completion, which carries only `retryAfter` (ms until
- * the holder's TTL ends; -1: none). Its message is the core's (`LockError::Busy`), as every other
- * lock error's is: this is the one place JS makes a busy error.
+ * the holder's TTL ends; -1: none). Its message is the core's (`LockError::Busy`), as those of the
+ * errors the native side reports are: this is the one place JS makes a busy error.
  */
 function lockBusyError(key, retryAfter) {
   // Required here, not on load: argument checks use this module without the addon.
   const { binding } = require('./native')
   return new LockBusyError(binding.busyMessage(key, retryAfter), { key, retryAfter })
+}
+
+/** The LockConnectionError of a call about `key` on a closed locker; its message is the core's (`LockError::Closed`). */
+function lockClosedError(key) {
+  const { binding } = require('./native')
+  return new LockConnectionError(binding.closedMessage(key), { key, cause: new Error('locker closed') })
 }
 
 function abortError() {
@@ -126,6 +132,7 @@ module.exports = {
   QuorumError,
   LockConnectionError,
   lockBusyError,
+  lockClosedError,
   abortError,
   fromNative,
   invalidArgType,

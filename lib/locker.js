@@ -4,7 +4,7 @@ const { inspect } = require('node:util')
 const { binding: { NativeLocker } } = require('./native')
 const { Dispatcher, Status, Kind, Flags } = require('./dispatch')
 const {
-  LockBusyError, LockLostError, LockConnectionError, lockBusyError, fromNative,
+  LockBusyError, LockLostError, LockConnectionError, lockBusyError, lockClosedError, fromNative,
   invalidArgType, invalidArgValue, invalidThis, illegalConstructor,
 } = require('./errors')
 const { keysArgument, durationArgument, acquireOptions, functionArgument } = require('./validate')
@@ -287,16 +287,9 @@ class Locker {
     return Lock.id(lock)
   }
 
-  #closedError(key) {
-    return new LockConnectionError(`the locker was closed; nothing was done for lock "${key}"`, {
-      key,
-      cause: new Error('locker closed'),
-    })
-  }
-
   /** Runs one native operation; `settle(status, a, b, c, text)` turns its completion into the result. */
   #call(start, settle, key) {
-    if (this.#closed) return Promise.reject(this.#closedError(key))
+    if (this.#closed) return Promise.reject(lockClosedError(key))
     return new Promise((resolve, reject) => {
       const op = this.#dispatch.start({
         resolve: (...completion) => resolve(settle(...completion)),
@@ -313,7 +306,7 @@ class Locker {
   #acquire(key, settings, watch, onHeld) {
     const keys = keysArgument(key)
     const { signal, ttl, wait } = settings
-    if (this.#closed) return Promise.reject(this.#closedError(keys[0]))
+    if (this.#closed) return Promise.reject(lockClosedError(keys[0]))
     if (signal && signal.aborted) return Promise.reject(signal.reason)
     return new Promise((resolve, reject) => {
       let onAbort

@@ -16,3 +16,10 @@ pub fn busy_message(key: String, retry_after: f64) -> String {
     }
     .to_string()
 }
+
+/// The message of the `ECONNECTION` error of a call on a closed locker, about `key` (the core's
+/// `LockError::Closed` text, as the native side words it for an operation the close cut short).
+#[napi]
+pub fn closed_message(key: String) -> String {
+    LockError::Closed { key }.to_string()
+}
