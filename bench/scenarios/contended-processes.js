@@ -18,12 +18,11 @@ const { setTimeout: sleep } = require('node:timers/promises')
 const Redis = require('ioredis')
 const { nowMs, sharedNowMs } = require('../clock')
 const { latencySummary } = require('../stats')
-const { resetCommandCounts } = require('../commands')
+const { resetCommandCounts, summarizeCalls } = require('../commands')
 
 const CHILD = path.join(__dirname, 'contended-processes-child.js')
 const KEY = 'bench:contended-processes'
 const WARMUP_KEY = 'bench:contended-processes:warmup'
-const SCRIPT_COMMANDS = new Set(['eval', 'evalsha', 'eval_ro', 'evalsha_ro', 'fcall', 'fcall_ro'])
 // Starting a child, loading the libraries, connecting and warming up.
 const STARTUP_MS = 15_000
 // A child that was told to close and still runs after this left a connection or timer open.
@@ -136,13 +135,7 @@ async function commandsPerServer (servers, pingsPerServer) {
       byCommand.ping -= pingsPerServer
       if (byCommand.ping <= 0) delete byCommand.ping
     }
-    let total = 0
-    let evals = 0
-    for (const [command, count] of Object.entries(byCommand)) {
-      total += count
-      if (SCRIPT_COMMANDS.has(command)) evals += count
-    }
-    return { total, evals, byCommand }
+    return summarizeCalls(byCommand)
   }))
 }
 
