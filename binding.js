@@ -836,3 +836,8 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.NativeLocker = nativeBinding.NativeLocker
+module.exports.AcquireFlag = nativeBinding.AcquireFlag
+module.exports.COMPLETION_FIELDS = nativeBinding.COMPLETION_FIELDS
+module.exports.CompletionStatus = nativeBinding.CompletionStatus
+module.exports.REQUEST_FIELDS = nativeBinding.REQUEST_FIELDS
+module.exports.RequestKind = nativeBinding.RequestKind
