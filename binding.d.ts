@@ -10,19 +10,17 @@
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
 export declare class NativeLocker {
-  /** `onComplete(numbers, texts)` receives batches of finished operations. */
-  constructor(options: LockerOptions, onComplete: (numbers: Float64Array, texts: Array<string>) => void)
+  /**
+   * `onComplete(numbers, texts, failures)` receives batches of finished operations, in the
+   * completion layout of `layout.rs`.
+   */
+  constructor(options: LockerOptions, onComplete: (numbers: Float64Array, texts: Array<string>, failures: Array<NativeFailure> | undefined) => void)
   /**
    * Starts a batch of operations: JS queues the calls of one tick and hands them over at once,
    * so a burst costs one napi call, one wake of the runtime and one socket write.
    *
-   * `numbers` holds [`REQUEST_FIELDS`] numbers per operation, `[kind, op, a, b, c, key count]`:
-   * - acquire (0): `a` ttl ms, `b` wait ms (< 0 waits forever), `c` flags: 1 cancellable (see
-   *   [`Self::cancel`]), 2 watchdog (extend every ttl/3 until released; a `Lost` completion
-   *   reports its loss, at the latest when the lease can have ended), 4 lease watch (only
-   *   the `Lost` completion, no extensions). Its keys come next in `keys`.
-   * - release (1): `a` lock id. Completes with 1 when the lock was still ours, else 0.
-   * - extend (2): `a` lock id, `b` ttl ms (<= 0: the lock's own TTL).
+   * `numbers` and `keys` are in the request layout of `layout.rs`: [`REQUEST_FIELDS`] numbers
+   * per operation, `[kind, op, a, b, c, key count]`, as [`RequestKind`] describes.
    *
    * Returns the bytes JS must write to the wire's socket, when the wire is ready and took some
    * of the requests: one-key acquires that no local request is ahead of, and releases of
@@ -48,6 +46,19 @@ export declare class NativeLocker {
   close(): void
 }
 
+/** Bits of an acquire's `c`. */
+export declare const enum AcquireFlag {
+  /** JS may stop the wait with `NativeLocker::cancel(op)`. */
+  Cancellable = 1,
+  /**
+   * Extend the lock every ttl/3 until released; a [`CompletionStatus::Lost`] completion
+   * reports its loss, at the latest when the lease can have ended.
+   */
+  Watchdog = 2,
+  /** Only the [`CompletionStatus::Lost`] completion, no extensions. */
+  WatchLease = 4,
+}
+
 /**
  * The message of an `ELOCKBUSY` error about `key` (the core's `LockError::Busy` text), for the
  * busy completions, which carry only `retryAfter` (ms until the holder's TTL ends; < 0: none).
@@ -59,6 +70,25 @@ export declare function busyMessage(key: string, retryAfter: number): string
  * `LockError::Closed` text, as the native side words it for an operation the close cut short).
  */
 export declare function closedMessage(key: string): string
+
+/** Numbers per completion: op, status, and three status-specific values. */
+export declare const COMPLETION_FIELDS: number
+
+/** The second number of each completion: what finished, and what `v0..v2` hold. */
+export declare const enum CompletionStatus {
+  /** `[lock id, fence, expiresAt]`; text: the token. */
+  Acquired = 0,
+  /** `[retryAfter ms, or -1]`: busy when the wait ended. */
+  Busy = 1,
+  /** `[1 or 0]`. */
+  Done = 2,
+  /** `[_, _, expiresAt]`. */
+  Extended = 3,
+  /** Failure: the error. */
+  Failed = 4,
+  /** The watchdog lost a lock: `[lock id]`, op 0; failure: the error. */
+  Lost = 5,
+}
 
 /** Whether `using` extends the lock while its work runs. */
 export declare const DEFAULT_AUTO_EXTEND: boolean
@@ -102,6 +132,37 @@ export interface LockerOptions {
   driftFactor?: number
 }
 
+/**
+ * A failed operation's error, as `lib/errors.js` `fromNative` builds the JS error from it.
+ * Made only for failures: the success path carries numbers and tokens alone.
+ */
+export interface NativeFailure {
+  /** `ELOCKBUSY`, `ELOCKLOST`, `EQUORUM`, `ECONNECTION` or `ABORT_ERR`. */
+  code: string
+  key: string
+  message: string
+  /** ELOCKBUSY: ms until the holder's TTL ends, -1 when it set none. */
+  retryAfter?: number
+  /** EQUORUM: how the nodes voted. */
+  votes?: NativeVotes
+  /** A connection error (not a closed locker): what the connection said, for its `cause`. */
+  detail?: string
+}
+
+export interface NativeNodeError {
+  /** `host:port`. */
+  node: string
+  message: string
+}
+
+/** The votes of a quorum error. */
+export interface NativeVotes {
+  for: number
+  against: number
+  /** The nodes that failed to answer. */
+  errors: Array<NativeNodeError>
+}
+
 /** One Redis server. */
 export interface NodeOptions {
   host: string
@@ -110,6 +171,25 @@ export interface NodeOptions {
   password?: string
   db?: number
   tls?: TlsOptions
+}
+
+/** Numbers per request: kind, op, `a`, `b`, `c`, key count. */
+export declare const REQUEST_FIELDS: number
+
+/** The first number of each request. */
+export declare const enum RequestKind {
+  /**
+   * `a` ttl ms, `b` wait ms (< 0 waits forever), `c` [`AcquireFlag`]s; its keys are next in
+   * the key array.
+   */
+  Acquire = 0,
+  /**
+   * `a` lock id. Completes [`CompletionStatus::Done`] with 1 when the lock was still ours,
+   * else 0.
+   */
+  Release = 1,
+  /** `a` lock id, `b` ttl ms (<= 0: the lock's own TTL). */
+  Extend = 2,
 }
 
 /** TLS settings for one node. */
@@ -126,9 +206,10 @@ export interface TlsOptions {
 
 /** What a wire call gives back to JS. */
 export interface WireOutput {
-  /** Finished operations, in the layout of `onComplete` (see `completions.rs`). */
+  /** Finished operations, in the completion layout of `onComplete` (see `layout.rs`). */
   numbers: Float64Array
   texts: Array<string>
+  failures?: Array<NativeFailure>
   /** Bytes to write to the socket. */
   write?: Buffer
   /** AUTH and SELECT are done: requests may go on the wire. */

@@ -836,8 +836,11 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.NativeLocker = nativeBinding.NativeLocker
+module.exports.AcquireFlag = nativeBinding.AcquireFlag
 module.exports.busyMessage = nativeBinding.busyMessage
 module.exports.closedMessage = nativeBinding.closedMessage
+module.exports.COMPLETION_FIELDS = nativeBinding.COMPLETION_FIELDS
+module.exports.CompletionStatus = nativeBinding.CompletionStatus
 module.exports.DEFAULT_AUTO_EXTEND = nativeBinding.DEFAULT_AUTO_EXTEND
 module.exports.DEFAULT_COMMAND_TIMEOUT = nativeBinding.DEFAULT_COMMAND_TIMEOUT
 module.exports.DEFAULT_CONNECT_TIMEOUT = nativeBinding.DEFAULT_CONNECT_TIMEOUT
@@ -846,3 +849,5 @@ module.exports.DEFAULT_HOST = nativeBinding.DEFAULT_HOST
 module.exports.DEFAULT_PORT = nativeBinding.DEFAULT_PORT
 module.exports.DEFAULT_TTL = nativeBinding.DEFAULT_TTL
 module.exports.DEFAULT_WAIT = nativeBinding.DEFAULT_WAIT
+module.exports.REQUEST_FIELDS = nativeBinding.REQUEST_FIELDS
+module.exports.RequestKind = nativeBinding.RequestKind

@@ -8,4 +8,11 @@ function nowMs () {
   return Number(process.hrtime.bigint() - start) / 1e6
 }
 
-module.exports = { nowMs }
+// Milliseconds on a clock that other processes on this machine share: the
+// process's start on the wall clock plus monotonic time since. Only for
+// comparing times taken in different processes; within one, use nowMs().
+function sharedNowMs () {
+  return performance.timeOrigin + performance.now()
+}
+
+module.exports = { nowMs, sharedNowMs }

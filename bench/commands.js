@@ -26,7 +26,11 @@ async function resetCommandCounts (servers) {
 }
 
 async function readCommandCounts (servers) {
-  const byCommand = mergeCalls(await Promise.all(servers.map((server) => server.commandCalls())))
+  return summarizeCalls(mergeCalls(await Promise.all(servers.map((server) => server.commandCalls()))))
+}
+
+// `total` and `evals` (see above) of one set of per-command counts.
+function summarizeCalls (byCommand) {
   let total = 0
   let evals = 0
   for (const [command, count] of Object.entries(byCommand)) {
@@ -42,4 +46,4 @@ async function serverCpuSeconds (servers) {
   return seconds.reduce((sum, value) => sum + value, 0)
 }
 
-module.exports = { resetCommandCounts, readCommandCounts, serverCpuSeconds }
+module.exports = { resetCommandCounts, readCommandCounts, summarizeCalls, serverCpuSeconds }

@@ -35,6 +35,29 @@ const CONTENDED_COLUMNS = [
   { header: 'overlaps', value: (r) => r.overlaps, format: (n) => (n === 0 ? 'ok' : String(n)) }
 ]
 
+// The contended case with the waiters spread over several processes. CPU and
+// ELU are summed over the processes; cmds/acq per master only on Redlock.
+const CONTENDED_PROCESSES_COLUMNS = [
+  { header: 'wall ms', value: (r) => r.wallMs, format: fixed(0), better: 'lower', ifTimedOut: 'timeout' },
+  { header: '×ideal', value: (r) => r.wallOverIdeal, format: fixed(2), ifTimedOut: '-' },
+  { header: 'hand-off p50 ms', value: (r) => r.handoffMs.p50, format: fixed(2), better: 'lower' },
+  { header: 'hand-off p99 ms', value: (r) => r.handoffMs.p99, format: fixed(2), better: 'lower' },
+  { header: 'x-proc %', value: (r) => r.crossProcessShare * 100, format: fixed(0) },
+  { header: 'x-proc p50 ms', value: (r) => r.crossProcessHandoffMs.p50, format: fixed(2) },
+  { header: 'PING p50 ms', value: (r) => r.pingMs.p50, format: fixed(3) },
+  { header: 'p50/PING', value: (r) => r.p50OverPing, format: fixed(1) },
+  { header: 'cmds/acq', value: (r) => r.commandsPerAcquisition, format: fixed(2), better: 'lower' },
+  { header: 'evals/acq', value: (r) => r.evalsPerAcquisition, format: fixed(2) },
+  {
+    header: 'cmds/acq per master',
+    value: (r) => r.commandsPerAcquisitionByServer,
+    format: (perServer) => perServer.length > 1 ? perServer.map(fixed(1)).join(' / ') : '-'
+  },
+  { header: 'CPU ms', value: (r) => r.cpuMs, format: fixed(0), better: 'lower' },
+  { header: 'ELU ms', value: (r) => r.eluActiveMs, format: fixed(0), better: 'lower' },
+  { header: 'overlaps', value: (r) => r.overlaps, format: (n) => (n === 0 ? 'ok' : String(n)) }
+]
+
 // Hand-off from a holder that is not ironlock's: "from delete" starts when the
 // holder's delete was answered; "from send" when it was sent.
 const FOREIGN_COLUMNS = [
@@ -63,6 +86,7 @@ const FLEET_COLUMNS = [
 const COLUMNS = {
   uncontended: UNCONTENDED_COLUMNS,
   contended: CONTENDED_COLUMNS,
+  'contended-processes': CONTENDED_PROCESSES_COLUMNS,
   foreign: FOREIGN_COLUMNS,
   fleet: FLEET_COLUMNS
 }
@@ -74,6 +98,7 @@ function runLabel (run) {
 // Errors are listed in full under the table, so the rows stay one line each.
 function status (row) {
   if (row.error) return 'error, see below'
+  if (row.killed) return `${row.killed}/${row.processes} processes killed at the cap`
   if (row.gaveUp) return `timeout: ${row.acquired}/${row.tasks} acquired in time`
   if (row.capped) return `${row.capped}/${row.runs.length} runs capped`
   if (row.leftOpen) return `${row.leftOpen} run(s) left a handle open`
@@ -82,11 +107,11 @@ function status (row) {
 
 function cell (row, column) {
   if (row.error) return '-'
-  if (row.gaveUp && column.ifTimedOut) return column.ifTimedOut
+  if ((row.gaveUp || row.killed) && column.ifTimedOut) return column.ifTimedOut
   return column.format(column.value(row))
 }
 
-const isComplete = (row) => !row.error && !row.gaveUp
+const isComplete = (row) => !row.error && !row.gaveUp && !row.killed
 
 // Factor oriented so that > 1 always means ironlock is better.
 function ratioAgainstBestPeer (ours, peers, column) {

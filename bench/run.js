@@ -1,11 +1,11 @@
 'use strict'
 
-// npm run bench -- [--only name1,name2] [--case uncontended,contended,foreign] [--quick]
+// npm run bench -- [--only name1,name2] [--case uncontended,contended,contended-processes,foreign] [--quick]
 //
 // Runs every lock implementation against the same throwaway redis-server(s),
-// case by case, all in this one process (only the mixed fleets of the
-// foreign-holder case run in child processes), then prints one table per case
-// and writes bench/results.json.
+// case by case, all in this one process (only the contended-across-processes
+// case and the mixed fleets of the foreign-holder case run in child processes),
+// then prints one table per case and writes bench/results.json.
 
 const fs = require('node:fs')
 const os = require('node:os')
@@ -16,17 +16,20 @@ const adapters = require('./adapters')
 const { startRedisServers } = require('./redis')
 const { runUncontended } = require('./scenarios/uncontended')
 const { runContended } = require('./scenarios/contended')
+const { runContendedProcesses, contendedProcessesLimitMs } = require('./scenarios/contended-processes')
 const { runForeignHandOff, runMixedFleets, FLEET } = require('./scenarios/foreign')
 const { renderCase } = require('./report')
 
 const RESULTS_FILE = path.join(__dirname, 'results.json')
 const REDLOCK_NODES = 3
 const OURS = 'ironlock'
-const CASE_GROUPS = ['uncontended', 'contended', 'foreign']
+const CASE_GROUPS = ['uncontended', 'contended', 'contended-processes', 'foreign']
 
 const FULL = {
   uncontended: { workers: 32, warmupMs: 500, measureMs: 2000 },
   contendedTasks: [10, 100, 1000],
+  // The same, with the waiters spread over child processes (same in --quick).
+  contendedProcesses: { processes: 4, tasksPerProcess: 25 },
   holdMs: 5,
   // Long enough that no hold ever expires, so every hand-off is a real release.
   ttlMs: 30_000,
@@ -91,6 +94,25 @@ function casesFor (settings, multiNode) {
     title: `contended: ${tasks} tasks on one key, hold ${settings.holdMs} ms (ideal ${tasks * settings.holdMs} ms)`,
     run: (locks, servers) => runContended(locks, servers, { tasks, holdMs: settings.holdMs, ttlMs: settings.ttlMs })
   }))
+  const { processes, tasksPerProcess } = settings.contendedProcesses
+  const runCapMs = settings.caseTimeoutMs * HARD_LIMIT_FACTOR
+  const contendedProcesses = {
+    kind: 'contended-processes',
+    group: 'contended-processes',
+    title: `contended across processes: ${processes} processes × ${tasksPerProcess} waiters on one key, ` +
+      `hold ${settings.holdMs} ms (ideal ${processes * tasksPerProcess * settings.holdMs} ms)`,
+    // The children own their adapters, so the runner creates none; the scenario
+    // kills a child still running at runCapMs itself, well before this limit.
+    limitMs: contendedProcessesLimitMs(runCapMs),
+    runAdapter: (adapter, servers) => runContendedProcesses(adapter, servers, {
+      processes,
+      tasksPerProcess,
+      holdMs: settings.holdMs,
+      ttlMs: settings.ttlMs,
+      maxWaitMs: settings.caseTimeoutMs,
+      runCapMs
+    })
+  }
   const { rounds, fleetRuns, fleetCapMs } = settings.foreign
   const holder = multiNode ? 'an @sesamecare-oss/redlock holder' : 'a hand-rolled SET NX PX holder'
   const handOff = {
@@ -110,7 +132,7 @@ function casesFor (settings, multiNode) {
       `hold ${FLEET.holdMs} ms, ${fleetRuns} runs per fleet, cap ${fleetCapMs / 1000} s`,
     runAll: (servers) => runMixedFleets(servers, { runs: fleetRuns, capMs: fleetCapMs })
   }
-  return [uncontended, ...contended, handOff, ...(multiNode ? [fleet] : [])]
+  return [uncontended, ...contended, contendedProcesses, handOff, ...(multiNode ? [fleet] : [])]
 }
 
 async function withHardLimit (promise, ms) {
@@ -130,9 +152,15 @@ async function runCase (adapter, servers, testCase, settings) {
   await Promise.all(servers.map((server) => server.reset()))
   let locks = null
   try {
-    locks = adapter.create({ urls: servers.map((server) => server.url), maxWaitMs: settings.caseTimeoutMs })
     const limitMs = testCase.limitMs ?? settings.caseTimeoutMs * HARD_LIMIT_FACTOR
-    const figures = await withHardLimit(testCase.run(locks, servers), limitMs)
+    let running
+    if (testCase.runAdapter) {
+      running = testCase.runAdapter(adapter, servers)
+    } else {
+      locks = adapter.create({ urls: servers.map((server) => server.url), maxWaitMs: settings.caseTimeoutMs })
+      running = testCase.run(locks, servers)
+    }
+    const figures = await withHardLimit(running, limitMs)
     return { impl: adapter.name, ...figures }
   } catch (err) {
     return { impl: adapter.name, error: err.message }

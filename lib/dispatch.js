@@ -2,20 +2,25 @@
 
 // Pending native operations of one locker: requests go to the native side in batches (one napi
 // call per tick, see `NativeLocker::submit` in src/binding/locker.rs), and completions come back
-// in batches (see src/binding/completions.rs for their layout).
+// in batches. Both layouts are declared once, in src/binding/layout.rs, and read from the binding
+// here: the numbers per request and per completion, the request kinds, the acquire flags and the
+// completion statuses.
 
 const { fromNative } = require('./errors')
+const {
+  binding: {
+    REQUEST_FIELDS,
+    COMPLETION_FIELDS: FIELDS,
+    RequestKind: Kind,
+    AcquireFlag: Flags,
+    CompletionStatus: Status,
+  },
+} = require('./native')
 
-const FIELDS = 5
-const REQUEST_FIELDS = 6
 // A tick that queues this many requests hands them over at once rather than at its end, so the
 // native thread and Redis start on them while this thread is still busy with the rest of the tick
 // (+20 % uncontended throughput in `npm run bench`, for a little more event-loop time).
 const EARLY_FLUSH = 16
-const Status = { Acquired: 0, Busy: 1, Done: 2, Extended: 3, Failed: 4, Lost: 5 }
-const Kind = { Acquire: 0, Release: 1, Extend: 2 }
-// Watchdog: the native side extends the lock and reports its loss; WatchLease: it only reports the loss.
-const Flags = { Cancellable: 1, Watchdog: 2, WatchLease: 4 }
 // An operation id is a slot of `records` plus a count of the slot's reuses above it, so a
 // completion that came for an earlier use of the slot never settles the current one.
 const SLOTS = 2 ** 20
@@ -86,7 +91,7 @@ class Dispatcher {
     let firstKey = 0
     for (let i = 0; i < requests.length; i += REQUEST_FIELDS) {
       const fields = requests.slice(i, i + REQUEST_FIELDS)
-      const ownKeys = keys.slice(firstKey, firstKey += fields[5])
+      const ownKeys = keys.slice(firstKey, firstKey += fields[REQUEST_FIELDS - 1])
       try {
         const write = this.native.submit(new Float64Array(fields), ownKeys)
         if (write) writes.push(write)
@@ -136,21 +141,27 @@ class Dispatcher {
     delete this.watched[id]
   }
 
-  onComplete(numbers, texts) {
+  /**
+   * A batch of completions: `numbers` per completion, `texts` the token of each Acquired, and
+   * `failures` (undefined when none) the error fields of each Failed or Lost, in order.
+   */
+  onComplete(numbers, texts, failures) {
     let text = 0
+    let failed = 0
     for (let i = 0; i < numbers.length; i += FIELDS) {
       const status = numbers[i + 1]
-      const carriesText = status === Status.Acquired || status === Status.Failed || status === Status.Lost
-      const message = carriesText ? texts[text++] : undefined
       if (status === Status.Lost) {
+        const failure = failures[failed++]
         const onLost = this.watched[numbers[i + 2]]
-        if (onLost !== undefined) onLost(fromNative(JSON.parse(message)))
+        if (onLost !== undefined) onLost(fromNative(failure))
         continue
       }
+      const token = status === Status.Acquired ? texts[text++] : undefined
+      const failure = status === Status.Failed ? failures[failed++] : undefined
       const record = this.finish(numbers[i])
       if (record === undefined) continue
-      if (status === Status.Failed) record.reject(JSON.parse(message))
-      else record.resolve(status, numbers[i + 2], numbers[i + 3], numbers[i + 4], message)
+      if (status === Status.Failed) record.reject(failure)
+      else record.resolve(status, numbers[i + 2], numbers[i + 3], numbers[i + 4], token)
     }
   }
 

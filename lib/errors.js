@@ -59,7 +59,10 @@ function abortError() {
   return new DOMException('This operation was aborted', 'AbortError')
 }
 
-/** Builds the error a native failure describes (`{ code, key, message, … }`; `cause` when JS made it). */
+/**
+ * Builds the error a native failure describes: a `NativeFailure` (src/binding/completions.rs),
+ * `{ code, key, message, retryAfter?, votes?, detail? }`, or one JS made (with a `cause`).
+ */
 function fromNative({ code, key, message, retryAfter, votes, detail, cause }) {
   switch (code) {
     case 'ELOCKBUSY':

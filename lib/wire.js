@@ -88,11 +88,11 @@ class Wire {
     this.settle(this.native.wireFeed(bytes))
   }
 
-  settle({ numbers, texts, write, ready, inFlight, broken }) {
+  settle({ numbers, texts, failures, write, ready, inFlight, broken }) {
     if (write) this.send(write)
     if (ready && this.state === 'connecting') this.state = 'ready'
     if (inFlight === 0) this.disarm()
-    if (numbers.length > 0) this.onComplete(numbers, texts)
+    if (numbers.length > 0) this.onComplete(numbers, texts, failures)
     if (broken) this.fail(this.socket, broken, { failedAlready: true })
   }
 
@@ -154,8 +154,8 @@ class Wire {
     this.tcp = null
     this.disarm()
     if (socket) socket.destroy()
-    const { numbers, texts } = this.native.wireClose()
-    if (numbers.length > 0) this.onComplete(numbers, texts)
+    const { numbers, texts, failures } = this.native.wireClose()
+    if (numbers.length > 0) this.onComplete(numbers, texts, failures)
   }
 }
 

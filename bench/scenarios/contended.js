@@ -13,11 +13,12 @@ const WARMUP_KEY = 'bench:contended:warmup'
 const WARMUP_TASKS = 10
 const WARMUP_HOLD_MS = 1
 
-async function holdOnce (locks, key, { ttlMs, holdMs }) {
+// `clock` is nowMs, or sharedNowMs when holds from several processes are compared.
+async function holdOnce (locks, key, { ttlMs, holdMs }, clock = nowMs) {
   const handle = await locks.acquire(key, ttlMs)
-  const acquiredAt = nowMs()
+  const acquiredAt = clock()
   await sleep(holdMs)
-  const releaseStartedAt = nowMs()
+  const releaseStartedAt = clock()
   await locks.release(handle)
   return { acquiredAt, releaseStartedAt }
 }
@@ -76,4 +77,4 @@ async function runContended (locks, servers, { tasks, holdMs, ttlMs }) {
   }
 }
 
-module.exports = { runContended }
+module.exports = { runContended, holdOnce, WARMUP_TASKS, WARMUP_HOLD_MS }

@@ -2,8 +2,8 @@
 //!
 //! Every napi `async fn` costs a hop from a tokio thread to the JS thread per call. Instead, each
 //! finished operation is queued here, and one weak threadsafe function call delivers everything
-//! queued since the last delivery: `(numbers, texts)`, where `numbers` holds [`FIELDS`] numbers per
-//! completion and `texts` one string per completion that carries text, in order.
+//! queued since the last delivery: `(numbers, texts, failures)`, in the completion layout of
+//! [`layout`](super::layout).
 
 use std::sync::{Arc, Mutex};
 
@@ -11,35 +11,89 @@ use ironlock_core::error::Doing;
 use ironlock_core::LockError;
 use napi::bindgen_prelude::{FnArgs, Function};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi_derive::napi;
 
 use super::copied::CopiedNumbers;
-
-/// Numbers per completion: operation id, status, and three status-specific values.
-pub const FIELDS: usize = 5;
-
-/// What finished; the JS side (`lib/dispatch.js`) decodes the same numbers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Status {
-    /// `[lock id, fence, expiresAt]`, text: the token.
-    Acquired = 0,
-    /// `[retryAfter or -1]`: busy when the wait ended.
-    Busy = 1,
-    /// `[1 or 0]`.
-    Done = 2,
-    /// `[_, _, expiresAt]`.
-    Extended = 3,
-    /// text: the error as JSON.
-    Failed = 4,
-    /// The watchdog lost a lock: `[lock id]`, text: the error as JSON. The id field is 0.
-    Lost = 5,
-}
+use super::layout::{CompletionStatus as Status, COMPLETION_FIELDS};
 
 pub struct Completion {
     pub op: u32,
     pub status: Status,
     pub values: [f64; 3],
+    /// The token of an [`Status::Acquired`].
     pub text: Option<String>,
+    /// The error of a [`Status::Failed`] or [`Status::Lost`].
+    pub failure: Option<NativeFailure>,
+}
+
+/// A failed operation's error, as `lib/errors.js` `fromNative` builds the JS error from it.
+/// Made only for failures: the success path carries numbers and tokens alone.
+#[napi(object, object_from_js = false)]
+pub struct NativeFailure {
+    /// `ELOCKBUSY`, `ELOCKLOST`, `EQUORUM`, `ECONNECTION` or `ABORT_ERR`.
+    pub code: String,
+    pub key: String,
+    pub message: String,
+    /// ELOCKBUSY: ms until the holder's TTL ends, -1 when it set none.
+    pub retry_after: Option<f64>,
+    /// EQUORUM: how the nodes voted.
+    pub votes: Option<NativeVotes>,
+    /// A connection error (not a closed locker): what the connection said, for its `cause`.
+    pub detail: Option<String>,
+}
+
+/// The votes of a quorum error.
+#[napi(object, object_from_js = false)]
+pub struct NativeVotes {
+    #[napi(js_name = "for")]
+    pub granted: u32,
+    pub against: u32,
+    /// The nodes that failed to answer.
+    pub errors: Vec<NativeNodeError>,
+}
+
+#[napi(object, object_from_js = false)]
+pub struct NativeNodeError {
+    /// `host:port`.
+    pub node: String,
+    pub message: String,
+}
+
+impl NativeFailure {
+    /// `error`, met while `doing` what its message then says.
+    pub fn new(error: &LockError, doing: Doing) -> Self {
+        let mut failure = Self {
+            code: error.code().to_owned(),
+            key: error.key().to_owned(),
+            message: error.message_while(doing),
+            retry_after: None,
+            votes: None,
+            detail: None,
+        };
+        match error {
+            LockError::Busy { retry_after, .. } => {
+                failure.retry_after =
+                    Some(retry_after.map_or(-1.0, |after| (after.as_secs_f64() * 1000.0).ceil()));
+            }
+            LockError::Quorum { votes, .. } => {
+                failure.votes = Some(NativeVotes {
+                    granted: votes.granted as u32,
+                    against: votes.refused as u32,
+                    errors: votes
+                        .errors
+                        .iter()
+                        .map(|(node, message)| NativeNodeError {
+                            node: node.clone(),
+                            message: message.clone(),
+                        })
+                        .collect(),
+                });
+            }
+            LockError::Connection { message, .. } => failure.detail = Some(message.clone()),
+            _ => {}
+        }
+        failure
+    }
 }
 
 impl Completion {
@@ -49,12 +103,13 @@ impl Completion {
             op,
             status: Status::Failed,
             values: [0.0; 3],
-            text: Some(error_json(error, doing)),
+            text: None,
+            failure: Some(NativeFailure::new(error, doing)),
         }
     }
 }
 
-type Batch = FnArgs<(CopiedNumbers, Vec<String>)>;
+pub type Batch = FnArgs<(CopiedNumbers, Vec<String>, Option<Vec<NativeFailure>>)>;
 type Deliver = ThreadsafeFunction<(), (), Batch, napi::Status, false, true>;
 
 /// The queue of finished operations of one locker and the JS function that drains it.
@@ -123,78 +178,26 @@ impl Completions {
 }
 
 fn encode(batch: Vec<Completion>) -> Batch {
-    let (numbers, texts) = flatten(batch);
-    FnArgs::from((CopiedNumbers(numbers), texts))
+    let (numbers, texts, failures) = flatten(batch);
+    FnArgs::from((CopiedNumbers(numbers), texts, failures))
 }
 
-/// The numbers and texts of `batch`, in the layout described at the top of this file.
-pub fn flatten(batch: Vec<Completion>) -> (Vec<f64>, Vec<String>) {
-    let mut numbers = Vec::with_capacity(batch.len() * FIELDS);
+/// The numbers, texts and failures of `batch`, in the completion layout of
+/// [`layout`](super::layout); no failures is `None`, so JS gets no array for them.
+pub fn flatten(batch: Vec<Completion>) -> (Vec<f64>, Vec<String>, Option<Vec<NativeFailure>>) {
+    let mut numbers = Vec::with_capacity(batch.len() * COMPLETION_FIELDS as usize);
     let mut texts = Vec::new();
+    let mut failures = Vec::new();
     for completion in batch {
         numbers.push(f64::from(completion.op));
-        numbers.push(f64::from(completion.status as u8));
+        numbers.push(completion.status.field());
         numbers.extend_from_slice(&completion.values);
         if let Some(text) = completion.text {
             texts.push(text);
         }
-    }
-    (numbers, texts)
-}
-
-/// `{"code","key","message",…}`: the fields the JS error classes are built from.
-pub fn error_json(error: &LockError, doing: Doing) -> String {
-    let mut json = format!(
-        "{{\"code\":{},\"key\":{},\"message\":{}",
-        quote(error.code()),
-        quote(error.key()),
-        quote(&error.message_while(doing))
-    );
-    match error {
-        LockError::Busy { retry_after, .. } => {
-            let after = retry_after.map_or(-1.0, |after| after.as_secs_f64() * 1000.0);
-            json.push_str(&format!(",\"retryAfter\":{}", after.ceil()));
-        }
-        LockError::Quorum { votes, .. } => {
-            let errors: Vec<String> = votes
-                .errors
-                .iter()
-                .map(|(node, message)| {
-                    format!(
-                        "{{\"node\":{},\"message\":{}}}",
-                        quote(node),
-                        quote(message)
-                    )
-                })
-                .collect();
-            json.push_str(&format!(
-                ",\"votes\":{{\"for\":{},\"against\":{},\"errors\":[{}]}}",
-                votes.granted,
-                votes.refused,
-                errors.join(",")
-            ));
-        }
-        LockError::Connection { message, .. } => {
-            json.push_str(&format!(",\"detail\":{}", quote(message)));
-        }
-        _ => {}
-    }
-    json.push('}');
-    json
-}
-
-/// A JSON string literal.
-fn quote(text: &str) -> String {
-    let mut quoted = String::with_capacity(text.len() + 2);
-    quoted.push('"');
-    for character in text.chars() {
-        match character {
-            '"' => quoted.push_str("\\\""),
-            '\\' => quoted.push_str("\\\\"),
-            c if (c as u32) < 0x20 => quoted.push_str(&format!("\\u{:04x}", c as u32)),
-            c => quoted.push(c),
+        if let Some(failure) = completion.failure {
+            failures.push(failure);
         }
     }
-    quoted.push('"');
-    quoted
+    (numbers, texts, (!failures.is_empty()).then_some(failures))
 }

@@ -1,8 +1,10 @@
 pub mod completions;
 mod copied;
 pub mod defaults;
+pub mod layout;
 pub mod locker;
 pub mod messages;
 pub mod options;
 mod runtime;
+mod shared;
 mod wire;

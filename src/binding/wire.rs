@@ -11,10 +11,11 @@ use ironlock_core::{AcquireOptions, FirstAttempt, LockError, LockKeys, Upkeep};
 use napi_derive::napi;
 use tokio::time::Instant;
 
-use super::completions::{flatten, Completion, Status};
+use super::completions::{flatten, Completion, NativeFailure};
 use super::copied::{CopiedBytes, CopiedNumbers};
-use super::locker::{NativeLocker, Request};
+use super::layout::CompletionStatus as Status;
 use super::runtime::RUNTIME;
+use super::shared::{Request, Shared};
 
 /// What the locker needs back when a wire acquire finishes.
 pub struct AcquireTag {
@@ -40,10 +41,11 @@ pub type LockWire = Wire<AcquireTag, ReleaseTag>;
 /// What a wire call gives back to JS.
 #[napi(object, object_from_js = false)]
 pub struct WireOutput {
-    /// Finished operations, in the layout of `onComplete` (see `completions.rs`).
+    /// Finished operations, in the completion layout of `onComplete` (see `layout.rs`).
     #[napi(ts_type = "Float64Array")]
     pub numbers: CopiedNumbers,
     pub texts: Vec<String>,
+    pub failures: Option<Vec<NativeFailure>>,
     /// Bytes to write to the socket.
     #[napi(ts_type = "Buffer")]
     pub write: Option<CopiedBytes>,
@@ -55,10 +57,10 @@ pub struct WireOutput {
     pub broken: Option<String>,
 }
 
-impl NativeLocker {
+impl Shared {
     /// Puts `request` on the wire if the wire carries it; otherwise gives it back for the runtime.
     pub(super) fn onto_wire(
-        &self,
+        self: &Arc<Self>,
         wire: &mut RefMut<'_, LockWire>,
         request: Request,
     ) -> Option<Request> {
@@ -72,7 +74,7 @@ impl NativeLocker {
                 let first = if options.wait == Some(Duration::ZERO) {
                     None
                 } else {
-                    match self.shared.locker.first_attempt(&keys) {
+                    match self.locker.first_attempt(&keys) {
                         Some(first) => Some(first),
                         None => {
                             return Some(Request::Acquire {
@@ -98,12 +100,12 @@ impl NativeLocker {
                 None
             }
             Request::Release { op, id } => {
-                let mut held = self.shared.held.lock().expect("held table");
+                let mut held = self.held.lock().expect("held table");
                 let Some(entry) = held.entries.get_mut(&id) else {
                     return Some(request);
                 };
                 if entry.lock.keys.redis_keys.len() != 1
-                    || self.shared.locker.has_waiters(&entry.lock.keys)
+                    || self.locker.has_waiters(&entry.lock.keys)
                 {
                     return Some(request);
                 }
@@ -118,7 +120,7 @@ impl NativeLocker {
     /// Sends the requests of failed `events` to the runtime instead, giving back what the
     /// attempts may have taken; returns the events that are not requests (none, today).
     pub(super) fn retry_on_runtime(
-        &self,
+        self: &Arc<Self>,
         events: Vec<Event<AcquireTag, ReleaseTag>>,
     ) -> Vec<Event<AcquireTag, ReleaseTag>> {
         let _runtime = RUNTIME.enter();
@@ -133,7 +135,7 @@ impl NativeLocker {
                     error: _,
                 } => {
                     if let Some((keys, token)) = give_back {
-                        self.shared.locker.give_back(keys.clone(), token);
+                        self.locker.give_back(keys.clone(), token);
                     }
                     let AcquireTag {
                         op,
@@ -159,13 +161,13 @@ impl NativeLocker {
             }
         }
         if !requests.is_empty() {
-            self.shared.start(requests);
+            self.start(requests);
         }
         rest
     }
 
     pub(super) fn wire_output(
-        &self,
+        self: &Arc<Self>,
         wire: &LockWire,
         events: Vec<Event<AcquireTag, ReleaseTag>>,
         out: Vec<u8>,
@@ -177,10 +179,11 @@ impl NativeLocker {
             .into_iter()
             .filter_map(|event| self.settle(event))
             .collect();
-        let (numbers, texts) = flatten(completions);
+        let (numbers, texts, failures) = flatten(completions);
         WireOutput {
             numbers: CopiedNumbers(numbers),
             texts,
+            failures,
             write: (!out.is_empty()).then_some(CopiedBytes(out)),
             ready: wire.is_ready(),
             in_flight: wire.in_flight() as u32,
@@ -189,8 +192,8 @@ impl NativeLocker {
     }
 
     /// The completion of a finished wire request; `None` when it goes on waiting on the runtime.
-    fn settle(&self, event: Event<AcquireTag, ReleaseTag>) -> Option<Completion> {
-        let shared = &self.shared;
+    fn settle(self: &Arc<Self>, event: Event<AcquireTag, ReleaseTag>) -> Option<Completion> {
+        let shared = self;
         match event {
             Event::Acquired { tag, lock } => {
                 if let Some(first) = tag.first {
@@ -250,6 +253,7 @@ impl NativeLocker {
                     status: Status::Done,
                     values: [f64::from(u8::from(released)), 0.0, 0.0],
                     text: None,
+                    failure: None,
                 })
             }
             Event::ReleaseFailed { tag, error } => {

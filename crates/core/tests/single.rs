@@ -1091,6 +1091,19 @@ async fn fences_keep_rising_after_failover_to_a_replica_that_lagged() {
     // Redis 7 delays a diskless full sync by 5 s by default, as long as the WAIT below.
     primary.query::<()>(&["CONFIG", "SET", "repl-diskless-sync-delay", "0"]);
     replica.query::<()>(&["REPLICAOF", "127.0.0.1", &port]);
+    // Locks taken while the full sync runs may reach the replica in its snapshot and their
+    // release only later: start once the replica follows the stream.
+    let synced = Instant::now();
+    while !replica
+        .query::<String>(&["INFO", "replication"])
+        .contains("master_link_status:up")
+    {
+        replica.check(
+            synced.elapsed() < Duration::from_secs(15),
+            "the replica did not sync within 15 s",
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let on_primary = locker(&primary);
     let first = acquire(&primary, &on_primary, &["seat"], &options(1_000, Some(0))).await;
     let _ = on_primary.release(&first).await;

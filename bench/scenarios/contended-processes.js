@@ -1,0 +1,295 @@
+'use strict'
+
+// The contended case across processes: several child processes
+// (contended-processes-child.js), each with its own adapter instance, queue for
+// ONE key at once. Each task acquires, holds a few ms and releases, exactly as
+// in contended.js; the hand-offs now also cross process boundaries, which an
+// implementation cannot shortcut inside one process.
+//
+// The parent starts the children, waits until every one is warmed up, resets
+// the command counts, lets them all go at once (an IPC message to each), PINGs
+// the server(s) meanwhile for the round-trip floor, and puts the holds of all
+// children on one time line (performance.timeOrigin + performance.now(), which
+// is comparable across processes; the parent checks each child's offset).
+
+const { fork } = require('node:child_process')
+const path = require('node:path')
+const { setTimeout: sleep } = require('node:timers/promises')
+const Redis = require('ioredis')
+const { nowMs, sharedNowMs } = require('../clock')
+const { latencySummary } = require('../stats')
+const { resetCommandCounts, summarizeCalls } = require('../commands')
+
+const CHILD = path.join(__dirname, 'contended-processes-child.js')
+const KEY = 'bench:contended-processes'
+const WARMUP_KEY = 'bench:contended-processes:warmup'
+// Starting a child, loading the libraries, connecting and warming up.
+const STARTUP_MS = 15_000
+// A child that was told to close and still runs after this left a connection or timer open.
+const EXIT_GRACE_MS = 5_000
+// PINGs from the parent during the run, one round trip at a time (to every server in parallel).
+const PING_INTERVAL_MS = 5
+// Clock offset probes per child; the one with the shortest round trip is kept.
+const CLOCK_PROBES = 5
+
+// One child process and its messages. receive(type) must be called before the
+// message that triggers the reply is sent.
+class Child {
+  constructor (index) {
+    this.index = index
+    this.process = fork(CHILD, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+    this.pending = null
+    this.failure = null
+    this.exitStatus = null
+    this.exited = new Promise((resolve) => this.process.once('exit', (code, signal) => {
+      this.exitStatus = signal ?? `exit ${code}`
+      this.reject(new Error(`child ${index} ended (${this.exitStatus})`))
+      resolve()
+    }))
+    this.process.on('message', (message) => {
+      if (message.type === 'error') this.reject(new Error(`child ${index}: ${message.error}`))
+      else if (this.pending?.type === message.type) this.settle((pending) => pending.resolve(message))
+    })
+    this.process.once('error', (err) => this.reject(err))
+  }
+
+  get alive () { return this.exitStatus === null }
+
+  receive (type, timeoutMs) {
+    if (this.failure) return Promise.reject(this.failure)
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => this.settle(() => {
+        const err = new Error(`child ${this.index}: no ${type} within ${timeoutMs} ms`)
+        err.timedOut = true
+        reject(err)
+      }), timeoutMs)
+      this.pending = { type, resolve, reject, timer }
+    })
+  }
+
+  settle (action) {
+    const pending = this.pending
+    if (!pending) return
+    this.pending = null
+    clearTimeout(pending.timer)
+    action(pending)
+  }
+
+  reject (err) {
+    this.failure ??= err
+    this.settle((pending) => pending.reject(err))
+  }
+
+  send (message) {
+    if (this.alive && this.process.connected) this.process.send(message)
+  }
+
+  kill () {
+    if (this.alive) this.process.kill('SIGKILL')
+    return this.exited
+  }
+}
+
+// The child's shared clock minus the parent's, from the probe with the
+// shortest IPC round trip; its error is at most half that round trip.
+async function clockOffset (child) {
+  let best = null
+  for (let probe = 0; probe < CLOCK_PROBES; probe++) {
+    const reply = child.receive('clock', STARTUP_MS)
+    const t0 = sharedNowMs()
+    child.send({ type: 'clock', t0 })
+    const { childNow } = await reply
+    const t1 = sharedNowMs()
+    if (!best || t1 - t0 < best.roundTripMs) best = { offsetMs: childNow - (t0 + t1) / 2, roundTripMs: t1 - t0 }
+  }
+  return best
+}
+
+// PINGs on the parent's own connection(s) for as long as the run lasts: the
+// physical floor of a round trip, under the same load.
+function startPinging (pingers) {
+  let stopped = false
+  const roundTrips = []
+  const loop = (async () => {
+    while (!stopped) {
+      const startedAt = nowMs()
+      await Promise.all(pingers.map((client) => client.ping()))
+      roundTrips.push(nowMs() - startedAt)
+      if (!stopped) await sleep(PING_INTERVAL_MS)
+    }
+  })()
+  return {
+    async stop () {
+      stopped = true
+      await loop
+      return roundTrips
+    }
+  }
+}
+
+// Command counts per server, the parent's own PINGs taken out.
+async function commandsPerServer (servers, pingsPerServer) {
+  return Promise.all(servers.map(async (server) => {
+    const byCommand = await server.commandCalls()
+    if (byCommand.ping !== undefined) {
+      byCommand.ping -= pingsPerServer
+      if (byCommand.ping <= 0) delete byCommand.ping
+    }
+    return summarizeCalls(byCommand)
+  }))
+}
+
+function mergeCalls (perServer) {
+  const merged = {}
+  for (const { byCommand } of perServer) {
+    for (const [command, count] of Object.entries(byCommand)) merged[command] = (merged[command] ?? 0) + count
+  }
+  return merged
+}
+
+// All processes' holds on one time line, sorted by acquisition. A hand-off runs
+// from one holder calling release() to the next acquire() resolving; it crosses
+// processes when the two holders are in different ones. A holder that starts
+// before the latest release has started overlaps, which a correct lock never allows.
+function analyseHolds (holds) {
+  holds.sort((a, b) => a.acquiredAt - b.acquiredAt)
+  const handoffs = []
+  const crossHandoffs = []
+  let overlaps = 0
+  let latest = null
+  for (const hold of holds) {
+    if (latest) {
+      const gap = hold.acquiredAt - latest.releaseStartedAt
+      if (gap < 0) overlaps++
+      handoffs.push(gap)
+      if (hold.process !== latest.process) crossHandoffs.push(gap)
+    }
+    if (!latest || hold.releaseStartedAt > latest.releaseStartedAt) latest = hold
+  }
+  return {
+    handoffMs: latencySummary(handoffs),
+    crossProcessHandoffs: crossHandoffs.length,
+    crossProcessShare: handoffs.length > 0 ? crossHandoffs.length / handoffs.length : null,
+    crossProcessHandoffMs: latencySummary(crossHandoffs),
+    overlaps
+  }
+}
+
+async function runContendedProcesses (adapter, servers, { processes, tasksPerProcess, holdMs, ttlMs, maxWaitMs, runCapMs }) {
+  const urls = servers.map((server) => server.url)
+  const pingers = servers.map((server) => new Redis(server.url))
+  const children = Array.from({ length: processes }, (_, index) => new Child(index))
+  try {
+    await Promise.all(pingers.map((client) => client.ping()))
+    await Promise.all(children.map((child) => {
+      const ready = child.receive('ready', STARTUP_MS)
+      child.send({
+        type: 'config',
+        adapter: adapter.name,
+        index: child.index,
+        urls,
+        maxWaitMs,
+        key: KEY,
+        warmupKey: `${WARMUP_KEY}:${child.index}`,
+        tasks: tasksPerProcess,
+        holdMs,
+        ttlMs
+      })
+      return ready
+    }))
+    const clocks = []
+    for (const child of children) clocks.push(await clockOffset(child))
+
+    await resetCommandCounts(servers)
+    const pinging = startPinging(pingers)
+    const results = children.map((child) => child.receive('result', runCapMs).then(
+      (result) => ({ child, result }),
+      (err) => ({ child, err })))
+    for (const child of children) child.send({ type: 'start' })
+    const outcomes = await Promise.all(results)
+    const pingMsList = await pinging.stop()
+    const perServer = await commandsPerServer(servers, pingMsList.length)
+
+    // A child past the cap is killed; one that failed otherwise fails the row.
+    const failed = outcomes.find((outcome) => outcome.err && !outcome.err.timedOut)
+    if (failed) throw failed.err
+    const hung = outcomes.filter((outcome) => outcome.err)
+    await Promise.all(hung.map(({ child }) => child.kill()))
+
+    // Closed only now, so that the closing QUITs are not in the counts.
+    const reported = outcomes.filter((outcome) => outcome.result)
+    for (const { child } of reported) child.send({ type: 'close' })
+    let leftOpen = 0
+    await Promise.all(reported.map(async ({ child }) => {
+      const timer = new AbortController()
+      const grace = sleep(EXIT_GRACE_MS, 'grace', { signal: timer.signal }).catch(() => 'exited')
+      if (await Promise.race([child.exited.then(() => 'exited'), grace]) === 'grace') {
+        leftOpen++
+        await child.kill()
+      }
+      timer.abort()
+    }))
+
+    const holds = reported.flatMap(({ child, result }) =>
+      result.holds.map((hold) => ({ ...hold, process: child.index })))
+    const tasks = processes * tasksPerProcess
+    const idealMs = tasks * holdMs
+    const startedAt = Math.min(...reported.map(({ result }) => result.startedAt))
+    const wallMs = Math.max(...reported.map(({ result }) => result.endedAt)) - startedAt
+    const total = perServer.reduce((sum, counts) => sum + counts.total, 0)
+    const evals = perServer.reduce((sum, counts) => sum + counts.evals, 0)
+    const analysis = analyseHolds(holds)
+    const pingMs = latencySummary(pingMsList)
+    const gaveUp = reported.reduce((sum, { result }) => sum + result.gaveUp, 0) + hung.length * tasksPerProcess
+    return {
+      processes,
+      tasksPerProcess,
+      tasks,
+      acquired: holds.length,
+      gaveUp,
+      firstError: reported.find(({ result }) => result.firstError)?.result.firstError,
+      killed: hung.length,
+      leftOpen,
+      wallMs,
+      idealMs,
+      wallOverIdeal: wallMs / idealMs,
+      // How far apart the children started after the barrier message.
+      startSkewMs: Math.max(...reported.map(({ result }) => result.startedAt)) - startedAt,
+      ...analysis,
+      pingMs,
+      pings: pingMsList.length,
+      p50OverPing: analysis.handoffMs.p50 / pingMs.p50,
+      commandsPerAcquisition: total / holds.length,
+      evalsPerAcquisition: evals / holds.length,
+      // Per Redlock master (one entry on a single node).
+      commandsPerAcquisitionByServer: perServer.map((counts) => counts.total / holds.length),
+      cpuMs: reported.reduce((sum, { result }) => sum + result.cpuMs, 0),
+      eluActiveMs: reported.reduce((sum, { result }) => sum + result.eluActiveMs, 0),
+      perProcess: outcomes.map(({ child, result, err }) => result
+        ? {
+            process: child.index,
+            acquired: result.holds.length,
+            gaveUp: result.gaveUp,
+            cpuMs: result.cpuMs,
+            eluActiveMs: result.eluActiveMs,
+            eluUtilization: result.eluUtilization,
+            clockOffsetMs: clocks[child.index].offsetMs,
+            clockProbeRoundTripMs: clocks[child.index].roundTripMs
+          }
+        : { process: child.index, killed: true, error: err.message }),
+      commandCalls: mergeCalls(perServer),
+      commandCallsByServer: perServer.map((counts) => counts.byCommand)
+    }
+  } finally {
+    await Promise.all(children.map((child) => child.kill()))
+    for (const client of pingers) client.disconnect()
+  }
+}
+
+// Time the case may take at most, for the runner's hard limit: startup, the
+// run's cap and the exit grace, with room to spare.
+function contendedProcessesLimitMs (runCapMs) {
+  return STARTUP_MS + runCapMs + EXIT_GRACE_MS + 10_000
+}
+
+module.exports = { runContendedProcesses, contendedProcessesLimitMs }
