@@ -230,7 +230,14 @@ impl Locker {
                 until = until.min(now + poll);
             }
             if !can_take_over {
-                ticket.await_release(generation, until, subscribed).await;
+                let spread = self.backend.attempt_spread();
+                let released = ticket.await_release(generation, until, subscribed).await;
+                if released && !spread.is_zero() {
+                    let pause = ticket.pause_after_release(spread);
+                    if !pause.is_zero() {
+                        tokio::time::sleep(pause).await;
+                    }
+                }
                 continue;
             }
             // While it sleeps, the head offers to take the lock over from a local release.
@@ -238,7 +245,7 @@ impl Locker {
             let outcome = tokio::select! {
                 biased;
                 outcome = &mut handed => outcome,
-                () = ticket.await_release(generation, until, subscribed) => {
+                _ = ticket.await_release(generation, until, subscribed) => {
                     if ticket.withdraw_offer() {
                         continue;
                     }
@@ -311,6 +318,7 @@ impl Locker {
                 return self.hand_over(lock, handing).await;
             }
         }
+        self.queues.releasing(&lock.keys.channels, &lock.token);
         let released = self.backend.release(&lock.keys, &lock.token).await?;
         if released {
             self.queues.released_here(&lock.keys.channels, &lock.token);

@@ -19,7 +19,7 @@ use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 
 use crate::backend::{Backend, ReleaseListener};
-use crate::handover::{Chain, Link, Plan};
+use crate::handover::{Chain, Link, Plan, MAX_LINKS};
 use crate::lock::HeldLock;
 
 /// Longest sleep of a head whose release channel could not be subscribed.
@@ -97,6 +97,12 @@ struct QueueState {
     chain: Option<Chain>,
     /// A hand-over chain just ended: the head lets other processes try first.
     pause_next_attempt: bool,
+    /// The last release announced was another process's.
+    released_elsewhere: bool,
+    /// Tokens this process is releasing: their announcements are its own, whichever way they come.
+    own_releases: VecDeque<String>,
+    /// Releases in a row made by this process.
+    releases_here: u32,
 }
 
 /// A head ready to take the lock over: the ticket, the TTL it asks for, and where to send it.
@@ -222,17 +228,29 @@ impl WaitQueues {
     /// Called after this process released a lock: wakes its waiters at once.
     pub fn released_here(&self, channels: &[String], token: &str) {
         let channels: Vec<&str> = channels.iter().map(String::as_str).collect();
-        self.route(&channels, token);
+        self.route(&channels, token, false);
     }
 
     /// Bumps the generation of every queue that includes one of `channels` and wakes its head,
     /// unless the release of `token` was already announced. A single-key queue is found by its
     /// channel; only the (rarer) multi-key queues are searched.
-    fn route(&self, channels: &[&str], token: &str) {
+    fn route(&self, channels: &[&str], token: &str, elsewhere: bool) {
+        self.each_queue(channels, |queue| queue.announce(token, elsewhere));
+    }
+
+    /// Called before this process sends the release of `token`: its announcement on the
+    /// channel, which may arrive before the release call returns, is then known as its own.
+    pub fn releasing(&self, channels: &[String], token: &str) {
+        let channels: Vec<&str> = channels.iter().map(String::as_str).collect();
+        self.each_queue(&channels, |queue| queue.expect_own_release(token));
+    }
+
+    /// Visits every queue that includes one of `channels`.
+    fn each_queue(&self, channels: &[&str], mut visit: impl FnMut(&Queue)) {
         let queues = self.queues.lock().expect("wait queues");
         for channel in channels {
             if let Some(queue) = queues.get(*channel) {
-                queue.announce(token);
+                visit(queue);
             }
         }
         if self.multi_key_queues.load(Ordering::Relaxed) > 0 {
@@ -245,13 +263,21 @@ impl WaitQueues {
                         .iter()
                         .any(|own| channels.contains(&own.as_str()))
                 })
-                .for_each(|queue| queue.announce(token));
+                .for_each(|queue| visit(queue));
         }
     }
 }
 
 impl Queue {
-    fn announce(&self, token: &str) {
+    fn expect_own_release(&self, token: &str) {
+        let mut state = self.state.lock().expect("queue state");
+        if state.own_releases.len() == REMEMBERED_RELEASES {
+            state.own_releases.pop_front();
+        }
+        state.own_releases.push_back(token.to_owned());
+    }
+
+    fn announce(&self, token: &str, elsewhere: bool) {
         let mut state = self.state.lock().expect("queue state");
         if state.announced.iter().any(|seen| seen == token) {
             return;
@@ -261,6 +287,12 @@ impl Queue {
         }
         state.announced.push_back(token.to_owned());
         state.generation += 1;
+        state.released_elsewhere = elsewhere && !state.own_releases.iter().any(|own| own == token);
+        state.releases_here = if state.released_elsewhere {
+            0
+        } else {
+            state.releases_here + 1
+        };
         if let Some((_, head)) = state.waiters.front() {
             head.notify_one();
         }
@@ -269,7 +301,7 @@ impl Queue {
 
 impl ReleaseListener for WaitQueues {
     fn released(&self, channel: &str, token: &str) {
-        self.route(&[channel], token);
+        self.route(&[channel], token, true);
     }
 
     fn resync(&self) {
@@ -495,8 +527,8 @@ impl Ticket {
         }
     }
 
-    /// Sleeps until a release after `generation` is announced or `until` passes.
-    pub async fn await_release(&self, generation: u64, until: Instant, subscribed: bool) {
+    /// Sleeps until a release after `generation` is announced (`true`) or `until` passes.
+    pub async fn await_release(&self, generation: u64, until: Instant, subscribed: bool) -> bool {
         let until = if subscribed {
             until
         } else {
@@ -505,11 +537,29 @@ impl Ticket {
         loop {
             let woken = self.wake.notified();
             if self.queue.state.lock().expect("queue state").generation != generation {
-                return;
+                return true;
             }
             if tokio::time::timeout_at(until, woken).await.is_err() {
-                return;
+                return false;
             }
+        }
+    }
+
+    /// How long the head pauses before attempting after a release was announced, where attempts
+    /// from several processes can split votes (`spread`: see `Backend::attempt_spread`). After
+    /// another process's release every process's head was woken: a random pause up to `spread`
+    /// lets one attempt first. After this process's own release its head goes at once (the
+    /// others are still pausing), except after [`MAX_LINKS`] of them in a row, when it pauses
+    /// the whole spread so that other processes get their turn, as a hand-over chain ends.
+    pub fn pause_after_release(&self, spread: Duration) -> Duration {
+        let mut state = self.queue.state.lock().expect("queue state");
+        if state.released_elsewhere {
+            rand::rng().random_range(Duration::ZERO..spread)
+        } else if state.releases_here >= MAX_LINKS {
+            state.releases_here = 0;
+            spread
+        } else {
+            Duration::ZERO
         }
     }
 
@@ -577,7 +627,7 @@ mod tests {
     use std::time::SystemTime;
 
     use super::*;
-    use crate::handover::{FENCE_BLOCK, MAX_LINKS};
+    use crate::handover::FENCE_BLOCK;
     use crate::keys::LockKeys;
 
     const TTL: Duration = Duration::from_millis(500);
@@ -617,6 +667,28 @@ mod tests {
             .expect("a fitting answer");
         handing.deliver(lock(keys, &new_token, fence));
         Some((new_token, fence))
+    }
+
+    #[tokio::test]
+    async fn only_heads_woken_by_another_process_spread_their_attempts() {
+        let (queues, keys) = setup();
+        let head = queues.join(&keys.channels);
+        let spread = Duration::from_millis(3);
+
+        // Another process's release, on the channel: a random pause within the spread.
+        queues.released(&keys.channels[0], "theirs");
+        assert!(head.pause_after_release(spread) < spread);
+        // Our own release, announced on the channel before the release call returned: no pause.
+        queues.releasing(&keys.channels, "ours");
+        queues.released(&keys.channels[0], "ours");
+        assert_eq!(head.pause_after_release(spread), Duration::ZERO);
+        // Many of our own in a row: the head steps back once, for the whole spread.
+        for round in 1..MAX_LINKS {
+            queues.released_here(&keys.channels, &format!("ours {round}"));
+        }
+        assert_eq!(head.pause_after_release(spread), spread);
+        queues.released_here(&keys.channels, "ours again");
+        assert_eq!(head.pause_after_release(spread), Duration::ZERO);
     }
 
     #[tokio::test]

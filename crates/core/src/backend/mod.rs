@@ -87,6 +87,14 @@ pub trait Backend: Send + Sync + 'static {
         Box::pin(async { true })
     }
 
+    /// How far apart heads in different processes spread their attempts after an announced
+    /// release. Where votes can split (Redlock), every process's head attempting at once splits
+    /// them, and each lost attempt's undo is announced and wakes everyone again; a random pause
+    /// of up to this long lets one attempt arrive first. Zero where one server decides.
+    fn attempt_spread(&self) -> Duration {
+        Duration::ZERO
+    }
+
     /// Whether [`Backend::hand_over`] works: only where one server decides who holds a key.
     fn supports_hand_over(&self) -> bool {
         false

@@ -19,6 +19,10 @@ use crate::lock::drift;
 /// Longest pause before retrying a round whose votes were split between competing clients.
 const SPLIT_VOTE_RETRY: Duration = Duration::from_millis(50);
 
+/// Longest pause of a woken head before it attempts (see [`Backend::attempt_spread`]): several
+/// round trips on loopback, so the first attempt usually wins every node before the next arrives.
+const ATTEMPT_SPREAD: Duration = Duration::from_millis(3);
+
 pub struct RedlockBackend {
     nodes: Vec<Arc<SingleBackend>>,
     quorum: usize,
@@ -307,6 +311,10 @@ impl Backend for RedlockBackend {
                 foreign,
             })
         })
+    }
+
+    fn attempt_spread(&self) -> Duration {
+        ATTEMPT_SPREAD
     }
 
     /// Yes when no node holds any of `keys` (a node that does not answer counts as free: the
