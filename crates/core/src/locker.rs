@@ -318,7 +318,10 @@ impl Locker {
                 return self.hand_over(lock, handing).await;
             }
         }
-        self.queues.releasing(&lock.keys.channels, &lock.token);
+        if !self.backend.attempt_spread().is_zero() {
+            // Only heads that spread their attempts ask whose release woke them.
+            self.queues.releasing(&lock.keys.channels, &lock.token);
+        }
         let released = self.backend.release(&lock.keys, &lock.token).await?;
         if released {
             self.queues.released_here(&lock.keys.channels, &lock.token);
