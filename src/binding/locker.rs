@@ -4,8 +4,8 @@
 use std::cell::RefCell;
 use std::sync::{Arc, Weak};
 
-use ironlock_core::wire::Wire;
-use ironlock_core::{AcquireOptions, CancelToken, Locker, LockerConfig, Target};
+use ironlock_core::transport::wire::Wire;
+use ironlock_core::{AcquireOptions, CancelToken, Lifecycle, LockerConfig, Target};
 use napi::bindgen_prelude::{BufferSlice, Float64ArraySlice, Function};
 use napi::{CleanupEnvHook, Env};
 use napi_derive::napi;
@@ -43,7 +43,7 @@ impl NativeLocker {
         on_complete: Function<'_, Batch, ()>,
     ) -> napi::Result<Self> {
         let config = LockerConfig::try_from(options).map_err(napi::Error::from_reason)?;
-        let locker = Locker::new(&config).map_err(napi::Error::from_reason)?;
+        let locker = Lifecycle::new(&config).map_err(napi::Error::from_reason)?;
         let wire = match &config.target {
             Target::Single(node) => Some(RefCell::new(Wire::new(node, config.drift_factor))),
             _ => None,

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures_util::FutureExt;
 use ironlock_core::error::Doing;
 use ironlock_core::{
-    AcquireOptions, CancelToken, HeldLock, LockError, LockKeys, Locker, Upkeep, Watchdog,
+    AcquireOptions, CancelToken, HeldLock, Lifecycle, LockError, LockKeys, Upkeep, Watchdog,
 };
 use tokio::time::Instant;
 
@@ -56,7 +56,7 @@ impl HeldTable {
 
 /// What a locker's requests run on: the core locker, its held locks, and its completion queue.
 pub(super) struct Shared {
-    pub(super) locker: Arc<Locker>,
+    pub(super) locker: Arc<Lifecycle>,
     completions: Completions,
     pub(super) held: Mutex<HeldTable>,
     /// Waits that JS may still cancel, by operation id.
@@ -134,7 +134,7 @@ impl Request {
 }
 
 impl Shared {
-    pub(super) fn new(locker: Locker, completions: Completions) -> Self {
+    pub(super) fn new(locker: Lifecycle, completions: Completions) -> Self {
         Self {
             locker: Arc::new(locker),
             completions,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ironlock_core::error::Doing;
-use ironlock_core::wire::{Event, Wire};
+use ironlock_core::transport::wire::{Event, Wire};
 use ironlock_core::{AcquireOptions, FirstAttempt, LockError, LockKeys, Upkeep};
 use napi_derive::napi;
 use tokio::time::Instant;
@@ -206,7 +206,7 @@ impl Shared {
                 keys,
                 retry_after,
             } => {
-                // Given up before queueing, as `Locker::acquire` does after its first attempt.
+                // Given up before queueing, as `Lifecycle::acquire` does after its first attempt.
                 drop(tag.first);
                 if tag
                     .deadline

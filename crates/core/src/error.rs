@@ -1,4 +1,4 @@
-//! The errors every backend and the locker report; the binding maps each variant to one JS class.
+//! The errors every topology and the locker report; the binding maps each variant to one JS class.
 
 use std::fmt;
 use std::time::Duration;

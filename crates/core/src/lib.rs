@@ -1,30 +1,25 @@
 //! The ironlock lock protocol over Redis, with no knowledge of Node.
 //!
-//! Data flows one way: [`Locker`] → [`wait`] / [`watchdog`] → a [`Backend`] → Redis.
-//! The napi binding (the crate one level up) converts JS values into [`LockerConfig`] and
-//! [`AcquireOptions`], and [`LockError`] back into JS errors; nothing here speaks napi.
+//! Data flows one way: a [`Locker`] takes requests and gives back completions; its
+//! [`session`] decides every lock's life (attempt, queue, hand-over, hold, watchdog, release,
+//! loss); a [`topology`] says where each command goes (one Redis, Redlock, memory); the
+//! [`transport`]s carry the commands, encoded and decoded by one [`protocol`]. The napi binding
+//! (the crate one level up) only converts JS values into [`Request`]s and [`Completion`]s back.
 
-pub mod backend;
-pub mod cancel;
 pub mod config;
 pub mod defaults;
 pub mod error;
-pub mod handover;
-pub mod keys;
-pub mod lock;
-pub mod locker;
-pub mod scripts;
-pub mod token;
-pub mod wait;
-pub mod watchdog;
-pub mod wire;
+pub mod protocol;
+pub mod session;
+pub mod topology;
+pub mod transport;
 
-pub use backend::{Attempt, Backend};
-pub use cancel::CancelToken;
 pub use config::{LockerConfig, NodeConfig, Secret, Target, TlsConfig};
 pub use error::{LockError, QuorumVotes};
-pub use keys::LockKeys;
-pub use lock::{AcquireOptions, HeldLock};
-pub use locker::Locker;
-pub use wait::FirstAttempt;
-pub use watchdog::{loss_margin, Upkeep, Watchdog};
+pub use protocol::keys::LockKeys;
+pub use session::cancel::CancelToken;
+pub use session::lifecycle::Lifecycle;
+pub use session::lock::{AcquireOptions, HeldLock};
+pub use session::wait::FirstAttempt;
+pub use session::watchdog::{loss_margin, Upkeep, Watchdog};
+pub use topology::{Attempt, Topology};

@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ironlock_core::handover::MAX_LINKS;
+use ironlock_core::session::handover::MAX_LINKS;
 use ironlock_core::{
-    AcquireOptions, CancelToken, HeldLock, LockError, Locker, LockerConfig, Target,
+    AcquireOptions, CancelToken, HeldLock, Lifecycle, LockError, LockerConfig, Target,
 };
 use support::RedisServer;
 use tokio::time::Instant;
@@ -21,13 +21,13 @@ const KEY: &str = "hot";
 /// Long enough that no waiter in these tests wakes because the holder's TTL ran out.
 const TTL_MS: u64 = 10_000;
 
-fn locker(server: &RedisServer) -> Arc<Locker> {
+fn locker(server: &RedisServer) -> Arc<Lifecycle> {
     let config = LockerConfig {
         connect_timeout: TIMEOUT,
         command_timeout: TIMEOUT,
         ..LockerConfig::new(Target::Single(server.node()))
     };
-    Arc::new(Locker::new(&config).expect("valid config"))
+    Arc::new(Lifecycle::new(&config).expect("valid config"))
 }
 
 fn options(wait_ms: Option<u64>) -> AcquireOptions {
@@ -38,7 +38,7 @@ fn options(wait_ms: Option<u64>) -> AcquireOptions {
     }
 }
 
-async fn acquire(server: &RedisServer, locker: &Locker, options: &AcquireOptions) -> HeldLock {
+async fn acquire(server: &RedisServer, locker: &Lifecycle, options: &AcquireOptions) -> HeldLock {
     match locker.acquire(locker.keys(vec![KEY.into()]), options).await {
         Ok(lock) => lock,
         Err(error) => server.fail(format_args!("acquire {KEY}: {error:?}")),
@@ -74,7 +74,7 @@ impl Record {
     async fn hold(
         &self,
         server: &RedisServer,
-        locker: &Locker,
+        locker: &Lifecycle,
         lock: HeldLock,
         who: &'static str,
         hold: Duration,
@@ -116,7 +116,7 @@ fn check_fences_increase(server: &RedisServer, taken: &[(&str, u64)]) {
 /// Starts `n` tasks that each acquire the key, hold it for `hold` and release it.
 fn spawn_waiters(
     server: &Arc<RedisServer>,
-    locker: &Arc<Locker>,
+    locker: &Arc<Lifecycle>,
     record: &Arc<Record>,
     who: &'static str,
     n: usize,
@@ -136,7 +136,12 @@ fn spawn_waiters(
 /// `n` local waiters queue for one key while it is held, then each holds it for `hold`.
 /// Returns the Redis commands (those inside scripts included) per acquisition, from the first
 /// holder's acquire to the last waiter's release.
-async fn contend(server: &Arc<RedisServer>, locker: &Arc<Locker>, n: usize, hold: Duration) -> f64 {
+async fn contend(
+    server: &Arc<RedisServer>,
+    locker: &Arc<Lifecycle>,
+    n: usize,
+    hold: Duration,
+) -> f64 {
     until_free(server, "before a run").await;
     server.reset_stats();
     let record = Arc::new(Record::default());
@@ -190,7 +195,7 @@ async fn contended_acquisitions_cost_at_most_four_commands_whatever_the_waiters(
 
 /// Waits up to 30 s for [`KEY`] in a task of its own, until `cancel` is cancelled.
 fn spawn_cancellable_acquire(
-    locker: &Arc<Locker>,
+    locker: &Arc<Lifecycle>,
     cancel: &CancelToken,
 ) -> tokio::task::JoinHandle<Result<HeldLock, LockError>> {
     let locker = locker.clone();

@@ -6,9 +6,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ironlock_core::keys::hash_slot;
+use ironlock_core::protocol::keys::hash_slot;
 use ironlock_core::{
-    AcquireOptions, CancelToken, HeldLock, LockError, Locker, LockerConfig, Target, Upkeep,
+    AcquireOptions, CancelToken, HeldLock, Lifecycle, LockError, LockerConfig, Target, Upkeep,
     Watchdog,
 };
 use support::RedisServer;
@@ -28,8 +28,8 @@ fn config(server: &RedisServer) -> LockerConfig {
     }
 }
 
-fn locker(server: &RedisServer) -> Locker {
-    Locker::new(&config(server)).expect("valid config")
+fn locker(server: &RedisServer) -> Lifecycle {
+    Lifecycle::new(&config(server)).expect("valid config")
 }
 
 fn names(keys: &[&str]) -> Vec<String> {
@@ -47,7 +47,7 @@ fn options(ttl_ms: u64, wait_ms: Option<u64>) -> AcquireOptions {
 /// Fails the test (with the server log) unless the lock was taken.
 async fn acquire(
     server: &RedisServer,
-    locker: &Locker,
+    locker: &Lifecycle,
     keys: &[&str],
     options: &AcquireOptions,
 ) -> HeldLock {
@@ -60,7 +60,7 @@ async fn acquire(
 /// Fails the test unless the lock was refused with an error.
 async fn refused(
     server: &RedisServer,
-    locker: &Locker,
+    locker: &Lifecycle,
     keys: &[&str],
     options: &AcquireOptions,
 ) -> LockError {
@@ -193,8 +193,8 @@ async fn waiting_acquire_gets_the_lock_released_by_another_locker() {
 
 async fn waiter_gets_the_lock_once_released(
     server: &RedisServer,
-    waiter_side: Arc<Locker>,
-    holder_side: &Locker,
+    waiter_side: Arc<Lifecycle>,
+    holder_side: &Lifecycle,
 ) {
     let holder = acquire(server, holder_side, &["door"], &options(30_000, Some(0))).await;
 
@@ -306,7 +306,9 @@ async fn a_waiter_behind_an_ironlock_holder_does_not_poll() {
     )
     .await;
     server.check(
-        holder.token.starts_with(ironlock_core::token::TOKEN_MARK),
+        holder
+            .token
+            .starts_with(ironlock_core::protocol::token::TOKEN_MARK),
         format_args!("token {} lacks the mark", holder.token),
     );
 
@@ -423,7 +425,7 @@ async fn multi_key_lock_is_all_or_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_prefix_applies_to_every_key_written() {
     let server = RedisServer::start();
-    let locker = Locker::new(&LockerConfig {
+    let locker = Lifecycle::new(&LockerConfig {
         key_prefix: "app:".into(),
         ..config(&server)
     })
@@ -741,7 +743,7 @@ async fn stopped_server_is_a_connection_error() {
 async fn paused_server_times_out_then_recovers() {
     let server = RedisServer::start();
     let command_timeout = Duration::from_millis(500);
-    let locker = Locker::new(&LockerConfig {
+    let locker = Lifecycle::new(&LockerConfig {
         command_timeout,
         ..config(&server)
     })
@@ -907,7 +909,7 @@ async fn a_command_redis_refuses_fails_only_its_own_lock() {
         "the two keys need fence counters of their own",
     );
     // A fencing counter that INCR cannot count: Redis refuses that lock's INCR mid-script.
-    let counter = ironlock_core::keys::fence_key("", broken);
+    let counter = ironlock_core::protocol::keys::fence_key("", broken);
     server.query::<()>(&["SET", &counter, "not a number"]);
 
     let options = options(10_000, Some(0));
@@ -969,7 +971,7 @@ async fn a_caller_that_gives_up_mid_call_leaves_nothing_locked() {
 
 /// Starts a watchdog on `lock` whose loss arrives on the returned channel.
 fn watch(
-    locker: &Arc<Locker>,
+    locker: &Arc<Lifecycle>,
     lock: &HeldLock,
     upkeep: Upkeep,
 ) -> (

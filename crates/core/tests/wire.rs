@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ironlock_core::wire::{Event, Wire, CLIENT_NAME};
+use ironlock_core::transport::wire::{Event, Wire, CLIENT_NAME};
 use ironlock_core::{HeldLock, LockKeys};
 use support::RedisServer;
 

@@ -10,13 +10,13 @@ use redis::{
     Value,
 };
 
-use super::batch::{self, Batch, Reply};
 use super::subscriber::Subscriber;
-use super::{Attempt, Backend, BoxFuture, HandOver, ReleaseListener};
+use super::{Attempt, BoxFuture, HandOver, ReleaseListener, Topology};
 use crate::config::NodeConfig;
 use crate::error::{LockError, NOT_REDIS};
-use crate::keys::{release_channel, LockKeys};
-use crate::scripts;
+use crate::protocol::keys::{release_channel, LockKeys};
+use crate::protocol::scripts;
+use crate::transport::batch::{self, Batch, Reply};
 
 /// Whether a script call that failed because the connection dropped goes once more.
 #[derive(Clone, Copy)]
@@ -25,7 +25,7 @@ enum Resend {
     /// that fails only because a connection was killed would leave the lock until its TTL.
     OnDroppedConnection,
     /// An attempt may have taken its lock before the connection dropped: only its token can
-    /// tell, so it is given back instead (see `Locker::attempt`).
+    /// tell, so it is given back instead (see `Lifecycle::attempt`).
     Never,
 }
 
@@ -35,7 +35,7 @@ enum ConnectionState {
     Closed,
 }
 
-pub struct SingleBackend {
+pub struct Single {
     server: Arc<Server>,
     subscriber: Arc<Subscriber>,
 }
@@ -79,7 +79,7 @@ struct OneKeyRelease {
     token: String,
 }
 
-impl SingleBackend {
+impl Single {
     pub fn new(
         node: &NodeConfig,
         connect_timeout: Duration,
@@ -364,7 +364,7 @@ fn invocation<'a>(script: &'a Script, keys: &[String]) -> redis::ScriptInvocatio
     invocation
 }
 
-impl Backend for SingleBackend {
+impl Topology for Single {
     fn try_acquire<'a>(
         &'a self,
         keys: &'a LockKeys,
@@ -475,7 +475,7 @@ impl Backend for SingleBackend {
                 .arg(new_token)
                 .arg(ttl.as_millis() as u64)
                 .arg(reserve);
-            // Not resent: a hand-over that ran gave the lock a new token; `Locker::hand_over`
+            // Not resent: a hand-over that ran gave the lock a new token; `Lifecycle::hand_over`
             // gives it back when the call fails.
             let answer: Vec<i64> = self.server.run(keys.first(), call, Resend::Never).await?;
             match (answer.as_slice(), reserve) {

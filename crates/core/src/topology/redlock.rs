@@ -10,21 +10,21 @@ use std::time::{Duration, Instant};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use rand::Rng;
 
-use super::{Attempt, Backend, BoxFuture, ReleaseListener, SingleBackend};
+use super::{Attempt, BoxFuture, ReleaseListener, Single, Topology};
 use crate::config::NodeConfig;
 use crate::error::{LockError, QuorumVotes};
-use crate::keys::LockKeys;
-use crate::lock::drift;
+use crate::protocol::keys::LockKeys;
+use crate::session::lock::drift;
 
 /// Longest pause before retrying a round whose votes were split between competing clients.
 const SPLIT_VOTE_RETRY: Duration = Duration::from_millis(50);
 
-/// Longest pause of a woken head before it attempts (see [`Backend::attempt_spread`]): several
+/// Longest pause of a woken head before it attempts (see [`Topology::attempt_spread`]): several
 /// round trips on loopback, so the first attempt usually wins every node before the next arrives.
 const ATTEMPT_SPREAD: Duration = Duration::from_millis(3);
 
-pub struct RedlockBackend {
-    nodes: Vec<Arc<SingleBackend>>,
+pub struct Redlock {
+    nodes: Vec<Arc<Single>>,
     quorum: usize,
     command_timeout: Duration,
     drift_factor: f64,
@@ -33,7 +33,7 @@ pub struct RedlockBackend {
 /// One node's answer in a round: `None` while it has not answered.
 type Answer<T> = Option<Result<T, LockError>>;
 
-impl RedlockBackend {
+impl Redlock {
     pub fn new(
         nodes: &[NodeConfig],
         connect_timeout: Duration,
@@ -44,8 +44,7 @@ impl RedlockBackend {
         let nodes = nodes
             .iter()
             .map(|node| {
-                SingleBackend::new(node, connect_timeout, command_timeout, listener.clone())
-                    .map(Arc::new)
+                Single::new(node, connect_timeout, command_timeout, listener.clone()).map(Arc::new)
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
@@ -75,7 +74,7 @@ impl RedlockBackend {
     ) -> Vec<Answer<T>>
     where
         T: Clone + Send + 'static,
-        Call: Fn(Arc<SingleBackend>) -> Fut,
+        Call: Fn(Arc<Single>) -> Fut,
         Fut: std::future::Future<Output = Result<T, LockError>> + Send + 'static,
     {
         let mut pending: FuturesUnordered<_> = self
@@ -175,7 +174,7 @@ impl RedlockBackend {
     }
 
     /// Releases `token` on every node, without waiting: undoes a lost attempt.
-    fn undo(nodes: Vec<Arc<SingleBackend>>, keys: Arc<LockKeys>, token: String) {
+    fn undo(nodes: Vec<Arc<Single>>, keys: Arc<LockKeys>, token: String) {
         for node in nodes {
             let (keys, token) = (keys.clone(), token.clone());
             tokio::spawn(async move {
@@ -206,7 +205,7 @@ fn majority_decided<T>(
     }
 }
 
-/// A node's error text without the key prefix the single backend gives it.
+/// A node's error text without the key prefix the single topology gives it.
 fn node_message(error: &LockError) -> String {
     match error {
         LockError::Connection { message, .. } => message
@@ -220,7 +219,7 @@ fn is_granted(attempt: &Attempt) -> bool {
     matches!(attempt, Attempt::Acquired { .. })
 }
 
-impl Backend for RedlockBackend {
+impl Topology for Redlock {
     fn try_acquire<'a>(
         &'a self,
         keys: &'a LockKeys,

@@ -1,7 +1,7 @@
 //! `memory://`: an in-process store with the semantics of one Redis, for unit tests and
 //! single-process tools. It excludes only within this process.
 //!
-//! Every operation does under one mutex what the Lua scripts in [`crate::scripts`] do on Redis:
+//! Every operation does under one mutex what the Lua scripts in [`crate::protocol::scripts`] do on Redis:
 //! all-or-nothing `SET NX PX`, the fencing counters lifted to a common value, compare-the-token
 //! release and extend. Keys expire lazily (checked on access) and expired ones are pruned as the
 //! map grows, so locks that are never released do not pile up. A release is announced to the
@@ -17,9 +17,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Attempt, Backend, BoxFuture, ReleaseListener};
+use super::{Attempt, BoxFuture, ReleaseListener, Topology};
 use crate::error::LockError;
-use crate::keys::LockKeys;
+use crate::protocol::keys::LockKeys;
 
 /// The map is pruned of expired keys once it holds this many, then whenever it doubles.
 const PRUNE_MIN: usize = 1024;
@@ -113,13 +113,13 @@ impl Store {
 }
 
 /// One locker's handle on a store.
-pub struct MemoryBackend {
+pub struct Memory {
     /// `None` once closed.
     store: Mutex<Option<Arc<Store>>>,
     listener: Weak<dyn ReleaseListener>,
 }
 
-impl MemoryBackend {
+impl Memory {
     /// A handle on the store called `name` (shared with every other locker on that name in this
     /// process), or with `None` on a new store of its own.
     pub fn new(name: Option<&str>, listener: Weak<dyn ReleaseListener>) -> Self {
@@ -142,7 +142,7 @@ impl MemoryBackend {
     fn store(&self, key: &str) -> Result<Arc<Store>, LockError> {
         self.store
             .lock()
-            .expect("memory backend")
+            .expect("memory topology")
             .clone()
             .ok_or_else(|| LockError::Closed {
                 key: key.to_owned(),
@@ -156,7 +156,7 @@ fn expiry(now: Instant, ttl: Duration) -> Option<Instant> {
     now.checked_add(Duration::from_millis(ttl.as_millis() as u64))
 }
 
-impl Backend for MemoryBackend {
+impl Topology for Memory {
     fn try_acquire<'a>(
         &'a self,
         keys: &'a LockKeys,
@@ -241,7 +241,7 @@ impl Backend for MemoryBackend {
                     }
                 }
             }
-            // Outside the store's lock: a listener may call back into the backend.
+            // Outside the store's lock: a listener may call back into the topology.
             store.announce(&released, token);
             Ok(released.len() == keys.redis_keys.len())
         })
@@ -290,7 +290,7 @@ impl Backend for MemoryBackend {
     fn unwatch_releases(&self, _channels: &[String]) {}
 
     fn close(&self) {
-        if let Some(store) = self.store.lock().expect("memory backend").take() {
+        if let Some(store) = self.store.lock().expect("memory topology").take() {
             store.unlisten(&self.listener);
         }
     }
@@ -300,8 +300,8 @@ impl Backend for MemoryBackend {
 mod tests {
     use super::*;
     use crate::config::{LockerConfig, Target};
-    use crate::lock::AcquireOptions;
-    use crate::locker::Locker;
+    use crate::session::lifecycle::Lifecycle;
+    use crate::session::lock::AcquireOptions;
 
     /// Records every announced release.
     #[derive(Default)]
@@ -324,10 +324,10 @@ mod tests {
         }
     }
 
-    fn backend() -> (MemoryBackend, Arc<Recorder>) {
+    fn topology() -> (Memory, Arc<Recorder>) {
         let recorder = Arc::new(Recorder::default());
         let listener = Arc::downgrade(&recorder) as Weak<dyn ReleaseListener>;
-        (MemoryBackend::new(None, listener), recorder)
+        (Memory::new(None, listener), recorder)
     }
 
     fn keys(names: &[&str]) -> LockKeys {
@@ -336,15 +336,19 @@ mod tests {
 
     const MS: Duration = Duration::from_millis(1);
 
-    async fn fence(backend: &MemoryBackend, names: &[&str], token: &str, ttl: Duration) -> u64 {
-        match backend.try_acquire(&keys(names), token, ttl).await.unwrap() {
+    async fn fence(topology: &Memory, names: &[&str], token: &str, ttl: Duration) -> u64 {
+        match topology
+            .try_acquire(&keys(names), token, ttl)
+            .await
+            .unwrap()
+        {
             Attempt::Acquired { fence } => fence,
             busy => panic!("{names:?} should be free, got {busy:?}"),
         }
     }
 
-    async fn retry_after(backend: &MemoryBackend, names: &[&str]) -> Option<Duration> {
-        match backend
+    async fn retry_after(topology: &Memory, names: &[&str]) -> Option<Duration> {
+        match topology
             .try_acquire(&keys(names), "other", 1000 * MS)
             .await
             .unwrap()
@@ -354,8 +358,8 @@ mod tests {
         }
     }
 
-    fn holds(backend: &MemoryBackend, key: &str, token: &str) -> bool {
-        let store = backend.store(key).unwrap();
+    fn holds(topology: &Memory, key: &str, token: &str) -> bool {
+        let store = topology.store(key).unwrap();
         let mut state = store.state();
         state
             .live(key, Instant::now())
@@ -364,93 +368,93 @@ mod tests {
 
     #[tokio::test]
     async fn a_held_key_is_busy_until_it_expires() {
-        let (backend, _) = backend();
-        assert_eq!(fence(&backend, &["k"], "a", 60 * MS).await, 1);
-        let after = retry_after(&backend, &["k"]).await.unwrap();
+        let (topology, _) = topology();
+        assert_eq!(fence(&topology, &["k"], "a", 60 * MS).await, 1);
+        let after = retry_after(&topology, &["k"]).await.unwrap();
         assert!(after <= 60 * MS && after > 30 * MS, "{after:?}");
         tokio::time::sleep(90 * MS).await;
-        assert_eq!(fence(&backend, &["k"], "b", 1000 * MS).await, 2);
-        assert!(holds(&backend, "k", "b"));
+        assert_eq!(fence(&topology, &["k"], "b", 1000 * MS).await, 2);
+        assert!(holds(&topology, "k", "b"));
     }
 
     #[tokio::test]
     async fn a_multi_key_lock_is_all_or_nothing() {
-        let (backend, _) = backend();
-        fence(&backend, &["b"], "holder", 1000 * MS).await;
-        retry_after(&backend, &["a", "b", "c"]).await;
-        assert!(!holds(&backend, "a", "other") && !holds(&backend, "c", "other"));
+        let (topology, _) = topology();
+        fence(&topology, &["b"], "holder", 1000 * MS).await;
+        retry_after(&topology, &["a", "b", "c"]).await;
+        assert!(!holds(&topology, "a", "other") && !holds(&topology, "c", "other"));
         // Nothing was written: a and c are free on their own.
-        fence(&backend, &["a"], "x", 1000 * MS).await;
-        fence(&backend, &["c"], "y", 1000 * MS).await;
-        assert!(backend.release(&keys(&["b"]), "holder").await.unwrap());
-        retry_after(&backend, &["a", "b", "c"]).await;
-        assert!(backend.release(&keys(&["a"]), "x").await.unwrap());
-        assert!(backend.release(&keys(&["c"]), "y").await.unwrap());
-        fence(&backend, &["a", "b", "c"], "all", 1000 * MS).await;
+        fence(&topology, &["a"], "x", 1000 * MS).await;
+        fence(&topology, &["c"], "y", 1000 * MS).await;
+        assert!(topology.release(&keys(&["b"]), "holder").await.unwrap());
+        retry_after(&topology, &["a", "b", "c"]).await;
+        assert!(topology.release(&keys(&["a"]), "x").await.unwrap());
+        assert!(topology.release(&keys(&["c"]), "y").await.unwrap());
+        fence(&topology, &["a", "b", "c"], "all", 1000 * MS).await;
         for key in ["a", "b", "c"] {
-            assert!(holds(&backend, key, "all"), "{key}");
+            assert!(holds(&topology, key, "all"), "{key}");
         }
     }
 
     #[tokio::test]
     async fn retry_after_is_the_longest_ttl_and_none_without_ttl() {
-        let (backend, _) = backend();
-        fence(&backend, &["short"], "s", 1000 * MS).await;
-        fence(&backend, &["long"], "l", 3000 * MS).await;
-        let after = retry_after(&backend, &["short", "long", "free"])
+        let (topology, _) = topology();
+        fence(&topology, &["short"], "s", 1000 * MS).await;
+        fence(&topology, &["long"], "l", 3000 * MS).await;
+        let after = retry_after(&topology, &["short", "long", "free"])
             .await
             .unwrap();
         assert!(after > 2900 * MS && after <= 3000 * MS, "{after:?}");
         // A key without TTL (SET without PX, as another client may write it) never expires.
-        backend.store("forever").unwrap().state().locks.insert(
+        topology.store("forever").unwrap().state().locks.insert(
             "forever".into(),
             Entry {
                 token: "f".into(),
                 expires_at: None,
             },
         );
-        assert_eq!(retry_after(&backend, &["forever"]).await, None);
-        assert_eq!(retry_after(&backend, &["long", "forever"]).await, None);
-        assert_eq!(retry_after(&backend, &["forever", "long"]).await, None);
+        assert_eq!(retry_after(&topology, &["forever"]).await, None);
+        assert_eq!(retry_after(&topology, &["long", "forever"]).await, None);
+        assert_eq!(retry_after(&topology, &["forever", "long"]).await, None);
     }
 
     #[tokio::test]
     async fn fences_grow_strictly_and_multi_key_locks_lift_every_counter() {
-        let (backend, _) = backend();
+        let (topology, _) = topology();
         let mut previous = 0;
         for _ in 0..5 {
-            let next = fence(&backend, &["f"], "t", 1000 * MS).await;
+            let next = fence(&topology, &["f"], "t", 1000 * MS).await;
             assert!(next > previous);
             previous = next;
-            backend.release(&keys(&["f"]), "t").await.unwrap();
+            topology.release(&keys(&["f"]), "t").await.unwrap();
         }
         // "alpha" and "omega" live in different slots, so they have their own counters.
         let both = keys(&["alpha", "omega"]);
         assert_eq!(both.fence_keys.len(), 2);
         for token in ["t", "u"] {
-            fence(&backend, &["alpha"], token, 1000 * MS).await;
-            backend.release(&keys(&["alpha"]), token).await.unwrap();
+            fence(&topology, &["alpha"], token, 1000 * MS).await;
+            topology.release(&keys(&["alpha"]), token).await.unwrap();
         }
         // alpha's counter is at 2, omega's at 0: the pair takes 3 and lifts omega to it.
-        let lifted = fence(&backend, &["alpha", "omega"], "both", 1000 * MS).await;
+        let lifted = fence(&topology, &["alpha", "omega"], "both", 1000 * MS).await;
         assert_eq!(lifted, 3, "the highest counter after the bump");
-        backend.release(&both, "both").await.unwrap();
-        let store = backend.store("alpha").unwrap();
+        topology.release(&both, "both").await.unwrap();
+        let store = topology.store("alpha").unwrap();
         for counter in &both.fence_keys {
             assert_eq!(store.state().fences[counter], lifted, "{counter}");
         }
-        assert!(fence(&backend, &["omega"], "o", 1000 * MS).await > lifted);
-        assert!(fence(&backend, &["alpha"], "a", 1000 * MS).await > lifted);
+        assert!(fence(&topology, &["omega"], "o", 1000 * MS).await > lifted);
+        assert!(fence(&topology, &["alpha"], "a", 1000 * MS).await > lifted);
     }
 
     #[tokio::test]
     async fn release_deletes_only_our_keys_and_announces_each() {
-        let (backend, recorder) = backend();
+        let (topology, recorder) = topology();
         let pair = keys(&["x", "y"]);
-        fence(&backend, &["x", "y"], "ours", 1000 * MS).await;
-        assert!(!backend.release(&pair, "not-ours").await.unwrap());
+        fence(&topology, &["x", "y"], "ours", 1000 * MS).await;
+        assert!(!topology.release(&pair, "not-ours").await.unwrap());
         assert!(recorder.take().is_empty());
-        assert!(backend.release(&pair, "ours").await.unwrap());
+        assert!(topology.release(&pair, "ours").await.unwrap());
         assert_eq!(
             recorder.take(),
             [
@@ -458,18 +462,18 @@ mod tests {
                 ("{y}:released".to_owned(), "ours".to_owned())
             ]
         );
-        assert!(!backend.release(&pair, "ours").await.unwrap());
+        assert!(!topology.release(&pair, "ours").await.unwrap());
         assert!(recorder.take().is_empty());
 
         // x expired and was taken by someone else: only y is ours to delete.
-        fence(&backend, &["x", "y"], "slow", 1000 * MS).await;
-        backend
+        fence(&topology, &["x", "y"], "slow", 1000 * MS).await;
+        topology
             .extend(&keys(&["x"]), "slow", Duration::ZERO)
             .await
             .unwrap();
-        fence(&backend, &["x"], "next", 1000 * MS).await;
-        assert!(!backend.release(&pair, "slow").await.unwrap());
-        assert!(holds(&backend, "x", "next") && !holds(&backend, "y", "slow"));
+        fence(&topology, &["x"], "next", 1000 * MS).await;
+        assert!(!topology.release(&pair, "slow").await.unwrap());
+        assert!(holds(&topology, "x", "next") && !holds(&topology, "y", "slow"));
         assert_eq!(
             recorder.take(),
             [("{y}:released".to_owned(), "slow".to_owned())]
@@ -478,35 +482,35 @@ mod tests {
 
     #[tokio::test]
     async fn extend_renews_every_key_only_while_all_are_ours() {
-        let (backend, _) = backend();
+        let (topology, _) = topology();
         let pair = keys(&["x", "y"]);
-        fence(&backend, &["x", "y"], "t", 60 * MS).await;
-        assert!(backend.extend(&pair, "t", 1000 * MS).await.unwrap());
+        fence(&topology, &["x", "y"], "t", 60 * MS).await;
+        assert!(topology.extend(&pair, "t", 1000 * MS).await.unwrap());
         tokio::time::sleep(90 * MS).await;
-        assert!(holds(&backend, "x", "t") && holds(&backend, "y", "t"));
-        assert!(!backend.extend(&pair, "other", 1000 * MS).await.unwrap());
+        assert!(holds(&topology, "x", "t") && holds(&topology, "y", "t"));
+        assert!(!topology.extend(&pair, "other", 1000 * MS).await.unwrap());
 
         // y taken after it expired: extend refuses and changes no TTL.
-        backend
+        topology
             .extend(&keys(&["y"]), "t", Duration::ZERO)
             .await
             .unwrap();
-        fence(&backend, &["y"], "next", 60 * MS).await;
-        assert!(!backend.extend(&pair, "t", 5000 * MS).await.unwrap());
-        let after = retry_after(&backend, &["x"]).await.unwrap();
+        fence(&topology, &["y"], "next", 60 * MS).await;
+        assert!(!topology.extend(&pair, "t", 5000 * MS).await.unwrap());
+        let after = retry_after(&topology, &["x"]).await.unwrap();
         assert!(after <= 1000 * MS, "x was extended anyway: {after:?}");
     }
 
     #[tokio::test]
     async fn expired_keys_are_pruned_as_the_map_grows() {
-        let (backend, _) = backend();
+        let (topology, _) = topology();
         for i in 0..PRUNE_MIN {
-            fence(&backend, &[&format!("short:{i}")], "t", MS).await;
+            fence(&topology, &[&format!("short:{i}")], "t", MS).await;
         }
         tokio::time::sleep(5 * MS).await;
         for i in 0..10 * PRUNE_MIN {
-            fence(&backend, &[&format!("long:{i}")], "t", 60_000 * MS).await;
-            backend
+            fence(&topology, &[&format!("long:{i}")], "t", 60_000 * MS).await;
+            topology
                 .extend(&keys(&[&format!("long:{i}")]), "t", MS)
                 .await
                 .unwrap();
@@ -514,36 +518,36 @@ mod tests {
                 tokio::time::sleep(5 * MS).await;
             }
         }
-        let store = backend.store("").unwrap();
+        let store = topology.store("").unwrap();
         let left = store.state().locks.len();
         assert!(left <= 2 * PRUNE_MIN, "{left} keys kept");
     }
 
     #[tokio::test]
     async fn a_closed_backend_fails_with_closed() {
-        let (backend, _) = backend();
-        fence(&backend, &["k"], "t", 1000 * MS).await;
-        backend.close();
+        let (topology, _) = topology();
+        fence(&topology, &["k"], "t", 1000 * MS).await;
+        topology.close();
         let k = keys(&["k"]);
         let closed = LockError::Closed { key: "k".into() };
-        assert_eq!(backend.try_acquire(&k, "u", MS).await, Err(closed.clone()));
-        assert_eq!(backend.release(&k, "t").await, Err(closed.clone()));
-        assert_eq!(backend.extend(&k, "t", MS).await, Err(closed));
+        assert_eq!(topology.try_acquire(&k, "u", MS).await, Err(closed.clone()));
+        assert_eq!(topology.release(&k, "t").await, Err(closed.clone()));
+        assert_eq!(topology.extend(&k, "t", MS).await, Err(closed));
         assert!(matches!(
-            backend.watch_releases(&k.channels).await,
+            topology.watch_releases(&k.channels).await,
             Err(LockError::Closed { .. })
         ));
     }
 
     #[tokio::test]
     async fn a_zero_ttl_is_refused_like_redis() {
-        let (backend, _) = backend();
-        let error = backend
+        let (topology, _) = topology();
+        let error = topology
             .try_acquire(&keys(&["k"]), "t", Duration::from_micros(500))
             .await
             .unwrap_err();
         assert_eq!(error.code(), "ECONNECTION");
-        fence(&backend, &["k"], "t", MS).await;
+        fence(&topology, &["k"], "t", MS).await;
     }
 
     #[tokio::test]
@@ -552,12 +556,12 @@ mod tests {
         let listener = |i: usize| Arc::downgrade(&recorders[i]) as Weak<dyn ReleaseListener>;
         let name = "memory-test:named_stores_are_shared";
         let (one, two) = (
-            MemoryBackend::new(Some(name), listener(0)),
-            MemoryBackend::new(Some(name), listener(1)),
+            Memory::new(Some(name), listener(0)),
+            Memory::new(Some(name), listener(1)),
         );
         let (own, other_own) = (
-            MemoryBackend::new(None, listener(2)),
-            MemoryBackend::new(None, listener(3)),
+            Memory::new(None, listener(2)),
+            Memory::new(None, listener(3)),
         );
         fence(&one, &["k"], "t", 1000 * MS).await;
         retry_after(&two, &["k"]).await;
@@ -574,14 +578,14 @@ mod tests {
         // Closing one handle leaves the store to the others, and stops its announcements.
         one.close();
         fence(&two, &["k"], "w", 1000 * MS).await;
-        let again = MemoryBackend::new(Some(name), listener(0));
+        let again = Memory::new(Some(name), listener(0));
         retry_after(&again, &["k"]).await;
         assert!(two.release(&keys(&["k"]), "w").await.unwrap());
         assert_eq!(recorders[0].take().len(), 1, "only `again` announces to it");
     }
 
-    fn memory_locker(name: &str) -> Locker {
-        Locker::new(&LockerConfig::new(Target::Memory {
+    fn memory_locker(name: &str) -> Lifecycle {
+        Lifecycle::new(&LockerConfig::new(Target::Memory {
             name: Some(name.to_owned()),
         }))
         .unwrap()

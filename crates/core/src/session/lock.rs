@@ -3,8 +3,8 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::cancel::CancelToken;
-use crate::keys::LockKeys;
+use crate::protocol::keys::LockKeys;
+use crate::session::cancel::CancelToken;
 
 #[derive(Clone, Debug)]
 pub struct AcquireOptions {

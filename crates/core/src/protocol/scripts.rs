@@ -5,11 +5,11 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-use crate::token::token_mark;
+use crate::protocol::token::token_mark;
 
 /// The Lua function `busy_code(value)`: how an attempt reports a key held by `value`. 0: by an
 /// ironlock token, whose release is announced; 2: by anything else, whose waiters must poll
-/// (see [`crate::token`]).
+/// (see [`crate::protocol::token`]).
 macro_rules! busy_code_lua {
     () => {
         concat!(
@@ -172,7 +172,7 @@ return 1
 
 /// Passes a one-key lock straight from its holder to the next local waiter, without deleting it:
 /// the key is never free, so no other process can take it in between, and nothing is published.
-/// A chain of hand-overs reserves its fencing tokens as one block (see `crate::handover`).
+/// A chain of hand-overs reserves its fencing tokens as one block (see `crate::session::handover`).
 ///
 /// KEYS: lock key, fencing counter. ARGV: old token, new token, new ttl in ms, how many fencing
 /// tokens to reserve (0: none). Returns `{0}` when the key no longer holds the old token, `{1}`
@@ -191,7 +191,7 @@ return {1}
 });
 
 /// Counts the lock keys that are held, writing nothing: what a waiter behind a holder that is not
-/// ironlock's asks a Redlock node before attempting (see `Backend::may_be_free`).
+/// ironlock's asks a Redlock node before attempting (see `Topology::may_be_free`).
 ///
 /// KEYS: the lock keys. Returns how many exist.
 pub static COUNT_HELD: LazyLock<Script> =

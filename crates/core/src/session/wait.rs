@@ -5,9 +5,9 @@
 //! by any process through the release channel), bounded by the holder's remaining TTL, so a
 //! crashed holder's expiry is noticed at once without any message.
 //!
-//! Where the backend can (one Redis), the sleeping head also *offers* to take the lock over: a
+//! Where the topology can (one Redis), the sleeping head also *offers* to take the lock over: a
 //! release of the same one-key lock in this process then hands it straight to the head instead
-//! of deleting it (see [`crate::handover`]).
+//! of deleting it (see [`crate::session::handover`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,9 +18,9 @@ use rand::Rng;
 use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 
-use crate::backend::{Backend, ReleaseListener};
-use crate::handover::{Chain, Link, Plan, MAX_LINKS};
-use crate::lock::HeldLock;
+use crate::session::handover::{Chain, Link, Plan, MAX_LINKS};
+use crate::session::lock::HeldLock;
+use crate::topology::{ReleaseListener, Topology};
 
 /// Longest sleep of a head whose release channel could not be subscribed.
 const UNSUBSCRIBED_POLL: Duration = Duration::from_millis(250);
@@ -30,7 +30,7 @@ const FOREIGN_POLL_FIRST: Duration = Duration::from_millis(4);
 const FOREIGN_POLL_MAX: Duration = Duration::from_millis(16);
 
 /// The pauses of a head whose lock is held by a holder that never announces its release (a
-/// hand-rolled `SET NX` lock, `redlock`: see [`crate::token`]): it looks again after a pause that
+/// hand-rolled `SET NX` lock, `redlock`: see [`crate::protocol::token`]): it looks again after a pause that
 /// doubles up to [`FOREIGN_POLL_MAX`], so such a release is noticed within tens of milliseconds,
 /// not at the holder's TTL. Each pause is drawn from its upper half, so heads in several
 /// processes do not poll in step. Only the head of a queue polls.
@@ -68,7 +68,7 @@ pub struct WaitQueues {
     attempting: Mutex<HashMap<String, usize>>,
     /// How many queues wait on more than one key: only those need a search to route a release.
     multi_key_queues: AtomicUsize,
-    backend: OnceLock<Weak<dyn Backend>>,
+    topology: OnceLock<Weak<dyn Topology>>,
 }
 
 struct Queue {
@@ -113,13 +113,13 @@ struct Offer {
 }
 
 impl WaitQueues {
-    /// The backend that subscribes the queues' release channels. Held weakly: it holds us.
-    pub fn attach(&self, backend: Weak<dyn Backend>) {
-        let _ = self.backend.set(backend);
+    /// The topology that subscribes the queues' release channels. Held weakly: it holds us.
+    pub fn attach(&self, topology: Weak<dyn Topology>) {
+        let _ = self.topology.set(topology);
     }
 
-    fn backend(&self) -> Option<Arc<dyn Backend>> {
-        self.backend.get().and_then(Weak::upgrade)
+    fn topology(&self) -> Option<Arc<dyn Topology>> {
+        self.topology.get().and_then(Weak::upgrade)
     }
 
     /// Lets a request try Redis straight away when nobody in this process waits for or is
@@ -412,15 +412,16 @@ impl Drop for HandedLock {
         let Some(lock) = self.lock.take() else {
             return;
         };
-        let (Some(backend), Ok(runtime)) =
-            (self.queues.backend(), tokio::runtime::Handle::try_current())
-        else {
+        let (Some(topology), Ok(runtime)) = (
+            self.queues.topology(),
+            tokio::runtime::Handle::try_current(),
+        ) else {
             // No runtime left to release it on: the lock expires by its TTL.
             return;
         };
         let queues = self.queues.clone();
         runtime.spawn(async move {
-            if backend.release(&lock.keys, &lock.token).await == Ok(true) {
+            if topology.release(&lock.keys, &lock.token).await == Ok(true) {
                 queues.released_here(&lock.keys.channels, &lock.token);
             }
         });
@@ -475,10 +476,10 @@ impl Ticket {
         if self.queue.state.lock().expect("queue state").subscribed {
             return true;
         }
-        let Some(backend) = self.queues.backend() else {
+        let Some(topology) = self.queues.topology() else {
             return false;
         };
-        let subscribed = backend.watch_releases(&self.queue.channels).await.is_ok();
+        let subscribed = topology.watch_releases(&self.queue.channels).await.is_ok();
         self.queue.state.lock().expect("queue state").subscribed = subscribed;
         subscribed
     }
@@ -546,7 +547,7 @@ impl Ticket {
     }
 
     /// How long the head pauses before attempting after a release was announced, where attempts
-    /// from several processes can split votes (`spread`: see `Backend::attempt_spread`). After
+    /// from several processes can split votes (`spread`: see `Topology::attempt_spread`). After
     /// another process's release every process's head was woken: a random pause up to `spread`
     /// lets one attempt first. After this process's own release its head goes at once (the
     /// others are still pausing), except after [`MAX_LINKS`] of them in a row, when it pauses
@@ -614,8 +615,8 @@ impl Drop for Ticket {
             drop(state);
             drop(queues);
             if subscribed {
-                if let Some(backend) = self.queues.backend() {
-                    backend.unwatch_releases(&self.queue.channels);
+                if let Some(topology) = self.queues.topology() {
+                    topology.unwatch_releases(&self.queue.channels);
                 }
             }
         }
@@ -627,8 +628,8 @@ mod tests {
     use std::time::SystemTime;
 
     use super::*;
-    use crate::handover::FENCE_BLOCK;
-    use crate::keys::LockKeys;
+    use crate::protocol::keys::LockKeys;
+    use crate::session::handover::FENCE_BLOCK;
 
     const TTL: Duration = Duration::from_millis(500);
 

@@ -2,27 +2,25 @@
 //! and feeds back the bytes it reads, on whatever event loop it runs (sans-IO).
 //!
 //! It carries the hot path of a single Redis: one-key acquire attempts and releases, coalesced like
-//! the backend's ([`crate::backend::MAX_BATCH`] locks per script call). Driven from Node's own
+//! the topology's ([`crate::transport::batch::MAX_BATCH`] locks per script call). Driven from Node's own
 //! socket on the JS thread, a lock cycle crosses no thread at all, where the tokio connection
 //! costs a hop to the runtime and one back for every batch. Waiting, the watchdog, extend,
-//! multi-key locks and Redlock stay with the [`crate::Locker`].
-
-mod resp;
+//! multi-key locks and Redlock stay with the [`crate::Lifecycle`].
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-pub use resp::ProtocolError;
-use resp::Reply;
+pub use crate::protocol::resp::ProtocolError;
+use crate::protocol::resp::{self, Reply};
 
-use crate::backend::MAX_BATCH;
 use crate::config::NodeConfig;
 use crate::error::{LockError, NOT_REDIS};
-use crate::keys::LockKeys;
-use crate::lock::{valid_until, HeldLock};
-use crate::scripts;
-use crate::token::new_token;
+use crate::protocol::keys::LockKeys;
+use crate::protocol::scripts;
+use crate::protocol::token::new_token;
+use crate::session::lock::{valid_until, HeldLock};
+use crate::transport::batch::MAX_BATCH;
 
 /// The wire's connection name in `CLIENT LIST`.
 pub const CLIENT_NAME: &str = "ironlock-wire";

@@ -5,52 +5,50 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-use crate::backend::{
-    Attempt, Backend, HandOver, MemoryBackend, RedlockBackend, ReleaseListener, SingleBackend,
-};
-use crate::cancel::CancelToken;
 use crate::config::{LockerConfig, Target};
 use crate::error::LockError;
-use crate::handover::CHAIN_END_PAUSE;
-use crate::keys::LockKeys;
-use crate::lock::{valid_until, AcquireOptions, HeldLock};
-use crate::token::new_token;
-use crate::wait::{FirstAttempt, ForeignPoll, Handing, Ticket, Turn, WaitQueues};
+use crate::protocol::keys::LockKeys;
+use crate::protocol::token::new_token;
+use crate::session::cancel::CancelToken;
+use crate::session::handover::CHAIN_END_PAUSE;
+use crate::session::lock::{valid_until, AcquireOptions, HeldLock};
+use crate::session::wait::{FirstAttempt, ForeignPoll, Handing, Ticket, Turn, WaitQueues};
+use crate::topology::{Attempt, HandOver, Memory, Redlock, ReleaseListener, Single, Topology};
 
-pub struct Locker {
-    backend: Arc<dyn Backend>,
+pub struct Lifecycle {
+    topology: Arc<dyn Topology>,
     queues: Arc<WaitQueues>,
     key_prefix: String,
     drift_factor: f64,
-    /// Cancelled by [`Locker::close`]: every wait ends then, rather than at its deadline.
+    /// Cancelled by [`Lifecycle::close`]: every wait ends then, rather than at its deadline.
     closed: CancelToken,
 }
 
-impl Locker {
+impl Lifecycle {
     /// Builds a locker; no connection is opened until the first operation.
     pub fn new(config: &LockerConfig) -> Result<Self, String> {
         let queues = Arc::new(WaitQueues::default());
         let listener: Weak<dyn ReleaseListener> =
             Arc::downgrade(&queues) as Weak<dyn ReleaseListener>;
-        let backend: Arc<dyn Backend> = match &config.target {
-            Target::Single(node) => Arc::new(SingleBackend::new(
+        let topology: Arc<dyn Topology> = match &config.target {
+            Target::Single(node) => Arc::new(Single::new(
                 node,
                 config.connect_timeout,
                 config.command_timeout,
                 listener,
             )?),
-            Target::Redlock(nodes) => Arc::new(RedlockBackend::new(
+            Target::Redlock(nodes) => Arc::new(Redlock::new(
                 nodes,
                 config.connect_timeout,
                 config.command_timeout,
                 config.drift_factor,
                 listener,
             )?),
-            Target::Memory { name } => Arc::new(MemoryBackend::new(name.as_deref(), listener)),
+            Target::Memory { name } => Arc::new(Memory::new(name.as_deref(), listener)),
         };
-        queues.attach(Arc::downgrade(&backend));
+        queues.attach(Arc::downgrade(&topology));
         Ok(Self {
-            backend,
+            topology,
             queues,
             key_prefix: config.key_prefix.clone(),
             drift_factor: config.drift_factor,
@@ -105,7 +103,7 @@ impl Locker {
             .await
     }
 
-    /// The rest of [`Locker::acquire`] after a first attempt found the lock busy (`retry_after`:
+    /// The rest of [`Lifecycle::acquire`] after a first attempt found the lock busy (`retry_after`:
     /// the holder's remaining TTL, as that attempt saw it): queues behind the local waiters for
     /// the same keys and waits for a release, up to `deadline`.
     pub async fn queue_after_busy(
@@ -154,7 +152,7 @@ impl Locker {
     }
 
     /// Whether local requests wait for any of `keys`: their release should then go through
-    /// [`Locker::release`], which wakes them at once.
+    /// [`Lifecycle::release`], which wakes them at once.
     pub fn has_waiters(&self, keys: &LockKeys) -> bool {
         self.queues.has_waiters(&keys.channels)
     }
@@ -195,7 +193,7 @@ impl Locker {
                         // A local hand-over chain just ended: other processes go first.
                         tokio::time::sleep(CHAIN_END_PAUSE).await;
                     }
-                    if foreign && !self.backend.may_be_free(keys, options.ttl).await {
+                    if foreign && !self.topology.may_be_free(keys, options.ttl).await {
                         poll = Some(foreign_poll.next_interval());
                     } else {
                         match self.attempt(keys, options).await? {
@@ -230,7 +228,7 @@ impl Locker {
                 until = until.min(now + poll);
             }
             if !can_take_over {
-                let spread = self.backend.attempt_spread();
+                let spread = self.topology.attempt_spread();
                 let released = ticket.await_release(generation, until, subscribed).await;
                 if released && !spread.is_zero() {
                     let pause = ticket.pause_after_release(spread);
@@ -271,7 +269,7 @@ impl Locker {
 
     /// Whether releases of `keys` in this process can hand the lock to a local waiter.
     fn can_hand_over(&self, keys: &LockKeys) -> bool {
-        keys.redis_keys.len() == 1 && self.backend.supports_hand_over()
+        keys.redis_keys.len() == 1 && self.topology.supports_hand_over()
     }
 
     /// One try: `Ok(Ok(lock))` when taken, `Ok(Err(refused))` when busy.
@@ -285,7 +283,7 @@ impl Locker {
     ) -> Result<Result<HeldLock, Refused>, LockError> {
         let token = new_token();
         let started = SystemTime::now();
-        match self.backend.try_acquire(keys, &token, options.ttl).await {
+        match self.topology.try_acquire(keys, &token, options.ttl).await {
             Ok(Attempt::Acquired { fence }) => Ok(Ok(HeldLock {
                 keys: keys.clone(),
                 token,
@@ -311,18 +309,18 @@ impl Locker {
     /// `true` when the lock was still ours and is now gone.
     ///
     /// A one-key lock that a local waiter is sleeping for is handed straight to it instead
-    /// (where the backend can), still in this call's one round trip.
+    /// (where the topology can), still in this call's one round trip.
     pub async fn release(&self, lock: &HeldLock) -> Result<bool, LockError> {
         if self.can_hand_over(&lock.keys) {
             if let Some(handing) = self.queues.hand_over(&lock.keys.channels[0], &lock.token) {
                 return self.hand_over(lock, handing).await;
             }
         }
-        if !self.backend.attempt_spread().is_zero() {
+        if !self.topology.attempt_spread().is_zero() {
             // Only heads that spread their attempts ask whose release woke them.
             self.queues.releasing(&lock.keys.channels, &lock.token);
         }
-        let released = self.backend.release(&lock.keys, &lock.token).await?;
+        let released = self.topology.release(&lock.keys, &lock.token).await?;
         if released {
             self.queues.released_here(&lock.keys.channels, &lock.token);
         }
@@ -342,7 +340,7 @@ impl Locker {
             token: Some(token.clone()),
         };
         let outcome = self
-            .backend
+            .topology
             .hand_over(&lock.keys, &lock.token, &token, ttl, handing.reserve())
             .await;
         match outcome {
@@ -375,7 +373,7 @@ impl Locker {
     /// Gives the lock `ttl` more life from now, or fails with [`LockError::Lost`].
     pub async fn extend(&self, lock: &HeldLock, ttl: Duration) -> Result<HeldLock, LockError> {
         let started = SystemTime::now();
-        if self.backend.extend(&lock.keys, &lock.token, ttl).await? {
+        if self.topology.extend(&lock.keys, &lock.token, ttl).await? {
             Ok(HeldLock {
                 ttl,
                 expires_at: valid_until(started, ttl, self.drift_factor),
@@ -391,13 +389,13 @@ impl Locker {
     /// Drops the connections and ends every wait with [`LockError::Closed`].
     pub fn close(&self) {
         self.closed.cancel();
-        self.backend.close();
+        self.topology.close();
     }
 
     fn release_in_background(&self, keys: Arc<LockKeys>, token: String) {
-        let backend = self.backend.clone();
+        let topology = self.topology.clone();
         tokio::spawn(async move {
-            let _ = backend.release(&keys, &token).await;
+            let _ = topology.release(&keys, &token).await;
         });
     }
 }
@@ -412,7 +410,7 @@ struct Refused {
 
 /// Releases `token`'s hold on `keys` in the background when dropped still holding a token.
 struct GiveBack<'a> {
-    locker: &'a Locker,
+    locker: &'a Lifecycle,
     keys: &'a Arc<LockKeys>,
     token: Option<String>,
 }

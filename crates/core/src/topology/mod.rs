@@ -1,7 +1,6 @@
-//! Where locks are stored. Every backend speaks the same small protocol; the locker adds waiting,
+//! Where locks are stored. Every topology speaks the same small protocol; the locker adds waiting,
 //! validity and the watchdog on top, once for all of them.
 
-mod batch;
 mod memory;
 mod redlock;
 mod single;
@@ -11,13 +10,12 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-pub use batch::MAX_BATCH;
-pub use memory::MemoryBackend;
-pub use redlock::RedlockBackend;
-pub use single::SingleBackend;
+pub use memory::Memory;
+pub use redlock::Redlock;
+pub use single::Single;
 
 use crate::error::LockError;
-use crate::keys::LockKeys;
+use crate::protocol::keys::LockKeys;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -29,14 +27,14 @@ pub enum Attempt {
     },
     /// Someone else holds at least one of the keys; `retry_after` is the longest remaining TTL
     /// among them, `None` when a holder has no TTL at all. `foreign`: a holder is not ironlock's
-    /// (see [`crate::token`]), so no release of it will be announced.
+    /// (see [`crate::protocol::token`]), so no release of it will be announced.
     Busy {
         retry_after: Option<Duration>,
         foreign: bool,
     },
 }
 
-/// The outcome of handing a one-key lock to a new token (see [`Backend::hand_over`]).
+/// The outcome of handing a one-key lock to a new token (see [`Topology::hand_over`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HandOver {
     /// The key no longer held the old token: nothing changed.
@@ -46,8 +44,8 @@ pub enum HandOver {
     Done { reserved: Option<u64> },
 }
 
-/// Receives what the release channels announce: the backend calls it, the wait queues
-/// ([`crate::wait`]) implement it.
+/// Receives what the release channels announce: the topology calls it, the wait queues
+/// ([`crate::session::wait`]) implement it.
 pub trait ReleaseListener: Send + Sync {
     /// The lock behind `channel` held by `token` was released.
     fn released(&self, channel: &str, token: &str);
@@ -55,7 +53,7 @@ pub trait ReleaseListener: Send + Sync {
     fn resync(&self);
 }
 
-pub trait Backend: Send + Sync + 'static {
+pub trait Topology: Send + Sync + 'static {
     fn try_acquire<'a>(
         &'a self,
         keys: &'a LockKeys,
@@ -95,14 +93,14 @@ pub trait Backend: Send + Sync + 'static {
         Duration::ZERO
     }
 
-    /// Whether [`Backend::hand_over`] works: only where one server decides who holds a key.
+    /// Whether [`Topology::hand_over`] works: only where one server decides who holds a key.
     fn supports_hand_over(&self) -> bool {
         false
     }
 
     /// Replaces `old_token` by `new_token` (living `ttl` from now) on a one-key lock, without the
     /// key ever being free; with `reserve > 0`, also reserves that many fencing tokens in one go.
-    /// Only called when [`Backend::supports_hand_over`] is true.
+    /// Only called when [`Topology::supports_hand_over`] is true.
     fn hand_over<'a>(
         &'a self,
         keys: &'a LockKeys,
@@ -114,7 +112,7 @@ pub trait Backend: Send + Sync + 'static {
         Box::pin(async move {
             Err(LockError::Connection {
                 key: keys.first().to_owned(),
-                message: "this backend cannot hand a lock over".into(),
+                message: "this topology cannot hand a lock over".into(),
             })
         })
     }

@@ -10,8 +10,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::error::LockError;
-use crate::lock::HeldLock;
-use crate::locker::Locker;
+use crate::session::lifecycle::Lifecycle;
+use crate::session::lock::HeldLock;
 
 /// How long before `expiresAt` a lease with no successful extension counts as lost: a twentieth
 /// of the TTL, at most a quarter second. It leaves the holder time to hear of the loss and stop
@@ -39,7 +39,7 @@ impl Watchdog {
     /// Starts watching `lock`; `on_lost` runs once if it stops being ours (taken, deleted, or no
     /// extension succeeded before its lease ran out).
     pub fn start(
-        locker: Arc<Locker>,
+        locker: Arc<Lifecycle>,
         lock: HeldLock,
         upkeep: Upkeep,
         on_lost: impl FnOnce(LockError) + Send + 'static,
@@ -62,7 +62,7 @@ impl Drop for Watchdog {
 }
 
 async fn watch_lease(
-    locker: Arc<Locker>,
+    locker: Arc<Lifecycle>,
     lock: HeldLock,
     upkeep: Upkeep,
     lease: Arc<watch::Sender<SystemTime>>,
@@ -82,7 +82,7 @@ fn loss_deadline(expires_at: SystemTime, ttl: Duration) -> Instant {
 
 /// Returns only when the lock is lost.
 async fn keep_alive(
-    locker: &Locker,
+    locker: &Lifecycle,
     mut lock: HeldLock,
     upkeep: Upkeep,
     lease: &watch::Sender<SystemTime>,
