@@ -23,23 +23,22 @@ export declare class NativeLocker {
    * per operation, `[kind, op, a, b, c, key count]`, as [`RequestKind`] describes.
    *
    * Returns the bytes JS must write to the wire's socket, when the wire is ready and took some
-   * of the requests: one-key acquires that no local request is ahead of, and releases of
-   * one-key locks nobody here waits for. Everything else runs on the runtime.
+   * of the requests (see `Locker::submit` in the core).
    */
   submit(numbers: Float64Array, keys: Array<string>): Buffer | null
   /** The wire's socket connected: returns its first bytes (AUTH, SELECT; maybe none). */
   wireConnected(): Buffer
   /** Bytes read from the wire's socket: the operations they finish, and what to write back. */
-  wireFeed(bytes: Buffer): WireOutput
+  wireFeed(bytes: Buffer): NativeWireOutput
   /**
    * The wire's socket closed or failed. With `retry` (the socket closed under it, Redis may
    * well be back at once), what it carried runs again on the runtime's connection, after
    * giving back whatever a sent attempt may have taken; without (a command timed out), it
    * fails with `reason`.
    */
-  wireFail(reason: string, retry: boolean): WireOutput
+  wireFail(reason: string, retry: boolean): NativeWireOutput
   /** The locker is closing: what the wire carried fails as closed. */
-  wireClose(): WireOutput
+  wireClose(): NativeWireOutput
   /** Stops the wait of operation `op`, if it is still waiting. */
   cancel(op: number): void
   /** Closes the connections; operations after this fail with a connection error. */
@@ -163,6 +162,22 @@ export interface NativeVotes {
   errors: Array<NativeNodeError>
 }
 
+/** What a wire call gives back to JS. */
+export interface NativeWireOutput {
+  /** Finished operations, in the completion layout of `onComplete` (see `layout.rs`). */
+  numbers: Float64Array
+  texts: Array<string>
+  failures?: Array<NativeFailure>
+  /** Bytes to write to the socket. */
+  write?: Buffer
+  /** AUTH and SELECT are done: requests may go on the wire. */
+  ready: boolean
+  /** Commands still unanswered: JS times them out. */
+  inFlight: number
+  /** Set when the connection is beyond repair: JS closes the socket. */
+  broken?: string
+}
+
 /** One Redis server. */
 export interface NodeOptions {
   host: string
@@ -202,20 +217,4 @@ export interface TlsOptions {
   key?: string
   /** `false` skips certificate checks. Default `true`. */
   rejectUnauthorized?: boolean
-}
-
-/** What a wire call gives back to JS. */
-export interface WireOutput {
-  /** Finished operations, in the completion layout of `onComplete` (see `layout.rs`). */
-  numbers: Float64Array
-  texts: Array<string>
-  failures?: Array<NativeFailure>
-  /** Bytes to write to the socket. */
-  write?: Buffer
-  /** AUTH and SELECT are done: requests may go on the wire. */
-  ready: boolean
-  /** Commands still unanswered: JS times them out. */
-  inFlight: number
-  /** Set when the connection is beyond repair: JS closes the socket. */
-  broken?: string
 }

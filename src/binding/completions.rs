@@ -1,4 +1,5 @@
-//! Hands finished operations to JS in batches.
+//! Hands finished operations to JS in batches, in the completion layout of
+//! [`layout`](super::layout).
 //!
 //! Every napi `async fn` costs a hop from a tokio thread to the JS thread per call. Instead, each
 //! finished operation is queued here, and one weak threadsafe function call delivers everything
@@ -7,7 +8,10 @@
 
 use std::sync::{Arc, Mutex};
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use ironlock_core::error::Doing;
+use ironlock_core::session::{Completion, CompletionSink, Outcome};
 use ironlock_core::LockError;
 use napi::bindgen_prelude::{FnArgs, Function};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
@@ -15,16 +19,6 @@ use napi_derive::napi;
 
 use super::copied::CopiedNumbers;
 use super::layout::{CompletionStatus as Status, COMPLETION_FIELDS};
-
-pub struct Completion {
-    pub op: u32,
-    pub status: Status,
-    pub values: [f64; 3],
-    /// The token of an [`Status::Acquired`].
-    pub text: Option<String>,
-    /// The error of a [`Status::Failed`] or [`Status::Lost`].
-    pub failure: Option<NativeFailure>,
-}
 
 /// A failed operation's error, as `lib/errors.js` `fromNative` builds the JS error from it.
 /// Made only for failures: the success path carries numbers and tokens alone.
@@ -96,19 +90,6 @@ impl NativeFailure {
     }
 }
 
-impl Completion {
-    /// A failed operation that was `doing` what its message then says.
-    pub fn failed(op: u32, error: &LockError, doing: Doing) -> Self {
-        Self {
-            op,
-            status: Status::Failed,
-            values: [0.0; 3],
-            text: None,
-            failure: Some(NativeFailure::new(error, doing)),
-        }
-    }
-}
-
 pub type Batch = FnArgs<(CopiedNumbers, Vec<String>, Option<Vec<NativeFailure>>)>;
 type Deliver = ThreadsafeFunction<(), (), Batch, napi::Status, false, true>;
 
@@ -146,8 +127,20 @@ impl Completions {
         inner.lock().expect("completion queue").deliver = Some(Arc::new(deliver));
         Ok(Self { inner })
     }
+}
 
-    pub fn push(&self, completion: Completion) {
+impl CompletionSink for Completions {
+    /// Stops deliveries; the JS side settles whatever was still pending.
+    fn close(&self) {
+        let deliver = {
+            let mut inner = self.inner.lock().expect("completion queue");
+            inner.queue.clear();
+            inner.deliver.take()
+        };
+        drop(deliver);
+    }
+
+    fn push(&self, completion: Completion) {
         let deliver = {
             let mut inner = self.inner.lock().expect("completion queue");
             let Some(deliver) = &inner.deliver else {
@@ -165,16 +158,6 @@ impl Completions {
             deliver.call((), ThreadsafeFunctionCallMode::NonBlocking);
         }
     }
-
-    /// Stops deliveries; the JS side settles whatever was still pending.
-    pub fn close(&self) {
-        let deliver = {
-            let mut inner = self.inner.lock().expect("completion queue");
-            inner.queue.clear();
-            inner.deliver.take()
-        };
-        drop(deliver);
-    }
 }
 
 fn encode(batch: Vec<Completion>) -> Batch {
@@ -188,16 +171,42 @@ pub fn flatten(batch: Vec<Completion>) -> (Vec<f64>, Vec<String>, Option<Vec<Nat
     let mut numbers = Vec::with_capacity(batch.len() * COMPLETION_FIELDS as usize);
     let mut texts = Vec::new();
     let mut failures = Vec::new();
-    for completion in batch {
-        numbers.push(f64::from(completion.op));
-        numbers.push(completion.status.field());
-        numbers.extend_from_slice(&completion.values);
-        if let Some(text) = completion.text {
-            texts.push(text);
+    for Completion { op, outcome } in batch {
+        if let Some((error, doing)) = outcome.failure() {
+            failures.push(NativeFailure::new(error, doing));
         }
-        if let Some(failure) = completion.failure {
-            failures.push(failure);
-        }
+        let (status, values) = match outcome {
+            Outcome::Acquired {
+                id,
+                token,
+                fence,
+                expires_at,
+            } => {
+                texts.push(token);
+                let values = [f64::from(id), fence as f64, epoch_ms(expires_at)];
+                (Status::Acquired, values)
+            }
+            Outcome::Busy { retry_after } => {
+                let after = retry_after.map_or(-1.0, |after| after.as_millis() as f64);
+                (Status::Busy, [after, 0.0, 0.0])
+            }
+            Outcome::Released { released } => {
+                (Status::Done, [f64::from(u8::from(released)), 0.0, 0.0])
+            }
+            Outcome::Extended { expires_at } => {
+                (Status::Extended, [0.0, 0.0, epoch_ms(expires_at)])
+            }
+            Outcome::Failed { .. } => (Status::Failed, [0.0; 3]),
+            Outcome::Lost { id, .. } => (Status::Lost, [f64::from(id), 0.0, 0.0]),
+        };
+        numbers.push(f64::from(op));
+        numbers.push(status.field());
+        numbers.extend_from_slice(&values);
     }
     (numbers, texts, (!failures.is_empty()).then_some(failures))
+}
+
+fn epoch_ms(time: SystemTime) -> f64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |since| since.as_millis() as f64)
 }

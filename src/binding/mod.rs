@@ -5,6 +5,3 @@ pub mod layout;
 pub mod locker;
 pub mod messages;
 pub mod options;
-mod runtime;
-mod shared;
-mod wire;

@@ -25,33 +25,46 @@ pub struct Lifecycle {
 }
 
 impl Lifecycle {
-    /// Builds a locker; no connection is opened until the first operation.
+    /// Builds the lifecycle of `config`'s locks; no connection is opened until the first
+    /// operation.
     pub fn new(config: &LockerConfig) -> Result<Self, String> {
+        Self::with_topology(&config.key_prefix, config.drift_factor, |listener| {
+            Ok(match &config.target {
+                Target::Single(node) => Arc::new(Single::new(
+                    node,
+                    config.connect_timeout,
+                    config.command_timeout,
+                    listener,
+                )?),
+                Target::Redlock(nodes) => Arc::new(Redlock::new(
+                    nodes,
+                    config.connect_timeout,
+                    config.command_timeout,
+                    config.drift_factor,
+                    listener,
+                )?),
+                Target::Memory { name } => Arc::new(Memory::new(name.as_deref(), listener)),
+            })
+        })
+    }
+
+    /// Builds the lifecycle over the topology `topology` makes, given whom to tell of the
+    /// releases it hears.
+    pub fn with_topology(
+        key_prefix: &str,
+        drift_factor: f64,
+        topology: impl FnOnce(Weak<dyn ReleaseListener>) -> Result<Arc<dyn Topology>, String>,
+    ) -> Result<Self, String> {
         let queues = Arc::new(WaitQueues::default());
         let listener: Weak<dyn ReleaseListener> =
             Arc::downgrade(&queues) as Weak<dyn ReleaseListener>;
-        let topology: Arc<dyn Topology> = match &config.target {
-            Target::Single(node) => Arc::new(Single::new(
-                node,
-                config.connect_timeout,
-                config.command_timeout,
-                listener,
-            )?),
-            Target::Redlock(nodes) => Arc::new(Redlock::new(
-                nodes,
-                config.connect_timeout,
-                config.command_timeout,
-                config.drift_factor,
-                listener,
-            )?),
-            Target::Memory { name } => Arc::new(Memory::new(name.as_deref(), listener)),
-        };
+        let topology = topology(listener)?;
         queues.attach(Arc::downgrade(&topology));
         Ok(Self {
             topology,
             queues,
-            key_prefix: config.key_prefix.clone(),
-            drift_factor: config.drift_factor,
+            key_prefix: key_prefix.to_owned(),
+            drift_factor,
             closed: CancelToken::default(),
         })
     }

@@ -1,9 +1,20 @@
 //! Every lock's life in this process: the first attempt, the queue of local waiters, hand-over,
-//! the hold and its watchdog, release and loss.
+//! the hold and its watchdog, release and loss. [`Locker`] is the way in.
 
 pub mod cancel;
 pub mod handover;
+mod held;
 pub mod lifecycle;
 pub mod lock;
+mod locker;
+mod on_wire;
+mod request;
 pub mod wait;
 pub mod watchdog;
+
+pub use locker::Locker;
+pub use on_wire::{LockWire, WireOutput};
+pub use request::{Completion, CompletionSink, Outcome, Request};
+
+#[cfg(test)]
+mod tests;

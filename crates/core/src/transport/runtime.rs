@@ -1,4 +1,4 @@
-//! The tokio runtime every locker runs on.
+//! The tokio runtime every locker of a Node process runs on (cargo tests bring their own).
 
 use std::sync::LazyLock;
 

@@ -1,0 +1,301 @@
+//! Which operations the wire carries, and what its events become.
+//!
+//! On one Redis, the hot path never leaves the caller's thread: one-key acquire attempts and the
+//! releases of one-key locks nobody here waits for go on the wire, whose socket the caller drives
+//! ([`crate::transport::wire`]). An attempt that finds the lock busy queues on the runtime like
+//! any other waiter; what the wire carried when its socket closed runs again on the runtime.
+
+use std::sync::{Arc, MutexGuard};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::error::{Doing, LockError};
+use crate::protocol::keys::LockKeys;
+use crate::session::lock::AcquireOptions;
+use crate::session::locker::{Job, Locker};
+use crate::session::request::{Completion, Outcome};
+use crate::session::wait::FirstAttempt;
+use crate::session::watchdog::Upkeep;
+use crate::transport::wire::{Event, Wire};
+
+/// What the locker needs back when a wire acquire finishes.
+pub struct AcquireTag {
+    op: u32,
+    keys: Arc<LockKeys>,
+    options: AcquireOptions,
+    upkeep: Option<Upkeep>,
+    deadline: Option<Instant>,
+    /// Holds the place of the attempt: local requests for the key queue behind it. `None` for
+    /// a request that never waits, which never queues.
+    first: Option<FirstAttempt>,
+}
+
+/// A wire release: the operation and the held lock's id.
+pub struct ReleaseTag {
+    op: u32,
+    id: u32,
+}
+
+/// The protocol state of a locker's wire.
+pub type LockWire = Wire<AcquireTag, ReleaseTag>;
+
+type WireEvent = Event<AcquireTag, ReleaseTag>;
+
+/// What a wire call gives back to the caller that drives the socket.
+#[derive(Debug, Default)]
+pub struct WireOutput {
+    pub completions: Vec<Completion>,
+    /// Bytes to write to the socket.
+    pub write: Vec<u8>,
+    /// AUTH and SELECT are done: requests may go on the wire.
+    pub ready: bool,
+    /// Commands still unanswered: the caller times them out.
+    pub in_flight: usize,
+    /// Set when the connection is beyond repair: the caller closes the socket.
+    pub broken: Option<String>,
+}
+
+impl Locker {
+    /// Whether this locker has a wire (its target is one Redis).
+    pub fn has_wire(&self) -> bool {
+        self.wire.is_some()
+    }
+
+    /// The wire's socket connected: its first bytes (AUTH, SELECT, the client's name).
+    pub fn wire_connected(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        if let Some(mut wire) = self.lock_wire() {
+            wire.connected(&mut out);
+        }
+        out
+    }
+
+    /// Bytes read from the wire's socket: the operations they finish, and what to write back.
+    pub fn wire_read(self: &Arc<Self>, bytes: &[u8]) -> WireOutput {
+        let Some(mut wire) = self.lock_wire() else {
+            return WireOutput::default();
+        };
+        let mut out = Vec::new();
+        let mut events = Vec::new();
+        let broken = wire.feed(bytes, &mut out, &mut events).err();
+        if let Some(reason) = &broken {
+            wire.fail(reason, false, &mut events);
+        }
+        self.wire_output(wire, events, out, broken)
+    }
+
+    /// The wire's socket closed or failed. With `retry` (the socket closed under it, Redis may
+    /// well be back at once), what it carried runs again on the runtime's connection, after
+    /// giving back whatever a sent attempt may have taken; without (a command timed out), it
+    /// fails with `reason`.
+    pub fn wire_failed(self: &Arc<Self>, reason: &str, retry: bool) -> WireOutput {
+        let Some(mut wire) = self.lock_wire() else {
+            return WireOutput::default();
+        };
+        let mut events = Vec::new();
+        wire.fail(reason, false, &mut events);
+        if retry {
+            events = self.retry_on_runtime(events);
+        }
+        self.wire_output(wire, events, Vec::new(), None)
+    }
+
+    /// The locker is closing: what the wire carried fails as closed.
+    pub fn wire_closed(self: &Arc<Self>) -> WireOutput {
+        let Some(mut wire) = self.lock_wire() else {
+            return WireOutput::default();
+        };
+        let mut events = Vec::new();
+        wire.fail("the locker was closed", true, &mut events);
+        self.wire_output(wire, events, Vec::new(), None)
+    }
+
+    fn lock_wire(&self) -> Option<MutexGuard<'_, LockWire>> {
+        self.wire.as_ref().map(|wire| wire.lock().expect("wire"))
+    }
+
+    /// Puts `job` on the wire if the wire carries it; otherwise gives it back for the runtime.
+    pub(super) fn onto_wire(&self, wire: &mut LockWire, job: Job) -> Option<Job> {
+        match job {
+            Job::Acquire {
+                op,
+                keys,
+                options,
+                upkeep,
+            } if keys.redis_keys.len() == 1 => {
+                let first = if options.wait == Some(Duration::ZERO) {
+                    None
+                } else {
+                    match self.lifecycle.first_attempt(&keys) {
+                        Some(first) => Some(first),
+                        None => {
+                            return Some(Job::Acquire {
+                                op,
+                                keys,
+                                options,
+                                upkeep,
+                            })
+                        }
+                    }
+                };
+                let ttl = options.ttl;
+                let deadline = options.wait.map(|wait| Instant::now() + wait);
+                let tag = AcquireTag {
+                    op,
+                    keys: keys.clone(),
+                    options,
+                    upkeep,
+                    deadline,
+                    first,
+                };
+                wire.acquire(tag, keys, ttl);
+                None
+            }
+            Job::Release { op, id } => {
+                let mut held = self.held.lock().expect("held table");
+                let Some(entry) = held.get_mut(id) else {
+                    return Some(job);
+                };
+                if entry.lock.keys.redis_keys.len() != 1
+                    || self.lifecycle.has_waiters(&entry.lock.keys)
+                {
+                    return Some(job);
+                }
+                entry.watchdog = None;
+                wire.release(ReleaseTag { op, id }, &entry.lock);
+                None
+            }
+            other => Some(other),
+        }
+    }
+
+    /// Sends the operations of failed `events` to the runtime instead, giving back what the
+    /// attempts may have taken; returns the events that are not failures (none, today).
+    fn retry_on_runtime(self: &Arc<Self>, events: Vec<WireEvent>) -> Vec<WireEvent> {
+        let _runtime = self.runtime.enter();
+        let mut jobs = Vec::new();
+        let mut rest = Vec::new();
+        let now = Instant::now();
+        for event in events {
+            match event {
+                Event::AcquireFailed { tag, give_back, .. } => {
+                    if let Some((keys, token)) = give_back {
+                        self.lifecycle.give_back(keys, token);
+                    }
+                    let AcquireTag {
+                        op,
+                        mut options,
+                        upkeep,
+                        deadline,
+                        keys,
+                        ..
+                    } = tag;
+                    options.wait = deadline.map(|deadline| deadline.saturating_duration_since(now));
+                    jobs.push(Job::Acquire {
+                        op,
+                        keys,
+                        options,
+                        upkeep,
+                    });
+                }
+                Event::ReleaseFailed { tag, .. } => jobs.push(Job::Release {
+                    op: tag.op,
+                    id: tag.id,
+                }),
+                other => rest.push(other),
+            }
+        }
+        if !jobs.is_empty() {
+            self.start(jobs);
+        }
+        rest
+    }
+
+    fn wire_output(
+        self: &Arc<Self>,
+        wire: MutexGuard<'_, LockWire>,
+        events: Vec<WireEvent>,
+        write: Vec<u8>,
+        broken: Option<String>,
+    ) -> WireOutput {
+        let (ready, in_flight) = (wire.is_ready(), wire.in_flight());
+        drop(wire);
+        // Watchdogs and give-backs spawn tasks, from the caller's thread.
+        let _runtime = self.runtime.enter();
+        WireOutput {
+            completions: events
+                .into_iter()
+                .filter_map(|event| self.settle(event))
+                .collect(),
+            write,
+            ready,
+            in_flight,
+            broken,
+        }
+    }
+
+    /// The completion of a finished wire operation; `None` when it goes on waiting on the
+    /// runtime.
+    fn settle(self: &Arc<Self>, event: WireEvent) -> Option<Completion> {
+        match event {
+            Event::Acquired { tag, lock } => {
+                if let Some(first) = tag.first {
+                    first.took_lock(lock.ttl);
+                }
+                Some(self.acquired(tag.op, Ok(lock), &tag.options, tag.upkeep))
+            }
+            Event::Busy {
+                tag,
+                keys,
+                retry_after,
+            } => {
+                // Gives up its place before it queues, as `Lifecycle::acquire` does after its
+                // first attempt.
+                drop(tag.first);
+                if tag
+                    .deadline
+                    .is_some_and(|deadline| Instant::now() >= deadline)
+                {
+                    let busy = LockError::Busy {
+                        key: keys.first().to_owned(),
+                        retry_after,
+                    };
+                    return Some(self.acquired(tag.op, Err(busy), &tag.options, tag.upkeep));
+                }
+                self.start(vec![Job::Queue {
+                    op: tag.op,
+                    keys,
+                    options: tag.options,
+                    upkeep: tag.upkeep,
+                    deadline: tag.deadline,
+                    retry_after,
+                }]);
+                None
+            }
+            Event::AcquireFailed {
+                tag,
+                error,
+                give_back,
+            } => {
+                if let Some((keys, token)) = give_back {
+                    self.lifecycle.give_back(keys, token);
+                }
+                Some(self.acquired(tag.op, Err(error), &tag.options, tag.upkeep))
+            }
+            Event::Released { tag, released } => {
+                let entry = self.held.lock().expect("held table").remove(tag.id);
+                if let (true, Some(entry)) = (released, entry) {
+                    self.lifecycle.announce_release(&entry.lock);
+                }
+                Some(Completion {
+                    op: tag.op,
+                    outcome: Outcome::Released { released },
+                })
+            }
+            Event::ReleaseFailed { tag, error } => {
+                Some(Completion::failed(tag.op, error, Doing::Releasing))
+            }
+        }
+    }
+}

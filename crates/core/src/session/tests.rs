@@ -1,0 +1,345 @@
+//! The session without sockets: a [`Locker`] over a memory topology, with a wire whose replies
+//! the tests write by hand. The memory store plays the Redis the wire talks to, so what the wire
+//! takes, the runtime's attempts see.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use tokio::runtime::Handle;
+use tokio::sync::Notify;
+
+use super::*;
+use crate::config::NodeConfig;
+use crate::error::LockError;
+use crate::protocol::keys::LockKeys;
+use crate::protocol::token::TOKEN_MARK;
+use crate::session::watchdog::Upkeep;
+use crate::topology::{Attempt, Memory, ReleaseListener, Topology};
+
+/// Completions that finished on the runtime, in order.
+#[derive(Default)]
+struct Collected {
+    completions: Mutex<VecDeque<Completion>>,
+    arrived: Notify,
+}
+
+impl CompletionSink for Collected {
+    fn push(&self, completion: Completion) {
+        self.completions.lock().unwrap().push_back(completion);
+        self.arrived.notify_one();
+    }
+
+    fn close(&self) {}
+}
+
+impl Collected {
+    async fn next(&self) -> Completion {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                if let Some(completion) = self.completions.lock().unwrap().pop_front() {
+                    return completion;
+                }
+                self.arrived.notified().await;
+            }
+        })
+        .await
+        .expect("a completion within 5 s")
+    }
+
+    fn is_empty(&self) -> bool {
+        self.completions.lock().unwrap().is_empty()
+    }
+}
+
+struct NoListener;
+
+impl ReleaseListener for NoListener {
+    fn released(&self, _channel: &str, _token: &str) {}
+    fn resync(&self) {}
+}
+
+/// Another process's hold on the memory store called `store`.
+fn stranger(store: &str) -> Memory {
+    Memory::new(Some(store), Weak::<NoListener>::new())
+}
+
+/// A locker on the memory store `store`, its wire connected and ready.
+fn locker(store: &str) -> (Arc<Locker>, Arc<Collected>) {
+    let sink = Arc::new(Collected::default());
+    let store = store.to_owned();
+    let locker = Locker::with_topology(
+        move |listener| Ok(Arc::new(Memory::new(Some(&store), listener)) as Arc<dyn Topology>),
+        Some(LockWire::new(&NodeConfig::default(), 0.01)),
+        sink.clone(),
+        Handle::current(),
+    )
+    .unwrap();
+    assert!(!locker.wire_connected().is_empty(), "CLIENT SETNAME");
+    assert!(locker.wire_read(b"+OK\r\n").ready);
+    (locker, sink)
+}
+
+fn acquire(op: u32, name: &str, wait: Option<Duration>) -> Request {
+    Request::Acquire {
+        op,
+        names: vec![name.to_owned()],
+        ttl: Duration::from_secs(10),
+        wait,
+        cancellable: false,
+        upkeep: None,
+    }
+}
+
+/// The tokens of the attempts in `out`, in order.
+fn tokens(out: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(out);
+    text.match_indices(TOKEN_MARK)
+        .map(|(at, _)| text[at..at + 36].to_owned())
+        .collect()
+}
+
+fn keys(name: &str) -> LockKeys {
+    LockKeys::new("", [name.to_owned()])
+}
+
+/// What Redis does with an attempt the wire sent: the store takes `token`'s lock.
+async fn redis_grants(store: &str, name: &str, token: &str) {
+    let attempt = stranger(store)
+        .try_acquire(&keys(name), token, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(matches!(attempt, Attempt::Acquired { .. }), "{attempt:?}");
+}
+
+fn acquired_id(completion: &Completion, op: u32) -> u32 {
+    match completion {
+        Completion {
+            op: got,
+            outcome: Outcome::Acquired { id, .. },
+        } if *got == op => *id,
+        other => panic!("expected op {op} acquired, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_free_one_key_lock_is_taken_and_released_on_the_wire() {
+    let (locker, sink) = locker("session-wire-cycle");
+    let out = locker.submit([acquire(1, "a", Some(Duration::from_secs(1)))]);
+    assert_eq!(tokens(&out).len(), 1, "the attempt went on the wire");
+    let output = locker.wire_read(b"*2\r\n:1\r\n:7\r\n");
+    let [acquired] = &output.completions[..] else {
+        panic!("{:?}", output.completions);
+    };
+    let id = acquired_id(acquired, 1);
+    assert!(matches!(
+        acquired.outcome,
+        Outcome::Acquired { fence: 7, .. }
+    ));
+
+    let out = locker.submit([Request::Release { op: 2, id }]);
+    assert!(
+        !out.is_empty(),
+        "nobody waits: the release goes on the wire"
+    );
+    let output = locker.wire_read(b"*1\r\n:1\r\n");
+    assert!(matches!(
+        output.completions[..],
+        [Completion {
+            op: 2,
+            outcome: Outcome::Released { released: true }
+        }]
+    ));
+    assert!(sink.is_empty(), "nothing ran on the runtime");
+}
+
+#[tokio::test]
+async fn a_request_behind_a_wire_attempt_queues_and_the_release_wakes_it_off_the_wire() {
+    let store = "session-queue-behind-wire";
+    let (locker, sink) = locker(store);
+    let wait = Some(Duration::from_secs(5));
+    let out = locker.submit([acquire(1, "a", wait), acquire(2, "a", wait)]);
+    let sent = tokens(&out);
+    assert_eq!(
+        sent.len(),
+        1,
+        "the second request queues instead of attempting"
+    );
+    redis_grants(store, "a", &sent[0]).await;
+    let output = locker.wire_read(b"*2\r\n:1\r\n:1\r\n");
+    let id = acquired_id(&output.completions[0], 1);
+    // The runtime starts the second request: it joins the local queue.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+
+    // Someone waits here now: the release goes through the runtime, which wakes the waiter.
+    let out = locker.submit([Request::Release { op: 3, id }]);
+    assert!(
+        out.is_empty(),
+        "not on the wire: {}",
+        String::from_utf8_lossy(&out)
+    );
+    let mut seen = vec![sink.next().await, sink.next().await];
+    seen.sort_by_key(|completion| completion.op);
+    assert!(matches!(
+        seen[1],
+        Completion {
+            op: 3,
+            outcome: Outcome::Released { released: true }
+        }
+    ));
+    acquired_id(&seen[0], 2);
+}
+
+#[tokio::test]
+async fn a_busy_wire_attempt_queues_until_the_holder_releases() {
+    let store = "session-busy-on-wire";
+    let (locker, sink) = locker(store);
+    let holder = stranger(store);
+    let token = crate::protocol::token::new_token();
+    holder
+        .try_acquire(&keys("a"), &token, Duration::from_secs(30))
+        .await
+        .unwrap();
+
+    locker.submit([acquire(1, "a", Some(Duration::from_secs(5)))]);
+    let output = locker.wire_read(b"*2\r\n:0\r\n:30000\r\n");
+    assert!(
+        output.completions.is_empty(),
+        "busy: it waits on the runtime"
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(sink.is_empty(), "still held");
+
+    assert!(holder.release(&keys("a"), &token).await.unwrap());
+    acquired_id(&sink.next().await, 1);
+}
+
+#[tokio::test]
+async fn an_attempt_that_may_not_wait_completes_busy_from_the_wire() {
+    let (locker, sink) = locker("session-try-busy");
+    locker.submit([acquire(1, "a", Some(Duration::ZERO))]);
+    let output = locker.wire_read(b"*2\r\n:2\r\n:1500\r\n");
+    assert!(matches!(
+        output.completions[..],
+        [Completion {
+            op: 1,
+            outcome: Outcome::Busy {
+                retry_after: Some(after)
+            }
+        }] if after == Duration::from_millis(1500)
+    ));
+    assert!(sink.is_empty());
+}
+
+#[tokio::test]
+async fn what_a_closed_socket_carried_runs_again_on_the_runtime_after_a_give_back() {
+    let store = "session-socket-closed";
+    let (locker, sink) = locker(store);
+    let out = locker.submit([acquire(1, "a", Some(Duration::from_secs(5)))]);
+    // The attempt reached Redis and took the lock before the socket closed.
+    redis_grants(store, "a", &tokens(&out)[0]).await;
+    let output = locker.wire_failed("connection reset", true);
+    assert!(output.completions.is_empty() && !output.ready);
+    // Given back, then attempted again on the runtime: the lock is taken, by a new token.
+    acquired_id(&sink.next().await, 1);
+}
+
+#[tokio::test]
+async fn a_timed_out_wire_fails_what_it_carried_and_closing_fails_it_as_closed() {
+    let (locker, _sink) = locker("session-wire-fails");
+    locker.submit([acquire(1, "a", Some(Duration::from_secs(5)))]);
+    let output = locker.wire_failed("no answer within 5000 ms", false);
+    assert!(matches!(
+        &output.completions[..],
+        [Completion {
+            op: 1,
+            outcome: Outcome::Failed {
+                error: LockError::Connection { message, .. },
+                ..
+            }
+        }] if message.contains("no answer within 5000 ms")
+    ));
+
+    assert!(locker.wire_read(b"+OK\r\n").completions.is_empty());
+    locker.wire_connected();
+    locker.wire_read(b"+OK\r\n");
+    locker.submit([acquire(2, "b", Some(Duration::from_secs(5)))]);
+    let output = locker.wire_closed();
+    assert!(matches!(
+        output.completions[..],
+        [Completion {
+            op: 2,
+            outcome: Outcome::Failed {
+                error: LockError::Closed { .. },
+                ..
+            }
+        }]
+    ));
+}
+
+#[tokio::test]
+async fn a_lock_taken_on_the_wire_is_watched_and_its_loss_reported() {
+    let store = "session-wire-watchdog";
+    let (locker, sink) = locker(store);
+    let out = locker.submit([Request::Acquire {
+        op: 1,
+        names: vec!["a".into()],
+        ttl: Duration::from_millis(200),
+        wait: None,
+        cancellable: false,
+        upkeep: Some(Upkeep::WatchOnly),
+    }]);
+    redis_grants(store, "a", &tokens(&out)[0]).await;
+    let id = acquired_id(&locker.wire_read(b"*2\r\n:1\r\n:1\r\n").completions[0], 1);
+    match sink.next().await {
+        Completion {
+            op: 0,
+            outcome: Outcome::Lost { id: lost, .. },
+        } => assert_eq!(lost, id),
+        other => panic!("expected the loss of lock {id}, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_cancelled_wait_ends_aborted() {
+    let store = "session-cancel";
+    let (locker, sink) = locker(store);
+    let token = crate::protocol::token::new_token();
+    stranger(store)
+        .try_acquire(&keys("a"), &token, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let mut request = acquire(1, "a", None);
+    if let Request::Acquire { cancellable, .. } = &mut request {
+        *cancellable = true;
+    }
+    locker.submit([request]);
+    locker.wire_read(b"*2\r\n:0\r\n:30000\r\n");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    locker.cancel(1);
+    assert!(matches!(
+        sink.next().await,
+        Completion {
+            op: 1,
+            outcome: Outcome::Failed {
+                error: LockError::Aborted { .. },
+                ..
+            }
+        }
+    ));
+}
+
+#[tokio::test]
+async fn releasing_an_unknown_lock_reports_it_was_not_ours() {
+    let (locker, sink) = locker("session-unknown-release");
+    assert!(locker
+        .submit([Request::Release { op: 1, id: 99 }])
+        .is_empty());
+    assert!(matches!(
+        sink.next().await,
+        Completion {
+            op: 1,
+            outcome: Outcome::Released { released: false }
+        }
+    ));
+}
