@@ -99,8 +99,10 @@ mod tests {
 
     #[test]
     fn ids_are_never_zero_and_never_reused_while_held() {
-        let mut table = HeldTable::default();
-        table.next_id = u32::MAX - 1;
+        let mut table = HeldTable {
+            next_id: u32::MAX - 1,
+            ..HeldTable::default()
+        };
         let far = SystemTime::now() + Duration::from_secs(60);
         let first = table.insert(entry(far));
         let second = table.insert(entry(far));

@@ -178,7 +178,7 @@ async fn a_request_behind_a_wire_attempt_queues_and_the_release_wakes_it_off_the
         "not on the wire: {}",
         String::from_utf8_lossy(&out)
     );
-    let mut seen = vec![sink.next().await, sink.next().await];
+    let mut seen = [sink.next().await, sink.next().await];
     seen.sort_by_key(|completion| completion.op);
     assert!(matches!(
         seen[1],
