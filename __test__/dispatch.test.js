@@ -3,15 +3,13 @@
 // The dispatcher's operation ids (lib/dispatch.js): slots reused through a free list, with a count
 // of reuses so a completion for an earlier use of a slot never settles the current one.
 
-const { Dispatcher, Status, Kind } = require('../lib/dispatch')
+const { Dispatcher, Status, Kind, REQUEST_FIELDS, COMPLETION_FIELDS } = require('../lib/dispatch')
 const { fromNative, LockError } = require('../lib/errors')
-
-const FIELDS = 5
 
 /** A completion batch in the layout of `onComplete`: one `Done` per op, carrying `value`. */
 function done(...ops) {
-  const numbers = new Float64Array(ops.length * FIELDS)
-  ops.forEach(([op, value], index) => numbers.set([op, Status.Done, value, 0, 0], index * FIELDS))
+  const numbers = new Float64Array(ops.length * COMPLETION_FIELDS)
+  ops.forEach(([op, value], index) => numbers.set([op, Status.Done, value, 0, 0], index * COMPLETION_FIELDS))
   return numbers
 }
 
@@ -73,7 +71,7 @@ describe('a batch the native side refuses', () => {
           error.code = 'StringExpected'
           throw error
         }
-        for (let i = 0; i < numbers.length; i += 6) taken.push(numbers[i + 1])
+        for (let i = 0; i < numbers.length; i += REQUEST_FIELDS) taken.push(numbers[i + 1])
         return keys.length > 0 ? Buffer.from(keys.join(',')) : null
       },
     }

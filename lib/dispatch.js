@@ -180,4 +180,4 @@ class Dispatcher {
   }
 }
 
-module.exports = { Dispatcher, Status, Kind, Flags }
+module.exports = { Dispatcher, Status, Kind, Flags, REQUEST_FIELDS, COMPLETION_FIELDS: FIELDS }

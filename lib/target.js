@@ -51,9 +51,11 @@ function pem(value, name) {
   return value
 }
 
+// Certificates are checked unless the caller says otherwise: decided here, once, for both the
+// wire's Node socket (lib/wire.js) and the native connection.
 function tlsOptions(tls, name) {
   if (tls === undefined || tls === null || tls === false) return undefined
-  if (tls === true) return {}
+  if (tls === true) return { rejectUnauthorized: true }
   if (typeof tls !== 'object') throw invalidArgType(name, 'a boolean or an object', tls)
   if (tls.rejectUnauthorized !== undefined && typeof tls.rejectUnauthorized !== 'boolean') {
     throw invalidArgType(`${name}.rejectUnauthorized`, 'of type boolean', tls.rejectUnauthorized)
@@ -62,7 +64,7 @@ function tlsOptions(tls, name) {
     ca: pem(tls.ca, `${name}.ca`),
     cert: pem(tls.cert, `${name}.cert`),
     key: pem(tls.key, `${name}.key`),
-    rejectUnauthorized: tls.rejectUnauthorized,
+    rejectUnauthorized: tls.rejectUnauthorized !== false,
   }
 }
 

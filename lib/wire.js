@@ -167,7 +167,7 @@ function tlsOptions({ host, port, tls: settings }) {
     ca: settings.ca,
     cert: settings.cert,
     key: settings.key,
-    rejectUnauthorized: settings.rejectUnauthorized !== false,
+    rejectUnauthorized: settings.rejectUnauthorized,
   }
 }
 

@@ -15,8 +15,8 @@ pub struct TlsOptions {
     pub cert: Option<String>,
     /// PEM client key, for mutual TLS.
     pub key: Option<String>,
-    /// `false` skips certificate checks. Default `true`.
-    pub reject_unauthorized: Option<bool>,
+    /// `false` skips certificate checks (`lib/target.js` decides the default).
+    pub reject_unauthorized: bool,
 }
 
 /// One Redis server.
@@ -89,12 +89,12 @@ impl From<NodeOptions> for NodeConfig {
             port: node.port as u16,
             username: node.username,
             password: node.password.map(Secret::new),
-            db: i64::from(node.db.unwrap_or(0)),
+            db: node.db.map_or(NodeConfig::default().db, i64::from),
             tls: node.tls.map(|tls| TlsConfig {
                 ca: tls.ca.map(String::into_bytes),
                 cert: tls.cert.map(String::into_bytes),
                 key: tls.key.map(String::into_bytes),
-                reject_unauthorized: tls.reject_unauthorized.unwrap_or(true),
+                reject_unauthorized: tls.reject_unauthorized,
             }),
         }
     }

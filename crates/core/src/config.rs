@@ -26,8 +26,9 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// TLS settings for one node; an empty value means "TLS with the system's web roots".
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// TLS settings for one node; the default is TLS with the system's web roots, certificates
+/// checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TlsConfig {
     /// PEM bundle of trusted CAs, replacing the default roots.
     pub ca: Option<Vec<u8>>,
@@ -36,6 +37,17 @@ pub struct TlsConfig {
     pub key: Option<Vec<u8>>,
     /// `false` skips certificate and hostname checks (test setups only).
     pub reject_unauthorized: bool,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            ca: None,
+            cert: None,
+            key: None,
+            reject_unauthorized: true,
+        }
+    }
 }
 
 /// One Redis server.
