@@ -215,6 +215,6 @@ export interface TlsOptions {
   cert?: string
   /** PEM client key, for mutual TLS. */
   key?: string
-  /** `false` skips certificate checks. Default `true`. */
-  rejectUnauthorized?: boolean
+  /** `false` skips certificate checks (`lib/target.js` decides the default). */
+  rejectUnauthorized: boolean
 }

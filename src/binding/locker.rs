@@ -79,6 +79,7 @@ impl NativeLocker {
         let completions = Arc::new(Completions::new(on_complete)?);
         let locker =
             Locker::new(&config, completions, RUNTIME.clone()).map_err(napi::Error::from_reason)?;
+        let locker = Arc::new(locker);
         let teardown = env.add_env_cleanup_hook(Arc::downgrade(&locker), |locker| {
             if let Some(locker) = locker.upgrade() {
                 locker.close();
@@ -185,7 +186,7 @@ impl NativeLocker {
 impl NativeLocker {
     fn with_wire(
         &self,
-        call: impl FnOnce(&Arc<Locker>) -> WireOutput,
+        call: impl FnOnce(&Locker) -> WireOutput,
     ) -> napi::Result<NativeWireOutput> {
         if !self.locker.has_wire() {
             return Err(napi::Error::from_reason(

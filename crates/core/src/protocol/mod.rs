@@ -2,6 +2,7 @@
 //! tokens, and RESP.
 
 pub mod keys;
+pub mod lock;
 pub mod resp;
 pub mod scripts;
 pub mod token;

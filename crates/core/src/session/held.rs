@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::SystemTime;
 
-use crate::session::lock::HeldLock;
+use crate::protocol::lock::HeldLock;
 use crate::session::watchdog::Watchdog;
 
 pub(super) struct HeldEntry {

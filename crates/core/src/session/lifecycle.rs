@@ -8,10 +8,11 @@ use tokio::time::Instant;
 use crate::config::{LockerConfig, Target};
 use crate::error::LockError;
 use crate::protocol::keys::LockKeys;
+use crate::protocol::lock::{valid_until, HeldLock};
 use crate::protocol::token::new_token;
 use crate::session::cancel::CancelToken;
 use crate::session::handover::CHAIN_END_PAUSE;
-use crate::session::lock::{valid_until, AcquireOptions, HeldLock};
+use crate::session::options::AcquireOptions;
 use crate::session::wait::{FirstAttempt, ForeignPoll, Handing, Ticket, Turn, WaitQueues};
 use crate::topology::{Attempt, HandOver, Memory, Redlock, ReleaseListener, Single, Topology};
 

@@ -1,92 +1,26 @@
 //! [`Locker`]: what one JS `Locker` talks to. Requests go in; completions come out, through the
 //! wire calls for what the wire carried and through the [`CompletionSink`] for what ran on the
 //! runtime. Everything between (which transport carries a request, the held locks, cancelling a
-//! wait, the watchdog, what a busy wire attempt becomes) is decided here, not by the binding.
+//! wait, the watchdog, what a busy wire attempt becomes) is decided in this module, not by the
+//! binding.
 
-use std::collections::HashMap;
-use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
-use futures_util::FutureExt;
 use tokio::runtime::Handle;
-use tokio::time::Instant;
 
 use crate::config::{LockerConfig, Target};
-use crate::error::{Doing, LockError};
-use crate::protocol::keys::LockKeys;
-use crate::session::cancel::CancelToken;
-use crate::session::held::{HeldEntry, HeldTable};
 use crate::session::lifecycle::Lifecycle;
-use crate::session::lock::{AcquireOptions, HeldLock};
-use crate::session::on_wire::LockWire;
-use crate::session::request::{Completion, CompletionSink, Outcome, Request};
-use crate::session::watchdog::{Upkeep, Watchdog};
+use crate::session::on_wire::{LockWire, WireOutput};
+use crate::session::operations::Operations;
+use crate::session::request::{CompletionSink, Request};
 use crate::topology::{ReleaseListener, Topology};
 use crate::transport::wire::Wire;
 
 pub struct Locker {
-    pub(super) lifecycle: Arc<Lifecycle>,
-    sink: Arc<dyn CompletionSink>,
-    /// Where waits, watchdogs and give-backs run.
-    pub(super) runtime: Handle,
-    pub(super) held: Mutex<HeldTable>,
-    /// Waits that may still be cancelled, by operation.
-    cancels: Mutex<HashMap<u32, CancelToken>>,
-    /// Operations handed to the runtime and not yet started there.
-    inbox: Mutex<Vec<Job>>,
-    drain_scheduled: AtomicBool,
-    /// One Redis: the protocol state of the socket the caller drives (see [`crate::transport::wire`]).
-    pub(super) wire: Option<Mutex<LockWire>>,
-}
-
-/// An operation as it runs on the runtime.
-pub(super) enum Job {
-    Acquire {
-        op: u32,
-        keys: Arc<LockKeys>,
-        options: AcquireOptions,
-        upkeep: Option<Upkeep>,
-    },
-    /// An acquire whose first attempt (on the wire) found the lock busy: it queues.
-    Queue {
-        op: u32,
-        keys: Arc<LockKeys>,
-        options: AcquireOptions,
-        upkeep: Option<Upkeep>,
-        deadline: Option<Instant>,
-        retry_after: Option<Duration>,
-    },
-    Release {
-        op: u32,
-        id: u32,
-    },
-    Extend {
-        op: u32,
-        id: u32,
-        ttl: Option<Duration>,
-    },
-}
-
-impl Job {
-    fn op(&self) -> u32 {
-        match self {
-            Self::Acquire { op, .. }
-            | Self::Queue { op, .. }
-            | Self::Release { op, .. }
-            | Self::Extend { op, .. } => *op,
-        }
-    }
-
-    /// What the operation does, as its error messages say.
-    fn doing(&self) -> Doing {
-        match self {
-            Self::Acquire { .. } | Self::Queue { .. } => Doing::Locking,
-            Self::Release { .. } => Doing::Releasing,
-            Self::Extend { .. } => Doing::Extending,
-        }
-    }
+    operations: Arc<Operations>,
+    /// One Redis: the protocol state of the socket the caller drives (see
+    /// [`crate::transport::wire`]).
+    wire: Option<Mutex<LockWire>>,
 }
 
 impl Locker {
@@ -95,7 +29,7 @@ impl Locker {
         config: &LockerConfig,
         sink: Arc<dyn CompletionSink>,
         runtime: Handle,
-    ) -> Result<Arc<Self>, String> {
+    ) -> Result<Self, String> {
         let wire = match &config.target {
             Target::Single(node) => Some(Wire::new(node, config.drift_factor)),
             _ => None,
@@ -111,7 +45,7 @@ impl Locker {
         wire: Option<LockWire>,
         sink: Arc<dyn CompletionSink>,
         runtime: Handle,
-    ) -> Result<Arc<Self>, String> {
+    ) -> Result<Self, String> {
         let lifecycle = Lifecycle::with_topology("", 0.01, topology)?;
         Ok(Self::assemble(lifecycle, wire, sink, runtime))
     }
@@ -121,38 +55,29 @@ impl Locker {
         wire: Option<LockWire>,
         sink: Arc<dyn CompletionSink>,
         runtime: Handle,
-    ) -> Arc<Self> {
-        Arc::new(Self {
-            lifecycle: Arc::new(lifecycle),
-            sink,
-            runtime,
-            held: Mutex::default(),
-            cancels: Mutex::default(),
-            inbox: Mutex::default(),
-            drain_scheduled: AtomicBool::new(false),
+    ) -> Self {
+        Self {
+            operations: Arc::new(Operations::new(lifecycle, sink, runtime)),
             wire: wire.map(Mutex::new),
-        })
+        }
     }
 
     /// Starts `requests`. Returns the bytes to write to the wire's socket, when the wire is
     /// ready and carries some of them: one-key acquires no local request is ahead of, and
     /// releases of one-key locks nobody here waits for. Everything else runs on the runtime.
-    pub fn submit(self: &Arc<Self>, requests: impl IntoIterator<Item = Request>) -> Vec<u8> {
-        let mut wire = self
-            .wire
-            .as_ref()
-            .map(|wire| wire.lock().expect("wire"))
-            .filter(|wire| wire.is_ready());
+    pub fn submit(&self, requests: impl IntoIterator<Item = Request>) -> Vec<u8> {
+        let operations = &self.operations;
+        let mut wire = self.lock_wire().filter(|wire| wire.is_ready());
         let mut jobs = Vec::new();
         for request in requests {
-            let job = self.job(request);
+            let job = operations.job(request);
             match &mut wire {
-                Some(wire) => jobs.extend(self.onto_wire(wire, job)),
+                Some(wire) => jobs.extend(operations.onto_wire(wire, job)),
                 None => jobs.push(job),
             }
         }
         if !jobs.is_empty() {
-            self.start(jobs);
+            operations.start(jobs);
         }
         let mut out = Vec::new();
         if let Some(mut wire) = wire {
@@ -161,226 +86,72 @@ impl Locker {
         out
     }
 
-    /// Registered before the wait starts, so a cancel can never come too early.
-    fn job(&self, request: Request) -> Job {
-        match request {
-            Request::Acquire {
-                op,
-                names,
-                ttl,
-                wait,
-                cancellable,
-                upkeep,
-            } => {
-                let cancel = cancellable.then(|| {
-                    let token = CancelToken::default();
-                    self.cancels
-                        .lock()
-                        .expect("cancel table")
-                        .insert(op, token.clone());
-                    token
-                });
-                Job::Acquire {
-                    op,
-                    keys: self.lifecycle.keys(names),
-                    options: AcquireOptions { ttl, wait, cancel },
-                    upkeep,
-                }
-            }
-            Request::Release { op, id } => Job::Release { op, id },
-            Request::Extend { op, id, ttl } => Job::Extend { op, id, ttl },
-        }
-    }
-
     /// Ends the wait of operation `op`, if it still waits.
     pub fn cancel(&self, op: u32) {
-        if let Some(token) = self.cancels.lock().expect("cancel table").remove(&op) {
-            token.cancel();
-        }
+        self.operations.cancel(op);
     }
 
     /// Stops every watchdog, ends every wait and drops the connections. The wire's operations
     /// are the caller's to end ([`Locker::wire_closed`]).
     pub fn close(&self) {
-        // Closing spawns clean-up tasks, which need the runtime's context on the caller's thread.
-        let _runtime = self.runtime.enter();
-        self.held.lock().expect("held table").clear();
-        self.lifecycle.close();
-        self.sink.close();
+        self.operations.close();
     }
 
-    /// Hands `jobs` to the runtime. Waking it costs a syscall on this thread; one pending drain
-    /// serves every call that comes before it runs.
-    pub(super) fn start(self: &Arc<Self>, jobs: Vec<Job>) {
-        self.inbox.lock().expect("inbox").extend(jobs);
-        if !self.drain_scheduled.swap(true, Ordering::AcqRel) {
-            let locker = self.clone();
-            self.runtime.spawn(async move {
-                // Cleared before the take: a call after this point schedules its own drain.
-                locker.drain_scheduled.store(false, Ordering::Release);
-                let jobs = std::mem::take(&mut *locker.inbox.lock().expect("inbox"));
-                for job in jobs {
-                    tokio::spawn(locker.clone().run(job));
-                }
-            });
+    /// Whether this locker has a wire (its target is one Redis).
+    pub fn has_wire(&self) -> bool {
+        self.wire.is_some()
+    }
+
+    /// The wire's socket connected: its first bytes (AUTH, SELECT, the client's name).
+    pub fn wire_connected(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        if let Some(mut wire) = self.lock_wire() {
+            wire.connected(&mut out);
         }
+        out
     }
 
-    /// Runs one job and always completes it: a panic becomes a failed operation, so a bug
-    /// surfaces as a rejected promise, never as one left pending or as a crash of the host.
-    async fn run(self: Arc<Self>, job: Job) {
-        let (op, doing) = (job.op(), job.doing());
-        let completion = AssertUnwindSafe(self.clone().complete(job))
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|_| {
-                let error = LockError::Connection {
-                    key: String::new(),
-                    message: "internal error in ironlock (please report it)".into(),
-                };
-                Completion::failed(op, error, doing)
-            });
-        self.sink.push(completion);
-    }
-
-    async fn complete(self: Arc<Self>, job: Job) -> Completion {
-        match job {
-            Job::Acquire {
-                op,
-                keys,
-                options,
-                upkeep,
-            } => {
-                let result = self.lifecycle.acquire(keys, &options).await;
-                self.acquired(op, result, &options, upkeep)
-            }
-            Job::Queue {
-                op,
-                keys,
-                options,
-                upkeep,
-                deadline,
-                retry_after,
-            } => {
-                let result = self
-                    .lifecycle
-                    .queue_after_busy(keys, &options, deadline, retry_after)
-                    .await;
-                self.acquired(op, result, &options, upkeep)
-            }
-            Job::Release { op, id } => self.release(op, id).await,
-            Job::Extend { op, id, ttl } => self.extend(op, id, ttl).await,
-        }
-    }
-
-    /// The completion of an acquire that ended with `result`.
-    pub(super) fn acquired(
-        self: &Arc<Self>,
-        op: u32,
-        result: Result<HeldLock, LockError>,
-        options: &AcquireOptions,
-        upkeep: Option<Upkeep>,
-    ) -> Completion {
-        if options.cancel.is_some() {
-            self.cancels.lock().expect("cancel table").remove(&op);
-        }
-        match result {
-            Ok(lock) => self.hold(op, lock, upkeep),
-            Err(LockError::Busy { retry_after, .. }) => Completion {
-                op,
-                outcome: Outcome::Busy { retry_after },
-            },
-            Err(error) => Completion::failed(op, error, Doing::Locking),
-        }
-    }
-
-    /// The lock stays known until Redis confirms, so a release that failed on a connection
-    /// error can be retried.
-    async fn release(&self, op: u32, id: u32) -> Completion {
-        let lock = self
-            .held
-            .lock()
-            .expect("held table")
-            .get_mut(id)
-            .map(|held| {
-                held.watchdog = None;
-                held.lock.clone()
-            });
-        let Some(lock) = lock else {
-            return Completion {
-                op,
-                outcome: Outcome::Released { released: false },
-            };
+    /// Bytes read from the wire's socket: the operations they finish, and what to write back.
+    pub fn wire_read(&self, bytes: &[u8]) -> WireOutput {
+        let Some(mut wire) = self.lock_wire() else {
+            return WireOutput::default();
         };
-        match self.lifecycle.release(&lock).await {
-            Ok(released) => {
-                self.held.lock().expect("held table").remove(id);
-                Completion {
-                    op,
-                    outcome: Outcome::Released { released },
-                }
-            }
-            Err(error) => Completion::failed(op, error, Doing::Releasing),
+        let mut out = Vec::new();
+        let mut events = Vec::new();
+        let broken = wire.feed(bytes, &mut out, &mut events).err();
+        if let Some(reason) = &broken {
+            wire.fail(reason, false, &mut events);
         }
+        self.operations.wire_output(wire, events, out, broken)
     }
 
-    async fn extend(&self, op: u32, id: u32, ttl: Option<Duration>) -> Completion {
-        let lock = self
-            .held
-            .lock()
-            .expect("held table")
-            .get(id)
-            .map(|held| held.lock.clone());
-        let Some(lock) = lock else {
-            // Released already (see `release`): the caller, who knows the key, words the message.
-            let error = LockError::Lost { key: String::new() };
-            return Completion::failed(op, error, Doing::Extending);
+    /// The wire's socket closed or failed. With `retry` (the socket closed under it, Redis may
+    /// well be back at once), what it carried runs again on the runtime's connection, after
+    /// giving back whatever a sent attempt may have taken; without (a command timed out), it
+    /// fails with `reason`.
+    pub fn wire_failed(&self, reason: &str, retry: bool) -> WireOutput {
+        let Some(mut wire) = self.lock_wire() else {
+            return WireOutput::default();
         };
-        let ttl = ttl.unwrap_or(lock.ttl);
-        match self.lifecycle.extend(&lock, ttl).await {
-            Ok(extended) => {
-                let expires_at = extended.expires_at;
-                if let Some(held) = self.held.lock().expect("held table").get_mut(id) {
-                    if let Some(watchdog) = &held.watchdog {
-                        watchdog.extended(expires_at);
-                    }
-                    held.lock = extended;
-                }
-                Completion {
-                    op,
-                    outcome: Outcome::Extended { expires_at },
-                }
-            }
-            Err(error) => Completion::failed(op, error, Doing::Extending),
+        let mut events = Vec::new();
+        wire.fail(reason, false, &mut events);
+        if retry {
+            events = self.operations.retry_on_runtime(events);
         }
+        self.operations.wire_output(wire, events, Vec::new(), None)
     }
 
-    /// Records `lock` as held (watched as `upkeep` says) and completes its acquire.
-    fn hold(self: &Arc<Self>, op: u32, lock: HeldLock, upkeep: Option<Upkeep>) -> Completion {
-        let outcome = |id| Outcome::Acquired {
-            id,
-            token: lock.token.clone(),
-            fence: lock.fence,
-            expires_at: lock.expires_at,
+    /// The locker is closing: what the wire carried fails as closed.
+    pub fn wire_closed(&self) -> WireOutput {
+        let Some(mut wire) = self.lock_wire() else {
+            return WireOutput::default();
         };
-        let mut held = self.held.lock().expect("held table");
-        let id = held.insert(HeldEntry {
-            lock: lock.clone(),
-            watchdog: None,
-        });
-        let outcome = outcome(id);
-        if let Some(upkeep) = upkeep {
-            let sink = self.sink.clone();
-            let watchdog = Watchdog::start(self.lifecycle.clone(), lock, upkeep, move |error| {
-                sink.push(Completion {
-                    op: 0,
-                    outcome: Outcome::Lost { id, error },
-                });
-            });
-            if let Some(entry) = held.get_mut(id) {
-                entry.watchdog = Some(watchdog);
-            }
-        }
-        Completion { op, outcome }
+        let mut events = Vec::new();
+        wire.fail("the locker was closed", true, &mut events);
+        self.operations.wire_output(wire, events, Vec::new(), None)
+    }
+
+    fn lock_wire(&self) -> Option<MutexGuard<'_, LockWire>> {
+        self.wire.as_ref().map(|wire| wire.lock().expect("wire"))
     }
 }

@@ -12,8 +12,8 @@ use tokio::time::Instant;
 
 use crate::error::{Doing, LockError};
 use crate::protocol::keys::LockKeys;
-use crate::session::lock::AcquireOptions;
-use crate::session::locker::{Job, Locker};
+use crate::session::operations::{Job, Operations};
+use crate::session::options::AcquireOptions;
 use crate::session::request::{Completion, Outcome};
 use crate::session::wait::FirstAttempt;
 use crate::session::watchdog::Upkeep;
@@ -56,65 +56,7 @@ pub struct WireOutput {
     pub broken: Option<String>,
 }
 
-impl Locker {
-    /// Whether this locker has a wire (its target is one Redis).
-    pub fn has_wire(&self) -> bool {
-        self.wire.is_some()
-    }
-
-    /// The wire's socket connected: its first bytes (AUTH, SELECT, the client's name).
-    pub fn wire_connected(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        if let Some(mut wire) = self.lock_wire() {
-            wire.connected(&mut out);
-        }
-        out
-    }
-
-    /// Bytes read from the wire's socket: the operations they finish, and what to write back.
-    pub fn wire_read(self: &Arc<Self>, bytes: &[u8]) -> WireOutput {
-        let Some(mut wire) = self.lock_wire() else {
-            return WireOutput::default();
-        };
-        let mut out = Vec::new();
-        let mut events = Vec::new();
-        let broken = wire.feed(bytes, &mut out, &mut events).err();
-        if let Some(reason) = &broken {
-            wire.fail(reason, false, &mut events);
-        }
-        self.wire_output(wire, events, out, broken)
-    }
-
-    /// The wire's socket closed or failed. With `retry` (the socket closed under it, Redis may
-    /// well be back at once), what it carried runs again on the runtime's connection, after
-    /// giving back whatever a sent attempt may have taken; without (a command timed out), it
-    /// fails with `reason`.
-    pub fn wire_failed(self: &Arc<Self>, reason: &str, retry: bool) -> WireOutput {
-        let Some(mut wire) = self.lock_wire() else {
-            return WireOutput::default();
-        };
-        let mut events = Vec::new();
-        wire.fail(reason, false, &mut events);
-        if retry {
-            events = self.retry_on_runtime(events);
-        }
-        self.wire_output(wire, events, Vec::new(), None)
-    }
-
-    /// The locker is closing: what the wire carried fails as closed.
-    pub fn wire_closed(self: &Arc<Self>) -> WireOutput {
-        let Some(mut wire) = self.lock_wire() else {
-            return WireOutput::default();
-        };
-        let mut events = Vec::new();
-        wire.fail("the locker was closed", true, &mut events);
-        self.wire_output(wire, events, Vec::new(), None)
-    }
-
-    fn lock_wire(&self) -> Option<MutexGuard<'_, LockWire>> {
-        self.wire.as_ref().map(|wire| wire.lock().expect("wire"))
-    }
-
+impl Operations {
     /// Puts `job` on the wire if the wire carries it; otherwise gives it back for the runtime.
     pub(super) fn onto_wire(&self, wire: &mut LockWire, job: Job) -> Option<Job> {
         match job {
@@ -172,7 +114,7 @@ impl Locker {
 
     /// Sends the operations of failed `events` to the runtime instead, giving back what the
     /// attempts may have taken; returns the events that are not failures (none, today).
-    fn retry_on_runtime(self: &Arc<Self>, events: Vec<WireEvent>) -> Vec<WireEvent> {
+    pub(super) fn retry_on_runtime(self: &Arc<Self>, events: Vec<WireEvent>) -> Vec<WireEvent> {
         let _runtime = self.runtime.enter();
         let mut jobs = Vec::new();
         let mut rest = Vec::new();
@@ -212,7 +154,7 @@ impl Locker {
         rest
     }
 
-    fn wire_output(
+    pub(super) fn wire_output(
         self: &Arc<Self>,
         wire: MutexGuard<'_, LockWire>,
         events: Vec<WireEvent>,

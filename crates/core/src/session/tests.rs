@@ -65,7 +65,7 @@ fn stranger(store: &str) -> Memory {
 }
 
 /// A locker on the memory store `store`, its wire connected and ready.
-fn locker(store: &str) -> (Arc<Locker>, Arc<Collected>) {
+fn locker(store: &str) -> (Locker, Arc<Collected>) {
     let sink = Arc::new(Collected::default());
     let store = store.to_owned();
     let locker = Locker::with_topology(

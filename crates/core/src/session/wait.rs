@@ -18,8 +18,8 @@ use rand::Rng;
 use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 
+use crate::protocol::lock::HeldLock;
 use crate::session::handover::{Chain, Link, Plan, MAX_LINKS};
-use crate::session::lock::HeldLock;
 use crate::topology::{ReleaseListener, Topology};
 
 /// Longest sleep of a head whose release channel could not be subscribed.

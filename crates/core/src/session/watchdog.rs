@@ -10,8 +10,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::error::LockError;
+use crate::protocol::lock::HeldLock;
 use crate::session::lifecycle::Lifecycle;
-use crate::session::lock::HeldLock;
 
 /// How long before `expiresAt` a lease with no successful extension counts as lost: a twentieth
 /// of the TTL, at most a quarter second. It leaves the holder time to hear of the loss and stop

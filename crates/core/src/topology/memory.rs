@@ -301,7 +301,7 @@ mod tests {
     use super::*;
     use crate::config::{LockerConfig, Target};
     use crate::session::lifecycle::Lifecycle;
-    use crate::session::lock::AcquireOptions;
+    use crate::session::options::AcquireOptions;
 
     /// Records every announced release.
     #[derive(Default)]

@@ -14,7 +14,7 @@ use super::{Attempt, BoxFuture, ReleaseListener, Single, Topology};
 use crate::config::NodeConfig;
 use crate::error::{LockError, QuorumVotes};
 use crate::protocol::keys::LockKeys;
-use crate::session::lock::drift;
+use crate::protocol::lock::drift;
 
 /// Longest pause before retrying a round whose votes were split between competing clients.
 const SPLIT_VOTE_RETRY: Duration = Duration::from_millis(50);

@@ -17,9 +17,9 @@ use crate::protocol::resp::{self, Reply};
 use crate::config::NodeConfig;
 use crate::error::{LockError, NOT_REDIS};
 use crate::protocol::keys::LockKeys;
+use crate::protocol::lock::{valid_until, HeldLock};
 use crate::protocol::scripts;
 use crate::protocol::token::new_token;
-use crate::session::lock::{valid_until, HeldLock};
 use crate::transport::batch::MAX_BATCH;
 
 /// The wire's connection name in `CLIENT LIST`.

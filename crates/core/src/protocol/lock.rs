@@ -1,26 +1,9 @@
-//! A request for a lock, and a lock once held.
+//! A lock as Redis holds it for us: its keys, token and fence, and until when it is surely ours.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::protocol::keys::LockKeys;
-use crate::session::cancel::CancelToken;
-
-#[derive(Clone, Debug)]
-pub struct AcquireOptions {
-    /// How long the lock lives unless extended.
-    pub ttl: Duration,
-    /// How long to wait while the lock is busy; `None` waits until acquired or cancelled.
-    pub wait: Option<Duration>,
-    pub cancel: Option<CancelToken>,
-}
-
-impl AcquireOptions {
-    /// Whether the caller has cancelled the wait.
-    pub fn is_cancelled(&self) -> bool {
-        self.cancel.as_ref().is_some_and(CancelToken::is_cancelled)
-    }
-}
 
 /// A lock this process holds (or held: it may have expired since).
 #[derive(Clone, Debug)]

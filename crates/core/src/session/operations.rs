@@ -1,0 +1,324 @@
+//! What a locker's operations run on: the lifecycle of its locks, the locks it holds, the waits
+//! that may be cancelled, and the runtime's inbox. Operations that run on the runtime complete
+//! through the [`CompletionSink`].
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use tokio::runtime::Handle;
+use tokio::time::Instant;
+
+use crate::error::{Doing, LockError};
+use crate::protocol::keys::LockKeys;
+use crate::protocol::lock::HeldLock;
+use crate::session::cancel::CancelToken;
+use crate::session::held::{HeldEntry, HeldTable};
+use crate::session::lifecycle::Lifecycle;
+use crate::session::options::AcquireOptions;
+use crate::session::request::{Completion, CompletionSink, Outcome, Request};
+use crate::session::watchdog::{Upkeep, Watchdog};
+
+pub(super) struct Operations {
+    pub(super) lifecycle: Arc<Lifecycle>,
+    sink: Arc<dyn CompletionSink>,
+    /// Where waits, watchdogs and give-backs run.
+    pub(super) runtime: Handle,
+    pub(super) held: Mutex<HeldTable>,
+    /// Waits that may still be cancelled, by operation.
+    cancels: Mutex<HashMap<u32, CancelToken>>,
+    /// Operations handed to the runtime and not yet started there.
+    inbox: Mutex<Vec<Job>>,
+    drain_scheduled: AtomicBool,
+}
+
+/// An operation as it runs on the runtime.
+pub(super) enum Job {
+    Acquire {
+        op: u32,
+        keys: Arc<LockKeys>,
+        options: AcquireOptions,
+        upkeep: Option<Upkeep>,
+    },
+    /// An acquire whose first attempt (on the wire) found the lock busy: it queues.
+    Queue {
+        op: u32,
+        keys: Arc<LockKeys>,
+        options: AcquireOptions,
+        upkeep: Option<Upkeep>,
+        deadline: Option<Instant>,
+        retry_after: Option<Duration>,
+    },
+    Release {
+        op: u32,
+        id: u32,
+    },
+    Extend {
+        op: u32,
+        id: u32,
+        ttl: Option<Duration>,
+    },
+}
+
+impl Job {
+    fn op(&self) -> u32 {
+        match self {
+            Self::Acquire { op, .. }
+            | Self::Queue { op, .. }
+            | Self::Release { op, .. }
+            | Self::Extend { op, .. } => *op,
+        }
+    }
+
+    /// What the operation does, as its error messages say.
+    fn doing(&self) -> Doing {
+        match self {
+            Self::Acquire { .. } | Self::Queue { .. } => Doing::Locking,
+            Self::Release { .. } => Doing::Releasing,
+            Self::Extend { .. } => Doing::Extending,
+        }
+    }
+}
+
+impl Operations {
+    pub(super) fn new(
+        lifecycle: Lifecycle,
+        sink: Arc<dyn CompletionSink>,
+        runtime: Handle,
+    ) -> Self {
+        Self {
+            lifecycle: Arc::new(lifecycle),
+            sink,
+            runtime,
+            held: Mutex::default(),
+            cancels: Mutex::default(),
+            inbox: Mutex::default(),
+            drain_scheduled: AtomicBool::new(false),
+        }
+    }
+
+    /// Registered before the wait starts, so a cancel can never come too early.
+    pub(super) fn job(&self, request: Request) -> Job {
+        match request {
+            Request::Acquire {
+                op,
+                names,
+                ttl,
+                wait,
+                cancellable,
+                upkeep,
+            } => {
+                let cancel = cancellable.then(|| {
+                    let token = CancelToken::default();
+                    self.cancels
+                        .lock()
+                        .expect("cancel table")
+                        .insert(op, token.clone());
+                    token
+                });
+                Job::Acquire {
+                    op,
+                    keys: self.lifecycle.keys(names),
+                    options: AcquireOptions { ttl, wait, cancel },
+                    upkeep,
+                }
+            }
+            Request::Release { op, id } => Job::Release { op, id },
+            Request::Extend { op, id, ttl } => Job::Extend { op, id, ttl },
+        }
+    }
+
+    /// Ends the wait of operation `op`, if it still waits.
+    pub(super) fn cancel(&self, op: u32) {
+        if let Some(token) = self.cancels.lock().expect("cancel table").remove(&op) {
+            token.cancel();
+        }
+    }
+
+    /// Stops every watchdog, ends every wait and drops the connections.
+    pub(super) fn close(&self) {
+        // Closing spawns clean-up tasks, which need the runtime's context on the caller's thread.
+        let _runtime = self.runtime.enter();
+        self.held.lock().expect("held table").clear();
+        self.lifecycle.close();
+        self.sink.close();
+    }
+
+    /// Hands `jobs` to the runtime. Waking it costs a syscall on this thread; one pending drain
+    /// serves every call that comes before it runs.
+    pub(super) fn start(self: &Arc<Self>, jobs: Vec<Job>) {
+        self.inbox.lock().expect("inbox").extend(jobs);
+        if !self.drain_scheduled.swap(true, Ordering::AcqRel) {
+            let operations = self.clone();
+            self.runtime.spawn(async move {
+                // Cleared before the take: a call after this point schedules its own drain.
+                operations.drain_scheduled.store(false, Ordering::Release);
+                let jobs = std::mem::take(&mut *operations.inbox.lock().expect("inbox"));
+                for job in jobs {
+                    tokio::spawn(operations.clone().run(job));
+                }
+            });
+        }
+    }
+
+    /// Runs one job and always completes it: a panic becomes a failed operation, so a bug
+    /// surfaces as a rejected promise, never as one left pending or as a crash of the host.
+    async fn run(self: Arc<Self>, job: Job) {
+        let (op, doing) = (job.op(), job.doing());
+        let completion = AssertUnwindSafe(self.clone().complete(job))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| {
+                let error = LockError::Connection {
+                    key: String::new(),
+                    message: "internal error in ironlock (please report it)".into(),
+                };
+                Completion::failed(op, error, doing)
+            });
+        self.sink.push(completion);
+    }
+
+    async fn complete(self: Arc<Self>, job: Job) -> Completion {
+        match job {
+            Job::Acquire {
+                op,
+                keys,
+                options,
+                upkeep,
+            } => {
+                let result = self.lifecycle.acquire(keys, &options).await;
+                self.acquired(op, result, &options, upkeep)
+            }
+            Job::Queue {
+                op,
+                keys,
+                options,
+                upkeep,
+                deadline,
+                retry_after,
+            } => {
+                let result = self
+                    .lifecycle
+                    .queue_after_busy(keys, &options, deadline, retry_after)
+                    .await;
+                self.acquired(op, result, &options, upkeep)
+            }
+            Job::Release { op, id } => self.release(op, id).await,
+            Job::Extend { op, id, ttl } => self.extend(op, id, ttl).await,
+        }
+    }
+
+    /// The completion of an acquire that ended with `result`.
+    pub(super) fn acquired(
+        self: &Arc<Self>,
+        op: u32,
+        result: Result<HeldLock, LockError>,
+        options: &AcquireOptions,
+        upkeep: Option<Upkeep>,
+    ) -> Completion {
+        if options.cancel.is_some() {
+            self.cancels.lock().expect("cancel table").remove(&op);
+        }
+        match result {
+            Ok(lock) => self.hold(op, lock, upkeep),
+            Err(LockError::Busy { retry_after, .. }) => Completion {
+                op,
+                outcome: Outcome::Busy { retry_after },
+            },
+            Err(error) => Completion::failed(op, error, Doing::Locking),
+        }
+    }
+
+    /// The lock stays known until Redis confirms, so a release that failed on a connection
+    /// error can be retried.
+    async fn release(&self, op: u32, id: u32) -> Completion {
+        let lock = self
+            .held
+            .lock()
+            .expect("held table")
+            .get_mut(id)
+            .map(|held| {
+                held.watchdog = None;
+                held.lock.clone()
+            });
+        let Some(lock) = lock else {
+            return Completion {
+                op,
+                outcome: Outcome::Released { released: false },
+            };
+        };
+        match self.lifecycle.release(&lock).await {
+            Ok(released) => {
+                self.held.lock().expect("held table").remove(id);
+                Completion {
+                    op,
+                    outcome: Outcome::Released { released },
+                }
+            }
+            Err(error) => Completion::failed(op, error, Doing::Releasing),
+        }
+    }
+
+    async fn extend(&self, op: u32, id: u32, ttl: Option<Duration>) -> Completion {
+        let lock = self
+            .held
+            .lock()
+            .expect("held table")
+            .get(id)
+            .map(|held| held.lock.clone());
+        let Some(lock) = lock else {
+            // Released already (see `release`): the caller, who knows the key, words the message.
+            let error = LockError::Lost { key: String::new() };
+            return Completion::failed(op, error, Doing::Extending);
+        };
+        let ttl = ttl.unwrap_or(lock.ttl);
+        match self.lifecycle.extend(&lock, ttl).await {
+            Ok(extended) => {
+                let expires_at = extended.expires_at;
+                if let Some(held) = self.held.lock().expect("held table").get_mut(id) {
+                    if let Some(watchdog) = &held.watchdog {
+                        watchdog.extended(expires_at);
+                    }
+                    held.lock = extended;
+                }
+                Completion {
+                    op,
+                    outcome: Outcome::Extended { expires_at },
+                }
+            }
+            Err(error) => Completion::failed(op, error, Doing::Extending),
+        }
+    }
+
+    /// Records `lock` as held (watched as `upkeep` says) and completes its acquire.
+    fn hold(self: &Arc<Self>, op: u32, lock: HeldLock, upkeep: Option<Upkeep>) -> Completion {
+        let outcome = |id| Outcome::Acquired {
+            id,
+            token: lock.token.clone(),
+            fence: lock.fence,
+            expires_at: lock.expires_at,
+        };
+        let mut held = self.held.lock().expect("held table");
+        let id = held.insert(HeldEntry {
+            lock: lock.clone(),
+            watchdog: None,
+        });
+        let outcome = outcome(id);
+        if let Some(upkeep) = upkeep {
+            let sink = self.sink.clone();
+            let watchdog = Watchdog::start(self.lifecycle.clone(), lock, upkeep, move |error| {
+                sink.push(Completion {
+                    op: 0,
+                    outcome: Outcome::Lost { id, error },
+                });
+            });
+            if let Some(entry) = held.get_mut(id) {
+                entry.watchdog = Some(watchdog);
+            }
+        }
+        Completion { op, outcome }
+    }
+}
