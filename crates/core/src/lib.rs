@@ -21,6 +21,5 @@ pub use protocol::lock::HeldLock;
 pub use session::cancel::CancelToken;
 pub use session::lifecycle::Lifecycle;
 pub use session::options::AcquireOptions;
-pub use session::wait::FirstAttempt;
 pub use session::watchdog::{loss_margin, Upkeep, Watchdog};
 pub use topology::{Attempt, Topology};

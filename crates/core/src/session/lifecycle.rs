@@ -84,43 +84,63 @@ impl Lifecycle {
         keys: Arc<LockKeys>,
         options: &AcquireOptions,
     ) -> Result<HeldLock, LockError> {
-        let deadline = options.wait.map(|wait| Instant::now() + wait);
+        let deadline = options.deadline(Instant::now());
         if options.is_cancelled() {
             return Err(aborted(&keys));
         }
         let mut retry_after = None;
-        // `tryAcquire` always asks Redis; a waiting request does only when no local request
-        // for the same keys is ahead of it.
-        let first = match options.wait {
-            Some(Duration::ZERO) => Some(None),
-            _ => self.queues.first_attempt(&keys.channels).map(Some),
-        };
-        if let Some(first) = first {
+        if let FirstTurn::Attempt { place } = self.first_turn(&keys, options) {
             match self.attempt(&keys, options).await? {
                 Ok(lock) if options.is_cancelled() => {
                     self.release_in_background(lock.keys, lock.token);
                     return Err(aborted(&keys));
                 }
                 Ok(lock) => {
-                    if let Some(first) = first {
-                        first.took_lock(lock.ttl);
+                    if let Some(place) = place {
+                        place.took_lock(lock.ttl);
                     }
                     return Ok(lock);
                 }
                 Err(refused) => retry_after = refused.retry_after,
             }
-            if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
-                return Err(busy(&keys, retry_after));
-            }
+            self.still_waiting(&keys, deadline, retry_after)?;
         }
         self.queue_after_busy(keys, options, deadline, retry_after)
             .await
     }
 
+    /// Whether a new request for `keys` attempts at once or queues. `tryAcquire` always asks
+    /// Redis; a waiting request does only when no local request for the same keys is ahead of
+    /// it, and then holds their place while it attempts (wherever it attempts: here or on the
+    /// wire), so requests arriving meanwhile queue behind it.
+    pub(super) fn first_turn(&self, keys: &LockKeys, options: &AcquireOptions) -> FirstTurn {
+        if options.wait == Some(Duration::ZERO) {
+            return FirstTurn::Attempt { place: None };
+        }
+        match self.queues.first_attempt(&keys.channels) {
+            Some(place) => FirstTurn::Attempt { place: Some(place) },
+            None => FirstTurn::Queue,
+        }
+    }
+
+    /// After a first attempt found `keys` busy: `Err(busy)` when the wait is over by `deadline`,
+    /// else the request goes on to [`Lifecycle::queue_after_busy`].
+    pub(super) fn still_waiting(
+        &self,
+        keys: &LockKeys,
+        deadline: Option<Instant>,
+        retry_after: Option<Duration>,
+    ) -> Result<(), LockError> {
+        if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+            return Err(busy(keys, retry_after));
+        }
+        Ok(())
+    }
+
     /// The rest of [`Lifecycle::acquire`] after a first attempt found the lock busy (`retry_after`:
     /// the holder's remaining TTL, as that attempt saw it): queues behind the local waiters for
     /// the same keys and waits for a release, up to `deadline`.
-    pub async fn queue_after_busy(
+    pub(super) async fn queue_after_busy(
         &self,
         keys: Arc<LockKeys>,
         options: &AcquireOptions,
@@ -158,27 +178,20 @@ impl Lifecycle {
         }
     }
 
-    /// Claims the first attempt at `keys` for a caller that makes it elsewhere (the wire), so
-    /// requests arriving meanwhile queue behind it; `None` when local requests are already
-    /// trying or waiting for the same keys, and this one must queue too.
-    pub fn first_attempt(&self, keys: &LockKeys) -> Option<FirstAttempt> {
-        self.queues.first_attempt(&keys.channels)
-    }
-
     /// Whether local requests wait for any of `keys`: their release should then go through
     /// [`Lifecycle::release`], which wakes them at once.
-    pub fn has_waiters(&self, keys: &LockKeys) -> bool {
+    pub(super) fn has_waiters(&self, keys: &LockKeys) -> bool {
         self.queues.has_waiters(&keys.channels)
     }
 
     /// Tells local waiters that `lock` was released elsewhere (by the wire).
-    pub fn announce_release(&self, lock: &HeldLock) {
+    pub(super) fn announce_release(&self, lock: &HeldLock) {
         self.queues.released_here(&lock.keys.channels, &lock.token);
     }
 
     /// Deletes whatever `token` holds of `keys`, in the background (a spawned task): the undo of
     /// an attempt whose outcome is unknown.
-    pub fn give_back(&self, keys: Arc<LockKeys>, token: String) {
+    pub(super) fn give_back(&self, keys: Arc<LockKeys>, token: String) {
         self.release_in_background(keys, token);
     }
 
@@ -412,6 +425,14 @@ impl Lifecycle {
             let _ = topology.release(&keys, &token).await;
         });
     }
+}
+
+/// What a new request does first (see [`Lifecycle::first_turn`]).
+pub(super) enum FirstTurn {
+    /// Attempts at once; `place`, when it waits, holds the local queue's place meanwhile.
+    Attempt { place: Option<FirstAttempt> },
+    /// Local requests for the same keys are ahead of it: it queues behind them.
+    Queue,
 }
 
 /// What an attempt that found the lock busy learned about its holder.

@@ -6,12 +6,12 @@
 //! any other waiter; what the wire carried when its socket closed runs again on the runtime.
 
 use std::sync::{Arc, MutexGuard};
-use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::error::{Doing, LockError};
+use crate::error::Doing;
 use crate::protocol::keys::LockKeys;
+use crate::session::lifecycle::FirstTurn;
 use crate::session::operations::{Job, Operations};
 use crate::session::options::AcquireOptions;
 use crate::session::request::{Completion, Outcome};
@@ -66,23 +66,19 @@ impl Operations {
                 options,
                 upkeep,
             } if keys.redis_keys.len() == 1 => {
-                let first = if options.wait == Some(Duration::ZERO) {
-                    None
-                } else {
-                    match self.lifecycle.first_attempt(&keys) {
-                        Some(first) => Some(first),
-                        None => {
-                            return Some(Job::Acquire {
-                                op,
-                                keys,
-                                options,
-                                upkeep,
-                            })
-                        }
+                let first = match self.lifecycle.first_turn(&keys, &options) {
+                    FirstTurn::Attempt { place } => place,
+                    FirstTurn::Queue => {
+                        return Some(Job::Acquire {
+                            op,
+                            keys,
+                            options,
+                            upkeep,
+                        })
                     }
                 };
                 let ttl = options.ttl;
-                let deadline = options.wait.map(|wait| Instant::now() + wait);
+                let deadline = options.deadline(Instant::now());
                 let tag = AcquireTag {
                     op,
                     keys: keys.clone(),
@@ -195,14 +191,10 @@ impl Operations {
                 // Gives up its place before it queues, as `Lifecycle::acquire` does after its
                 // first attempt.
                 drop(tag.first);
-                if tag
-                    .deadline
-                    .is_some_and(|deadline| Instant::now() >= deadline)
+                if let Err(busy) = self
+                    .lifecycle
+                    .still_waiting(&keys, tag.deadline, retry_after)
                 {
-                    let busy = LockError::Busy {
-                        key: keys.first().to_owned(),
-                        retry_after,
-                    };
                     return Some(self.acquired(tag.op, Err(busy), &tag.options, tag.upkeep));
                 }
                 self.start(vec![Job::Queue {

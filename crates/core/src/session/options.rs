@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use crate::session::cancel::CancelToken;
 
 #[derive(Clone, Debug)]
@@ -14,6 +16,11 @@ pub struct AcquireOptions {
 }
 
 impl AcquireOptions {
+    /// Until when a request made at `now` waits; `None`: until acquired or cancelled.
+    pub fn deadline(&self, now: Instant) -> Option<Instant> {
+        self.wait.map(|wait| now + wait)
+    }
+
     /// Whether the caller has cancelled the wait.
     pub fn is_cancelled(&self) -> bool {
         self.cancel.as_ref().is_some_and(CancelToken::is_cancelled)
