@@ -99,7 +99,7 @@ function parseUrl(text, name) {
     username: optionalString(decodeUserinfo(url.username, text, name), `${name} username`),
     password: optionalString(decodeUserinfo(url.password, text, name), `${name} password`),
     db: dbArgument(db, `${name} database`, ` Received '${redactUrl(text)}'`),
-    tls: url.protocol === 'rediss:' ? {} : undefined,
+    tls: url.protocol === 'rediss:' ? tlsOptions(true) : undefined,
   }
 }
 
