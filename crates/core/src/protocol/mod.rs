@@ -1,6 +1,7 @@
 //! What ironlock says to Redis and how it reads the answers: the scripts, the key names, the
 //! tokens, and RESP.
 
+pub mod chunks;
 pub mod keys;
 pub mod resp;
 pub mod scripts;

@@ -2,7 +2,7 @@
 //! and feeds back the bytes it reads, on whatever event loop it runs (sans-IO).
 //!
 //! It carries the hot path of a single Redis: one-key acquire attempts and releases, coalesced like
-//! the topology's ([`crate::transport::batch::MAX_BATCH`] locks per script call). Driven from Node's own
+//! the topology's ([`chunks::MAX_BATCH`] locks per script call). Driven from Node's own
 //! socket on the JS thread, a lock cycle crosses no thread at all, where the tokio connection
 //! costs a hop to the runtime and one back for every batch. Waiting, the watchdog, extend,
 //! multi-key locks and Redlock stay with the [`crate::Lifecycle`].
@@ -16,11 +16,11 @@ use crate::protocol::resp::{self, Reply};
 
 use crate::config::NodeConfig;
 use crate::error::{LockError, NOT_REDIS};
+use crate::protocol::chunks;
 use crate::protocol::keys::LockKeys;
 use crate::protocol::scripts;
 use crate::protocol::token::new_token;
 use crate::session::lock::{valid_until, HeldLock};
-use crate::transport::batch::MAX_BATCH;
 
 /// The wire's connection name in `CLIENT LIST`.
 pub const CLIENT_NAME: &str = "ironlock-wire";
@@ -166,21 +166,15 @@ impl<A, R> Wire<A, R> {
         });
     }
 
-    /// Writes every queued request to `out`: one script call per [`MAX_BATCH`] locks.
+    /// Writes every queued request to `out`: one script call per [`chunks::MAX_BATCH`] locks.
     pub fn flush(&mut self, out: &mut Vec<u8>) {
-        let mut acquires = std::mem::take(&mut self.acquires);
-        while !acquires.is_empty() {
-            let rest = acquires.split_off(acquires.len().min(MAX_BATCH));
-            encode_acquires(out, &acquires, false);
-            self.in_flight.push_back(Call::Acquire(acquires));
-            acquires = rest;
+        for batch in chunks::split(std::mem::take(&mut self.acquires)) {
+            encode_acquires(out, &batch, false);
+            self.in_flight.push_back(Call::Acquire(batch));
         }
-        let mut releases = std::mem::take(&mut self.releases);
-        while !releases.is_empty() {
-            let rest = releases.split_off(releases.len().min(MAX_BATCH));
-            encode_releases(out, &releases, false);
-            self.in_flight.push_back(Call::Release(releases));
-            releases = rest;
+        for batch in chunks::split(std::mem::take(&mut self.releases)) {
+            encode_releases(out, &batch, false);
+            self.in_flight.push_back(Call::Release(batch));
         }
     }
 
@@ -470,6 +464,7 @@ fn refusal_text(value: &Reply) -> String {
 mod tests {
     use super::*;
     use crate::config::Secret;
+    use crate::protocol::chunks::MAX_BATCH;
 
     type TestWire = Wire<u32, u32>;
 
