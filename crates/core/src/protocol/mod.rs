@@ -2,6 +2,7 @@
 //! tokens, and RESP.
 
 pub mod chunks;
+pub mod handshake;
 pub mod keys;
 pub mod resp;
 pub mod scripts;

@@ -17,6 +17,7 @@ use crate::protocol::resp::{self, Reply};
 use crate::config::NodeConfig;
 use crate::error::{LockError, NOT_REDIS};
 use crate::protocol::chunks;
+use crate::protocol::handshake::Handshake;
 use crate::protocol::keys::LockKeys;
 use crate::protocol::scripts;
 use crate::protocol::token::new_token;
@@ -80,7 +81,7 @@ enum Call<A, R> {
 pub struct Wire<A, R> {
     label: String,
     drift_factor: f64,
-    setup: Vec<Vec<Vec<u8>>>,
+    handshake: Handshake,
     setup_left: usize,
     acquires: Vec<Acquire<A>>,
     releases: Vec<Release<R>>,
@@ -91,28 +92,10 @@ pub struct Wire<A, R> {
 impl<A, R> Wire<A, R> {
     /// A wire to `node`; TLS is the caller's socket's business, AUTH and SELECT are ours.
     pub fn new(node: &NodeConfig, drift_factor: f64) -> Self {
-        let mut setup = Vec::new();
-        if let Some(password) = &node.password {
-            let mut auth = vec![b"AUTH".to_vec()];
-            if let Some(username) = &node.username {
-                auth.push(username.clone().into_bytes());
-            }
-            auth.push(password.expose().as_bytes().to_vec());
-            setup.push(auth);
-        }
-        if node.db != 0 {
-            setup.push(vec![b"SELECT".to_vec(), node.db.to_string().into_bytes()]);
-        }
-        // Named, so `CLIENT LIST` tells it from the runtime's connections.
-        setup.push(vec![
-            b"CLIENT".to_vec(),
-            b"SETNAME".to_vec(),
-            CLIENT_NAME.as_bytes().to_vec(),
-        ]);
         Self {
             label: node.label(),
             drift_factor,
-            setup,
+            handshake: Handshake::new(node, CLIENT_NAME),
             setup_left: usize::MAX,
             acquires: Vec::new(),
             releases: Vec::new(),
@@ -123,9 +106,9 @@ impl<A, R> Wire<A, R> {
 
     /// The first bytes of a new connection. Requests may be queued before its answers arrive.
     pub fn connected(&mut self, out: &mut Vec<u8>) {
-        self.setup_left = self.setup.len();
-        for command in &self.setup {
-            resp::encode(out, command);
+        self.setup_left = self.handshake.commands();
+        out.extend_from_slice(self.handshake.encoded());
+        for _ in 0..self.setup_left {
             self.in_flight.push_back(Call::Setup);
         }
     }
