@@ -5,5 +5,6 @@ pub mod chunks;
 pub mod handshake;
 pub mod keys;
 pub mod resp;
+pub mod script_reply;
 pub mod scripts;
 pub mod token;

@@ -15,6 +15,8 @@ use super::{Attempt, BoxFuture, HandOver, ReleaseListener, Topology};
 use crate::config::NodeConfig;
 use crate::error::{LockError, NOT_REDIS};
 use crate::protocol::keys::{release_channel, LockKeys};
+use crate::protocol::resp;
+use crate::protocol::script_reply;
 use crate::protocol::scripts;
 use crate::transport::batch::{self, Batch, Reply};
 
@@ -115,7 +117,8 @@ impl Single {
     /// How many of `keys` are held, by anyone (see [`scripts::COUNT_HELD`]).
     pub async fn count_held(&self, keys: &LockKeys) -> Result<u64, LockError> {
         let call = invocation(&scripts::COUNT_HELD, &keys.redis_keys);
-        self.server.run(keys.first(), call, Resend::Never).await
+        let reply = self.server.run(keys.first(), call, Resend::Never).await?;
+        script_reply::count_held(reply).map_err(|text| self.server.failure(keys.first(), text))
     }
 
     /// Raises the fencing counters of `keys` to at least `fence` (see [`scripts::LIFT_FENCES`]),
@@ -191,22 +194,24 @@ impl Server {
     }
 
     /// Runs one script with a hard deadline, whatever state the connection is in.
-    async fn run<T: redis::FromRedisValue>(
+    async fn run(
         &self,
         key: &str,
         invocation: redis::ScriptInvocation<'_>,
         resend: Resend,
-    ) -> Result<T, LockError> {
+    ) -> Result<resp::Reply, LockError> {
         let call = async {
             let mut connection = self.connection(key).await?;
-            let mut result = invocation.invoke_async(&mut connection).await;
+            let mut result = invocation.invoke_async::<Value>(&mut connection).await;
             if let (Resend::OnDroppedConnection, Err(error)) = (resend, &result) {
                 // The manager replaces a dropped connection; the call goes once more on the new one.
                 if error.is_connection_dropped() {
                     result = invocation.invoke_async(&mut connection).await;
                 }
             }
-            result.map_err(|error| self.failure(key, driver_error(&error)))
+            result
+                .map(resp::Reply::from)
+                .map_err(|error| self.failure(key, driver_error(&error)))
         };
         match tokio::time::timeout(self.connect_timeout + self.command_timeout, call).await {
             Ok(result) => result,
@@ -258,7 +263,7 @@ impl Server {
             for (lift, _) in &chunk {
                 call.key(&lift.counter).arg(lift.fence);
             }
-            let _: Result<i64, _> = server
+            let _ = server
                 .run(&chunk[0].0.name, call, Resend::OnDroppedConnection)
                 .await;
         }))
@@ -273,21 +278,16 @@ impl Server {
                 .arg(&item.token)
                 .arg(item.ttl_ms);
         }
-        let answers = self
-            .run_chunk(&chunk[0].0.name, call, 2 * chunk.len(), Resend::Never)
-            .await;
-        for (index, (item, reply)) in chunk.into_iter().enumerate() {
-            let outcome = match &answers {
-                Ok(values) => match (&values[2 * index], &values[2 * index + 1]) {
-                    (Value::Int(1), Value::Int(fence)) => Ok(Attempt::Acquired {
-                        fence: *fence as u64,
-                    }),
-                    (Value::Int(code @ (0 | 2)), Value::Int(pttl)) => Ok(Attempt::Busy {
-                        retry_after: (*pttl >= 0).then(|| Duration::from_millis(*pttl as u64)),
-                        foreign: *code == 2,
-                    }),
-                    (_, refusal) => Err(self.failure(&item.name, refusal_text(refusal))),
-                },
+        let name = &chunk[0].0.name;
+        let mut outcomes = self.run(name, call, Resend::Never).await.and_then(|reply| {
+            script_reply::acquire_each(reply, chunk.len()).map_err(|text| self.failure(name, text))
+        });
+        for (item, reply) in chunk {
+            let outcome = match &mut outcomes {
+                Ok(outcomes) => outcomes
+                    .next()
+                    .expect("one outcome per lock")
+                    .map_err(|refusal| self.failure(&item.name, refusal)),
                 Err(error) => Err(error.for_key(&item.name)),
             };
             if let Err(Ok(Attempt::Acquired { .. }) | Err(_)) = reply.send(outcome) {
@@ -313,45 +313,23 @@ impl Server {
         for (item, _) in &chunk {
             call.key(&item.key).arg(&item.token).arg(&item.channel);
         }
-        let answers = self
-            .run_chunk(
-                &chunk[0].0.name,
-                call,
-                chunk.len(),
-                Resend::OnDroppedConnection,
-            )
-            .await;
-        for (index, (item, reply)) in chunk.into_iter().enumerate() {
-            let outcome = match &answers {
-                Ok(values) => match &values[index] {
-                    Value::Int(released) => Ok(*released == 1),
-                    refusal => Err(self.failure(&item.name, refusal_text(refusal))),
-                },
+        let name = &chunk[0].0.name;
+        let mut outcomes = self
+            .run(name, call, Resend::OnDroppedConnection)
+            .await
+            .and_then(|reply| {
+                script_reply::release_each(reply, chunk.len())
+                    .map_err(|text| self.failure(name, text))
+            });
+        for (item, reply) in chunk {
+            let outcome = match &mut outcomes {
+                Ok(outcomes) => outcomes
+                    .next()
+                    .expect("one outcome per key")
+                    .map_err(|refusal| self.failure(&item.name, refusal)),
                 Err(error) => Err(error.for_key(&item.name)),
             };
             let _ = reply.send(outcome);
-        }
-    }
-
-    /// Runs one batched script, checking it answered `expected` values.
-    async fn run_chunk(
-        &self,
-        key: &str,
-        invocation: redis::ScriptInvocation<'_>,
-        expected: usize,
-        resend: Resend,
-    ) -> Result<Vec<Value>, LockError> {
-        let values: Vec<Value> = self.run(key, invocation, resend).await?;
-        if values.len() == expected {
-            Ok(values)
-        } else {
-            Err(self.failure(
-                key,
-                format!(
-                    "expected {expected} values from the script, got {}",
-                    values.len()
-                ),
-            ))
         }
     }
 }
@@ -390,18 +368,8 @@ impl Topology for Single {
                 call.key(counter);
             }
             call.arg(token).arg(ttl_ms).arg(keys.redis_keys.len());
-            let (taken, value): (i64, i64) =
-                self.server.run(keys.first(), call, Resend::Never).await?;
-            Ok(if taken == 1 {
-                Attempt::Acquired {
-                    fence: value as u64,
-                }
-            } else {
-                Attempt::Busy {
-                    retry_after: (value >= 0).then(|| Duration::from_millis(value as u64)),
-                    foreign: taken == 2,
-                }
-            })
+            let reply = self.server.run(keys.first(), call, Resend::Never).await?;
+            script_reply::acquire_all(reply).map_err(|text| self.server.failure(keys.first(), text))
         })
     }
 
@@ -441,11 +409,11 @@ impl Topology for Single {
         Box::pin(async move {
             let mut call = invocation(&scripts::EXTEND, &keys.redis_keys);
             call.arg(token).arg(ttl.as_millis() as u64);
-            let extended: i64 = self
+            let reply = self
                 .server
                 .run(keys.first(), call, Resend::OnDroppedConnection)
                 .await?;
-            Ok(extended == 1)
+            script_reply::extend(reply).map_err(|text| self.server.failure(keys.first(), text))
         })
     }
 
@@ -477,18 +445,9 @@ impl Topology for Single {
                 .arg(reserve);
             // Not resent: a hand-over that ran gave the lock a new token; `Lifecycle::hand_over`
             // gives it back when the call fails.
-            let answer: Vec<i64> = self.server.run(keys.first(), call, Resend::Never).await?;
-            match (answer.as_slice(), reserve) {
-                ([0], _) => Ok(HandOver::NotHeld),
-                ([1], 0) => Ok(HandOver::Done { reserved: None }),
-                ([1, last], 1..) if *last >= reserve as i64 => Ok(HandOver::Done {
-                    reserved: Some(*last as u64),
-                }),
-                _ => Err(self.server.failure(
-                    keys.first(),
-                    format!("unexpected answer {answer:?} to a hand-over"),
-                )),
-            }
+            let reply = self.server.run(keys.first(), call, Resend::Never).await?;
+            script_reply::hand_over(reply, reserve)
+                .map_err(|text| self.server.failure(keys.first(), text))
         })
     }
 
@@ -521,15 +480,6 @@ pub(super) fn driver_error(error: &RedisError) -> String {
         NOT_REDIS.to_owned()
     } else {
         error.to_string()
-    }
-}
-
-/// The text of a command Redis refused inside a batched script.
-fn refusal_text(value: &Value) -> String {
-    match value {
-        Value::BulkString(bytes) => String::from_utf8_lossy(bytes).into_owned(),
-        Value::SimpleString(text) => text.clone(),
-        other => format!("unexpected answer {other:?}"),
     }
 }
 

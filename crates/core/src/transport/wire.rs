@@ -19,6 +19,7 @@ use crate::error::{LockError, NOT_REDIS};
 use crate::protocol::chunks;
 use crate::protocol::handshake::Handshake;
 use crate::protocol::keys::LockKeys;
+use crate::protocol::script_reply::{self, Attempt};
 use crate::protocol::scripts;
 use crate::protocol::token::new_token;
 use crate::session::lock::{valid_until, HeldLock};
@@ -229,8 +230,8 @@ impl<A, R> Wire<A, R> {
     }
 
     fn acquired(&self, batch: Vec<Acquire<A>>, reply: Reply, events: &mut Vec<Event<A, R>>) {
-        let values = match expect_values(reply, 2 * batch.len()) {
-            Ok(values) => values,
+        let outcomes = match script_reply::acquire_each(reply, batch.len()) {
+            Ok(outcomes) => outcomes,
             Err(message) => {
                 for attempt in batch {
                     let error = self.failure(attempt.keys.first(), &message);
@@ -239,12 +240,12 @@ impl<A, R> Wire<A, R> {
                 return;
             }
         };
-        for (attempt, pair) in batch.into_iter().zip(values.chunks_exact(2)) {
-            events.push(match pair {
-                [Reply::Int(1), Reply::Int(fence)] => Event::Acquired {
+        for (attempt, outcome) in batch.into_iter().zip(outcomes) {
+            events.push(match outcome {
+                Ok(Attempt::Acquired { fence }) => Event::Acquired {
                     lock: HeldLock {
                         token: attempt.token,
-                        fence: *fence as u64,
+                        fence,
                         ttl: attempt.ttl,
                         expires_at: valid_until(attempt.started, attempt.ttl, self.drift_factor),
                         keys: attempt.keys,
@@ -252,23 +253,22 @@ impl<A, R> Wire<A, R> {
                     tag: attempt.tag,
                 },
                 // Who holds it does not matter here: the queue's first turn attempts again.
-                [Reply::Int(0 | 2), Reply::Int(pttl)] => Event::Busy {
+                Ok(Attempt::Busy { retry_after, .. }) => Event::Busy {
                     tag: attempt.tag,
                     keys: attempt.keys,
-                    retry_after: (*pttl >= 0).then(|| Duration::from_millis(*pttl as u64)),
+                    retry_after,
                 },
-                [_, refusal] => {
-                    let error = self.failure(attempt.keys.first(), &refusal_text(refusal));
+                Err(refusal) => {
+                    let error = self.failure(attempt.keys.first(), &refusal);
                     attempt.failed(error)
                 }
-                _ => unreachable!("chunks_exact(2) yields pairs"),
             });
         }
     }
 
     fn released(&self, batch: Vec<Release<R>>, reply: Reply, events: &mut Vec<Event<A, R>>) {
-        let values = match expect_values(reply, batch.len()) {
-            Ok(values) => values,
+        let outcomes = match script_reply::release_each(reply, batch.len()) {
+            Ok(outcomes) => outcomes,
             Err(message) => {
                 for release in batch {
                     let error = self.failure(release.keys.first(), &message);
@@ -277,14 +277,14 @@ impl<A, R> Wire<A, R> {
                 return;
             }
         };
-        for (release, value) in batch.into_iter().zip(values) {
-            events.push(match value {
-                Reply::Int(released) => Event::Released {
+        for (release, outcome) in batch.into_iter().zip(outcomes) {
+            events.push(match outcome {
+                Ok(released) => Event::Released {
                     tag: release.tag,
-                    released: released == 1,
+                    released,
                 },
-                refusal => {
-                    let error = self.failure(release.keys.first(), &refusal_text(&refusal));
+                Err(refusal) => {
+                    let error = self.failure(release.keys.first(), &refusal);
                     release.failed(error)
                 }
             });
@@ -422,25 +422,6 @@ fn script_head<'a>(
 
 fn is_noscript(message: &str) -> bool {
     message.starts_with("NOSCRIPT")
-}
-
-fn expect_values(reply: Reply, expected: usize) -> Result<Vec<Reply>, String> {
-    match reply {
-        Reply::Array(Some(values)) if values.len() == expected => Ok(values),
-        Reply::Error(message) => Err(message),
-        other => Err(format!(
-            "expected {expected} values from the script, got {other:?}"
-        )),
-    }
-}
-
-/// The text of a command Redis refused inside a batched script.
-fn refusal_text(value: &Reply) -> String {
-    match value {
-        Reply::Bulk(Some(bytes)) => String::from_utf8_lossy(bytes).into_owned(),
-        Reply::Simple(text) | Reply::Error(text) => text.clone(),
-        other => format!("unexpected answer {other:?}"),
-    }
 }
 
 #[cfg(test)]
