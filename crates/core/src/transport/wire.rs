@@ -2,9 +2,10 @@
 //! and feeds back the bytes it reads, on whatever event loop it runs (sans-IO).
 //!
 //! It carries the hot path of a single Redis: one-key acquire attempts and releases, coalesced like
-//! the topology's ([`chunks::MAX_BATCH`] locks per script call). Driven from Node's own
-//! socket on the JS thread, a lock cycle crosses no thread at all, where the tokio connection
-//! costs a hop to the runtime and one back for every batch. Waiting, the watchdog, extend,
+//! the topology's ([`chunks::MAX_BATCH`] locks per script call), and written and read by the same
+//! [`crate::protocol`]. Driven from Node's own socket on the JS thread, a lock cycle crosses no
+//! thread at all, where the tokio connection costs a hop to the runtime and one back for every
+//! batch. Waiting, the watchdog, extend,
 //! multi-key locks and Redlock stay with the [`crate::Lifecycle`].
 
 use std::collections::VecDeque;
@@ -19,6 +20,7 @@ use crate::error::{LockError, NOT_REDIS};
 use crate::protocol::chunks;
 use crate::protocol::handshake::Handshake;
 use crate::protocol::keys::LockKeys;
+use crate::protocol::script_call::{Naming, ScriptCall};
 use crate::protocol::script_reply::{self, Attempt};
 use crate::protocol::scripts;
 use crate::protocol::token::new_token;
@@ -61,6 +63,7 @@ struct Acquire<A> {
     keys: Arc<LockKeys>,
     token: String,
     ttl: Duration,
+    /// Rendered once, when queued: the encoding borrows it.
     ttl_arg: String,
     started: SystemTime,
 }
@@ -71,12 +74,12 @@ struct Release<R> {
     token: String,
 }
 
-/// One command on its way, in the order Redis answers.
+/// One command on its way, in the order Redis answers, with how it named its script.
 enum Call<A, R> {
     /// AUTH, SELECT or CLIENT SETNAME, before anything else.
     Setup,
-    Acquire(Vec<Acquire<A>>),
-    Release(Vec<Release<R>>),
+    Acquire(Vec<Acquire<A>>, Naming),
+    Release(Vec<Release<R>>, Naming),
 }
 
 pub struct Wire<A, R> {
@@ -153,13 +156,36 @@ impl<A, R> Wire<A, R> {
     /// Writes every queued request to `out`: one script call per [`chunks::MAX_BATCH`] locks.
     pub fn flush(&mut self, out: &mut Vec<u8>) {
         for batch in chunks::split(std::mem::take(&mut self.acquires)) {
-            encode_acquires(out, &batch, false);
-            self.in_flight.push_back(Call::Acquire(batch));
+            self.send_acquires(out, batch, Naming::ByHash);
         }
         for batch in chunks::split(std::mem::take(&mut self.releases)) {
-            encode_releases(out, &batch, false);
-            self.in_flight.push_back(Call::Release(batch));
+            self.send_releases(out, batch, Naming::ByHash);
         }
+    }
+
+    fn send_acquires(&mut self, out: &mut Vec<u8>, batch: Vec<Acquire<A>>, naming: Naming) {
+        let mut call = ScriptCall::new(&scripts::ACQUIRE_EACH, 2 * batch.len(), 2 * batch.len());
+        for attempt in &batch {
+            call.key(&attempt.keys.redis_keys[0])
+                .key(&attempt.keys.fence_keys[0]);
+        }
+        for attempt in &batch {
+            call.arg(&attempt.token).arg(&attempt.ttl_arg);
+        }
+        resp::encode(out, call.command(naming));
+        self.in_flight.push_back(Call::Acquire(batch, naming));
+    }
+
+    fn send_releases(&mut self, out: &mut Vec<u8>, batch: Vec<Release<R>>, naming: Naming) {
+        let mut call = ScriptCall::new(&scripts::RELEASE_EACH, batch.len(), 2 * batch.len());
+        for release in &batch {
+            call.key(&release.keys.redis_keys[0]);
+        }
+        for release in &batch {
+            call.arg(&release.token).arg(&release.keys.channels[0]);
+        }
+        resp::encode(out, call.command(naming));
+        self.in_flight.push_back(Call::Release(batch, naming));
     }
 
     /// Reads what Redis sent. Finished requests go to `events`; bytes to send back (a script
@@ -208,22 +234,18 @@ impl<A, R> Wire<A, R> {
                 self.setup_left -= 1;
                 Ok(())
             }
-            (Call::Acquire(batch), Reply::Error(message)) if is_noscript(&message) => {
-                encode_acquires(out, &batch, true);
-                self.in_flight.push_back(Call::Acquire(batch));
+            (Call::Acquire(batch, naming), reply) => {
+                match resend_naming(naming, &reply) {
+                    Some(naming) => self.send_acquires(out, batch, naming),
+                    None => self.acquired(batch, reply, events),
+                }
                 Ok(())
             }
-            (Call::Release(batch), Reply::Error(message)) if is_noscript(&message) => {
-                encode_releases(out, &batch, true);
-                self.in_flight.push_back(Call::Release(batch));
-                Ok(())
-            }
-            (Call::Acquire(batch), reply) => {
-                self.acquired(batch, reply, events);
-                Ok(())
-            }
-            (Call::Release(batch), reply) => {
-                self.released(batch, reply, events);
+            (Call::Release(batch, naming), reply) => {
+                match resend_naming(naming, &reply) {
+                    Some(naming) => self.send_releases(out, batch, naming),
+                    None => self.released(batch, reply, events),
+                }
                 Ok(())
             }
         }
@@ -312,13 +334,13 @@ impl<A, R> Wire<A, R> {
         for call in in_flight {
             match call {
                 Call::Setup => {}
-                Call::Acquire(batch) => {
+                Call::Acquire(batch, _) => {
                     for attempt in batch {
                         let error = error(attempt.keys.first());
                         events.push(attempt.failed(error));
                     }
                 }
-                Call::Release(batch) => {
+                Call::Release(batch, _) => {
                     for release in batch {
                         let error = error(release.keys.first());
                         events.push(release.failed(error));
@@ -364,64 +386,12 @@ impl<R> Release<R> {
     }
 }
 
-fn encode_acquires<A>(out: &mut Vec<u8>, batch: &[Acquire<A>], with_source: bool) {
-    let mut args: Vec<&[u8]> = Vec::with_capacity(3 + 4 * batch.len());
-    let count = (2 * batch.len()).to_string();
-    script_head(
-        &mut args,
-        &scripts::ACQUIRE_EACH,
-        scripts::ACQUIRE_EACH_LUA,
-        with_source,
-    );
-    args.push(count.as_bytes());
-    for attempt in batch {
-        args.push(attempt.keys.redis_keys[0].as_bytes());
-        args.push(attempt.keys.fence_keys[0].as_bytes());
+/// How to send a call again that Redis answered with `reply`, if it should go again.
+fn resend_naming(naming: Naming, reply: &Reply) -> Option<Naming> {
+    match reply {
+        Reply::Error(message) => naming.resend_after(message),
+        _ => None,
     }
-    for attempt in batch {
-        args.push(attempt.token.as_bytes());
-        args.push(attempt.ttl_arg.as_bytes());
-    }
-    resp::encode(out, args);
-}
-
-fn encode_releases<R>(out: &mut Vec<u8>, batch: &[Release<R>], with_source: bool) {
-    let mut args: Vec<&[u8]> = Vec::with_capacity(3 + 3 * batch.len());
-    let count = batch.len().to_string();
-    script_head(
-        &mut args,
-        &scripts::RELEASE_EACH,
-        scripts::RELEASE_EACH_LUA,
-        with_source,
-    );
-    args.push(count.as_bytes());
-    for release in batch {
-        args.push(release.keys.redis_keys[0].as_bytes());
-    }
-    for release in batch {
-        args.push(release.token.as_bytes());
-        args.push(release.keys.channels[0].as_bytes());
-    }
-    resp::encode(out, args);
-}
-
-/// `EVALSHA <hash>`, or `EVAL <source>` once Redis said it does not know the script (EVAL also
-/// caches it, so the calls after go by hash again).
-fn script_head<'a>(
-    args: &mut Vec<&'a [u8]>,
-    script: &'a redis::Script,
-    source: &'a str,
-    with_source: bool,
-) {
-    if with_source {
-        args.extend([b"EVAL".as_slice(), source.as_bytes()]);
-    } else {
-        args.extend([b"EVALSHA".as_slice(), script.get_hash().as_bytes()]);
-    }
-}
-
-fn is_noscript(message: &str) -> bool {
-    message.starts_with("NOSCRIPT")
 }
 
 #[cfg(test)]
