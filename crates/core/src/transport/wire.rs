@@ -5,8 +5,8 @@
 //! the topology's ([`chunks::MAX_BATCH`] locks per script call), and written and read by the same
 //! [`crate::protocol`]. Driven from Node's own socket on the JS thread, a lock cycle crosses no
 //! thread at all, where the tokio connection costs a hop to the runtime and one back for every
-//! batch. Waiting, the watchdog, extend,
-//! multi-key locks and Redlock stay with the [`crate::Lifecycle`].
+//! batch. Waiting, the watchdog, extend, multi-key locks and Redlock stay with the
+//! [`crate::Lifecycle`].
 
 use std::collections::VecDeque;
 use std::sync::Arc;
