@@ -521,6 +521,38 @@ async fn fence_counters_are_one_per_slot() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_redis_forgot_go_again_with_their_source() {
+    let server = RedisServer::start();
+    let locker = locker(&server);
+    let forget = || server.query::<()>(&["SCRIPT", "FLUSH"]);
+
+    forget();
+    let one = acquire(&server, &locker, &["forgot:one"], &options(10_000, Some(0))).await;
+    forget();
+    let both = acquire(
+        &server,
+        &locker,
+        &["forgot:a", "forgot:b"],
+        &options(10_000, Some(0)),
+    )
+    .await;
+    forget();
+    if let Err(error) = locker.extend(&both, Duration::from_millis(20_000)).await {
+        server.fail(format_args!("extend: {error:?}"));
+    }
+    forget();
+    server.check_eq(locker.release(&one).await, Ok(true), "release of one key");
+    server.check_eq(locker.release(&both).await, Ok(true), "release of two keys");
+
+    server.check(
+        !exists(&server, "forgot:one") && !exists(&server, "forgot:a"),
+        "released keys still exist",
+    );
+    // Each call Redis did not know went once more, as EVAL with its source.
+    server.check_eq(server.calls_of("eval"), 4, "EVAL calls");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn extend_renews_the_ttl_until_someone_else_takes_the_lock() {
     let server = RedisServer::start();
     let locker = locker(&server);

@@ -1,4 +1,4 @@
-//! The little of RESP2 the wire needs: commands out, replies in, replies possibly cut anywhere.
+//! The little of RESP2 ironlock needs: commands out, replies in, replies possibly cut anywhere.
 
 /// One reply from Redis.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -10,6 +10,30 @@ pub enum Reply {
     Bulk(Option<Vec<u8>>),
     /// `None` is RESP's null array.
     Array(Option<Vec<Reply>>),
+}
+
+/// redis-rs's connections answer in its own type. Converting it, instead of decoding both types,
+/// keeps one decoder per script (see [`crate::protocol::script_reply`]); a script's reply is a few
+/// values per request, so the conversion costs little next to the round trip that brought it.
+impl From<redis::Value> for Reply {
+    fn from(value: redis::Value) -> Self {
+        match value {
+            redis::Value::Nil => Reply::Bulk(None),
+            redis::Value::Int(number) => Reply::Int(number),
+            redis::Value::BulkString(bytes) => Reply::Bulk(Some(bytes)),
+            redis::Value::Array(values) => {
+                Reply::Array(Some(values.into_iter().map(Reply::from).collect()))
+            }
+            redis::Value::SimpleString(text) => Reply::Simple(text),
+            redis::Value::Okay => Reply::Simple("OK".into()),
+            redis::Value::ServerError(error) => Reply::Error(match error.details() {
+                Some(details) => format!("{} {details}", error.code()),
+                None => error.code().to_owned(),
+            }),
+            // RESP3 only: the connections speak RESP2, and no script answers these.
+            other => Reply::Error(format!("unexpected answer {other:?}")),
+        }
+    }
 }
 
 /// Appends one command: an array of bulk strings.
@@ -166,6 +190,25 @@ mod tests {
     fn a_bulk_string_may_hold_crlf() {
         let (reply, _) = parse(b"$4\r\na\r\nb\r\n").unwrap().unwrap();
         assert_eq!(reply, Reply::Bulk(Some(b"a\r\nb".to_vec())));
+    }
+
+    #[test]
+    fn reads_redis_rs_values_as_replies() {
+        let value = redis::Value::Array(vec![
+            redis::Value::Int(1),
+            redis::Value::BulkString(b"ab".to_vec()),
+            redis::Value::Nil,
+            redis::Value::Okay,
+        ]);
+        assert_eq!(
+            Reply::from(value),
+            Reply::Array(Some(vec![
+                Reply::Int(1),
+                Reply::Bulk(Some(b"ab".to_vec())),
+                Reply::Bulk(None),
+                Reply::Simple("OK".into()),
+            ]))
+        );
     }
 
     #[test]

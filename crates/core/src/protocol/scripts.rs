@@ -3,9 +3,31 @@
 
 use std::sync::LazyLock;
 
-use redis::Script;
-
 use crate::protocol::token::token_mark;
+
+/// One script: its Lua source, and the SHA1 that `EVALSHA` names it by, computed once.
+pub struct Script {
+    source: &'static str,
+    hash: String,
+}
+
+impl Script {
+    fn new(source: &'static str) -> Self {
+        Self {
+            source,
+            // redis-rs hashes as Redis does; nothing else of its `Script` is used.
+            hash: redis::Script::new(source).get_hash().to_owned(),
+        }
+    }
+
+    pub fn source(&self) -> &'static str {
+        self.source
+    }
+
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+}
 
 /// The Lua function `busy_code(value)`: how an attempt reports a key held by `value`. 0: by an
 /// ironlock token, whose release is announced; 2: by anything else, whose waiters must poll
@@ -55,13 +77,11 @@ end
 /// Returns two values per lock: `1, fence` when taken; `0, pttl` when busy with an ironlock
 /// holder, `2, pttl` when busy with any other (pttl -1: a holder without TTL); `-1, message` when
 /// Redis refused a command (the other locks are unaffected).
-pub static ACQUIRE_EACH: LazyLock<Script> = LazyLock::new(|| Script::new(ACQUIRE_EACH_LUA));
-
-/// The source of [`ACQUIRE_EACH`], for connections that send `EVAL` themselves.
-pub const ACQUIRE_EACH_LUA: &str = concat!(
-    next_fence_lua!(),
-    busy_code_lua!(),
-    r#"
+pub static ACQUIRE_EACH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        next_fence_lua!(),
+        busy_code_lua!(),
+        r#"
 local function take(key, counter, token, ttl)
   -- One command tells both whether the key was free and who holds it.
   local holder = redis.pcall('SET', key, token, 'NX', 'PX', ttl, 'GET')
@@ -89,7 +109,8 @@ for i = 1, #KEYS, 2 do
 end
 return out
 "#
-);
+    ))
+});
 
 /// Sets every key of a multi-key lock or none, then bumps the fencing counters.
 ///
@@ -133,10 +154,9 @@ return {1, fence}
 ///
 /// KEYS: the lock keys. ARGV: token and channel, per key. Returns per key 1 when it was ours and
 /// is deleted, 0 when it was not ours, or the message of a command Redis refused.
-pub static RELEASE_EACH: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE_EACH_LUA));
-
-/// The source of [`RELEASE_EACH`], for connections that send `EVAL` themselves.
-pub const RELEASE_EACH_LUA: &str = r#"
+pub static RELEASE_EACH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
 local function release(key, token, channel)
   if redis.call('GET', key) ~= token then return 0 end
   redis.call('DEL', key)
@@ -153,7 +173,9 @@ for i = 1, #KEYS do
   end
 end
 return out
-"#;
+"#,
+    )
+});
 
 /// Resets the TTL of every lock key, only if all still hold our token.
 ///

@@ -16,33 +16,9 @@ pub use single::Single;
 
 use crate::error::LockError;
 use crate::protocol::keys::LockKeys;
+pub use crate::protocol::script_reply::{Attempt, HandOver};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// The outcome of one attempt to take a lock.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Attempt {
-    Acquired {
-        fence: u64,
-    },
-    /// Someone else holds at least one of the keys; `retry_after` is the longest remaining TTL
-    /// among them, `None` when a holder has no TTL at all. `foreign`: a holder is not ironlock's
-    /// (see [`crate::protocol::token`]), so no release of it will be announced.
-    Busy {
-        retry_after: Option<Duration>,
-        foreign: bool,
-    },
-}
-
-/// The outcome of handing a one-key lock to a new token (see [`Topology::hand_over`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HandOver {
-    /// The key no longer held the old token: nothing changed.
-    NotHeld,
-    /// The key now holds the new token; `reserved` is the last fencing token of the block
-    /// reserved with it, when one was asked for.
-    Done { reserved: Option<u64> },
-}
 
 /// Receives what the release channels announce: the topology calls it, the wait queues
 /// ([`crate::session::wait`]) implement it.

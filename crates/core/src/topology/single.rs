@@ -6,8 +6,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{
-    Client, ConnectionAddr, ErrorKind, IntoConnectionInfo, RedisConnectionInfo, RedisError, Script,
-    Value,
+    Client, ConnectionAddr, ErrorKind, IntoConnectionInfo, RedisConnectionInfo, RedisError, Value,
 };
 
 use super::subscriber::Subscriber;
@@ -15,6 +14,9 @@ use super::{Attempt, BoxFuture, HandOver, ReleaseListener, Topology};
 use crate::config::NodeConfig;
 use crate::error::{LockError, NOT_REDIS};
 use crate::protocol::keys::{release_channel, LockKeys};
+use crate::protocol::resp;
+use crate::protocol::script_call::{Naming, ScriptCall};
+use crate::protocol::script_reply;
 use crate::protocol::scripts;
 use crate::transport::batch::{self, Batch, Reply};
 
@@ -58,7 +60,7 @@ struct Server {
 struct FenceLift {
     name: String,
     counter: String,
-    fence: u64,
+    fence: String,
 }
 
 /// A one-key lock to take, waiting in [`Server::acquires`].
@@ -68,7 +70,8 @@ struct OneKeyAcquire {
     key: String,
     fence_key: String,
     token: String,
-    ttl_ms: u64,
+    /// The TTL in ms, rendered once: the call borrows it.
+    ttl_arg: String,
 }
 
 /// A key to delete if it still holds `token`, waiting in [`Server::releases`].
@@ -114,19 +117,24 @@ impl Single {
 
     /// How many of `keys` are held, by anyone (see [`scripts::COUNT_HELD`]).
     pub async fn count_held(&self, keys: &LockKeys) -> Result<u64, LockError> {
-        let call = invocation(&scripts::COUNT_HELD, &keys.redis_keys);
-        self.server.run(keys.first(), call, Resend::Never).await
+        let mut call = ScriptCall::new(&scripts::COUNT_HELD, keys.redis_keys.len(), 0);
+        for key in &keys.redis_keys {
+            call.key(key);
+        }
+        let reply = self.server.run(keys.first(), &call, Resend::Never).await?;
+        script_reply::count_held(reply).map_err(|text| self.server.failure(keys.first(), text))
     }
 
     /// Raises the fencing counters of `keys` to at least `fence` (see [`scripts::LIFT_FENCES`]),
     /// in the background. Lifts asked for together travel as one script call, which leaves
     /// before anything asked for later.
     pub fn lift_fences(&self, keys: &LockKeys, fence: u64) {
+        let fence = fence.to_string();
         for counter in &keys.fence_keys {
             let (_, first) = self.server.lifts.push(FenceLift {
                 name: keys.first().to_owned(),
                 counter: counter.clone(),
-                fence,
+                fence: fence.clone(),
             });
             if first {
                 tokio::spawn(self.server.clone().flush_lifts());
@@ -190,25 +198,29 @@ impl Server {
         LockError::connection(key, &self.label, &message)
     }
 
-    /// Runs one script with a hard deadline, whatever state the connection is in.
-    async fn run<T: redis::FromRedisValue>(
+    /// Runs one script call with a hard deadline, whatever state the connection is in. A script
+    /// Redis does not know goes again with its source, as the protocol says.
+    async fn run(
         &self,
         key: &str,
-        invocation: redis::ScriptInvocation<'_>,
+        call: &ScriptCall<'_>,
         resend: Resend,
-    ) -> Result<T, LockError> {
-        let call = async {
+    ) -> Result<resp::Reply, LockError> {
+        let run = async {
             let mut connection = self.connection(key).await?;
-            let mut result = invocation.invoke_async(&mut connection).await;
-            if let (Resend::OnDroppedConnection, Err(error)) = (resend, &result) {
-                // The manager replaces a dropped connection; the call goes once more on the new one.
-                if error.is_connection_dropped() {
-                    result = invocation.invoke_async(&mut connection).await;
+            let mut answer = send(&mut connection, call, Naming::ByHash, resend).await;
+            if let Ok(Value::ServerError(error)) = &answer {
+                if let Some(naming) = Naming::ByHash.resend_after(error.code()) {
+                    answer = send(&mut connection, call, naming, resend).await;
                 }
             }
-            result.map_err(|error| self.failure(key, driver_error(&error)))
+            // A refusal as redis-rs words it, as before the protocol read the replies.
+            answer
+                .and_then(Value::extract_error)
+                .map(resp::Reply::from)
+                .map_err(|error| self.failure(key, driver_error(&error)))
         };
-        match tokio::time::timeout(self.connect_timeout + self.command_timeout, call).await {
+        match tokio::time::timeout(self.connect_timeout + self.command_timeout, run).await {
             Ok(result) => result,
             Err(_) => Err(self.failure(
                 key,
@@ -254,40 +266,42 @@ impl Server {
         let chunks = self.lifts.take();
         let server = &self;
         join_all(chunks.into_iter().map(|chunk| async move {
-            let mut call = scripts::LIFT_FENCES.prepare_invoke();
+            let mut call = ScriptCall::new(&scripts::LIFT_FENCES, chunk.len(), chunk.len());
             for (lift, _) in &chunk {
-                call.key(&lift.counter).arg(lift.fence);
+                call.key(&lift.counter);
             }
-            let _: Result<i64, _> = server
-                .run(&chunk[0].0.name, call, Resend::OnDroppedConnection)
+            for (lift, _) in &chunk {
+                call.arg(&lift.fence);
+            }
+            let _ = server
+                .run(&chunk[0].0.name, &call, Resend::OnDroppedConnection)
                 .await;
         }))
         .await;
     }
 
     async fn acquire_chunk(self: &Arc<Self>, chunk: Vec<(OneKeyAcquire, Reply<Attempt>)>) {
-        let mut call = scripts::ACQUIRE_EACH.prepare_invoke();
+        let mut call = ScriptCall::new(&scripts::ACQUIRE_EACH, 2 * chunk.len(), 2 * chunk.len());
         for (item, _) in &chunk {
-            call.key(&item.key)
-                .key(&item.fence_key)
-                .arg(&item.token)
-                .arg(item.ttl_ms);
+            call.key(&item.key).key(&item.fence_key);
         }
-        let answers = self
-            .run_chunk(&chunk[0].0.name, call, 2 * chunk.len(), Resend::Never)
-            .await;
-        for (index, (item, reply)) in chunk.into_iter().enumerate() {
-            let outcome = match &answers {
-                Ok(values) => match (&values[2 * index], &values[2 * index + 1]) {
-                    (Value::Int(1), Value::Int(fence)) => Ok(Attempt::Acquired {
-                        fence: *fence as u64,
-                    }),
-                    (Value::Int(code @ (0 | 2)), Value::Int(pttl)) => Ok(Attempt::Busy {
-                        retry_after: (*pttl >= 0).then(|| Duration::from_millis(*pttl as u64)),
-                        foreign: *code == 2,
-                    }),
-                    (_, refusal) => Err(self.failure(&item.name, refusal_text(refusal))),
-                },
+        for (item, _) in &chunk {
+            call.arg(&item.token).arg(&item.ttl_arg);
+        }
+        let name = &chunk[0].0.name;
+        let mut outcomes = self
+            .run(name, &call, Resend::Never)
+            .await
+            .and_then(|reply| {
+                script_reply::acquire_each(reply, chunk.len())
+                    .map_err(|text| self.failure(name, text))
+            });
+        for (item, reply) in chunk {
+            let outcome = match &mut outcomes {
+                Ok(outcomes) => outcomes
+                    .next()
+                    .expect("one outcome per lock")
+                    .map_err(|refusal| self.failure(&item.name, refusal)),
                 Err(error) => Err(error.for_key(&item.name)),
             };
             if let Err(Ok(Attempt::Acquired { .. }) | Err(_)) = reply.send(outcome) {
@@ -309,59 +323,53 @@ impl Server {
     }
 
     async fn release_chunk(&self, chunk: Vec<(OneKeyRelease, Reply<bool>)>) {
-        let mut call = scripts::RELEASE_EACH.prepare_invoke();
+        let mut call = ScriptCall::new(&scripts::RELEASE_EACH, chunk.len(), 2 * chunk.len());
         for (item, _) in &chunk {
-            call.key(&item.key).arg(&item.token).arg(&item.channel);
+            call.key(&item.key);
         }
-        let answers = self
-            .run_chunk(
-                &chunk[0].0.name,
-                call,
-                chunk.len(),
-                Resend::OnDroppedConnection,
-            )
-            .await;
-        for (index, (item, reply)) in chunk.into_iter().enumerate() {
-            let outcome = match &answers {
-                Ok(values) => match &values[index] {
-                    Value::Int(released) => Ok(*released == 1),
-                    refusal => Err(self.failure(&item.name, refusal_text(refusal))),
-                },
+        for (item, _) in &chunk {
+            call.arg(&item.token).arg(&item.channel);
+        }
+        let name = &chunk[0].0.name;
+        let mut outcomes = self
+            .run(name, &call, Resend::OnDroppedConnection)
+            .await
+            .and_then(|reply| {
+                script_reply::release_each(reply, chunk.len())
+                    .map_err(|text| self.failure(name, text))
+            });
+        for (item, reply) in chunk {
+            let outcome = match &mut outcomes {
+                Ok(outcomes) => outcomes
+                    .next()
+                    .expect("one outcome per key")
+                    .map_err(|refusal| self.failure(&item.name, refusal)),
                 Err(error) => Err(error.for_key(&item.name)),
             };
             let _ = reply.send(outcome);
         }
     }
-
-    /// Runs one batched script, checking it answered `expected` values.
-    async fn run_chunk(
-        &self,
-        key: &str,
-        invocation: redis::ScriptInvocation<'_>,
-        expected: usize,
-        resend: Resend,
-    ) -> Result<Vec<Value>, LockError> {
-        let values: Vec<Value> = self.run(key, invocation, resend).await?;
-        if values.len() == expected {
-            Ok(values)
-        } else {
-            Err(self.failure(
-                key,
-                format!(
-                    "expected {expected} values from the script, got {}",
-                    values.len()
-                ),
-            ))
-        }
-    }
 }
 
-fn invocation<'a>(script: &'a Script, keys: &[String]) -> redis::ScriptInvocation<'a> {
-    let mut invocation = script.prepare_invoke();
-    for key in keys {
-        invocation.key(key);
+/// Sends `call` named `naming`-wise, once more on a new connection if `resend` says so.
+async fn send(
+    connection: &mut ConnectionManager,
+    call: &ScriptCall<'_>,
+    naming: Naming,
+    resend: Resend,
+) -> Result<Value, RedisError> {
+    let mut command = redis::Cmd::new();
+    for word in call.command(naming) {
+        command.arg(word);
     }
-    invocation
+    let mut answer = connection.send_packed_command(&command).await;
+    if let (Resend::OnDroppedConnection, Err(error)) = (resend, &answer) {
+        // The manager replaces a dropped connection; the call goes once more on the new one.
+        if error.is_connection_dropped() {
+            answer = connection.send_packed_command(&command).await;
+        }
+    }
+    answer
 }
 
 impl Topology for Single {
@@ -372,7 +380,7 @@ impl Topology for Single {
         ttl: Duration,
     ) -> BoxFuture<'a, Result<Attempt, LockError>> {
         Box::pin(async move {
-            let ttl_ms = ttl.as_millis() as u64;
+            let ttl_arg = ttl.as_millis().to_string();
             if let ([key], [fence_key]) = (&keys.redis_keys[..], &keys.fence_keys[..]) {
                 return self
                     .server
@@ -381,27 +389,19 @@ impl Topology for Single {
                         key: key.clone(),
                         fence_key: fence_key.clone(),
                         token: token.to_owned(),
-                        ttl_ms,
+                        ttl_arg,
                     })
                     .await;
             }
-            let mut call = invocation(&scripts::ACQUIRE_ALL, &keys.redis_keys);
-            for counter in &keys.fence_keys {
-                call.key(counter);
+            let lock_keys = keys.redis_keys.len().to_string();
+            let all_keys = keys.redis_keys.len() + keys.fence_keys.len();
+            let mut call = ScriptCall::new(&scripts::ACQUIRE_ALL, all_keys, 3);
+            for key in keys.redis_keys.iter().chain(&keys.fence_keys) {
+                call.key(key);
             }
-            call.arg(token).arg(ttl_ms).arg(keys.redis_keys.len());
-            let (taken, value): (i64, i64) =
-                self.server.run(keys.first(), call, Resend::Never).await?;
-            Ok(if taken == 1 {
-                Attempt::Acquired {
-                    fence: value as u64,
-                }
-            } else {
-                Attempt::Busy {
-                    retry_after: (value >= 0).then(|| Duration::from_millis(value as u64)),
-                    foreign: taken == 2,
-                }
-            })
+            call.arg(token).arg(&ttl_arg).arg(&lock_keys);
+            let reply = self.server.run(keys.first(), &call, Resend::Never).await?;
+            script_reply::acquire_all(reply).map_err(|text| self.server.failure(keys.first(), text))
         })
     }
 
@@ -439,13 +439,17 @@ impl Topology for Single {
         ttl: Duration,
     ) -> BoxFuture<'a, Result<bool, LockError>> {
         Box::pin(async move {
-            let mut call = invocation(&scripts::EXTEND, &keys.redis_keys);
-            call.arg(token).arg(ttl.as_millis() as u64);
-            let extended: i64 = self
+            let ttl_arg = ttl.as_millis().to_string();
+            let mut call = ScriptCall::new(&scripts::EXTEND, keys.redis_keys.len(), 2);
+            for key in &keys.redis_keys {
+                call.key(key);
+            }
+            call.arg(token).arg(&ttl_arg);
+            let reply = self
                 .server
-                .run(keys.first(), call, Resend::OnDroppedConnection)
+                .run(keys.first(), &call, Resend::OnDroppedConnection)
                 .await?;
-            Ok(extended == 1)
+            script_reply::extend(reply).map_err(|text| self.server.failure(keys.first(), text))
         })
     }
 
@@ -468,27 +472,19 @@ impl Topology for Single {
                     "only a one-key lock can be handed over".into(),
                 ));
             };
-            let mut call = scripts::HAND_OVER.prepare_invoke();
+            let (ttl_arg, reserve_arg) = (ttl.as_millis().to_string(), reserve.to_string());
+            let mut call = ScriptCall::new(&scripts::HAND_OVER, 2, 4);
             call.key(key)
                 .key(fence_key)
                 .arg(old_token)
                 .arg(new_token)
-                .arg(ttl.as_millis() as u64)
-                .arg(reserve);
+                .arg(&ttl_arg)
+                .arg(&reserve_arg);
             // Not resent: a hand-over that ran gave the lock a new token; `Lifecycle::hand_over`
             // gives it back when the call fails.
-            let answer: Vec<i64> = self.server.run(keys.first(), call, Resend::Never).await?;
-            match (answer.as_slice(), reserve) {
-                ([0], _) => Ok(HandOver::NotHeld),
-                ([1], 0) => Ok(HandOver::Done { reserved: None }),
-                ([1, last], 1..) if *last >= reserve as i64 => Ok(HandOver::Done {
-                    reserved: Some(*last as u64),
-                }),
-                _ => Err(self.server.failure(
-                    keys.first(),
-                    format!("unexpected answer {answer:?} to a hand-over"),
-                )),
-            }
+            let reply = self.server.run(keys.first(), &call, Resend::Never).await?;
+            script_reply::hand_over(reply, reserve)
+                .map_err(|text| self.server.failure(keys.first(), text))
         })
     }
 
@@ -521,15 +517,6 @@ pub(super) fn driver_error(error: &RedisError) -> String {
         NOT_REDIS.to_owned()
     } else {
         error.to_string()
-    }
-}
-
-/// The text of a command Redis refused inside a batched script.
-fn refusal_text(value: &Value) -> String {
-    match value {
-        Value::BulkString(bytes) => String::from_utf8_lossy(bytes).into_owned(),
-        Value::SimpleString(text) => text.clone(),
-        other => format!("unexpected answer {other:?}"),
     }
 }
 

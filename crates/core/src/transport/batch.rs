@@ -10,9 +10,7 @@ use std::sync::Mutex;
 use tokio::sync::oneshot;
 
 use crate::error::LockError;
-
-/// At most this many requests share one script call, so one call never keeps Redis busy for long.
-pub const MAX_BATCH: usize = 128;
+use crate::protocol::chunks;
 
 /// Where the answer to one queued request goes.
 pub type Reply<R> = oneshot::Sender<Result<R, LockError>>;
@@ -39,18 +37,10 @@ impl<T, R> Batch<T, R> {
         (answer, pending.len() == 1)
     }
 
-    /// Everything queued so far, in chunks of at most [`MAX_BATCH`].
+    /// Everything queued so far, in chunks of at most [`chunks::MAX_BATCH`].
     pub fn take(&self) -> Vec<Vec<(T, Reply<R>)>> {
-        let mut pending = std::mem::take(&mut *self.pending.lock().expect("batch queue"));
-        let mut chunks = Vec::with_capacity(pending.len().div_ceil(MAX_BATCH));
-        while pending.len() > MAX_BATCH {
-            let rest = pending.split_off(MAX_BATCH);
-            chunks.push(std::mem::replace(&mut pending, rest));
-        }
-        if !pending.is_empty() {
-            chunks.push(pending);
-        }
-        chunks
+        let pending = std::mem::take(&mut *self.pending.lock().expect("batch queue"));
+        chunks::split(pending).collect()
     }
 }
 
@@ -71,6 +61,7 @@ pub async fn answer<R>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::chunks::MAX_BATCH;
 
     #[test]
     fn first_push_of_a_batch_asks_for_a_flush() {

@@ -2,10 +2,11 @@
 //! and feeds back the bytes it reads, on whatever event loop it runs (sans-IO).
 //!
 //! It carries the hot path of a single Redis: one-key acquire attempts and releases, coalesced like
-//! the topology's ([`crate::transport::batch::MAX_BATCH`] locks per script call). Driven from Node's own
-//! socket on the JS thread, a lock cycle crosses no thread at all, where the tokio connection
-//! costs a hop to the runtime and one back for every batch. Waiting, the watchdog, extend,
-//! multi-key locks and Redlock stay with the [`crate::Lifecycle`].
+//! the topology's ([`chunks::MAX_BATCH`] locks per script call), and written and read by the same
+//! [`crate::protocol`]. Driven from Node's own socket on the JS thread, a lock cycle crosses no
+//! thread at all, where the tokio connection costs a hop to the runtime and one back for every
+//! batch. Waiting, the watchdog, extend, multi-key locks and Redlock stay with the
+//! [`crate::Lifecycle`].
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -16,11 +17,14 @@ use crate::protocol::resp::{self, Reply};
 
 use crate::config::NodeConfig;
 use crate::error::{LockError, NOT_REDIS};
+use crate::protocol::chunks;
+use crate::protocol::handshake::Handshake;
 use crate::protocol::keys::LockKeys;
 use crate::protocol::lock::{valid_until, HeldLock};
+use crate::protocol::script_call::{Naming, ScriptCall};
+use crate::protocol::script_reply::{self, Attempt};
 use crate::protocol::scripts;
 use crate::protocol::token::new_token;
-use crate::transport::batch::MAX_BATCH;
 
 /// The wire's connection name in `CLIENT LIST`.
 pub const CLIENT_NAME: &str = "ironlock-wire";
@@ -59,6 +63,7 @@ struct Acquire<A> {
     keys: Arc<LockKeys>,
     token: String,
     ttl: Duration,
+    /// Rendered once, when queued: the encoding borrows it.
     ttl_arg: String,
     started: SystemTime,
 }
@@ -69,18 +74,18 @@ struct Release<R> {
     token: String,
 }
 
-/// One command on its way, in the order Redis answers.
+/// One command on its way, in the order Redis answers, with how it named its script.
 enum Call<A, R> {
     /// AUTH, SELECT or CLIENT SETNAME, before anything else.
     Setup,
-    Acquire(Vec<Acquire<A>>),
-    Release(Vec<Release<R>>),
+    Acquire(Vec<Acquire<A>>, Naming),
+    Release(Vec<Release<R>>, Naming),
 }
 
 pub struct Wire<A, R> {
     label: String,
     drift_factor: f64,
-    setup: Vec<Vec<Vec<u8>>>,
+    handshake: Handshake,
     setup_left: usize,
     acquires: Vec<Acquire<A>>,
     releases: Vec<Release<R>>,
@@ -91,28 +96,10 @@ pub struct Wire<A, R> {
 impl<A, R> Wire<A, R> {
     /// A wire to `node`; TLS is the caller's socket's business, AUTH and SELECT are ours.
     pub fn new(node: &NodeConfig, drift_factor: f64) -> Self {
-        let mut setup = Vec::new();
-        if let Some(password) = &node.password {
-            let mut auth = vec![b"AUTH".to_vec()];
-            if let Some(username) = &node.username {
-                auth.push(username.clone().into_bytes());
-            }
-            auth.push(password.expose().as_bytes().to_vec());
-            setup.push(auth);
-        }
-        if node.db != 0 {
-            setup.push(vec![b"SELECT".to_vec(), node.db.to_string().into_bytes()]);
-        }
-        // Named, so `CLIENT LIST` tells it from the runtime's connections.
-        setup.push(vec![
-            b"CLIENT".to_vec(),
-            b"SETNAME".to_vec(),
-            CLIENT_NAME.as_bytes().to_vec(),
-        ]);
         Self {
             label: node.label(),
             drift_factor,
-            setup,
+            handshake: Handshake::new(node, CLIENT_NAME),
             setup_left: usize::MAX,
             acquires: Vec::new(),
             releases: Vec::new(),
@@ -123,9 +110,9 @@ impl<A, R> Wire<A, R> {
 
     /// The first bytes of a new connection. Requests may be queued before its answers arrive.
     pub fn connected(&mut self, out: &mut Vec<u8>) {
-        self.setup_left = self.setup.len();
-        for command in &self.setup {
-            resp::encode(out, command);
+        self.setup_left = self.handshake.commands();
+        out.extend_from_slice(self.handshake.encoded());
+        for _ in 0..self.setup_left {
             self.in_flight.push_back(Call::Setup);
         }
     }
@@ -166,22 +153,39 @@ impl<A, R> Wire<A, R> {
         });
     }
 
-    /// Writes every queued request to `out`: one script call per [`MAX_BATCH`] locks.
+    /// Writes every queued request to `out`: one script call per [`chunks::MAX_BATCH`] locks.
     pub fn flush(&mut self, out: &mut Vec<u8>) {
-        let mut acquires = std::mem::take(&mut self.acquires);
-        while !acquires.is_empty() {
-            let rest = acquires.split_off(acquires.len().min(MAX_BATCH));
-            encode_acquires(out, &acquires, false);
-            self.in_flight.push_back(Call::Acquire(acquires));
-            acquires = rest;
+        for batch in chunks::split(std::mem::take(&mut self.acquires)) {
+            self.send_acquires(out, batch, Naming::ByHash);
         }
-        let mut releases = std::mem::take(&mut self.releases);
-        while !releases.is_empty() {
-            let rest = releases.split_off(releases.len().min(MAX_BATCH));
-            encode_releases(out, &releases, false);
-            self.in_flight.push_back(Call::Release(releases));
-            releases = rest;
+        for batch in chunks::split(std::mem::take(&mut self.releases)) {
+            self.send_releases(out, batch, Naming::ByHash);
         }
+    }
+
+    fn send_acquires(&mut self, out: &mut Vec<u8>, batch: Vec<Acquire<A>>, naming: Naming) {
+        let mut call = ScriptCall::new(&scripts::ACQUIRE_EACH, 2 * batch.len(), 2 * batch.len());
+        for attempt in &batch {
+            call.key(&attempt.keys.redis_keys[0])
+                .key(&attempt.keys.fence_keys[0]);
+        }
+        for attempt in &batch {
+            call.arg(&attempt.token).arg(&attempt.ttl_arg);
+        }
+        resp::encode(out, call.command(naming));
+        self.in_flight.push_back(Call::Acquire(batch, naming));
+    }
+
+    fn send_releases(&mut self, out: &mut Vec<u8>, batch: Vec<Release<R>>, naming: Naming) {
+        let mut call = ScriptCall::new(&scripts::RELEASE_EACH, batch.len(), 2 * batch.len());
+        for release in &batch {
+            call.key(&release.keys.redis_keys[0]);
+        }
+        for release in &batch {
+            call.arg(&release.token).arg(&release.keys.channels[0]);
+        }
+        resp::encode(out, call.command(naming));
+        self.in_flight.push_back(Call::Release(batch, naming));
     }
 
     /// Reads what Redis sent. Finished requests go to `events`; bytes to send back (a script
@@ -230,30 +234,26 @@ impl<A, R> Wire<A, R> {
                 self.setup_left -= 1;
                 Ok(())
             }
-            (Call::Acquire(batch), Reply::Error(message)) if is_noscript(&message) => {
-                encode_acquires(out, &batch, true);
-                self.in_flight.push_back(Call::Acquire(batch));
+            (Call::Acquire(batch, naming), reply) => {
+                match resend_naming(naming, &reply) {
+                    Some(naming) => self.send_acquires(out, batch, naming),
+                    None => self.acquired(batch, reply, events),
+                }
                 Ok(())
             }
-            (Call::Release(batch), Reply::Error(message)) if is_noscript(&message) => {
-                encode_releases(out, &batch, true);
-                self.in_flight.push_back(Call::Release(batch));
-                Ok(())
-            }
-            (Call::Acquire(batch), reply) => {
-                self.acquired(batch, reply, events);
-                Ok(())
-            }
-            (Call::Release(batch), reply) => {
-                self.released(batch, reply, events);
+            (Call::Release(batch, naming), reply) => {
+                match resend_naming(naming, &reply) {
+                    Some(naming) => self.send_releases(out, batch, naming),
+                    None => self.released(batch, reply, events),
+                }
                 Ok(())
             }
         }
     }
 
     fn acquired(&self, batch: Vec<Acquire<A>>, reply: Reply, events: &mut Vec<Event<A, R>>) {
-        let values = match expect_values(reply, 2 * batch.len()) {
-            Ok(values) => values,
+        let outcomes = match script_reply::acquire_each(reply, batch.len()) {
+            Ok(outcomes) => outcomes,
             Err(message) => {
                 for attempt in batch {
                     let error = self.failure(attempt.keys.first(), &message);
@@ -262,12 +262,12 @@ impl<A, R> Wire<A, R> {
                 return;
             }
         };
-        for (attempt, pair) in batch.into_iter().zip(values.chunks_exact(2)) {
-            events.push(match pair {
-                [Reply::Int(1), Reply::Int(fence)] => Event::Acquired {
+        for (attempt, outcome) in batch.into_iter().zip(outcomes) {
+            events.push(match outcome {
+                Ok(Attempt::Acquired { fence }) => Event::Acquired {
                     lock: HeldLock {
                         token: attempt.token,
-                        fence: *fence as u64,
+                        fence,
                         ttl: attempt.ttl,
                         expires_at: valid_until(attempt.started, attempt.ttl, self.drift_factor),
                         keys: attempt.keys,
@@ -275,23 +275,22 @@ impl<A, R> Wire<A, R> {
                     tag: attempt.tag,
                 },
                 // Who holds it does not matter here: the queue's first turn attempts again.
-                [Reply::Int(0 | 2), Reply::Int(pttl)] => Event::Busy {
+                Ok(Attempt::Busy { retry_after, .. }) => Event::Busy {
                     tag: attempt.tag,
                     keys: attempt.keys,
-                    retry_after: (*pttl >= 0).then(|| Duration::from_millis(*pttl as u64)),
+                    retry_after,
                 },
-                [_, refusal] => {
-                    let error = self.failure(attempt.keys.first(), &refusal_text(refusal));
+                Err(refusal) => {
+                    let error = self.failure(attempt.keys.first(), &refusal);
                     attempt.failed(error)
                 }
-                _ => unreachable!("chunks_exact(2) yields pairs"),
             });
         }
     }
 
     fn released(&self, batch: Vec<Release<R>>, reply: Reply, events: &mut Vec<Event<A, R>>) {
-        let values = match expect_values(reply, batch.len()) {
-            Ok(values) => values,
+        let outcomes = match script_reply::release_each(reply, batch.len()) {
+            Ok(outcomes) => outcomes,
             Err(message) => {
                 for release in batch {
                     let error = self.failure(release.keys.first(), &message);
@@ -300,14 +299,14 @@ impl<A, R> Wire<A, R> {
                 return;
             }
         };
-        for (release, value) in batch.into_iter().zip(values) {
-            events.push(match value {
-                Reply::Int(released) => Event::Released {
+        for (release, outcome) in batch.into_iter().zip(outcomes) {
+            events.push(match outcome {
+                Ok(released) => Event::Released {
                     tag: release.tag,
-                    released: released == 1,
+                    released,
                 },
-                refusal => {
-                    let error = self.failure(release.keys.first(), &refusal_text(&refusal));
+                Err(refusal) => {
+                    let error = self.failure(release.keys.first(), &refusal);
                     release.failed(error)
                 }
             });
@@ -335,13 +334,13 @@ impl<A, R> Wire<A, R> {
         for call in in_flight {
             match call {
                 Call::Setup => {}
-                Call::Acquire(batch) => {
+                Call::Acquire(batch, _) => {
                     for attempt in batch {
                         let error = error(attempt.keys.first());
                         events.push(attempt.failed(error));
                     }
                 }
-                Call::Release(batch) => {
+                Call::Release(batch, _) => {
                     for release in batch {
                         let error = error(release.keys.first());
                         events.push(release.failed(error));
@@ -387,82 +386,11 @@ impl<R> Release<R> {
     }
 }
 
-fn encode_acquires<A>(out: &mut Vec<u8>, batch: &[Acquire<A>], with_source: bool) {
-    let mut args: Vec<&[u8]> = Vec::with_capacity(3 + 4 * batch.len());
-    let count = (2 * batch.len()).to_string();
-    script_head(
-        &mut args,
-        &scripts::ACQUIRE_EACH,
-        scripts::ACQUIRE_EACH_LUA,
-        with_source,
-    );
-    args.push(count.as_bytes());
-    for attempt in batch {
-        args.push(attempt.keys.redis_keys[0].as_bytes());
-        args.push(attempt.keys.fence_keys[0].as_bytes());
-    }
-    for attempt in batch {
-        args.push(attempt.token.as_bytes());
-        args.push(attempt.ttl_arg.as_bytes());
-    }
-    resp::encode(out, args);
-}
-
-fn encode_releases<R>(out: &mut Vec<u8>, batch: &[Release<R>], with_source: bool) {
-    let mut args: Vec<&[u8]> = Vec::with_capacity(3 + 3 * batch.len());
-    let count = batch.len().to_string();
-    script_head(
-        &mut args,
-        &scripts::RELEASE_EACH,
-        scripts::RELEASE_EACH_LUA,
-        with_source,
-    );
-    args.push(count.as_bytes());
-    for release in batch {
-        args.push(release.keys.redis_keys[0].as_bytes());
-    }
-    for release in batch {
-        args.push(release.token.as_bytes());
-        args.push(release.keys.channels[0].as_bytes());
-    }
-    resp::encode(out, args);
-}
-
-/// `EVALSHA <hash>`, or `EVAL <source>` once Redis said it does not know the script (EVAL also
-/// caches it, so the calls after go by hash again).
-fn script_head<'a>(
-    args: &mut Vec<&'a [u8]>,
-    script: &'a redis::Script,
-    source: &'a str,
-    with_source: bool,
-) {
-    if with_source {
-        args.extend([b"EVAL".as_slice(), source.as_bytes()]);
-    } else {
-        args.extend([b"EVALSHA".as_slice(), script.get_hash().as_bytes()]);
-    }
-}
-
-fn is_noscript(message: &str) -> bool {
-    message.starts_with("NOSCRIPT")
-}
-
-fn expect_values(reply: Reply, expected: usize) -> Result<Vec<Reply>, String> {
+/// How to send a call again that Redis answered with `reply`, if it should go again.
+fn resend_naming(naming: Naming, reply: &Reply) -> Option<Naming> {
     match reply {
-        Reply::Array(Some(values)) if values.len() == expected => Ok(values),
-        Reply::Error(message) => Err(message),
-        other => Err(format!(
-            "expected {expected} values from the script, got {other:?}"
-        )),
-    }
-}
-
-/// The text of a command Redis refused inside a batched script.
-fn refusal_text(value: &Reply) -> String {
-    match value {
-        Reply::Bulk(Some(bytes)) => String::from_utf8_lossy(bytes).into_owned(),
-        Reply::Simple(text) | Reply::Error(text) => text.clone(),
-        other => format!("unexpected answer {other:?}"),
+        Reply::Error(message) => naming.resend_after(message),
+        _ => None,
     }
 }
 
@@ -470,6 +398,7 @@ fn refusal_text(value: &Reply) -> String {
 mod tests {
     use super::*;
     use crate::config::Secret;
+    use crate::protocol::chunks::MAX_BATCH;
 
     type TestWire = Wire<u32, u32>;
 

@@ -1,0 +1,260 @@
+//! How each script's reply is read, whichever connection brought it: the wire's RESP and
+//! redis-rs's values both arrive here as a [`Reply`]. `Err(text)` is what Redis refused or an
+//! answer no script gives, for the caller to report.
+
+use std::time::Duration;
+
+use crate::protocol::resp::Reply;
+
+/// The outcome of one attempt to take a lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attempt {
+    Acquired {
+        fence: u64,
+    },
+    /// Someone else holds at least one of the keys; `retry_after` is the longest remaining TTL
+    /// among them, `None` when a holder has no TTL at all. `foreign`: a holder is not ironlock's
+    /// (see [`crate::protocol::token`]), so no release of it will be announced.
+    Busy {
+        retry_after: Option<Duration>,
+        foreign: bool,
+    },
+}
+
+/// The outcome of handing a one-key lock to a new token (see
+/// [`crate::topology::Topology::hand_over`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HandOver {
+    /// The key no longer held the old token: nothing changed.
+    NotHeld,
+    /// The key now holds the new token; `reserved` is the last fencing token of the block
+    /// reserved with it, when one was asked for.
+    Done { reserved: Option<u64> },
+}
+
+/// [`crate::protocol::scripts::ACQUIRE_EACH`]'s reply to a call of `locks` locks: each lock's
+/// outcome in order, `Err` holding the text of the command Redis refused for that lock.
+pub fn acquire_each(
+    reply: Reply,
+    locks: usize,
+) -> Result<impl Iterator<Item = Result<Attempt, String>>, String> {
+    let mut values = values(reply, 2 * locks)?.into_iter();
+    Ok(std::iter::from_fn(move || {
+        Some(attempt(values.next()?, values.next()?))
+    }))
+}
+
+/// [`crate::protocol::scripts::ACQUIRE_ALL`]'s reply: the same pair as one lock of ACQUIRE_EACH.
+pub fn acquire_all(reply: Reply) -> Result<Attempt, String> {
+    let mut pair = values(reply, 2)?.into_iter();
+    match (pair.next(), pair.next()) {
+        (Some(code), Some(value)) => attempt(code, value),
+        _ => unreachable!("values() checked there are two"),
+    }
+}
+
+/// `1, fence`: taken; `0, pttl` (an ironlock holder) or `2, pttl` (any other): busy, pttl -1
+/// meaning a holder without TTL; anything else carries the text of a refused command.
+fn attempt(code: Reply, value: Reply) -> Result<Attempt, String> {
+    match (code, value) {
+        (Reply::Int(1), Reply::Int(fence)) => Ok(Attempt::Acquired {
+            fence: fence as u64,
+        }),
+        (Reply::Int(code @ (0 | 2)), Reply::Int(pttl)) => Ok(Attempt::Busy {
+            retry_after: (pttl >= 0).then(|| Duration::from_millis(pttl as u64)),
+            foreign: code == 2,
+        }),
+        (_, refusal) => Err(refusal_text(refusal)),
+    }
+}
+
+/// [`crate::protocol::scripts::RELEASE_EACH`]'s reply to a call of `keys` keys: for each in
+/// order, whether it still held the token (and is now deleted), or the text Redis refused it with.
+pub fn release_each(
+    reply: Reply,
+    keys: usize,
+) -> Result<impl Iterator<Item = Result<bool, String>>, String> {
+    Ok(values(reply, keys)?.into_iter().map(one_or_zero))
+}
+
+/// [`crate::protocol::scripts::EXTEND`]'s reply: whether every key still held the token.
+pub fn extend(reply: Reply) -> Result<bool, String> {
+    one_or_zero(reply)
+}
+
+fn one_or_zero(value: Reply) -> Result<bool, String> {
+    match value {
+        Reply::Int(flag) => Ok(flag == 1),
+        refusal => Err(refusal_text(refusal)),
+    }
+}
+
+/// [`crate::protocol::scripts::HAND_OVER`]'s reply to a hand-over that asked to reserve
+/// `reserve` fencing tokens.
+pub fn hand_over(reply: Reply, reserve: u64) -> Result<HandOver, String> {
+    let values = match &reply {
+        Reply::Array(Some(values)) => values.as_slice(),
+        _ => &[],
+    };
+    match (values, reserve) {
+        ([Reply::Int(0)], _) => Ok(HandOver::NotHeld),
+        ([Reply::Int(1)], 0) => Ok(HandOver::Done { reserved: None }),
+        ([Reply::Int(1), Reply::Int(last)], 1..) if *last >= reserve as i64 => Ok(HandOver::Done {
+            reserved: Some(*last as u64),
+        }),
+        _ => Err(format!("unexpected answer {reply:?} to a hand-over")),
+    }
+}
+
+/// [`crate::protocol::scripts::COUNT_HELD`]'s reply: how many of the keys exist.
+pub fn count_held(reply: Reply) -> Result<u64, String> {
+    match reply {
+        Reply::Int(held) if held >= 0 => Ok(held as u64),
+        other => Err(refusal_text(other)),
+    }
+}
+
+/// The values of a batched script's reply, checking there is one for each request.
+fn values(reply: Reply, expected: usize) -> Result<Vec<Reply>, String> {
+    match reply {
+        Reply::Array(Some(values)) if values.len() == expected => Ok(values),
+        Reply::Array(Some(values)) => Err(format!(
+            "expected {expected} values from the script, got {}",
+            values.len()
+        )),
+        Reply::Error(message) => Err(message),
+        other => Err(format!(
+            "expected {expected} values from the script, got {other:?}"
+        )),
+    }
+}
+
+/// The text of a command Redis refused: the scripts hand it back as a string.
+fn refusal_text(value: Reply) -> String {
+    match value {
+        Reply::Bulk(Some(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
+        Reply::Simple(text) | Reply::Error(text) => text,
+        other => format!("unexpected answer {other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn array(values: Vec<Reply>) -> Reply {
+        Reply::Array(Some(values))
+    }
+
+    fn bulk(text: &str) -> Reply {
+        Reply::Bulk(Some(text.as_bytes().to_vec()))
+    }
+
+    #[test]
+    fn reads_each_shape_of_an_acquire_each_pair() {
+        let reply = array(vec![
+            Reply::Int(1),
+            Reply::Int(7),
+            Reply::Int(0),
+            Reply::Int(1500),
+            Reply::Int(2),
+            Reply::Int(-1),
+            Reply::Int(-1),
+            bulk("OOM command not allowed when used memory > 'maxmemory'."),
+        ]);
+        let outcomes: Vec<_> = acquire_each(reply, 4).unwrap().collect();
+        assert_eq!(
+            outcomes,
+            [
+                Ok(Attempt::Acquired { fence: 7 }),
+                Ok(Attempt::Busy {
+                    retry_after: Some(Duration::from_millis(1500)),
+                    foreign: false,
+                }),
+                Ok(Attempt::Busy {
+                    retry_after: None,
+                    foreign: true,
+                }),
+                Err("OOM command not allowed when used memory > 'maxmemory'.".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_reply_of_the_wrong_size_fails_the_whole_call() {
+        let short = array(vec![Reply::Int(1), Reply::Int(7)]);
+        let error = acquire_each(short, 2).err().unwrap();
+        assert_eq!(error, "expected 4 values from the script, got 2");
+        let refused = Reply::Error("BUSY Redis is busy running a script".into());
+        assert_eq!(
+            release_each(refused, 1).err().unwrap(),
+            "BUSY Redis is busy running a script"
+        );
+        assert!(acquire_all(Reply::Int(1))
+            .unwrap_err()
+            .starts_with("expected 2 values from the script, got Int(1)"));
+    }
+
+    #[test]
+    fn reads_acquire_all_like_one_acquire_each_pair() {
+        let taken = array(vec![Reply::Int(1), Reply::Int(42)]);
+        assert_eq!(acquire_all(taken), Ok(Attempt::Acquired { fence: 42 }));
+        let busy = array(vec![Reply::Int(2), Reply::Int(300)]);
+        assert_eq!(
+            acquire_all(busy),
+            Ok(Attempt::Busy {
+                retry_after: Some(Duration::from_millis(300)),
+                foreign: true,
+            })
+        );
+    }
+
+    #[test]
+    fn reads_release_each_values_and_refusals() {
+        let reply = array(vec![
+            Reply::Int(1),
+            Reply::Int(0),
+            bulk("WRONGTYPE Operation against a key holding the wrong kind of value"),
+        ]);
+        let released: Vec<_> = release_each(reply, 3).unwrap().collect();
+        assert_eq!(
+            released,
+            [
+                Ok(true),
+                Ok(false),
+                Err("WRONGTYPE Operation against a key holding the wrong kind of value".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn reads_extend_and_count_held() {
+        assert_eq!(extend(Reply::Int(1)), Ok(true));
+        assert_eq!(extend(Reply::Int(0)), Ok(false));
+        assert_eq!(count_held(Reply::Int(2)), Ok(2));
+        assert_eq!(
+            count_held(Reply::Bulk(None)),
+            Err("unexpected answer Bulk(None)".into())
+        );
+    }
+
+    #[test]
+    fn reads_a_hand_over() {
+        let answer = |values: &[i64]| array(values.iter().copied().map(Reply::Int).collect());
+        assert_eq!(hand_over(answer(&[0]), 3), Ok(HandOver::NotHeld));
+        assert_eq!(
+            hand_over(answer(&[1]), 0),
+            Ok(HandOver::Done { reserved: None })
+        );
+        assert_eq!(
+            hand_over(answer(&[1, 9]), 3),
+            Ok(HandOver::Done { reserved: Some(9) })
+        );
+        let below_the_block = hand_over(answer(&[1, 2]), 3).unwrap_err();
+        assert!(
+            below_the_block.contains("to a hand-over"),
+            "{below_the_block}"
+        );
+        assert!(hand_over(answer(&[1]), 3).is_err(), "a block was asked for");
+    }
+}
