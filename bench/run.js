@@ -1,6 +1,7 @@
 'use strict'
 
-// npm run bench -- [--only name1,name2] [--case uncontended,contended,contended-processes,foreign] [--quick]
+// npm run bench -- [--only name1,name2] [--case uncontended,contended,contended-processes,foreign]
+//                   [--topology single,redlock] [--tasks 100] [--quick]
 //
 // Runs every lock implementation against the same throwaway redis-server(s),
 // case by case, all in this one process (only the contended-across-processes
@@ -24,6 +25,7 @@ const RESULTS_FILE = path.join(__dirname, 'results.json')
 const REDLOCK_NODES = 3
 const OURS = 'ironlock'
 const CASE_GROUPS = ['uncontended', 'contended', 'contended-processes', 'foreign']
+const TOPOLOGIES = ['single', 'redlock']
 
 const FULL = {
   uncontended: { workers: 32, warmupMs: 500, measureMs: 2000 },
@@ -61,12 +63,20 @@ function parseCli () {
     options: {
       only: { type: 'string' },
       case: { type: 'string' },
+      topology: { type: 'string' },
+      tasks: { type: 'string' },
       quick: { type: 'boolean', default: false }
     }
   })
   const only = listOption(values.only, adapters.map((adapter) => adapter.name), 'implementation')
   const groups = listOption(values.case, CASE_GROUPS, 'case')
-  return { only, groups, quick: values.quick }
+  const topologies = listOption(values.topology, TOPOLOGIES, 'topology')
+  const tasks = values.tasks?.split(',').map((count) => {
+    const tasks = Number(count)
+    if (!Number.isInteger(tasks) || tasks < 1) throw new Error(`--tasks: not a positive integer: ${count}`)
+    return tasks
+  })
+  return { only, groups, topologies, tasks, quick: values.quick }
 }
 
 // A comma-separated option; all of `known` when it is not given.
@@ -198,8 +208,8 @@ async function machineInfo (servers) {
 }
 
 async function main () {
-  const { only, groups, quick } = parseCli()
-  const settings = quick ? QUICK : FULL
+  const { only, groups, topologies: topologyNames, tasks, quick } = parseCli()
+  const settings = { ...(quick ? QUICK : FULL), ...(tasks && { contendedTasks: tasks }) }
   const selected = adapters.filter((adapter) => only.includes(adapter.name))
   for (const adapter of selected.filter((a) => a.unavailable)) {
     console.log(`note: skipping ${adapter.name}: ${adapter.unavailable}`)
@@ -209,12 +219,12 @@ async function main () {
 
   const servers = await startRedisServers(1 + REDLOCK_NODES)
   try {
-    const meta = { ...(await machineInfo(servers)), quick, cases: groups, settings, skipped }
+    const meta = { ...(await machineInfo(servers)), quick, cases: groups, topologies: topologyNames, settings, skipped }
     console.log(`node ${meta.node}, redis ${meta.redis}, ${meta.cpus} × ${meta.cpuModel}`)
     const topologies = [
-      { name: 'single node', servers: servers.slice(0, 1) },
-      { name: `redlock (${REDLOCK_NODES} masters)`, servers: servers.slice(1) }
-    ]
+      { key: 'single', name: 'single node', servers: servers.slice(0, 1) },
+      { key: 'redlock', name: `redlock (${REDLOCK_NODES} masters)`, servers: servers.slice(1) }
+    ].filter((topology) => topologyNames.includes(topology.key))
     const results = []
     for (const topology of topologies) {
       const multiNode = topology.servers.length > 1
