@@ -30,6 +30,12 @@ pub enum HandOver {
     /// The key now holds the new token; `reserved` is the last fencing token of the block
     /// reserved with it, when one was asked for.
     Done { reserved: Option<u64> },
+    /// The key now holds the new token, whose fence the topology chose itself (Redlock: above
+    /// the old fence on every node that granted it).
+    Fenced { fence: u64 },
+    /// The old token was released but the new one does not hold the lock (Redlock: the new
+    /// lock's validity ran out on the way); the waiter attempts as after a release.
+    Released,
 }
 
 /// [`crate::protocol::scripts::ACQUIRE_EACH`]'s reply to a call of `locks` locks: each lock's

@@ -237,3 +237,36 @@ return 1
 "#,
     )
 });
+
+/// Redlock's hand-over on one node: passes a one-key lock from its holder straight to the next
+/// local waiter (see `Topology::hand_over`), or takes the key where it is free, as an attempt
+/// would. The key is never free where the old token held it, and nothing is published.
+///
+/// The new fence is above `floor`, the old holder's fence, on every node that grants, whatever
+/// its counter said: so any majority's answers give a fence above the old one, and the nodes of
+/// a chain agree (every counter is `floor + 1`) without a lift. `INCR` alone does it once the
+/// counters agree; a counter below the floor is raised to it.
+///
+/// KEYS: lock key, fencing counter. ARGV: old token, new token, new ttl in ms, floor. Returns
+/// `{0}` when another token holds the key, `{1, fence}` when the key was free and is taken,
+/// `{2, fence}` when the old token held it and the new one does now.
+pub static REDLOCK_HAND_OVER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local holder = redis.call('GET', KEYS[1])
+local code = 1
+if holder == ARGV[1] then
+  code = 2
+elseif holder then
+  return {0}
+end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+local floor = tonumber(ARGV[4]) + 1
+local fence = redis.call('INCR', KEYS[2])
+if fence < floor then
+  fence = redis.call('INCRBY', KEYS[2], string.format('%.0f', floor - fence))
+end
+return {code, fence}
+"#,
+    )
+});

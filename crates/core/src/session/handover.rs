@@ -105,6 +105,17 @@ impl Link {
             },
         ))
     }
+
+    /// The chain that continues with `token`, once a topology that fences each hand-over
+    /// itself (Redlock) handed the lock to it: it counts the link and keeps no block.
+    pub fn done_fenced(self, token: String, fence: u64) -> Chain {
+        Chain {
+            holder: token,
+            next: fence + 1,
+            last: fence,
+            links: self.links,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -167,6 +178,25 @@ mod tests {
         assert_eq!(other.links, 1);
         let (fence, next) = link(Some(chain), "a+", &mut counter).unwrap();
         assert_eq!((fence, next.links), (102, 2));
+    }
+
+    #[test]
+    fn a_chain_fenced_by_its_topology_counts_its_links_and_keeps_no_block() {
+        let mut token = "t".to_owned();
+        let mut chain = None;
+        let mut links = 0;
+        // Redlock: every hand-over's fence comes from the nodes, one above the last.
+        let mut fence = 1_000;
+        while let Plan::HandOver(link) = Plan::for_release(chain.take(), &token) {
+            assert_eq!(link.reserve(), FENCE_BLOCK, "no block to hand out from");
+            fence += 1;
+            token = format!("{token}+");
+            let next = link.done_fenced(token.clone(), fence);
+            assert_eq!((next.next, next.last), (fence + 1, fence));
+            chain = Some(next);
+            links += 1;
+        }
+        assert_eq!(links, MAX_LINKS, "a fenced chain ends like any other");
     }
 
     #[test]

@@ -255,14 +255,8 @@ impl Lifecycle {
                 until = until.min(now + poll);
             }
             if !can_take_over {
-                let spread = self.topology.attempt_spread();
                 let released = ticket.await_release(generation, until, subscribed).await;
-                if released && !spread.is_zero() {
-                    let pause = ticket.pause_after_release(spread);
-                    if !pause.is_zero() {
-                        tokio::time::sleep(pause).await;
-                    }
-                }
+                self.spread_after_release(ticket, released).await;
                 continue;
             }
             // While it sleeps, the head offers to take the lock over from a local release.
@@ -270,8 +264,9 @@ impl Lifecycle {
             let outcome = tokio::select! {
                 biased;
                 outcome = &mut handed => outcome,
-                _ = ticket.await_release(generation, until, subscribed) => {
+                released = ticket.await_release(generation, until, subscribed) => {
                     if ticket.withdraw_offer() {
+                        self.spread_after_release(ticket, released).await;
                         continue;
                     }
                     // A release took the offer: an attempt now would only find the lock held,
@@ -290,6 +285,18 @@ impl Lifecycle {
             // receiver empty: the next turn attempts, as after a release.
             if let Ok(handed) = outcome {
                 return Ok(handed.into_lock());
+            }
+        }
+    }
+
+    /// Where votes can split (see [`Topology::attempt_spread`]), the head's pause before it
+    /// attempts after a release was announced.
+    async fn spread_after_release(&self, ticket: &Ticket, released: bool) {
+        let spread = self.topology.attempt_spread();
+        if released && !spread.is_zero() {
+            let pause = ticket.pause_after_release(spread);
+            if !pause.is_zero() {
+                tokio::time::sleep(pause).await;
             }
         }
     }
@@ -368,14 +375,21 @@ impl Lifecycle {
         };
         let outcome = self
             .topology
-            .hand_over(&lock.keys, &lock.token, &token, ttl, handing.reserve())
+            .hand_over(
+                &lock.keys,
+                &lock.token,
+                lock.fence,
+                &token,
+                ttl,
+                handing.reserve(),
+            )
             .await;
         match outcome {
-            Ok(HandOver::Done { reserved }) => {
-                let Some(fence) = handing.handed_to(&token, reserved) else {
+            Ok(done @ (HandOver::Done { .. } | HandOver::Fenced { .. })) => {
+                let Some(fence) = handing.handed(&token, done) else {
                     return Err(LockError::Connection {
                         key: lock.key().to_owned(),
-                        message: format!("unexpected fence block {reserved:?} from a hand-over"),
+                        message: format!("unexpected answer {done:?} to a hand-over"),
                     });
                 };
                 undo.token = None;
@@ -391,6 +405,11 @@ impl Lifecycle {
             Ok(HandOver::NotHeld) => {
                 undo.token = None;
                 Ok(false)
+            }
+            // The old lock is released but not handed: dropping `handing` makes the head attempt.
+            Ok(HandOver::Released) => {
+                undo.token = None;
+                Ok(true)
             }
             // The script may have run before the connection failed: `undo` gives it back.
             Err(error) => Err(error),

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 
 use crate::protocol::lock::HeldLock;
 use crate::session::handover::{Chain, Link, Plan, MAX_LINKS};
-use crate::topology::{ReleaseListener, Topology};
+use crate::topology::{HandOver, ReleaseListener, Topology};
 
 /// Longest sleep of a head whose release channel could not be subscribed.
 const UNSUBSCRIBED_POLL: Duration = Duration::from_millis(250);
@@ -380,6 +380,21 @@ impl Handing {
         let (fence, chain) = self.link.take()?.done(token.to_owned(), reserved)?;
         self.queue.state.lock().expect("queue state").chain = Some(chain);
         Some(fence)
+    }
+
+    /// The lock went to `token`, as `done` says: [`Handing::handed_to`] for a fence from the
+    /// chain's block; for a fence the topology chose (Redlock), continues the chain with it.
+    /// `None` when `done` is not a hand-over or does not fit the request.
+    pub fn handed(&mut self, token: &str, done: HandOver) -> Option<u64> {
+        match done {
+            HandOver::Done { reserved } => self.handed_to(token, reserved),
+            HandOver::Fenced { fence } => {
+                let chain = self.link.take()?.done_fenced(token.to_owned(), fence);
+                self.queue.state.lock().expect("queue state").chain = Some(chain);
+                Some(fence)
+            }
+            HandOver::NotHeld | HandOver::Released => None,
+        }
     }
 
     /// Sends the lock to the head. Should the head have left meanwhile, the lock is released in

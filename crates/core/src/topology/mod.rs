@@ -69,18 +69,21 @@ pub trait Topology: Send + Sync + 'static {
         Duration::ZERO
     }
 
-    /// Whether [`Topology::hand_over`] works: only where one server decides who holds a key.
+    /// Whether [`Topology::hand_over`] works: one Redis, and Redlock (node by node, the new
+    /// token needing a majority like an attempt).
     fn supports_hand_over(&self) -> bool {
         false
     }
 
-    /// Replaces `old_token` by `new_token` (living `ttl` from now) on a one-key lock, without the
-    /// key ever being free; with `reserve > 0`, also reserves that many fencing tokens in one go.
+    /// Replaces `old_token` (whose fence was `old_fence`) by `new_token` (living `ttl` from now)
+    /// on a one-key lock, without the key ever being free; with `reserve > 0`, also reserves that
+    /// many fencing tokens in one go, where the topology uses blocks (one Redis).
     /// Only called when [`Topology::supports_hand_over`] is true.
     fn hand_over<'a>(
         &'a self,
         keys: &'a LockKeys,
         _old_token: &'a str,
+        _old_fence: u64,
         _new_token: &'a str,
         _ttl: Duration,
         _reserve: u64,

@@ -3,6 +3,11 @@
 //! Every operation goes to all nodes at once and resolves as soon as its outcome is certain, so a
 //! stalled node delays nothing while a majority answers; the slower nodes finish in the background.
 //! A lost attempt is undone on every node.
+//!
+//! A release in this process with a local waiter hands the lock over instead (see
+//! [`Topology::hand_over`]): node by node, the key goes from the old token to the new one without
+//! ever being free, and the new token holds the lock when a majority made the switch, as an
+//! attempt would need; otherwise both tokens are given back everywhere.
 
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -10,11 +15,14 @@ use std::time::{Duration, Instant};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use rand::Rng;
 
-use super::{Attempt, BoxFuture, ReleaseListener, Single, Topology};
+use super::{Attempt, BoxFuture, HandOver, ReleaseListener, Single, Topology};
 use crate::config::NodeConfig;
 use crate::error::{LockError, QuorumVotes};
 use crate::protocol::keys::LockKeys;
 use crate::protocol::lock::drift;
+use crate::protocol::resp::Reply;
+use crate::protocol::script_call::ScriptCall;
+use crate::protocol::scripts;
 
 /// Longest pause before retrying a round whose votes were split between competing clients.
 const SPLIT_VOTE_RETRY: Duration = Duration::from_millis(50);
@@ -184,6 +192,67 @@ impl Redlock {
     }
 }
 
+/// One node's answer to a hand-over (see [`scripts::REDLOCK_HAND_OVER`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum NodeHandOver {
+    /// Another token holds the key there.
+    Refused,
+    /// The key was free there and the new token took it, with this fence.
+    Taken { fence: u64 },
+    /// The old token held the key there and the new one does now, with this fence.
+    Replaced { fence: u64 },
+}
+
+impl NodeHandOver {
+    fn replaced(&self) -> bool {
+        matches!(self, NodeHandOver::Replaced { .. })
+    }
+
+    fn fence(&self) -> Option<u64> {
+        match self {
+            NodeHandOver::Refused => None,
+            NodeHandOver::Taken { fence } | NodeHandOver::Replaced { fence } => Some(*fence),
+        }
+    }
+}
+
+/// Runs the hand-over script on one node.
+async fn hand_over_on(
+    node: Arc<Single>,
+    keys: Arc<LockKeys>,
+    tokens: Arc<(String, String)>,
+    ttl_ms: u64,
+    floor: u64,
+) -> Result<NodeHandOver, LockError> {
+    let (ttl_arg, floor_arg) = (ttl_ms.to_string(), floor.to_string());
+    let mut call = ScriptCall::new(&scripts::REDLOCK_HAND_OVER, 2, 4);
+    call.key(&keys.redis_keys[0])
+        .key(&keys.fence_keys[0])
+        .arg(&tokens.0)
+        .arg(&tokens.1)
+        .arg(&ttl_arg)
+        .arg(&floor_arg);
+    let reply = node.run_script(keys.first(), &call).await?;
+    let values = match &reply {
+        Reply::Array(Some(values)) => values.as_slice(),
+        _ => &[],
+    };
+    match values {
+        [Reply::Int(0)] => Ok(NodeHandOver::Refused),
+        [Reply::Int(1), Reply::Int(fence)] if *fence > 0 => Ok(NodeHandOver::Taken {
+            fence: *fence as u64,
+        }),
+        [Reply::Int(2), Reply::Int(fence)] if *fence > 0 => Ok(NodeHandOver::Replaced {
+            fence: *fence as u64,
+        }),
+        _ => Err(LockError::connection(
+            keys.first(),
+            node.label(),
+            &format!("unexpected answer {reply:?} to a hand-over"),
+        )),
+    }
+}
+
 /// `decided` for a yes/no round: a majority either way is final.
 fn majority_decided<T>(
     quorum: usize,
@@ -314,6 +383,84 @@ impl Topology for Redlock {
 
     fn attempt_spread(&self) -> Duration {
         ATTEMPT_SPREAD
+    }
+
+    fn supports_hand_over(&self) -> bool {
+        true
+    }
+
+    /// Hands a one-key lock to `new_token` on every node where `old_token` holds it (and takes
+    /// the key where it is free), in one round. The new token holds the lock once a majority of
+    /// nodes switched from the old token, within the new TTL's validity, as an attempt would need;
+    /// its fence is above `old_fence` on every node that granted it. Otherwise the old lock no
+    /// longer held a majority: both tokens are given back on every node.
+    ///
+    /// When every node that granted gave `old_fence + 1` (the nodes' counters agreed, as they do
+    /// from a chain's second link on), each of them now counts at least the new fence, as does
+    /// every node that grants later: no lift is needed. Otherwise the counters are lifted, as after
+    /// an attempt.
+    fn hand_over<'a>(
+        &'a self,
+        keys: &'a LockKeys,
+        old_token: &'a str,
+        old_fence: u64,
+        new_token: &'a str,
+        ttl: Duration,
+        _reserve: u64,
+    ) -> BoxFuture<'a, Result<HandOver, LockError>> {
+        Box::pin(async move {
+            if keys.redis_keys.len() != 1 || keys.fence_keys.len() != 1 {
+                return Err(LockError::Connection {
+                    key: keys.first().to_owned(),
+                    message: "only a one-key lock can be handed over".into(),
+                });
+            }
+            let started = Instant::now();
+            let shared_keys = Arc::new(keys.clone());
+            let tokens = Arc::new((old_token.to_owned(), new_token.to_owned()));
+            let ttl_ms = ttl.as_millis() as u64;
+            // Nodes that answer after the round was decided need nothing: a failed hand-over is
+            // undone on every node below, after the script on each.
+            let answers = self
+                .round(
+                    self.node_timeout(ttl),
+                    |node| {
+                        hand_over_on(node, shared_keys.clone(), tokens.clone(), ttl_ms, old_fence)
+                    },
+                    majority_decided(self.quorum, NodeHandOver::replaced),
+                    |_, _| {},
+                )
+                .await;
+            let votes = self.votes(&answers, NodeHandOver::replaced);
+            if votes.granted >= self.quorum {
+                let fence = answers
+                    .iter()
+                    .filter_map(|answer| match answer {
+                        Some(Ok(granted)) => granted.fence(),
+                        _ => None,
+                    })
+                    .max()
+                    .unwrap_or(0);
+                let validity = ttl
+                    .checked_sub(started.elapsed() + drift(ttl, self.drift_factor))
+                    .unwrap_or_default();
+                if validity.is_zero() {
+                    // The old lock was released on a majority; the new one came too late.
+                    Self::undo(self.nodes.clone(), shared_keys, tokens.1.clone());
+                    return Ok(HandOver::Released);
+                }
+                if fence > old_fence + 1 {
+                    self.lift_fences(keys, fence);
+                }
+                return Ok(HandOver::Fenced { fence });
+            }
+            Self::undo(self.nodes.clone(), shared_keys.clone(), tokens.1.clone());
+            Self::undo(self.nodes.clone(), shared_keys, tokens.0.clone());
+            match self.unreachable(keys.first(), &answers, votes) {
+                Some(error) => Err(error),
+                None => Ok(HandOver::NotHeld),
+            }
+        })
     }
 
     /// Yes when no node holds any of `keys` (a node that does not answer counts as free: the

@@ -125,6 +125,16 @@ impl Single {
         script_reply::count_held(reply).map_err(|text| self.server.failure(keys.first(), text))
     }
 
+    /// Runs one script of Redlock's own (the topology builds the call and reads the reply),
+    /// not resent.
+    pub(super) async fn run_script(
+        &self,
+        key: &str,
+        call: &ScriptCall<'_>,
+    ) -> Result<resp::Reply, LockError> {
+        self.server.run(key, call, Resend::Never).await
+    }
+
     /// Raises the fencing counters of `keys` to at least `fence` (see [`scripts::LIFT_FENCES`]),
     /// in the background. Lifts asked for together travel as one script call, which leaves
     /// before anything asked for later.
@@ -461,6 +471,7 @@ impl Topology for Single {
         &'a self,
         keys: &'a LockKeys,
         old_token: &'a str,
+        _old_fence: u64,
         new_token: &'a str,
         ttl: Duration,
         reserve: u64,

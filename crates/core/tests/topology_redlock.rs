@@ -1,0 +1,282 @@
+//! Redlock hand-over against three real `redis-server`s: a contended one-key lock goes from its
+//! holder straight to the next waiter of the same process, node by node, with a fence above the
+//! last one on every node that grants it.
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ironlock_core::session::handover::MAX_LINKS;
+use ironlock_core::{AcquireOptions, HeldLock, Lifecycle, LockerConfig, Target};
+use support::RedisServer;
+use tokio::time::Instant;
+
+const TIMEOUT: Duration = Duration::from_millis(1_000);
+const KEY: &str = "hot";
+/// Long enough that no waiter in these tests wakes because the holder's TTL ran out.
+const TTL_MS: u64 = 10_000;
+
+struct Nodes {
+    servers: Vec<RedisServer>,
+}
+
+impl Nodes {
+    fn start() -> Arc<Self> {
+        Arc::new(Self {
+            servers: (0..3).map(|_| RedisServer::start()).collect(),
+        })
+    }
+
+    fn locker(&self) -> Arc<Lifecycle> {
+        let config = LockerConfig {
+            connect_timeout: TIMEOUT,
+            command_timeout: TIMEOUT,
+            ..LockerConfig::new(Target::Redlock(
+                self.servers.iter().map(RedisServer::node).collect(),
+            ))
+        };
+        Arc::new(Lifecycle::new(&config).expect("valid config"))
+    }
+
+    fn first(&self) -> &RedisServer {
+        &self.servers[0]
+    }
+
+    fn tokens(&self) -> Vec<Option<String>> {
+        self.servers
+            .iter()
+            .map(|server| server.query(&["GET", KEY]))
+            .collect()
+    }
+
+    fn counters(&self, counter: &str) -> Vec<u64> {
+        self.servers
+            .iter()
+            .map(|server| {
+                server
+                    .query::<Option<u64>>(&["GET", counter])
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+
+    fn reset_stats(&self) {
+        self.servers.iter().for_each(RedisServer::reset_stats);
+    }
+
+    /// Per node: every command run since the last reset (those inside scripts included), and the
+    /// `PUBLISH`es among them.
+    fn calls(&self) -> Vec<(u64, u64)> {
+        self.servers
+            .iter()
+            .map(|server| (server.calls(), server.calls_of("publish")))
+            .collect()
+    }
+
+    /// Waits until no node holds `KEY`, or fails.
+    async fn until_free(&self, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while self.tokens().iter().any(Option::is_some) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let tokens = self.tokens();
+        self.first().check(
+            tokens.iter().all(Option::is_none),
+            format_args!("{what}: the key is left locked: {tokens:?}"),
+        );
+    }
+}
+
+fn options(wait_ms: Option<u64>) -> AcquireOptions {
+    AcquireOptions {
+        ttl: Duration::from_millis(TTL_MS),
+        wait: wait_ms.map(Duration::from_millis),
+        cancel: None,
+    }
+}
+
+async fn acquire(nodes: &Nodes, locker: &Lifecycle, options: &AcquireOptions) -> HeldLock {
+    match locker.acquire(locker.keys(vec![KEY.into()]), options).await {
+        Ok(lock) => lock,
+        Err(error) => nodes.first().fail(format_args!("acquire {KEY}: {error:?}")),
+    }
+}
+
+/// Who held the lock, in the order they held it.
+#[derive(Default)]
+struct Record {
+    inside: AtomicUsize,
+    fences: Mutex<Vec<u64>>,
+}
+
+impl Record {
+    /// Holds `lock` for `hold`, checking nobody else holds it meanwhile, then releases it.
+    async fn hold(&self, nodes: &Nodes, locker: &Lifecycle, lock: HeldLock, hold: Duration) {
+        let server = nodes.first();
+        server.check_eq(
+            self.inside.fetch_add(1, Ordering::SeqCst),
+            0,
+            "others holding the lock at the same time",
+        );
+        self.fences.lock().unwrap().push(lock.fence);
+        tokio::time::sleep(hold).await;
+        self.inside.fetch_sub(1, Ordering::SeqCst);
+        server.check_eq(
+            locker.release(&lock).await,
+            Ok(true),
+            "release of a held lock",
+        );
+    }
+
+    #[track_caller]
+    fn check_fences_increase(&self, nodes: &Nodes, expected: usize) -> Vec<u64> {
+        let fences = self.fences.lock().unwrap().clone();
+        let server = nodes.first();
+        server.check_eq(fences.len(), expected, "acquisitions");
+        for pair in fences.windows(2) {
+            server.check(
+                pair[0] < pair[1],
+                format_args!("fences must grow in acquisition order: {pair:?}"),
+            );
+        }
+        fences
+    }
+}
+
+/// `n` local waiters queue for the key while `first` holds it, then each holds it for `hold`.
+async fn contend(
+    nodes: &Arc<Nodes>,
+    locker: &Arc<Lifecycle>,
+    first: HeldLock,
+    n: usize,
+    hold: Duration,
+) -> Arc<Record> {
+    let record = Arc::new(Record::default());
+    let waiters: Vec<_> = (0..n)
+        .map(|_| {
+            let (nodes, locker, record) = (nodes.clone(), locker.clone(), record.clone());
+            tokio::spawn(async move {
+                let lock = acquire(&nodes, &locker, &options(Some(60_000))).await;
+                record.hold(&nodes, &locker, lock, hold).await;
+            })
+        })
+        .collect();
+    // Every waiter queues behind the held lock before it is released.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    record.hold(nodes, locker, first, Duration::ZERO).await;
+    for waiter in waiters {
+        waiter.await.expect("a waiter panicked");
+    }
+    record
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_waiters_get_the_lock_handed_over_in_about_four_commands_per_node() {
+    let nodes = Nodes::start();
+    let locker = nodes.locker();
+    // Loads the scripts and subscribes once, as a long-running process would have.
+    let first = acquire(&nodes, &locker, &options(Some(0))).await;
+    contend(&nodes, &locker, first, 3, Duration::from_millis(1)).await;
+    nodes.until_free("after the warm-up").await;
+
+    nodes.reset_stats();
+    let n = 100;
+    let first = acquire(&nodes, &locker, &options(Some(0))).await;
+    let record = contend(&nodes, &locker, first, n, Duration::from_millis(2)).await;
+    record.check_fences_increase(&nodes, n + 1);
+    nodes.until_free("after the run").await;
+    let calls = nodes.calls();
+    eprintln!("{n} waiters: per node (commands, publishes) {calls:?}");
+    // A hand-over costs each node its script call, GET, SET and INCR; each chain ends with a
+    // normal release (and the next head's attempt), announced for other processes.
+    let chains = n as u64 / (u64::from(MAX_LINKS) + 1) + 1;
+    for (commands, publishes) in calls {
+        let per_acquisition = commands as f64 / (n + 1) as f64;
+        nodes.first().check(
+            per_acquisition <= 5.0,
+            format_args!("{per_acquisition:.2} commands per acquisition on a node"),
+        );
+        nodes.first().check(
+            publishes <= chains + 1,
+            format_args!("{publishes} releases published for {n} waiters: chains should end every {MAX_LINKS} hand-overs"),
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_over_fences_above_the_old_fence_where_the_counters_disagree() {
+    let nodes = Nodes::start();
+    let locker = nodes.locker();
+    let counter = locker.keys(vec![KEY.into()]).fence_keys[0].clone();
+    let first = acquire(&nodes, &locker, &options(Some(0))).await;
+    // One node's counter far ahead of the others', as after many locks it alone granted.
+    let _: u64 = nodes.servers[1].query(&["INCRBY", &counter, "1000000000000"]);
+    let record = contend(&nodes, &locker, first, 10, Duration::from_millis(1)).await;
+    let fences = record.check_fences_increase(&nodes, 11);
+    nodes.until_free("after the run").await;
+    // Whichever majority grants next, its fence is above every fence handed out: every node
+    // counts at least the last one.
+    let last = *fences.last().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while nodes.counters(&counter).iter().any(|count| *count < last) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let counters = nodes.counters(&counter);
+    nodes.first().check(
+        counters.iter().all(|count| *count >= last),
+        format_args!("counters {counters:?} below the last fence {last}"),
+    );
+    let other = nodes.locker();
+    let next = acquire(&nodes, &other, &options(Some(0))).await;
+    nodes.first().check(
+        next.fence > last,
+        format_args!("next fence {} not above {last}", next.fence),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_lost_on_a_majority_is_not_handed_over_and_the_waiter_attempts() {
+    let nodes = Nodes::start();
+    let locker = nodes.locker();
+    let first = acquire(&nodes, &locker, &options(Some(0))).await;
+    let waiter = {
+        let (nodes, locker) = (nodes.clone(), locker.clone());
+        tokio::spawn(async move { acquire(&nodes, &locker, &options(Some(5_000))).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The holder's lock is gone from two nodes (expired there, say).
+    for server in &nodes.servers[..2] {
+        let _: u64 = server.query(&["DEL", KEY]);
+    }
+    let started = Instant::now();
+    nodes.first().check_eq(
+        locker.release(&first).await,
+        Ok(false),
+        "release of a lock lost on a majority",
+    );
+    let lock = waiter.await.expect("the waiter panicked");
+    nodes.first().check(
+        started.elapsed() < Duration::from_secs(1),
+        format_args!("the waiter took {:?}", started.elapsed()),
+    );
+    nodes.first().check(
+        lock.fence > first.fence,
+        format_args!("fence {} not above {}", lock.fence, first.fence),
+    );
+    // The lock is the waiter's own attempt: its token on every node, nothing of the others.
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let expected = vec![Some(lock.token.clone()); 3];
+    while nodes.tokens() != expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    nodes
+        .first()
+        .check_eq(nodes.tokens(), expected, "tokens on the nodes");
+    nodes.first().check_eq(
+        locker.release(&lock).await,
+        Ok(true),
+        "release of the waiter's lock",
+    );
+}
