@@ -395,10 +395,10 @@ impl Topology for Redlock {
     /// its fence is above `old_fence` on every node that granted it. Otherwise the old lock no
     /// longer held a majority: both tokens are given back on every node.
     ///
-    /// When every node that granted gave `old_fence + 1` (the nodes' counters agreed, as they do
-    /// from a chain's second link on), each of them now counts at least the new fence, as does
-    /// every node that grants later: no lift is needed. Otherwise the counters are lifted, as after
-    /// an attempt.
+    /// When every node that granted gave `old_fence + 1` (their counters were at most the old
+    /// fence, as the last acquisition's lift or link left them), each of them now counts the new
+    /// fence, and every node that grants later at least as much: no lift is needed. Otherwise
+    /// the counters are lifted, as after an attempt.
     fn hand_over<'a>(
         &'a self,
         keys: &'a LockKeys,
