@@ -112,6 +112,48 @@ pub fn hand_over(reply: Reply, reserve: u64) -> Result<HandOver, String> {
     }
 }
 
+/// One Redlock node's answer to [`crate::protocol::scripts::REDLOCK_HAND_OVER`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeHandOver {
+    /// Another token holds the key there.
+    Refused,
+    /// The key was free there and the new token took it, with this fence.
+    Taken { fence: u64 },
+    /// The old token held the key there and the new one does now, with this fence.
+    Replaced { fence: u64 },
+}
+
+impl NodeHandOver {
+    pub fn replaced(&self) -> bool {
+        matches!(self, NodeHandOver::Replaced { .. })
+    }
+
+    pub fn fence(&self) -> Option<u64> {
+        match self {
+            NodeHandOver::Refused => None,
+            NodeHandOver::Taken { fence } | NodeHandOver::Replaced { fence } => Some(*fence),
+        }
+    }
+}
+
+/// [`crate::protocol::scripts::REDLOCK_HAND_OVER`]'s reply on one node.
+pub fn redlock_hand_over(reply: Reply) -> Result<NodeHandOver, String> {
+    let values = match &reply {
+        Reply::Array(Some(values)) => values.as_slice(),
+        _ => &[],
+    };
+    match values {
+        [Reply::Int(0)] => Ok(NodeHandOver::Refused),
+        [Reply::Int(1), Reply::Int(fence)] if *fence > 0 => Ok(NodeHandOver::Taken {
+            fence: *fence as u64,
+        }),
+        [Reply::Int(2), Reply::Int(fence)] if *fence > 0 => Ok(NodeHandOver::Replaced {
+            fence: *fence as u64,
+        }),
+        _ => Err(format!("unexpected answer {reply:?} to a hand-over")),
+    }
+}
+
 /// [`crate::protocol::scripts::COUNT_HELD`]'s reply: how many of the keys exist.
 pub fn count_held(reply: Reply) -> Result<u64, String> {
     match reply {
@@ -262,5 +304,25 @@ mod tests {
             "{below_the_block}"
         );
         assert!(hand_over(answer(&[1]), 3).is_err(), "a block was asked for");
+    }
+
+    #[test]
+    fn a_redlock_node_refuses_takes_or_replaces_on_hand_over() {
+        let int = Reply::Int;
+        let array = |values: Vec<Reply>| Reply::Array(Some(values));
+        assert_eq!(
+            redlock_hand_over(array(vec![int(0)])),
+            Ok(NodeHandOver::Refused)
+        );
+        assert_eq!(
+            redlock_hand_over(array(vec![int(1), int(9)])),
+            Ok(NodeHandOver::Taken { fence: 9 })
+        );
+        assert_eq!(
+            redlock_hand_over(array(vec![int(2), int(10)])),
+            Ok(NodeHandOver::Replaced { fence: 10 })
+        );
+        assert!(redlock_hand_over(array(vec![int(2), int(0)])).is_err());
+        assert!(redlock_hand_over(int(1)).is_err());
     }
 }

@@ -20,8 +20,8 @@ use crate::config::NodeConfig;
 use crate::error::{LockError, QuorumVotes};
 use crate::protocol::keys::LockKeys;
 use crate::protocol::lock::drift;
-use crate::protocol::resp::Reply;
 use crate::protocol::script_call::ScriptCall;
+use crate::protocol::script_reply::{self, NodeHandOver};
 use crate::protocol::scripts;
 
 /// Longest pause before retrying a round whose votes were split between competing clients.
@@ -192,30 +192,6 @@ impl Redlock {
     }
 }
 
-/// One node's answer to a hand-over (see [`scripts::REDLOCK_HAND_OVER`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum NodeHandOver {
-    /// Another token holds the key there.
-    Refused,
-    /// The key was free there and the new token took it, with this fence.
-    Taken { fence: u64 },
-    /// The old token held the key there and the new one does now, with this fence.
-    Replaced { fence: u64 },
-}
-
-impl NodeHandOver {
-    fn replaced(&self) -> bool {
-        matches!(self, NodeHandOver::Replaced { .. })
-    }
-
-    fn fence(&self) -> Option<u64> {
-        match self {
-            NodeHandOver::Refused => None,
-            NodeHandOver::Taken { fence } | NodeHandOver::Replaced { fence } => Some(*fence),
-        }
-    }
-}
-
 /// Runs the hand-over script on one node.
 async fn hand_over_on(
     node: Arc<Single>,
@@ -233,24 +209,8 @@ async fn hand_over_on(
         .arg(&ttl_arg)
         .arg(&floor_arg);
     let reply = node.run_script(keys.first(), &call).await?;
-    let values = match &reply {
-        Reply::Array(Some(values)) => values.as_slice(),
-        _ => &[],
-    };
-    match values {
-        [Reply::Int(0)] => Ok(NodeHandOver::Refused),
-        [Reply::Int(1), Reply::Int(fence)] if *fence > 0 => Ok(NodeHandOver::Taken {
-            fence: *fence as u64,
-        }),
-        [Reply::Int(2), Reply::Int(fence)] if *fence > 0 => Ok(NodeHandOver::Replaced {
-            fence: *fence as u64,
-        }),
-        _ => Err(LockError::connection(
-            keys.first(),
-            node.label(),
-            &format!("unexpected answer {reply:?} to a hand-over"),
-        )),
-    }
+    script_reply::redlock_hand_over(reply)
+        .map_err(|message| LockError::connection(keys.first(), node.label(), &message))
 }
 
 /// `decided` for a yes/no round: a majority either way is final.
