@@ -25,8 +25,19 @@ async function resetCommandCounts (servers) {
   await Promise.all(servers.map((server) => server.resetStats()))
 }
 
-async function readCommandCounts (servers) {
-  return summarizeCalls(mergeCalls(await Promise.all(servers.map((server) => server.commandCalls()))))
+// `pingsPerServer`: the bench's own PINGs to each server (see ping.js), taken out.
+async function readCommandCounts (servers, { pingsPerServer = 0 } = {}) {
+  const perServer = await Promise.all(servers.map(async (server) => withoutPings(await server.commandCalls(), pingsPerServer)))
+  return summarizeCalls(mergeCalls(perServer))
+}
+
+// `byCommand` less the bench's own `pings`.
+function withoutPings (byCommand, pings) {
+  if (byCommand.ping !== undefined) {
+    byCommand.ping -= pings
+    if (byCommand.ping <= 0) delete byCommand.ping
+  }
+  return byCommand
 }
 
 // `total` and `evals` (see above) of one set of per-command counts.
@@ -46,4 +57,4 @@ async function serverCpuSeconds (servers) {
   return seconds.reduce((sum, value) => sum + value, 0)
 }
 
-module.exports = { resetCommandCounts, readCommandCounts, summarizeCalls, serverCpuSeconds }
+module.exports = { resetCommandCounts, readCommandCounts, summarizeCalls, withoutPings, serverCpuSeconds }

@@ -15,10 +15,10 @@
 const { fork } = require('node:child_process')
 const path = require('node:path')
 const { setTimeout: sleep } = require('node:timers/promises')
-const Redis = require('ioredis')
 const { nowMs, sharedNowMs } = require('../clock')
 const { latencySummary } = require('../stats')
-const { resetCommandCounts, summarizeCalls } = require('../commands')
+const { resetCommandCounts, summarizeCalls, withoutPings } = require('../commands')
+const { openPingers, closePingers, startPinging } = require('../ping')
 
 const CHILD = path.join(__dirname, 'contended-processes-child.js')
 const KEY = 'bench:contended-processes'
@@ -27,8 +27,6 @@ const WARMUP_KEY = 'bench:contended-processes:warmup'
 const STARTUP_MS = 15_000
 // A child that was told to close and still runs after this left a connection or timer open.
 const EXIT_GRACE_MS = 5_000
-// PINGs from the parent during the run, one round trip at a time (to every server in parallel).
-const PING_INTERVAL_MS = 5
 // Clock offset probes per child; the one with the shortest round trip is kept.
 const CLOCK_PROBES = 5
 
@@ -105,38 +103,9 @@ async function clockOffset (child) {
   return best
 }
 
-// PINGs on the parent's own connection(s) for as long as the run lasts: the
-// physical floor of a round trip, under the same load.
-function startPinging (pingers) {
-  let stopped = false
-  const roundTrips = []
-  const loop = (async () => {
-    while (!stopped) {
-      const startedAt = nowMs()
-      await Promise.all(pingers.map((client) => client.ping()))
-      roundTrips.push(nowMs() - startedAt)
-      if (!stopped) await sleep(PING_INTERVAL_MS)
-    }
-  })()
-  return {
-    async stop () {
-      stopped = true
-      await loop
-      return roundTrips
-    }
-  }
-}
-
 // Command counts per server, the parent's own PINGs taken out.
 async function commandsPerServer (servers, pingsPerServer) {
-  return Promise.all(servers.map(async (server) => {
-    const byCommand = await server.commandCalls()
-    if (byCommand.ping !== undefined) {
-      byCommand.ping -= pingsPerServer
-      if (byCommand.ping <= 0) delete byCommand.ping
-    }
-    return summarizeCalls(byCommand)
-  }))
+  return Promise.all(servers.map(async (server) => summarizeCalls(withoutPings(await server.commandCalls(), pingsPerServer))))
 }
 
 function mergeCalls (perServer) {
@@ -177,10 +146,9 @@ function analyseHolds (holds) {
 
 async function runContendedProcesses (adapter, servers, { processes, tasksPerProcess, holdMs, ttlMs, maxWaitMs, runCapMs }) {
   const urls = servers.map((server) => server.url)
-  const pingers = servers.map((server) => new Redis(server.url))
+  const pingers = await openPingers(servers)
   const children = Array.from({ length: processes }, (_, index) => new Child(index))
   try {
-    await Promise.all(pingers.map((client) => client.ping()))
     await Promise.all(children.map((child) => {
       const ready = child.receive('ready', STARTUP_MS)
       child.send({
@@ -282,7 +250,7 @@ async function runContendedProcesses (adapter, servers, { processes, tasksPerPro
     }
   } finally {
     await Promise.all(children.map((child) => child.kill()))
-    for (const client of pingers) client.disconnect()
+    closePingers(pingers)
   }
 }
 

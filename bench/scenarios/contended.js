@@ -7,6 +7,7 @@ const { setTimeout: sleep } = require('node:timers/promises')
 const { nowMs } = require('../clock')
 const { latencySummary } = require('../stats')
 const { resetCommandCounts, readCommandCounts } = require('../commands')
+const { openPingers, closePingers, startPinging } = require('../ping')
 
 const KEY = 'bench:contended'
 const WARMUP_KEY = 'bench:contended:warmup'
@@ -47,33 +48,44 @@ function analyseHolds (holds) {
 
 async function runContended (locks, servers, { tasks, holdMs, ttlMs }) {
   await warmUp(locks, ttlMs)
-  await resetCommandCounts(servers)
+  const pingers = await openPingers(servers)
+  try {
+    await resetCommandCounts(servers)
+    const cpuBefore = process.cpuUsage()
+    const pinging = startPinging(pingers)
+    const startedAt = nowMs()
+    const outcomes = await Promise.allSettled(Array.from({ length: tasks }, () =>
+      holdOnce(locks, KEY, { ttlMs, holdMs })))
+    const wallMs = nowMs() - startedAt
+    const cpu = process.cpuUsage(cpuBefore)
+    const pingMsList = await pinging.stop()
+    const commands = await readCommandCounts(servers, { pingsPerServer: pingMsList.length })
 
-  const cpuBefore = process.cpuUsage()
-  const startedAt = nowMs()
-  const outcomes = await Promise.allSettled(Array.from({ length: tasks }, () =>
-    holdOnce(locks, KEY, { ttlMs, holdMs })))
-  const wallMs = nowMs() - startedAt
-  const cpu = process.cpuUsage(cpuBefore)
-  const commands = await readCommandCounts(servers)
-
-  const holds = outcomes.filter((o) => o.status === 'fulfilled').map((o) => o.value)
-  const failures = outcomes.filter((o) => o.status === 'rejected')
-  const idealMs = tasks * holdMs
-  return {
-    tasks,
-    acquired: holds.length,
-    gaveUp: failures.length,
-    firstError: failures[0]?.reason?.message,
-    wallMs,
-    idealMs,
-    wallOverIdeal: wallMs / idealMs,
-    ...analyseHolds(holds),
-    // Per lock actually obtained, so tasks that gave up still charge their polling.
-    commandsPerAcquisition: commands.total / holds.length,
-    evalsPerAcquisition: commands.evals / holds.length,
-    cpuMs: (cpu.user + cpu.system) / 1000,
-    commandCalls: commands.byCommand
+    const holds = outcomes.filter((o) => o.status === 'fulfilled').map((o) => o.value)
+    const failures = outcomes.filter((o) => o.status === 'rejected')
+    const idealMs = tasks * holdMs
+    const analysis = analyseHolds(holds)
+    const pingMs = latencySummary(pingMsList)
+    return {
+      tasks,
+      acquired: holds.length,
+      gaveUp: failures.length,
+      firstError: failures[0]?.reason?.message,
+      wallMs,
+      idealMs,
+      wallOverIdeal: wallMs / idealMs,
+      ...analysis,
+      pingMs,
+      p50OverPing: analysis.handoffMs.p50 / pingMs.p50,
+      // Per lock actually obtained, so tasks that gave up still charge their polling.
+      commandsPerAcquisition: commands.total / holds.length,
+      evalsPerAcquisition: commands.evals / holds.length,
+      // Includes the PINGs' share of the event loop, as small as a timer every 5 ms.
+      cpuMs: (cpu.user + cpu.system) / 1000,
+      commandCalls: commands.byCommand
+    }
+  } finally {
+    closePingers(pingers)
   }
 }
 
