@@ -94,7 +94,6 @@ pub type Batch = FnArgs<(CopiedNumbers, Vec<String>, Option<Vec<NativeFailure>>)
 type Deliver = ThreadsafeFunction<(), (), Batch, napi::Status, false, true>;
 
 /// The queue of finished operations of one locker and the JS function that drains it.
-#[derive(Clone)]
 pub struct Completions {
     inner: Arc<Mutex<Inner>>,
 }
