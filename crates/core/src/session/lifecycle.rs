@@ -51,7 +51,7 @@ impl Lifecycle {
 
     /// Builds the lifecycle over the topology `topology` makes, given whom to tell of the
     /// releases it hears.
-    pub fn with_topology(
+    pub(super) fn with_topology(
         key_prefix: &str,
         drift_factor: f64,
         topology: impl FnOnce(Weak<dyn ReleaseListener>) -> Result<Arc<dyn Topology>, String>,

@@ -4,7 +4,7 @@
 //! wait, the watchdog, what a busy wire attempt becomes) is decided in this module, not by the
 //! binding.
 
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::runtime::Handle;
 
@@ -13,7 +13,6 @@ use crate::session::lifecycle::Lifecycle;
 use crate::session::on_wire::{LockWire, WireOutput};
 use crate::session::operations::Operations;
 use crate::session::request::{CompletionSink, Request};
-use crate::topology::{ReleaseListener, Topology};
 use crate::transport::wire::Wire;
 
 pub struct Locker {
@@ -39,14 +38,17 @@ impl Locker {
     }
 
     /// A locker over the topology `topology` makes (see [`Lifecycle::with_topology`]), with or
-    /// without a wire: tests drive both without sockets.
-    pub fn with_topology(
-        topology: impl FnOnce(Weak<dyn ReleaseListener>) -> Result<Arc<dyn Topology>, String>,
+    /// without a wire: the session's tests drive both without sockets.
+    #[cfg(test)]
+    pub(super) fn with_topology(
+        topology: impl FnOnce(
+            std::sync::Weak<dyn crate::topology::ReleaseListener>,
+        ) -> Result<Arc<dyn crate::topology::Topology>, String>,
         wire: Option<LockWire>,
         sink: Arc<dyn CompletionSink>,
         runtime: Handle,
     ) -> Result<Self, String> {
-        let lifecycle = Lifecycle::with_topology("", 0.01, topology)?;
+        let lifecycle = Lifecycle::with_topology("", crate::defaults::DRIFT_FACTOR, topology)?;
         Ok(Self::assemble(lifecycle, wire, sink, runtime))
     }
 
