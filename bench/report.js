@@ -27,6 +27,7 @@ const UNCONTENDED_COLUMNS = [
 const CONTENDED_COLUMNS = [
   { header: 'wall ms', value: (r) => r.wallMs, format: fixed(0), better: 'lower', ifTimedOut: 'timeout' },
   { header: '×ideal', value: (r) => r.wallOverIdeal, format: fixed(2), ifTimedOut: '-' },
+  { header: '×floor', value: (r) => r.wallOverFloor, format: fixed(2), ifTimedOut: '-' },
   { header: 'hand-off p50 ms', value: (r) => r.handoffMs.p50, format: fixed(2), better: 'lower' },
   { header: 'hand-off p99 ms', value: (r) => r.handoffMs.p99, format: fixed(2), better: 'lower' },
   { header: 'PING p50 ms', value: (r) => r.pingMs?.p50, format: fixed(3) },
@@ -127,7 +128,8 @@ function ratioAgainstBestPeer (ours, peers, column) {
 
 function comparisonLine (rows, columns) {
   const ours = rows.find((row) => row.impl === OURS)
-  const peers = rows.filter((row) => row.impl !== OURS && isComplete(row))
+  // A reference row (the contended case's floor) is not a peer.
+  const peers = rows.filter((row) => row.impl !== OURS && !row.reference && isComplete(row))
   if (!ours) return `(no ${OURS} row: nothing to compare against)`
   if (!isComplete(ours)) return `(${OURS} did not complete: no ratios)`
   if (peers.length === 0) return `(no peer completed: no ratios)`

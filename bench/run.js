@@ -14,6 +14,7 @@ const path = require('node:path')
 const { parseArgs } = require('node:util')
 const { setTimeout: sleep } = require('node:timers/promises')
 const adapters = require('./adapters')
+const floor = require('./floor')
 const { startRedisServers } = require('./redis')
 const { runUncontended } = require('./scenarios/uncontended')
 const { runContended } = require('./scenarios/contended')
@@ -102,6 +103,8 @@ function casesFor (settings, multiNode) {
     kind: 'contended',
     group: 'contended',
     title: `contended: ${tasks} tasks on one key, hold ${settings.holdMs} ms (ideal ${tasks * settings.holdMs} ms)`,
+    // Measured first, as what the implementations' walls are compared with.
+    reference: floor,
     run: (locks, servers) => runContended(locks, servers, { tasks, holdMs: settings.holdMs, ttlMs: settings.ttlMs })
   }))
   const { processes, tasksPerProcess } = settings.contendedProcesses
@@ -181,8 +184,12 @@ async function runCase (adapter, servers, testCase, settings) {
 
 async function runEach (participants, servers, testCase, settings) {
   const rows = []
+  const reference = testCase.reference && await runCase(testCase.reference, servers, testCase, settings)
   for (const adapter of participants) rows.push(await runCase(adapter, servers, testCase, settings))
-  return rows
+  if (!reference) return rows
+  const floorMs = reference.error ? undefined : reference.wallMs
+  for (const row of [reference, ...rows]) row.wallOverFloor = row.wallMs / floorMs
+  return [{ ...reference, reference: true }, ...rows]
 }
 
 // A case that is not per implementation: its rows are its own, or one error row.

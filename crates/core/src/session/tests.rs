@@ -112,6 +112,14 @@ async fn redis_grants(store: &str, name: &str, token: &str) {
     assert!(matches!(attempt, Attempt::Acquired { .. }), "{attempt:?}");
 }
 
+/// Whether `token` holds `name` in the memory store called `store` (only its holder can extend it).
+async fn store_holds(store: &str, name: &str, token: &str) -> bool {
+    stranger(store)
+        .extend(&keys(name), token, Duration::from_secs(10))
+        .await
+        .unwrap()
+}
+
 fn acquired_id(completion: &Completion, op: u32) -> u32 {
     match completion {
         Completion {
@@ -154,7 +162,7 @@ async fn a_free_one_key_lock_is_taken_and_released_on_the_wire() {
 }
 
 #[tokio::test]
-async fn a_request_behind_a_wire_attempt_queues_and_the_release_wakes_it_off_the_wire() {
+async fn a_request_behind_a_wire_attempt_queues_and_the_release_hands_it_the_lock_off_the_wire() {
     let store = "session-queue-behind-wire";
     let (locker, sink) = locker(store);
     let wait = Some(Duration::from_secs(5));
@@ -168,10 +176,11 @@ async fn a_request_behind_a_wire_attempt_queues_and_the_release_wakes_it_off_the
     redis_grants(store, "a", &sent[0]).await;
     let output = locker.wire_read(b"*2\r\n:1\r\n:1\r\n");
     let id = acquired_id(&output.completions[0], 1);
-    // The runtime starts the second request: it joins the local queue.
+    // The runtime starts the second request: it joins the local queue and, as its head, offers
+    // to take the lock over.
     tokio::time::sleep(Duration::from_millis(20)).await;
 
-    // Someone waits here now: the release goes through the runtime, which wakes the waiter.
+    // Someone waits here now: the release goes through the runtime, which hands the lock over.
     let out = locker.submit([Request::Release { op: 3, id }]);
     assert!(
         out.is_empty(),
@@ -188,6 +197,13 @@ async fn a_request_behind_a_wire_attempt_queues_and_the_release_wakes_it_off_the
         }
     ));
     acquired_id(&seen[0], 2);
+    let Outcome::Acquired { token, fence, .. } = &seen[0].outcome else {
+        unreachable!("acquired, as checked above");
+    };
+    // The store counted 1 for the holder; the hand-over reserved a block above it.
+    assert_eq!(*fence, 2);
+    assert!(store_holds(store, "a", token).await, "the waiter holds it");
+    assert!(!store_holds(store, "a", &sent[0]).await);
 }
 
 #[tokio::test]
@@ -340,6 +356,75 @@ async fn releasing_an_unknown_lock_reports_it_was_not_ours() {
         Completion {
             op: 1,
             outcome: Outcome::Released { released: false }
+        }
+    ));
+}
+
+#[tokio::test]
+async fn a_wait_runs_out_busy_with_the_holders_remaining_ttl() {
+    let store = "session-wait-runs-out";
+    let (locker, sink) = locker(store);
+    stranger(store)
+        .try_acquire(&keys("a"), "stranger", Duration::from_secs(30))
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    locker.submit([acquire(1, "a", Some(Duration::from_millis(100)))]);
+    assert!(locker
+        .wire_read(b"*2\r\n:0\r\n:30000\r\n")
+        .completions
+        .is_empty());
+    match sink.next().await {
+        Completion {
+            op: 1,
+            outcome: Outcome::Busy {
+                retry_after: Some(after),
+            },
+        } => assert!(after > Duration::from_secs(29), "{after:?}"),
+        other => panic!("expected op 1 busy, got {other:?}"),
+    }
+    assert!(started.elapsed() >= Duration::from_millis(100));
+}
+
+#[tokio::test]
+async fn a_lock_taken_on_the_wire_is_extended_until_someone_else_holds_it() {
+    let store = "session-extend";
+    let (locker, sink) = locker(store);
+    let out = locker.submit([acquire(1, "a", None)]);
+    let token = tokens(&out)[0].clone();
+    redis_grants(store, "a", &token).await;
+    let id = acquired_id(&locker.wire_read(b"*2\r\n:1\r\n:1\r\n").completions[0], 1);
+
+    locker.submit([Request::Extend {
+        op: 2,
+        id,
+        ttl: Some(Duration::from_secs(60)),
+    }]);
+    assert!(matches!(
+        sink.next().await,
+        Completion {
+            op: 2,
+            outcome: Outcome::Extended { .. }
+        }
+    ));
+
+    // Lost: another process released it by its token and took it.
+    let other = stranger(store);
+    assert!(other.release(&keys("a"), &token).await.unwrap());
+    redis_grants(store, "a", "someone else").await;
+    locker.submit([Request::Extend {
+        op: 3,
+        id,
+        ttl: None,
+    }]);
+    assert!(matches!(
+        sink.next().await,
+        Completion {
+            op: 3,
+            outcome: Outcome::Failed {
+                error: LockError::Lost { .. },
+                ..
+            }
         }
     ));
 }

@@ -3,7 +3,8 @@
 //!
 //! Every operation does under one mutex what the Lua scripts in [`crate::protocol::scripts`] do on Redis:
 //! all-or-nothing `SET NX PX`, the fencing counters lifted to a common value, compare-the-token
-//! release and extend. Keys expire lazily (checked on access) and expired ones are pruned as the
+//! release and extend, and the hand-over of a one-key lock to a local waiter with its block of
+//! fencing tokens, so waiting here takes the same path as on one Redis. Keys expire lazily (checked on access) and expired ones are pruned as the
 //! map grows, so locks that are never released do not pile up. A release is announced to the
 //! [`ReleaseListener`] of every locker on the store directly, instead of through a channel.
 //!
@@ -17,7 +18,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Attempt, BoxFuture, ReleaseListener, Topology};
+use super::{handed_key, Attempt, BoxFuture, HandOver, ReleaseListener, Topology};
 use crate::error::LockError;
 use crate::protocol::keys::LockKeys;
 
@@ -152,6 +153,17 @@ impl Memory {
 
 /// When a key set now with `ttl` expires: Redis counts whole milliseconds, and a TTL too large
 /// for the clock never expires.
+/// What Redis answers to `SET … PX 0`.
+fn refuse_zero_ttl(keys: &LockKeys, ttl: Duration) -> Result<(), LockError> {
+    if ttl.as_millis() == 0 {
+        return Err(LockError::Connection {
+            key: keys.first().to_owned(),
+            message: "memory://: invalid expire time in 'set' command".into(),
+        });
+    }
+    Ok(())
+}
+
 fn expiry(now: Instant, ttl: Duration) -> Option<Instant> {
     now.checked_add(Duration::from_millis(ttl.as_millis() as u64))
 }
@@ -165,13 +177,7 @@ impl Topology for Memory {
     ) -> BoxFuture<'a, Result<Attempt, LockError>> {
         Box::pin(async move {
             let store = self.store(keys.first())?;
-            if ttl.as_millis() == 0 {
-                // What Redis answers to `SET … PX 0`.
-                return Err(LockError::Connection {
-                    key: keys.first().to_owned(),
-                    message: "memory://: invalid expire time in 'set' command".into(),
-                });
-            }
+            refuse_zero_ttl(keys, ttl)?;
             let now = Instant::now();
             let mut state = store.state();
             #[cfg(test)]
@@ -273,6 +279,46 @@ impl Topology for Memory {
                 }
             }
             Ok(true)
+        })
+    }
+
+    fn supports_hand_over(&self) -> bool {
+        true
+    }
+
+    /// What `HAND_OVER` does on Redis, without the clock floor of its fencing tokens: a store
+    /// lives only as long as the process, so its counters never go back.
+    fn hand_over<'a>(
+        &'a self,
+        keys: &'a LockKeys,
+        old_token: &'a str,
+        _old_fence: u64,
+        new_token: &'a str,
+        ttl: Duration,
+        reserve: u64,
+    ) -> BoxFuture<'a, Result<HandOver, LockError>> {
+        Box::pin(async move {
+            let store = self.store(keys.first())?;
+            let (key, counter) = handed_key(keys)?;
+            refuse_zero_ttl(keys, ttl)?;
+            let now = Instant::now();
+            let mut state = store.state();
+            let Some(entry) = state
+                .live(key, now)
+                .filter(|entry| entry.token == old_token)
+            else {
+                return Ok(HandOver::NotHeld);
+            };
+            entry.token = new_token.to_owned();
+            entry.expires_at = expiry(now, ttl);
+            if reserve == 0 {
+                return Ok(HandOver::Done { reserved: None });
+            }
+            let last = state.fences.entry(counter.to_owned()).or_insert(0);
+            *last += reserve;
+            Ok(HandOver::Done {
+                reserved: Some(*last),
+            })
         })
     }
 
@@ -584,6 +630,63 @@ mod tests {
         assert_eq!(recorders[0].take().len(), 1, "only `again` announces to it");
     }
 
+    #[tokio::test]
+    async fn hand_over_replaces_only_the_old_token_and_reserves_a_block() {
+        let (topology, recorder) = topology();
+        let k = keys(&["k"]);
+        let first = fence(&topology, &["k"], "old", 1000 * MS).await;
+        assert_eq!(
+            topology
+                .hand_over(&k, "stranger", first, "new", 1000 * MS, 64)
+                .await
+                .unwrap(),
+            HandOver::NotHeld
+        );
+        assert!(holds(&topology, "k", "old"));
+        assert_eq!(
+            topology
+                .hand_over(&k, "old", first, "new", 1000 * MS, 64)
+                .await
+                .unwrap(),
+            HandOver::Done {
+                reserved: Some(first + 64)
+            }
+        );
+        assert!(holds(&topology, "k", "new"), "the key was never free");
+        assert_eq!(
+            topology
+                .hand_over(&k, "new", first + 1, "newer", 1000 * MS, 0)
+                .await
+                .unwrap(),
+            HandOver::Done { reserved: None }
+        );
+        assert!(recorder.take().is_empty(), "a hand-over announces nothing");
+        assert!(topology.release(&k, "newer").await.unwrap());
+        assert!(
+            fence(&topology, &["k"], "next", 1000 * MS).await > first + 64,
+            "the next acquisition is fenced above the whole block"
+        );
+        assert!(topology
+            .hand_over(&keys(&["k", "l"]), "next", 0, "n", 1000 * MS, 0)
+            .await
+            .is_err());
+    }
+
+    #[tokio::test]
+    async fn an_expired_lock_is_not_handed_over() {
+        let (topology, _recorder) = topology();
+        fence(&topology, &["k"], "old", 20 * MS).await;
+        tokio::time::sleep(40 * MS).await;
+        assert_eq!(
+            topology
+                .hand_over(&keys(&["k"]), "old", 1, "new", 1000 * MS, 64)
+                .await
+                .unwrap(),
+            HandOver::NotHeld
+        );
+        assert!(!holds(&topology, "k", "new"));
+    }
+
     fn memory_locker(name: &str) -> Lifecycle {
         Lifecycle::new(&LockerConfig::new(Target::Memory {
             name: Some(name.to_owned()),
@@ -596,10 +699,12 @@ mod tests {
     }
 
     /// The locker announces its own releases (`released_here`) and the store announces them too;
-    /// the wait queues must wake once per release, so no attempt is wasted on a held lock.
+    /// the wait queues must wake once per release, so no attempt is wasted on a held lock. A
+    /// two-key lock is never handed over: every release is announced.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn each_release_wakes_one_waiter_once() {
         let name = "memory-test:each_release_wakes_one_waiter_once";
+        let names = || vec!["k".to_owned(), "l".to_owned()];
         let locker = Arc::new(memory_locker(name));
         let options = AcquireOptions {
             ttl: Duration::from_secs(10),
@@ -607,7 +712,7 @@ mod tests {
             cancel: None,
         };
         let holder = locker
-            .acquire(locker.keys(vec!["k".into()]), &options)
+            .acquire(locker.keys(names()), &options)
             .await
             .unwrap();
         let (sender, mut taken) = tokio::sync::mpsc::unbounded_channel();
@@ -615,7 +720,7 @@ mod tests {
             let (locker, options, sender) = (locker.clone(), options.clone(), sender.clone());
             tokio::spawn(async move {
                 let lock = locker
-                    .acquire(locker.keys(vec!["k".into()]), &options)
+                    .acquire(locker.keys(names()), &options)
                     .await
                     .unwrap();
                 sender.send((i, lock)).unwrap();
@@ -637,6 +742,50 @@ mod tests {
         assert!(started.elapsed() < Duration::from_millis(500));
         // One more attempt per waiter: each succeeded on its first try after a release.
         assert_eq!(attempts(name), 3 + 5);
+    }
+
+    /// A one-key lock goes from its holder straight to the head sleeping for it, as on one Redis:
+    /// no attempt, and fences in order from the chain's block.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_release_hands_a_one_key_lock_to_the_sleeping_head() {
+        let name = "memory-test:a_release_hands_a_one_key_lock_to_the_sleeping_head";
+        let locker = Arc::new(memory_locker(name));
+        let options = AcquireOptions {
+            ttl: Duration::from_secs(10),
+            wait: Some(Duration::from_secs(5)),
+            cancel: None,
+        };
+        let mut lock = locker
+            .acquire(locker.keys(vec!["k".into()]), &options)
+            .await
+            .unwrap();
+        let (sender, mut taken) = tokio::sync::mpsc::unbounded_channel();
+        for i in 0..3 {
+            let (locker, options, sender) = (locker.clone(), options.clone(), sender.clone());
+            tokio::spawn(async move {
+                let lock = locker
+                    .acquire(locker.keys(vec!["k".into()]), &options)
+                    .await
+                    .unwrap();
+                sender.send((i, lock)).unwrap();
+            });
+            tokio::time::sleep(10 * MS).await;
+        }
+        assert_eq!(attempts(name), 3);
+        let mut fences = vec![lock.fence];
+        for expected in 0..3 {
+            // The head offers while it sleeps: give it the time to.
+            tokio::time::sleep(10 * MS).await;
+            assert!(locker.release(&lock).await.unwrap());
+            let (i, next) = taken.recv().await.unwrap();
+            assert_eq!(i, expected, "served in arrival order");
+            fences.push(next.fence);
+            lock = next;
+        }
+        assert_eq!(attempts(name), 3, "every waiter was handed the lock");
+        let first = fences[0];
+        assert_eq!(fences, [first, first + 1, first + 2, first + 3]);
+        assert!(locker.release(&lock).await.unwrap());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -29,6 +29,17 @@ pub trait ReleaseListener: Send + Sync {
     fn resync(&self);
 }
 
+/// The lock key and fencing counter of a one-key lock, the only kind a hand-over takes.
+pub(crate) fn handed_key(keys: &LockKeys) -> Result<(&str, &str), LockError> {
+    match (&keys.redis_keys[..], &keys.fence_keys[..]) {
+        ([key], [counter]) => Ok((key, counter)),
+        _ => Err(LockError::Connection {
+            key: keys.first().to_owned(),
+            message: "only a one-key lock can be handed over".into(),
+        }),
+    }
+}
+
 pub trait Topology: Send + Sync + 'static {
     fn try_acquire<'a>(
         &'a self,

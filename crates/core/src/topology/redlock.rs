@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use rand::Rng;
 
-use super::{Attempt, BoxFuture, HandOver, ReleaseListener, Single, Topology};
+use super::{handed_key, Attempt, BoxFuture, HandOver, ReleaseListener, Single, Topology};
 use crate::config::NodeConfig;
 use crate::error::{LockError, QuorumVotes};
 use crate::protocol::keys::LockKeys;
@@ -369,12 +369,7 @@ impl Topology for Redlock {
         _reserve: u64,
     ) -> BoxFuture<'a, Result<HandOver, LockError>> {
         Box::pin(async move {
-            if keys.redis_keys.len() != 1 || keys.fence_keys.len() != 1 {
-                return Err(LockError::Connection {
-                    key: keys.first().to_owned(),
-                    message: "only a one-key lock can be handed over".into(),
-                });
-            }
+            handed_key(keys)?;
             let started = Instant::now();
             let shared_keys = Arc::new(keys.clone());
             let tokens = Arc::new((old_token.to_owned(), new_token.to_owned()));

@@ -10,7 +10,7 @@ use redis::{
 };
 
 use super::subscriber::Subscriber;
-use super::{Attempt, BoxFuture, HandOver, ReleaseListener, Topology};
+use super::{handed_key, Attempt, BoxFuture, HandOver, ReleaseListener, Topology};
 use crate::config::NodeConfig;
 use crate::error::{LockError, NOT_REDIS};
 use crate::protocol::keys::{release_channel, LockKeys};
@@ -477,12 +477,7 @@ impl Topology for Single {
         reserve: u64,
     ) -> BoxFuture<'a, Result<HandOver, LockError>> {
         Box::pin(async move {
-            let ([key], [fence_key]) = (&keys.redis_keys[..], &keys.fence_keys[..]) else {
-                return Err(self.server.failure(
-                    keys.first(),
-                    "only a one-key lock can be handed over".into(),
-                ));
-            };
+            let (key, fence_key) = handed_key(keys)?;
             let (ttl_arg, reserve_arg) = (ttl.as_millis().to_string(), reserve.to_string());
             let mut call = ScriptCall::new(&scripts::HAND_OVER, 2, 4);
             call.key(key)
