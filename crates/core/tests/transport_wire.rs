@@ -8,12 +8,11 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ironlock_core::topology::HandOver;
 use ironlock_core::transport::wire::{Event, Wire, CLIENT_NAME};
 use ironlock_core::{HeldLock, LockKeys};
 use support::RedisServer;
 
-type TestWire = Wire<usize, usize, usize>;
+type TestWire = Wire<usize, usize>;
 
 struct Connection {
     wire: TestWire,
@@ -40,7 +39,7 @@ impl Connection {
     }
 
     /// Sends what is queued and reads until every answer is in.
-    fn round_trip(&mut self) -> Vec<Event<usize, usize, usize>> {
+    fn round_trip(&mut self) -> Vec<Event<usize, usize>> {
         let mut out = Vec::new();
         self.wire.flush(&mut out);
         self.socket.write_all(&out).expect("write");
@@ -51,7 +50,7 @@ impl Connection {
         events
     }
 
-    fn read(&mut self) -> Vec<Event<usize, usize, usize>> {
+    fn read(&mut self) -> Vec<Event<usize, usize>> {
         let mut buffer = [0; 4096];
         let read = self.socket.read(&mut buffer).expect("read");
         assert!(read > 0, "redis closed the connection");
@@ -69,7 +68,7 @@ fn keys(name: &str) -> Arc<LockKeys> {
     Arc::new(LockKeys::new("", [name.to_owned()]))
 }
 
-fn acquired(event: Event<usize, usize, usize>) -> HeldLock {
+fn acquired(event: Event<usize, usize>) -> HeldLock {
     match event {
         Event::Acquired { lock, .. } => lock,
         other => panic!("expected a lock, got {other:?}"),
@@ -218,71 +217,4 @@ fn a_server_that_is_not_redis_breaks_the_wire_with_a_message_saying_so() {
         ),
         other => panic!("expected the acquire to fail, got {other:?}"),
     }
-}
-
-#[test]
-fn hands_a_lock_over_on_a_real_server_and_fences_the_next_acquisition_above_its_block() {
-    let server = RedisServer::start();
-    let mut wire = Connection::open(&server);
-    let ttl = Duration::from_millis(10_000);
-    wire.wire.acquire(0, keys("order:3"), ttl);
-    let first = acquired(wire.round_trip().remove(0));
-
-    let new_token = ironlock_core::protocol::token::new_token();
-    wire.wire.hand_over(
-        1,
-        &first,
-        new_token.clone(),
-        Duration::from_millis(20_000),
-        64,
-    );
-    let reserved = match &wire.round_trip()[..] {
-        [Event::HandedOver {
-            tag: 1,
-            outcome: HandOver::Done {
-                reserved: Some(last),
-            },
-            token,
-            ..
-        }] if *token == new_token => *last,
-        other => server.fail(format_args!("expected a hand-over, got {other:?}")),
-    };
-    let stored: String = server.query(&["GET", "order:3"]);
-    server.check_eq(stored, new_token.clone(), "the key holds the new token");
-    let left: i64 = server.query(&["PTTL", "order:3"]);
-    server.check(left > 10_000, format!("with the new TTL, got {left} ms"));
-    server.check(
-        reserved >= first.fence + 64,
-        "the block lies above the holder's fence",
-    );
-
-    // The old token no longer holds it: a second hand-over from it changes nothing.
-    wire.wire
-        .hand_over(2, &first, "stale".into(), Duration::from_millis(1_000), 0);
-    server.check(
-        matches!(
-            wire.round_trip()[..],
-            [Event::HandedOver {
-                tag: 2,
-                outcome: HandOver::NotHeld,
-                ..
-            }]
-        ),
-        "a lost lock is not handed over",
-    );
-    let stored: String = server.query(&["GET", "order:3"]);
-    server.check_eq(stored, new_token.clone(), "still the new token");
-
-    let handed = HeldLock {
-        token: new_token,
-        ..first
-    };
-    wire.wire.release(3, &handed);
-    wire.round_trip();
-    wire.wire.acquire(4, keys("order:3"), ttl);
-    let next = acquired(wire.round_trip().remove(0));
-    server.check(
-        next.fence > reserved,
-        "the next acquisition is fenced above the whole block",
-    );
 }

@@ -11,10 +11,9 @@ use crate::protocol::keys::LockKeys;
 use crate::protocol::lock::{valid_until, HeldLock};
 use crate::protocol::token::new_token;
 use crate::session::cancel::CancelToken;
-use crate::session::claim::Claim;
 use crate::session::handover::CHAIN_END_PAUSE;
 use crate::session::options::AcquireOptions;
-use crate::session::wait::{FirstAttempt, ForeignPoll, Handed, Handing, Ticket, Turn, WaitQueues};
+use crate::session::wait::{FirstAttempt, ForeignPoll, Handing, Ticket, Turn, WaitQueues};
 use crate::topology::{Attempt, HandOver, Memory, Redlock, ReleaseListener, Single, Topology};
 
 pub struct Lifecycle {
@@ -85,19 +84,6 @@ impl Lifecycle {
         keys: Arc<LockKeys>,
         options: &AcquireOptions,
     ) -> Result<HeldLock, LockError> {
-        self.acquire_as(keys, options, None)
-            .await
-            .and_then(Waited::into_lock)
-    }
-
-    /// [`Lifecycle::acquire`] for a waiter whose `claim` a release on the wire may take, to
-    /// complete the acquire itself ([`Waited::Elsewhere`]).
-    pub(super) async fn acquire_as(
-        &self,
-        keys: Arc<LockKeys>,
-        options: &AcquireOptions,
-        claim: Option<&Arc<Claim>>,
-    ) -> Result<Waited, LockError> {
         let deadline = options.deadline(Instant::now());
         if options.is_cancelled() {
             return Err(aborted(&keys));
@@ -113,13 +99,13 @@ impl Lifecycle {
                     if let Some(place) = place {
                         place.took_lock(lock.ttl);
                     }
-                    return Ok(Waited::Lock(lock));
+                    return Ok(lock);
                 }
                 Err(refused) => retry_after = refused.retry_after,
             }
             self.still_waiting(&keys, deadline, retry_after)?;
         }
-        self.queue_after_busy(keys, options, deadline, retry_after, claim)
+        self.queue_after_busy(keys, options, deadline, retry_after)
             .await
     }
 
@@ -160,13 +146,12 @@ impl Lifecycle {
         options: &AcquireOptions,
         deadline: Option<Instant>,
         retry_after: Option<Duration>,
-        claim: Option<&Arc<Claim>>,
-    ) -> Result<Waited, LockError> {
+    ) -> Result<HeldLock, LockError> {
         if options.is_cancelled() {
             return Err(aborted(&keys));
         }
         let ticket = self.queues.join(&keys.channels);
-        let waiting = self.wait_in_queue(&ticket, &keys, options, deadline, retry_after, claim);
+        let waiting = self.wait_in_queue(&ticket, &keys, options, deadline, retry_after);
         let cancelled = async {
             match &options.cancel {
                 Some(cancel) => cancel.cancelled().await,
@@ -181,16 +166,14 @@ impl Lifecycle {
             }),
         };
         match outcome {
-            Ok(Waited::Lock(lock)) if options.is_cancelled() => {
+            Ok(lock) if options.is_cancelled() => {
                 self.release_in_background(lock.keys, lock.token);
                 Err(aborted(&keys))
             }
-            Ok(Waited::Lock(lock)) => {
+            Ok(lock) => {
                 ticket.took_lock(lock.ttl);
-                Ok(Waited::Lock(lock))
+                Ok(lock)
             }
-            // The release that completed it took the ticket out of the queue already.
-            Ok(Waited::Elsewhere) => Ok(Waited::Elsewhere),
             Err(error) => Err(error),
         }
     }
@@ -219,8 +202,7 @@ impl Lifecycle {
         options: &AcquireOptions,
         deadline: Option<Instant>,
         mut retry_after: Option<Duration>,
-        claim: Option<&Arc<Claim>>,
-    ) -> Result<Waited, LockError> {
+    ) -> Result<HeldLock, LockError> {
         if !ticket.until_head(deadline).await {
             return Err(busy(keys, ticket.retry_after().or(retry_after)));
         }
@@ -242,7 +224,7 @@ impl Lifecycle {
                         poll = Some(foreign_poll.next_interval());
                     } else {
                         match self.attempt(keys, options).await? {
-                            Ok(lock) => return Ok(Waited::Lock(lock)),
+                            Ok(lock) => return Ok(lock),
                             Err(refused) => {
                                 retry_after = refused.retry_after;
                                 foreign = refused.foreign;
@@ -278,7 +260,7 @@ impl Lifecycle {
                 continue;
             }
             // While it sleeps, the head offers to take the lock over from a local release.
-            let mut handed = ticket.offer(options.ttl, claim.cloned());
+            let mut handed = ticket.offer(options.ttl);
             let outcome = tokio::select! {
                 biased;
                 outcome = &mut handed => outcome,
@@ -301,10 +283,8 @@ impl Lifecycle {
             };
             // A failed hand-over (the releaser had lost the lock, or Redis failed) leaves the
             // receiver empty: the next turn attempts, as after a release.
-            match outcome {
-                Ok(Handed::Lock(handed)) => return Ok(Waited::Lock(handed.into_lock())),
-                Ok(Handed::Completed) => return Ok(Waited::Elsewhere),
-                Err(_) => {}
+            if let Ok(handed) = outcome {
+                return Ok(handed.into_lock());
             }
         }
     }
@@ -358,15 +338,6 @@ impl Lifecycle {
                 Err(error)
             }
         }
-    }
-
-    /// The offer of the head sleeping for `lock`'s key, for a release that hands the lock over
-    /// on the wire; `None`: release it normally (see [`WaitQueues::hand_over`]).
-    pub(super) fn take_offer(&self, lock: &HeldLock) -> Option<Handing> {
-        if !self.can_hand_over(&lock.keys) {
-            return None;
-        }
-        self.queues.hand_over(&lock.keys.channels[0], &lock.token)
     }
 
     /// `true` when the lock was still ours and is now gone.
@@ -472,29 +443,6 @@ impl Lifecycle {
         tokio::spawn(async move {
             let _ = topology.release(&keys, &token).await;
         });
-    }
-}
-
-/// How a wait for a lock ended, when it got it.
-pub enum Waited {
-    Lock(HeldLock),
-    /// A release handed the lock over and completed the acquire itself, having taken the
-    /// waiter's [`Claim`].
-    Elsewhere,
-}
-
-impl Waited {
-    /// The lock, for a waiter that had no claim to take (so nobody else completes it).
-    fn into_lock(self) -> Result<HeldLock, LockError> {
-        match self {
-            Self::Lock(lock) => Ok(lock),
-            Self::Elsewhere => Err(LockError::Connection {
-                key: String::new(),
-                message: "internal error in ironlock: an acquire without a claim was completed \
-                          elsewhere (please report it)"
-                    .into(),
-            }),
-        }
     }
 }
 

@@ -66,8 +66,7 @@ impl Locker {
 
     /// Starts `requests`. Returns the bytes to write to the wire's socket, when the wire is
     /// ready and carries some of them: one-key acquires no local request is ahead of, and
-    /// releases of one-key locks (handing the lock over to the waiter here sleeping for it, if
-    /// any). Everything else runs on the runtime.
+    /// releases of one-key locks nobody here waits for. Everything else runs on the runtime.
     pub fn submit(&self, requests: impl IntoIterator<Item = Request>) -> Vec<u8> {
         let operations = &self.operations;
         let mut wire = self.lock_wire().filter(|wire| wire.is_ready());

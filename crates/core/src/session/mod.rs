@@ -2,7 +2,6 @@
 //! the hold and its watchdog, release and loss. [`Locker`] is the way in.
 
 pub mod cancel;
-pub mod claim;
 pub mod handover;
 mod held;
 pub mod lifecycle;

@@ -1,28 +1,22 @@
 //! Which operations the wire carries, and what its events become.
 //!
 //! On one Redis, the hot path never leaves the caller's thread: one-key acquire attempts and the
-//! releases of one-key locks go on the wire, whose socket the caller drives
+//! releases of one-key locks nobody here waits for go on the wire, whose socket the caller drives
 //! ([`crate::transport::wire`]). An attempt that finds the lock busy queues on the runtime like
-//! any other waiter. A release that finds a waiter here sleeping for the lock hands it over on the
-//! wire too, and completes the waiter's acquire from the answer, without a hop to the runtime and
-//! back. What the wire carried when its socket closed runs again on the runtime.
+//! any other waiter; what the wire carried when its socket closed runs again on the runtime.
 
 use std::sync::{Arc, MutexGuard};
-use std::time::SystemTime;
 
 use tokio::time::Instant;
 
-use crate::error::{Doing, LockError};
+use crate::error::Doing;
 use crate::protocol::keys::LockKeys;
-use crate::protocol::lock::HeldLock;
-use crate::protocol::token::new_token;
 use crate::session::lifecycle::FirstTurn;
 use crate::session::operations::{Job, Operations};
 use crate::session::options::AcquireOptions;
 use crate::session::request::{Completion, Outcome};
-use crate::session::wait::{FirstAttempt, Handing};
+use crate::session::wait::FirstAttempt;
 use crate::session::watchdog::Upkeep;
-use crate::topology::HandOver;
 use crate::transport::wire::{Event, Wire};
 
 /// What the locker needs back when a wire acquire finishes.
@@ -43,17 +37,10 @@ pub struct ReleaseTag {
     id: u32,
 }
 
-/// A wire release that passes the lock to a local waiter: the release's tag, and the waiter's
-/// offer it took.
-pub struct HandOverTag {
-    release: ReleaseTag,
-    handing: Handing,
-}
-
 /// The protocol state of a locker's wire.
-pub type LockWire = Wire<AcquireTag, ReleaseTag, HandOverTag>;
+pub type LockWire = Wire<AcquireTag, ReleaseTag>;
 
-type WireEvent = Event<AcquireTag, ReleaseTag, HandOverTag>;
+type WireEvent = Event<AcquireTag, ReleaseTag>;
 
 /// What a wire call gives back to the caller that drives the socket.
 #[derive(Debug, Default)]
@@ -108,26 +95,13 @@ impl Operations {
                 let Some(entry) = held.get_mut(id) else {
                     return Some(job);
                 };
-                if entry.lock.keys.redis_keys.len() != 1 {
+                if entry.lock.keys.redis_keys.len() != 1
+                    || self.lifecycle.has_waiters(&entry.lock.keys)
+                {
                     return Some(job);
                 }
                 entry.watchdog = None;
-                let handing = if self.lifecycle.has_waiters(&entry.lock.keys) {
-                    self.lifecycle.take_offer(&entry.lock)
-                } else {
-                    None
-                };
-                let release = ReleaseTag { op, id };
-                match handing {
-                    Some(handing) => {
-                        let (ttl, reserve) = (handing.ttl(), handing.reserve());
-                        let tag = HandOverTag { release, handing };
-                        wire.hand_over(tag, &entry.lock, new_token(), ttl, reserve);
-                    }
-                    // Waiters here that sleep without an offer hear of it as the release is
-                    // answered (`settle`), as after a release on the runtime.
-                    None => wire.release(release, &entry.lock),
-                }
+                wire.release(ReleaseTag { op, id }, &entry.lock);
                 None
             }
             other => Some(other),
@@ -144,7 +118,9 @@ impl Operations {
         for event in events {
             match event {
                 Event::AcquireFailed { tag, give_back, .. } => {
-                    self.give_back(give_back);
+                    if let Some((keys, token)) = give_back {
+                        self.lifecycle.give_back(keys, token);
+                    }
                     let AcquireTag {
                         op,
                         mut options,
@@ -165,14 +141,6 @@ impl Operations {
                     op: tag.op,
                     id: tag.id,
                 }),
-                // The waiter, its offer dropped with `tag.handing`, attempts as after a release.
-                Event::HandOverFailed { tag, give_back, .. } => {
-                    self.give_back(give_back);
-                    jobs.push(Job::Release {
-                        op: tag.release.op,
-                        id: tag.release.id,
-                    });
-                }
                 other => rest.push(other),
             }
         }
@@ -193,12 +161,11 @@ impl Operations {
         drop(wire);
         // Watchdogs and give-backs spawn tasks, from the caller's thread.
         let _runtime = self.runtime.enter();
-        let mut completions = Vec::with_capacity(events.len());
-        for event in events {
-            self.settle(event, &mut completions);
-        }
         WireOutput {
-            completions,
+            completions: events
+                .into_iter()
+                .filter_map(|event| self.settle(event))
+                .collect(),
             write,
             ready,
             in_flight,
@@ -206,23 +173,15 @@ impl Operations {
         }
     }
 
-    /// Deletes what a wire request that failed may have left on its key.
-    fn give_back(&self, taken: Option<(Arc<LockKeys>, String)>) {
-        if let Some((keys, token)) = taken {
-            self.lifecycle.give_back(keys, token);
-        }
-    }
-
-    /// Adds the completions of a finished wire operation to `out`: none when it goes on waiting
-    /// on the runtime, two when a release handed the lock to a waiter it completes.
-    fn settle(self: &Arc<Self>, event: WireEvent, out: &mut Vec<Completion>) {
+    /// The completion of a finished wire operation; `None` when it goes on waiting on the
+    /// runtime.
+    fn settle(self: &Arc<Self>, event: WireEvent) -> Option<Completion> {
         match event {
             Event::Acquired { tag, lock } => {
                 if let Some(first) = tag.first {
                     first.took_lock(lock.ttl);
                 }
-                let cancellable = tag.options.cancel.is_some();
-                out.push(self.acquired(tag.op, Ok(lock), cancellable, tag.upkeep));
+                Some(self.acquired(tag.op, Ok(lock), &tag.options, tag.upkeep))
             }
             Event::Busy {
                 tag,
@@ -236,9 +195,7 @@ impl Operations {
                     .lifecycle
                     .still_waiting(&keys, tag.deadline, retry_after)
                 {
-                    let cancellable = tag.options.cancel.is_some();
-                    out.push(self.acquired(tag.op, Err(busy), cancellable, tag.upkeep));
-                    return;
+                    return Some(self.acquired(tag.op, Err(busy), &tag.options, tag.upkeep));
                 }
                 self.start(vec![Job::Queue {
                     op: tag.op,
@@ -248,106 +205,31 @@ impl Operations {
                     deadline: tag.deadline,
                     retry_after,
                 }]);
+                None
             }
             Event::AcquireFailed {
                 tag,
                 error,
                 give_back,
             } => {
-                self.give_back(give_back);
-                let cancellable = tag.options.cancel.is_some();
-                out.push(self.acquired(tag.op, Err(error), cancellable, tag.upkeep));
+                if let Some((keys, token)) = give_back {
+                    self.lifecycle.give_back(keys, token);
+                }
+                Some(self.acquired(tag.op, Err(error), &tag.options, tag.upkeep))
             }
             Event::Released { tag, released } => {
                 let entry = self.held.lock().expect("held table").remove(tag.id);
                 if let (true, Some(entry)) = (released, entry) {
                     self.lifecycle.announce_release(&entry.lock);
                 }
-                out.push(Completion {
+                Some(Completion {
                     op: tag.op,
                     outcome: Outcome::Released { released },
-                });
+                })
             }
             Event::ReleaseFailed { tag, error } => {
-                out.push(Completion::failed(tag.op, error, Doing::Releasing));
+                Some(Completion::failed(tag.op, error, Doing::Releasing))
             }
-            Event::HandedOver {
-                tag,
-                keys,
-                outcome,
-                token,
-                expires_at,
-            } => self.handed_over(tag, keys, outcome, token, expires_at, out),
-            // The waiter, its offer dropped with `tag.handing`, attempts as after a release.
-            Event::HandOverFailed {
-                tag,
-                error,
-                give_back,
-            } => {
-                self.give_back(give_back);
-                out.push(Completion::failed(tag.release.op, error, Doing::Releasing));
-            }
-        }
-    }
-
-    /// The release of `tag` ran the hand-over script, which gave `keys` to `token` unless the
-    /// old lock was lost. The release completes; so does the waiter's acquire, with the lock,
-    /// when this release takes its claim. A waiter that completed meanwhile, or whose wait was
-    /// cancelled, is sent the lock instead, and its task gives it back.
-    fn handed_over(
-        self: &Arc<Self>,
-        tag: HandOverTag,
-        keys: Arc<LockKeys>,
-        outcome: HandOver,
-        token: String,
-        expires_at: SystemTime,
-        out: &mut Vec<Completion>,
-    ) {
-        let HandOverTag {
-            release: ReleaseTag { op, id },
-            mut handing,
-        } = tag;
-        self.held.lock().expect("held table").remove(id);
-        let fence = match outcome {
-            HandOver::Done { .. } | HandOver::Fenced { .. } => handing.handed(&token, outcome),
-            // The old lock was lost (or released without a new holder): dropping `handing`
-            // makes the waiter attempt.
-            HandOver::NotHeld | HandOver::Released => {
-                let released = outcome == HandOver::Released;
-                out.push(Completion {
-                    op,
-                    outcome: Outcome::Released { released },
-                });
-                return;
-            }
-        };
-        let Some(fence) = fence else {
-            let error = LockError::Connection {
-                key: keys.first().to_owned(),
-                message: format!("unexpected answer {outcome:?} to a hand-over"),
-            };
-            self.lifecycle.give_back(keys, token);
-            out.push(Completion::failed(op, error, Doing::Releasing));
-            return;
-        };
-        out.push(Completion {
-            op,
-            outcome: Outcome::Released { released: true },
-        });
-        let ttl = handing.ttl();
-        let lock = HeldLock {
-            keys,
-            token,
-            fence,
-            ttl,
-            expires_at,
-        };
-        match handing.claim() {
-            Some(waiter) => {
-                handing.completed_here(ttl);
-                out.push(self.completed(waiter, Ok(lock)));
-            }
-            None => handing.deliver(lock),
         }
     }
 }

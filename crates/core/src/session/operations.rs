@@ -16,9 +16,8 @@ use crate::error::{Doing, LockError};
 use crate::protocol::keys::LockKeys;
 use crate::protocol::lock::HeldLock;
 use crate::session::cancel::CancelToken;
-use crate::session::claim::{Claim, Waiter};
 use crate::session::held::{HeldEntry, HeldTable};
-use crate::session::lifecycle::{Lifecycle, Waited};
+use crate::session::lifecycle::Lifecycle;
 use crate::session::options::AcquireOptions;
 use crate::session::request::{Completion, CompletionSink, Outcome, Request};
 use crate::session::watchdog::{Upkeep, Watchdog};
@@ -65,30 +64,6 @@ pub(super) enum Job {
 }
 
 impl Job {
-    /// The claim on completing a waiting acquire, which a release on the wire may take (see
-    /// [`Claim`]); `None` for the other jobs.
-    fn claim(&self) -> Option<Arc<Claim>> {
-        match self {
-            Self::Acquire {
-                op,
-                options,
-                upkeep,
-                ..
-            }
-            | Self::Queue {
-                op,
-                options,
-                upkeep,
-                ..
-            } => Some(Claim::new(Waiter {
-                op: *op,
-                upkeep: *upkeep,
-                cancel: options.cancel.clone(),
-            })),
-            Self::Release { .. } | Self::Extend { .. } => None,
-        }
-    }
-
     fn op(&self) -> u32 {
         match self {
             Self::Acquire { op, .. }
@@ -191,105 +166,49 @@ impl Operations {
 
     /// Runs one job and always completes it: a panic becomes a failed operation, so a bug
     /// surfaces as a rejected promise, never as one left pending or as a crash of the host.
-    ///
-    /// A waiting acquire completes only while its task holds the claim on it: a release on the
-    /// wire that handed it the lock may have completed it already.
     async fn run(self: Arc<Self>, job: Job) {
         let (op, doing) = (job.op(), job.doing());
-        let claim = job.claim();
-        let completion = AssertUnwindSafe(self.clone().complete(job, claim.clone()))
+        let completion = AssertUnwindSafe(self.clone().complete(job))
             .catch_unwind()
             .await
             .unwrap_or_else(|_| {
-                if claim.is_some_and(|claim| claim.take().is_none()) {
-                    return None;
-                }
                 let error = LockError::Connection {
                     key: String::new(),
                     message: "internal error in ironlock (please report it)".into(),
                 };
-                Some(Completion::failed(op, error, doing))
+                Completion::failed(op, error, doing)
             });
-        if let Some(completion) = completion {
-            self.sink.push(completion);
-        }
+        self.sink.push(completion);
     }
 
-    async fn complete(self: Arc<Self>, job: Job, claim: Option<Arc<Claim>>) -> Option<Completion> {
-        match (job, claim) {
-            (Job::Acquire { keys, options, .. }, Some(claim)) => {
+    async fn complete(self: Arc<Self>, job: Job) -> Completion {
+        match job {
+            Job::Acquire {
+                op,
+                keys,
+                options,
+                upkeep,
+            } => {
+                let result = self.lifecycle.acquire(keys, &options).await;
+                self.acquired(op, result, &options, upkeep)
+            }
+            Job::Queue {
+                op,
+                keys,
+                options,
+                upkeep,
+                deadline,
+                retry_after,
+            } => {
                 let result = self
                     .lifecycle
-                    .acquire_as(keys, &options, Some(&claim))
+                    .queue_after_busy(keys, &options, deadline, retry_after)
                     .await;
-                self.waited(&claim, result)
+                self.acquired(op, result, &options, upkeep)
             }
-            (
-                Job::Queue {
-                    keys,
-                    options,
-                    deadline,
-                    retry_after,
-                    ..
-                },
-                Some(claim),
-            ) => {
-                let result = self
-                    .lifecycle
-                    .queue_after_busy(keys, &options, deadline, retry_after, Some(&claim))
-                    .await;
-                self.waited(&claim, result)
-            }
-            (Job::Release { op, id }, _) => Some(self.release(op, id).await),
-            (Job::Extend { op, id, ttl }, _) => Some(self.extend(op, id, ttl).await),
-            (Job::Acquire { op, .. } | Job::Queue { op, .. }, None) => {
-                let error = LockError::Connection {
-                    key: String::new(),
-                    message:
-                        "internal error in ironlock: a wait without a claim (please report it)"
-                            .into(),
-                };
-                Some(Completion::failed(op, error, Doing::Locking))
-            }
+            Job::Release { op, id } => self.release(op, id).await,
+            Job::Extend { op, id, ttl } => self.extend(op, id, ttl).await,
         }
-    }
-
-    /// The completion of a waiting acquire that ended with `result`, when this task takes the
-    /// claim on it; `None` when a release on the wire completed it.
-    fn waited(
-        self: &Arc<Self>,
-        claim: &Claim,
-        result: Result<Waited, LockError>,
-    ) -> Option<Completion> {
-        match (result, claim.take()) {
-            (Ok(Waited::Lock(lock)), Some(waiter)) => Some(self.completed(waiter, Ok(lock))),
-            (Err(error), Some(waiter)) => Some(self.completed(waiter, Err(error))),
-            (Ok(Waited::Elsewhere), None) | (Err(_), None) => None,
-            // Taken elsewhere, yet this task got a lock of its own: it goes back.
-            (Ok(Waited::Lock(lock)), None) => {
-                self.lifecycle.give_back(lock.keys, lock.token);
-                None
-            }
-            (Ok(Waited::Elsewhere), Some(waiter)) => {
-                let error = LockError::Connection {
-                    key: String::new(),
-                    message: "internal error in ironlock: a hand-over completed nothing (please \
-                              report it)"
-                        .into(),
-                };
-                Some(self.completed(waiter, Err(error)))
-            }
-        }
-    }
-
-    /// The completion of the acquire of `waiter` that ended with `result`.
-    pub(super) fn completed(
-        self: &Arc<Self>,
-        waiter: Waiter,
-        result: Result<HeldLock, LockError>,
-    ) -> Completion {
-        let cancellable = waiter.cancel.is_some();
-        self.acquired(waiter.op, result, cancellable, waiter.upkeep)
     }
 
     /// The completion of an acquire that ended with `result`.
@@ -297,10 +216,10 @@ impl Operations {
         self: &Arc<Self>,
         op: u32,
         result: Result<HeldLock, LockError>,
-        cancellable: bool,
+        options: &AcquireOptions,
         upkeep: Option<Upkeep>,
     ) -> Completion {
-        if cancellable {
+        if options.cancel.is_some() {
             self.cancels.lock().expect("cancel table").remove(&op);
         }
         match result {

@@ -14,9 +14,8 @@ use crate::config::NodeConfig;
 use crate::error::LockError;
 use crate::protocol::keys::LockKeys;
 use crate::protocol::token::TOKEN_MARK;
-use crate::session::handover::FENCE_BLOCK;
 use crate::session::watchdog::Upkeep;
-use crate::topology::{Attempt, HandOver, Memory, ReleaseListener, Topology};
+use crate::topology::{Attempt, Memory, ReleaseListener, Topology};
 
 /// Completions that finished on the runtime, in order.
 #[derive(Default)]
@@ -162,177 +161,49 @@ async fn a_free_one_key_lock_is_taken_and_released_on_the_wire() {
     assert!(sink.is_empty(), "nothing ran on the runtime");
 }
 
-/// Takes the lock `name` for a holder on the wire, with a second request queued behind it that
-/// sleeps as the queue's head, offering to take the lock over; gives the holder's lock id and
-/// token.
-async fn held_with_a_sleeping_waiter(
-    locker: &Locker,
-    store: &str,
-    name: &str,
-    wait: Duration,
-) -> (u32, String) {
-    let out = locker.submit([acquire(1, name, Some(wait)), acquire(2, name, Some(wait))]);
+#[tokio::test]
+async fn a_request_behind_a_wire_attempt_queues_and_the_release_hands_it_the_lock_off_the_wire() {
+    let store = "session-queue-behind-wire";
+    let (locker, sink) = locker(store);
+    let wait = Some(Duration::from_secs(5));
+    let out = locker.submit([acquire(1, "a", wait), acquire(2, "a", wait)]);
     let sent = tokens(&out);
     assert_eq!(
         sent.len(),
         1,
         "the second request queues instead of attempting"
     );
-    redis_grants(store, name, &sent[0]).await;
-    let id = acquired_id(&locker.wire_read(b"*2\r\n:1\r\n:1\r\n").completions[0], 1);
+    redis_grants(store, "a", &sent[0]).await;
+    let output = locker.wire_read(b"*2\r\n:1\r\n:1\r\n");
+    let id = acquired_id(&output.completions[0], 1);
     // The runtime starts the second request: it joins the local queue and, as its head, offers
     // to take the lock over.
     tokio::time::sleep(Duration::from_millis(20)).await;
-    (id, sent[0].clone())
-}
 
-/// What Redis does with the hand-over the wire sent in `out`: the store switches the key from
-/// the old token to the new one and reserves a block of fences. Gives the new token and the
-/// script's answer.
-async fn redis_hands_over(store: &str, name: &str, out: &[u8]) -> (String, Vec<u8>) {
-    let sent = tokens(out);
-    let [old, new] = &sent[..] else {
-        panic!("expected a hand-over, got {}", String::from_utf8_lossy(out));
-    };
-    let outcome = stranger(store)
-        .hand_over(
-            &keys(name),
-            old,
-            1,
-            new,
-            Duration::from_secs(10),
-            FENCE_BLOCK,
-        )
-        .await
-        .unwrap();
-    let HandOver::Done {
-        reserved: Some(last),
-    } = outcome
-    else {
-        panic!("expected the lock handed over, got {outcome:?}");
-    };
-    (new.clone(), format!("*2\r\n:1\r\n:{last}\r\n").into_bytes())
-}
-
-#[tokio::test]
-async fn a_release_hands_the_lock_to_the_sleeping_waiter_on_the_wire_and_completes_both() {
-    let store = "session-hand-over-on-wire";
-    let (locker, sink) = locker(store);
-    let (id, holder) =
-        held_with_a_sleeping_waiter(&locker, store, "a", Duration::from_secs(5)).await;
-
+    // Someone waits here now: the release goes through the runtime, which hands the lock over.
     let out = locker.submit([Request::Release { op: 3, id }]);
-    let (token, answer) = redis_hands_over(store, "a", &out).await;
-    let output = locker.wire_read(&answer);
-    let [release, handed] = &output.completions[..] else {
-        panic!(
-            "expected the release and the acquire, got {:?}",
-            output.completions
-        );
-    };
-    assert!(matches!(
-        release,
-        Completion {
-            op: 3,
-            outcome: Outcome::Released { released: true }
-        }
-    ));
-    let Completion {
-        op: 2,
-        outcome:
-            Outcome::Acquired {
-                id: handed_id,
-                token: handed_token,
-                fence,
-                ..
-            },
-    } = handed
-    else {
-        panic!("expected op 2 acquired, got {handed:?}");
-    };
-    // The store counted 1 for the holder; the hand-over reserved a block above it.
-    assert_eq!((handed_token, *fence), (&token, 2));
-    assert!(store_holds(store, "a", &token).await, "the waiter holds it");
-    assert!(!store_holds(store, "a", &holder).await);
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    assert!(sink.is_empty(), "nothing completed on the runtime");
-
-    // Nobody waits any more: the next release is a plain one, on the wire.
-    let out = locker.submit([Request::Release {
-        op: 4,
-        id: *handed_id,
-    }]);
-    assert_eq!(tokens(&out), [token]);
-    assert!(matches!(
-        locker.wire_read(b"*1\r\n:1\r\n").completions[..],
-        [Completion {
-            op: 4,
-            outcome: Outcome::Released { released: true }
-        }]
-    ));
-}
-
-#[tokio::test]
-async fn a_waiter_whose_wait_ran_out_during_the_hand_over_gets_nothing_and_the_lock_goes_back() {
-    let store = "session-hand-over-too-late";
-    let (locker, sink) = locker(store);
-    let (id, _) =
-        held_with_a_sleeping_waiter(&locker, store, "a", Duration::from_millis(200)).await;
-
-    let out = locker.submit([Request::Release { op: 3, id }]);
-    let (token, answer) = redis_hands_over(store, "a", &out).await;
-    // The answer is late: the waiter's wait runs out first, and it completes busy.
-    assert!(matches!(
-        sink.next().await,
-        Completion {
-            op: 2,
-            outcome: Outcome::Busy { .. }
-        }
-    ));
-    let output = locker.wire_read(&answer);
-    assert!(matches!(
-        output.completions[..],
-        [Completion {
-            op: 3,
-            outcome: Outcome::Released { released: true }
-        }]
-    ));
-    // The lock handed to nobody is released in the background.
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    assert!(!store_holds(store, "a", &token).await);
-    assert!(sink.is_empty());
-}
-
-#[tokio::test]
-async fn a_hand_over_cut_off_by_a_closed_socket_is_given_back_and_the_release_runs_again() {
-    let store = "session-hand-over-socket-closed";
-    let (locker, sink) = locker(store);
-    let (id, _) = held_with_a_sleeping_waiter(&locker, store, "a", Duration::from_secs(5)).await;
-
-    let out = locker.submit([Request::Release { op: 3, id }]);
-    // The script ran before the socket closed: the new token holds the key, unanswered.
-    let (token, _) = redis_hands_over(store, "a", &out).await;
-    assert!(locker
-        .wire_failed("connection reset", true)
-        .completions
-        .is_empty());
-    // The new token is given back; the release runs again on the runtime and finds the old
-    // lock gone; the waiter, told its hand-over failed, attempts and takes the lock.
+    assert!(
+        out.is_empty(),
+        "not on the wire: {}",
+        String::from_utf8_lossy(&out)
+    );
     let mut seen = [sink.next().await, sink.next().await];
     seen.sort_by_key(|completion| completion.op);
-    acquired_id(&seen[0], 2);
     assert!(matches!(
         seen[1],
         Completion {
             op: 3,
-            outcome: Outcome::Released { released: false }
+            outcome: Outcome::Released { released: true }
         }
     ));
-    let Outcome::Acquired { token: taken, .. } = &seen[0].outcome else {
+    acquired_id(&seen[0], 2);
+    let Outcome::Acquired { token, fence, .. } = &seen[0].outcome else {
         unreachable!("acquired, as checked above");
     };
-    assert_ne!(taken, &token);
-    assert!(store_holds(store, "a", taken).await);
+    // The store counted 1 for the holder; the hand-over reserved a block above it.
+    assert_eq!(*fence, 2);
+    assert!(store_holds(store, "a", token).await, "the waiter holds it");
+    assert!(!store_holds(store, "a", &sent[0]).await);
 }
 
 #[tokio::test]

@@ -19,7 +19,6 @@ use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 
 use crate::protocol::lock::HeldLock;
-use crate::session::claim::{Claim, Waiter};
 use crate::session::handover::{Chain, Link, Plan, MAX_LINKS};
 use crate::topology::{HandOver, ReleaseListener, Topology};
 
@@ -106,22 +105,11 @@ struct QueueState {
     releases_here: u32,
 }
 
-/// A head ready to take the lock over: the ticket, the TTL it asks for, where to send it, and
-/// the claim on completing its acquire, when a release may complete it itself.
+/// A head ready to take the lock over: the ticket, the TTL it asks for, and where to send it.
 struct Offer {
     ticket: u64,
     ttl: Duration,
-    deliver: oneshot::Sender<Handed>,
-    claim: Option<Arc<Claim>>,
-}
-
-/// What a head that offered learns from the release that took its offer. A failed hand-over
-/// sends nothing: the receiver fails, and the head attempts as after a release.
-pub enum Handed {
-    /// The lock, for the head to complete its acquire with.
-    Lock(HandedLock),
-    /// The release completed the head's acquire itself and took its ticket out of the queue.
-    Completed,
+    deliver: oneshot::Sender<HandedLock>,
 }
 
 impl WaitQueues {
@@ -417,31 +405,7 @@ impl Handing {
             queues: self.queues.clone(),
         };
         // On failure the lock comes back and its drop releases it.
-        let _ = self.offer.deliver.send(Handed::Lock(handed));
-    }
-
-    /// The head's waiter, when the head offered with a claim and has not completed yet: whoever
-    /// takes it completes the head's acquire (see [`Handing::completed_here`]).
-    pub fn claim(&self) -> Option<Waiter> {
-        self.offer.claim.as_ref()?.take()
-    }
-
-    /// The caller completed the head's acquire with the lock, which it holds for `ttl`: the head
-    /// leaves the queue as if it had taken the lock itself, and its task ends without completing.
-    pub fn completed_here(self, ttl: Duration) {
-        {
-            let mut state = self.queue.state.lock().expect("queue state");
-            let head = self.offer.ticket;
-            if state.waiters.front().is_some_and(|(id, _)| *id == head) {
-                state.waiters.pop_front();
-                state.handed_over = Some((state.generation, ttl));
-                state.busy_until = Some(Instant::now() + ttl);
-                if let Some((_, next)) = state.waiters.front() {
-                    next.notify_one();
-                }
-            }
-        }
-        let _ = self.offer.deliver.send(Handed::Completed);
+        let _ = self.offer.deliver.send(handed);
     }
 }
 
@@ -553,13 +517,12 @@ impl Ticket {
     /// Offers to take the lock over, for `ttl`, from a release in this process; the lock
     /// arrives on the receiver, which fails when a hand-over was tried and did not work. Only
     /// the head offers, while it sleeps.
-    pub fn offer(&self, ttl: Duration, claim: Option<Arc<Claim>>) -> oneshot::Receiver<Handed> {
+    pub fn offer(&self, ttl: Duration) -> oneshot::Receiver<HandedLock> {
         let (deliver, handed) = oneshot::channel();
         self.queue.state.lock().expect("queue state").offer = Some(Offer {
             ticket: self.id,
             ttl,
             deliver,
-            claim,
         });
         handed
     }
@@ -690,21 +653,6 @@ mod tests {
         (Arc::new(WaitQueues::default()), keys)
     }
 
-    fn claim(op: u32) -> Arc<Claim> {
-        Claim::new(Waiter {
-            op,
-            upkeep: None,
-            cancel: None,
-        })
-    }
-
-    fn lock_of(handed: Handed) -> HeldLock {
-        match handed {
-            Handed::Lock(lock) => lock.into_lock(),
-            Handed::Completed => panic!("expected the lock, the acquire was completed elsewhere"),
-        }
-    }
-
     fn lock(keys: &Arc<LockKeys>, token: &str, fence: u64) -> HeldLock {
         HeldLock {
             keys: keys.clone(),
@@ -774,17 +722,17 @@ mod tests {
             "no offer"
         );
 
-        let handed = head.offer(TTL, None);
+        let handed = head.offer(TTL);
         let (token, fence) = hand_over(&queues, &keys, "t", &mut counter).expect("handed over");
         assert!(!head.withdraw_offer(), "the offer was taken");
-        let lock = lock_of(handed.await.expect("delivered"));
+        let lock = handed.await.expect("delivered").into_lock();
         assert_eq!((lock.token.as_str(), lock.fence), (token.as_str(), fence));
         assert_eq!((fence, counter), (2, 1 + FENCE_BLOCK));
         head.took_lock(TTL);
 
         // The next head's turn: wait for the release of the lock just handed over.
         assert!(matches!(behind.turn(), Turn::AwaitRelease { bound, .. } if bound == TTL));
-        let _withdrawn = behind.offer(TTL, None);
+        let _withdrawn = behind.offer(TTL);
         assert!(behind.withdraw_offer());
         assert!(
             hand_over(&queues, &keys, &token, &mut counter).is_none(),
@@ -793,49 +741,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_release_that_completes_the_head_itself_takes_it_out_of_the_queue() {
-        let (queues, keys) = setup();
-        let head = queues.join(&keys.channels);
-        let behind = queues.join(&keys.channels);
-        let claim = claim(7);
-        let handed = head.offer(TTL, Some(claim.clone()));
-        let handing = queues.hand_over(&keys.channels[0], "t").expect("an offer");
-        let waiter = handing.claim().expect("the head has not completed");
-        assert_eq!(waiter.op, 7);
-        assert!(claim.take().is_none(), "claimed once");
-        handing.completed_here(TTL);
-        assert!(matches!(handed.await, Ok(Handed::Completed)));
-        // The next head waits for the release of the lock the first one now holds.
-        assert!(behind.is_head());
-        assert!(matches!(behind.turn(), Turn::AwaitRelease { bound, .. } if bound == TTL));
-        // The first head's ticket leaves without touching the queue again.
-        drop(head);
-        assert!(behind.is_head());
-        assert!(queues.has_waiters(&keys.channels));
-    }
-
-    #[tokio::test]
-    async fn a_head_that_completed_first_leaves_the_release_nothing_to_claim() {
-        let (queues, keys) = setup();
-        let head = queues.join(&keys.channels);
-        let claim = claim(7);
-        let handed = head.offer(TTL, Some(claim.clone()));
-        let handing = queues.hand_over(&keys.channels[0], "t").expect("an offer");
-        // The head's wait ran out while the hand-over was on its way: it completes itself.
-        assert!(claim.take().is_some());
-        drop(handed);
-        drop(head);
-        assert!(
-            handing.claim().is_none(),
-            "the release must give the lock back"
-        );
-    }
-
-    #[tokio::test]
     async fn a_failed_hand_over_tells_the_head_to_attempt() {
         let (queues, keys) = setup();
         let head = queues.join(&keys.channels);
-        let handed = head.offer(TTL, None);
+        let handed = head.offer(TTL);
         let handing = queues.hand_over(&keys.channels[0], "t").expect("an offer");
         // The key no longer held "t": the hand-over is dropped undelivered.
         drop(handing);
@@ -848,7 +757,7 @@ mod tests {
         let (queues, keys) = setup();
         let head = queues.join(&keys.channels);
         let _behind = queues.join(&keys.channels);
-        let handed = head.offer(TTL, None);
+        let handed = head.offer(TTL);
         drop(head);
         drop(handed);
         assert!(queues.hand_over(&keys.channels[0], "t").is_none());
@@ -864,10 +773,10 @@ mod tests {
         loop {
             // Someone always waits behind: the queue, and its chain, stay.
             let behind = queues.join(&keys.channels);
-            let handed = head.offer(TTL, None);
+            let handed = head.offer(TTL);
             match hand_over(&queues, &keys, &token, &mut counter) {
                 Some((next, fence)) => {
-                    let lock = lock_of(handed.await.expect("delivered"));
+                    let lock = handed.await.expect("delivered").into_lock();
                     assert_eq!(lock.fence, fence);
                     fences.push(fence);
                     token = next;

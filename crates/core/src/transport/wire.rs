@@ -2,8 +2,8 @@
 //! and feeds back the bytes it reads, on whatever event loop it runs (sans-IO).
 //!
 //! It carries the hot path of a single Redis: one-key acquire attempts and releases, coalesced like
-//! the topology's ([`chunks::MAX_BATCH`] locks per script call), and the hand-over of a one-key
-//! lock to a local waiter, written and read by the same [`crate::protocol`]. Driven from Node's own socket on the JS thread, a lock cycle crosses no
+//! the topology's ([`chunks::MAX_BATCH`] locks per script call), and written and read by the same
+//! [`crate::protocol`]. Driven from Node's own socket on the JS thread, a lock cycle crosses no
 //! thread at all, where the tokio connection costs a hop to the runtime and one back for every
 //! batch. Waiting, the watchdog, extend, multi-key locks and Redlock stay with the
 //! [`crate::Lifecycle`].
@@ -22,17 +22,16 @@ use crate::protocol::handshake::Handshake;
 use crate::protocol::keys::LockKeys;
 use crate::protocol::lock::{valid_until, HeldLock};
 use crate::protocol::script_call::{Naming, ScriptCall};
-use crate::protocol::script_reply::{self, Attempt, HandOver};
+use crate::protocol::script_reply::{self, Attempt};
 use crate::protocol::scripts;
 use crate::protocol::token::new_token;
 
 /// The wire's connection name in `CLIENT LIST`.
 pub const CLIENT_NAME: &str = "ironlock-wire";
 
-/// What became of one request: `A`, `R` and `H` are the caller's tags for acquires, releases and
-/// hand-overs.
+/// What became of one request: `A` and `R` are the caller's tags for acquires and releases.
 #[derive(Debug)]
-pub enum Event<A, R, H> {
+pub enum Event<A, R> {
     Acquired {
         tag: A,
         lock: HeldLock,
@@ -57,21 +56,6 @@ pub enum Event<A, R, H> {
         tag: R,
         error: LockError,
     },
-    /// The hand-over script ran: `outcome` says whether `token` now holds the lock, valid until
-    /// `expires_at` if so.
-    HandedOver {
-        tag: H,
-        keys: Arc<LockKeys>,
-        outcome: HandOver,
-        token: String,
-        expires_at: SystemTime,
-    },
-    /// `give_back`: the token the hand-over may have left on its key before it failed.
-    HandOverFailed {
-        tag: H,
-        error: LockError,
-        give_back: Option<(Arc<LockKeys>, String)>,
-    },
 }
 
 struct Acquire<A> {
@@ -90,42 +74,26 @@ struct Release<R> {
     token: String,
 }
 
-/// The release of a one-key lock that passes it straight to a new token (see
-/// [`scripts::HAND_OVER`]).
-struct HandOverRequest<H> {
-    tag: H,
-    keys: Arc<LockKeys>,
-    old_token: String,
-    token: String,
-    ttl: Duration,
-    ttl_arg: String,
-    reserve: u64,
-    reserve_arg: String,
-    started: SystemTime,
-}
-
 /// One command on its way, in the order Redis answers, with how it named its script.
-enum Call<A, R, H> {
+enum Call<A, R> {
     /// AUTH, SELECT or CLIENT SETNAME, before anything else.
     Setup,
     Acquire(Vec<Acquire<A>>, Naming),
     Release(Vec<Release<R>>, Naming),
-    HandOver(HandOverRequest<H>, Naming),
 }
 
-pub struct Wire<A, R, H> {
+pub struct Wire<A, R> {
     label: String,
     drift_factor: f64,
     handshake: Handshake,
     setup_left: usize,
     acquires: Vec<Acquire<A>>,
     releases: Vec<Release<R>>,
-    hand_overs: Vec<HandOverRequest<H>>,
-    in_flight: VecDeque<Call<A, R, H>>,
+    in_flight: VecDeque<Call<A, R>>,
     input: Vec<u8>,
 }
 
-impl<A, R, H> Wire<A, R, H> {
+impl<A, R> Wire<A, R> {
     /// A wire to `node`; TLS is the caller's socket's business, AUTH and SELECT are ours.
     pub fn new(node: &NodeConfig, drift_factor: f64) -> Self {
         Self {
@@ -135,7 +103,6 @@ impl<A, R, H> Wire<A, R, H> {
             setup_left: usize::MAX,
             acquires: Vec::new(),
             releases: Vec::new(),
-            hand_overs: Vec::new(),
             in_flight: VecDeque::new(),
             input: Vec::new(),
         }
@@ -186,45 +153,13 @@ impl<A, R, H> Wire<A, R, H> {
         });
     }
 
-    /// Queues the release of a one-key lock that hands it to `token` for `ttl`, reserving
-    /// `reserve` fencing tokens (0: none) for the chain it starts or continues.
-    pub fn hand_over(
-        &mut self,
-        tag: H,
-        lock: &HeldLock,
-        token: String,
-        ttl: Duration,
-        reserve: u64,
-    ) {
-        debug_assert_eq!(
-            lock.keys.redis_keys.len(),
-            1,
-            "the wire hands over one-key locks only"
-        );
-        self.hand_overs.push(HandOverRequest {
-            tag,
-            keys: lock.keys.clone(),
-            old_token: lock.token.clone(),
-            token,
-            ttl,
-            ttl_arg: ttl.as_millis().to_string(),
-            reserve,
-            reserve_arg: reserve.to_string(),
-            started: SystemTime::now(),
-        });
-    }
-
-    /// Writes every queued request to `out`: one script call per [`chunks::MAX_BATCH`] locks,
-    /// one per hand-over.
+    /// Writes every queued request to `out`: one script call per [`chunks::MAX_BATCH`] locks.
     pub fn flush(&mut self, out: &mut Vec<u8>) {
         for batch in chunks::split(std::mem::take(&mut self.acquires)) {
             self.send_acquires(out, batch, Naming::ByHash);
         }
         for batch in chunks::split(std::mem::take(&mut self.releases)) {
             self.send_releases(out, batch, Naming::ByHash);
-        }
-        for hand_over in std::mem::take(&mut self.hand_overs) {
-            self.send_hand_over(out, hand_over, Naming::ByHash);
         }
     }
 
@@ -253,18 +188,6 @@ impl<A, R, H> Wire<A, R, H> {
         self.in_flight.push_back(Call::Release(batch, naming));
     }
 
-    fn send_hand_over(&mut self, out: &mut Vec<u8>, request: HandOverRequest<H>, naming: Naming) {
-        let mut call = ScriptCall::new(&scripts::HAND_OVER, 2, 4);
-        call.key(&request.keys.redis_keys[0])
-            .key(&request.keys.fence_keys[0])
-            .arg(&request.old_token)
-            .arg(&request.token)
-            .arg(&request.ttl_arg)
-            .arg(&request.reserve_arg);
-        resp::encode(out, call.command(naming));
-        self.in_flight.push_back(Call::HandOver(request, naming));
-    }
-
     /// Reads what Redis sent. Finished requests go to `events`; bytes to send back (a script
     /// Redis did not know, sent again with its source) go to `out`. An `Err` means the
     /// connection is beyond repair: the caller closes it and calls [`Wire::fail`].
@@ -272,7 +195,7 @@ impl<A, R, H> Wire<A, R, H> {
         &mut self,
         bytes: &[u8],
         out: &mut Vec<u8>,
-        events: &mut Vec<Event<A, R, H>>,
+        events: &mut Vec<Event<A, R>>,
     ) -> Result<(), String> {
         self.input.extend_from_slice(bytes);
         let mut used = 0;
@@ -299,10 +222,10 @@ impl<A, R, H> Wire<A, R, H> {
 
     fn answer(
         &mut self,
-        call: Call<A, R, H>,
+        call: Call<A, R>,
         reply: Reply,
         out: &mut Vec<u8>,
-        events: &mut Vec<Event<A, R, H>>,
+        events: &mut Vec<Event<A, R>>,
     ) -> Result<(), String> {
         match (call, reply) {
             // The server's own words, e.g. WRONGPASS: they never echo the password.
@@ -325,33 +248,10 @@ impl<A, R, H> Wire<A, R, H> {
                 }
                 Ok(())
             }
-            (Call::HandOver(request, naming), reply) => {
-                match resend_naming(naming, &reply) {
-                    Some(naming) => self.send_hand_over(out, request, naming),
-                    None => events.push(self.handed_over(request, reply)),
-                }
-                Ok(())
-            }
         }
     }
 
-    fn handed_over(&self, request: HandOverRequest<H>, reply: Reply) -> Event<A, R, H> {
-        match script_reply::hand_over(reply, request.reserve) {
-            Ok(outcome) => Event::HandedOver {
-                tag: request.tag,
-                keys: request.keys,
-                outcome,
-                expires_at: valid_until(request.started, request.ttl, self.drift_factor),
-                token: request.token,
-            },
-            Err(message) => {
-                let error = self.failure(request.keys.first(), &message);
-                request.failed(error)
-            }
-        }
-    }
-
-    fn acquired(&self, batch: Vec<Acquire<A>>, reply: Reply, events: &mut Vec<Event<A, R, H>>) {
+    fn acquired(&self, batch: Vec<Acquire<A>>, reply: Reply, events: &mut Vec<Event<A, R>>) {
         let outcomes = match script_reply::acquire_each(reply, batch.len()) {
             Ok(outcomes) => outcomes,
             Err(message) => {
@@ -388,7 +288,7 @@ impl<A, R, H> Wire<A, R, H> {
         }
     }
 
-    fn released(&self, batch: Vec<Release<R>>, reply: Reply, events: &mut Vec<Event<A, R, H>>) {
+    fn released(&self, batch: Vec<Release<R>>, reply: Reply, events: &mut Vec<Event<A, R>>) {
         let outcomes = match script_reply::release_each(reply, batch.len()) {
             Ok(outcomes) => outcomes,
             Err(message) => {
@@ -416,11 +316,10 @@ impl<A, R, H> Wire<A, R, H> {
     /// Fails every request sent or queued: the connection is gone (`closed`: the locker was
     /// closed). An acquire that was sent may have taken its lock, so it comes with a give-back.
     /// Afterwards the wire waits for [`Wire::connected`] again.
-    pub fn fail(&mut self, reason: &str, closed: bool, events: &mut Vec<Event<A, R, H>>) {
+    pub fn fail(&mut self, reason: &str, closed: bool, events: &mut Vec<Event<A, R>>) {
         let in_flight = std::mem::take(&mut self.in_flight);
         let queued_acquires = std::mem::take(&mut self.acquires);
         let queued_releases = std::mem::take(&mut self.releases);
-        let queued_hand_overs = std::mem::take(&mut self.hand_overs);
         self.input.clear();
         self.setup_left = usize::MAX;
         let error = |key: &str| {
@@ -447,10 +346,6 @@ impl<A, R, H> Wire<A, R, H> {
                         events.push(release.failed(error));
                     }
                 }
-                Call::HandOver(request, _) => {
-                    let error = error(request.keys.first());
-                    events.push(request.failed(error));
-                }
             }
         }
         for attempt in queued_acquires {
@@ -465,14 +360,6 @@ impl<A, R, H> Wire<A, R, H> {
             let error = error(release.keys.first());
             events.push(release.failed(error));
         }
-        for request in queued_hand_overs {
-            let error = error(request.keys.first());
-            events.push(Event::HandOverFailed {
-                tag: request.tag,
-                error,
-                give_back: None,
-            });
-        }
     }
 
     fn failure(&self, key: &str, message: &str) -> LockError {
@@ -481,7 +368,7 @@ impl<A, R, H> Wire<A, R, H> {
 }
 
 impl<A> Acquire<A> {
-    fn failed<R, H>(self, error: LockError) -> Event<A, R, H> {
+    fn failed<R>(self, error: LockError) -> Event<A, R> {
         Event::AcquireFailed {
             tag: self.tag,
             error,
@@ -491,21 +378,10 @@ impl<A> Acquire<A> {
 }
 
 impl<R> Release<R> {
-    fn failed<A, H>(self, error: LockError) -> Event<A, R, H> {
+    fn failed<A>(self, error: LockError) -> Event<A, R> {
         Event::ReleaseFailed {
             tag: self.tag,
             error,
-        }
-    }
-}
-
-impl<H> HandOverRequest<H> {
-    /// The script may have run: the new token is given back.
-    fn failed<A, R>(self, error: LockError) -> Event<A, R, H> {
-        Event::HandOverFailed {
-            tag: self.tag,
-            error,
-            give_back: Some((self.keys, self.token)),
         }
     }
 }
@@ -524,7 +400,7 @@ mod tests {
     use crate::config::Secret;
     use crate::protocol::chunks::MAX_BATCH;
 
-    type TestWire = Wire<u32, u32, u32>;
+    type TestWire = Wire<u32, u32>;
 
     fn keys(name: &str) -> Arc<LockKeys> {
         Arc::new(LockKeys::new("", [name.to_owned()]))
@@ -540,7 +416,7 @@ mod tests {
         wire
     }
 
-    fn feed(wire: &mut TestWire, bytes: &[u8]) -> (Vec<u8>, Vec<Event<u32, u32, u32>>) {
+    fn feed(wire: &mut TestWire, bytes: &[u8]) -> (Vec<u8>, Vec<Event<u32, u32>>) {
         let mut out = Vec::new();
         let mut events = Vec::new();
         wire.feed(bytes, &mut out, &mut events).unwrap();
@@ -673,128 +549,6 @@ mod tests {
                     released: false
                 }
             ]
-        ));
-    }
-
-    fn held(name: &str, token: &str) -> HeldLock {
-        HeldLock {
-            keys: keys(name),
-            token: token.to_owned(),
-            fence: 1,
-            ttl: Duration::from_secs(1),
-            expires_at: SystemTime::now(),
-        }
-    }
-
-    #[test]
-    fn a_hand_over_switches_the_token_and_reports_the_reserved_block() {
-        let mut wire = ready_wire();
-        wire.hand_over(
-            5,
-            &held("a", "old"),
-            "new".into(),
-            Duration::from_secs(2),
-            64,
-        );
-        let mut out = Vec::new();
-        wire.flush(&mut out);
-        assert!(contains(&out, "EVALSHA\r\n"));
-        for arg in ["old", "new", "2000", "64"] {
-            assert!(
-                contains(&out, &format!("${}\r\n{arg}\r\n", arg.len())),
-                "{arg}"
-            );
-        }
-        // Redis did not know the script: it goes again with its source, then is answered.
-        let (out, events) = feed(&mut wire, b"-NOSCRIPT No matching script.\r\n");
-        assert!(events.is_empty());
-        assert!(contains(&out, "EVAL\r\n") && contains(&out, "redis.call('GET', KEYS[1])"));
-        let (_, events) = feed(&mut wire, b"*2\r\n:1\r\n:129\r\n");
-        match &events[..] {
-            [Event::HandedOver {
-                tag: 5,
-                outcome: HandOver::Done {
-                    reserved: Some(129),
-                },
-                token,
-                ..
-            }] => assert_eq!(token, "new"),
-            other => panic!("unexpected events {other:?}"),
-        }
-
-        wire.hand_over(
-            6,
-            &held("a", "gone"),
-            "newer".into(),
-            Duration::from_secs(2),
-            0,
-        );
-        wire.flush(&mut Vec::new());
-        let (_, events) = feed(&mut wire, b"*1\r\n:0\r\n");
-        assert!(matches!(
-            events[..],
-            [Event::HandedOver {
-                tag: 6,
-                outcome: HandOver::NotHeld,
-                ..
-            }]
-        ));
-    }
-
-    #[test]
-    fn a_hand_over_cut_off_gives_back_the_new_token_once_sent() {
-        let mut wire = ready_wire();
-        wire.hand_over(
-            1,
-            &held("sent", "old"),
-            "new".into(),
-            Duration::from_secs(1),
-            64,
-        );
-        wire.flush(&mut Vec::new());
-        wire.hand_over(
-            2,
-            &held("queued", "old"),
-            "newer".into(),
-            Duration::from_secs(1),
-            64,
-        );
-        let mut events = Vec::new();
-        wire.fail("connection reset", false, &mut events);
-        match &events[..] {
-            [Event::HandOverFailed {
-                tag: 1,
-                give_back: Some((_, token)),
-                ..
-            }, Event::HandOverFailed {
-                tag: 2,
-                give_back: None,
-                ..
-            }] => assert_eq!(token, "new"),
-            other => panic!("unexpected events {other:?}"),
-        }
-    }
-
-    #[test]
-    fn a_hand_over_answer_that_does_not_fit_fails_it_with_a_give_back() {
-        let mut wire = ready_wire();
-        wire.hand_over(
-            1,
-            &held("a", "old"),
-            "new".into(),
-            Duration::from_secs(1),
-            64,
-        );
-        wire.flush(&mut Vec::new());
-        // A block was asked for, but the answer has none.
-        let (_, events) = feed(&mut wire, b"*1\r\n:1\r\n");
-        assert!(matches!(
-            &events[..],
-            [Event::HandOverFailed {
-                tag: 1,
-                give_back: Some(_),
-                ..
-            }]
         ));
     }
 
