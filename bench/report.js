@@ -35,6 +35,7 @@ const CONTENDED_COLUMNS = [
   { header: 'cmds/acq', value: (r) => r.commandsPerAcquisition, format: fixed(2), better: 'lower' },
   { header: 'evals/acq', value: (r) => r.evalsPerAcquisition, format: fixed(2) },
   { header: 'CPU ms', value: (r) => r.cpuMs, format: fixed(0), better: 'lower' },
+  { header: 'ELU µs/acq', value: (r) => r.eluUsPerAcquisition, format: fixed(1), better: 'lower' },
   { header: 'overlaps', value: (r) => r.overlaps, format: (n) => (n === 0 ? 'ok' : String(n)) }
 ]
 

@@ -3,6 +3,7 @@
 // Many tasks queue for ONE key; each holds it for a few ms. Measures how
 // quickly and how cheaply the lock is handed from holder to holder.
 
+const { performance } = require('node:perf_hooks')
 const { setTimeout: sleep } = require('node:timers/promises')
 const { nowMs } = require('../clock')
 const { latencySummary } = require('../stats')
@@ -52,12 +53,14 @@ async function runContended (locks, servers, { tasks, holdMs, ttlMs }) {
   try {
     await resetCommandCounts(servers)
     const cpuBefore = process.cpuUsage()
+    const eluBefore = performance.eventLoopUtilization()
     const pinging = startPinging(pingers)
     const startedAt = nowMs()
     const outcomes = await Promise.allSettled(Array.from({ length: tasks }, () =>
       holdOnce(locks, KEY, { ttlMs, holdMs })))
     const wallMs = nowMs() - startedAt
     const cpu = process.cpuUsage(cpuBefore)
+    const elu = performance.eventLoopUtilization(eluBefore)
     const pingMsList = await pinging.stop()
     const commands = await readCommandCounts(servers, { pingsPerServer: pingMsList.length })
 
@@ -82,6 +85,8 @@ async function runContended (locks, servers, { tasks, holdMs, ttlMs }) {
       evalsPerAcquisition: commands.evals / holds.length,
       // Includes the PINGs' share of the event loop, as small as a timer every 5 ms.
       cpuMs: (cpu.user + cpu.system) / 1000,
+      // The event loop's busy time per lock obtained: what waiting costs the JS thread.
+      eluUsPerAcquisition: (elu.active * 1000) / holds.length,
       commandCalls: commands.byCommand
     }
   } finally {
