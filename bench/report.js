@@ -39,6 +39,16 @@ const CONTENDED_COLUMNS = [
   { header: 'overlaps', value: (r) => r.overlaps, format: (n) => (n === 0 ? 'ok' : String(n)) }
 ]
 
+// Many keys contended at once: what waiting costs a busy process.
+const CONTENDED_KEYS_COLUMNS = [
+  { header: 'locks/s', value: (r) => r.acquisitionsPerSec, format: fixed(0), better: 'higher' },
+  { header: 'ELU µs/acq', value: (r) => r.eluUsPerAcquisition, format: fixed(1), better: 'lower' },
+  { header: 'CPU µs/acq', value: (r) => r.cpuUsPerAcquisition, format: fixed(1), better: 'lower' },
+  { header: 'cmds/acq', value: (r) => r.commandsPerAcquisition, format: fixed(2), better: 'lower' },
+  { header: 'evals/acq', value: (r) => r.evalsPerAcquisition, format: fixed(2) },
+  { header: 'overlaps', value: (r) => r.overlaps, format: (n) => (n === 0 ? 'ok' : String(n)) }
+]
+
 // The contended case with the waiters spread over several processes. CPU and
 // ELU are summed over the processes; cmds/acq per master only on Redlock.
 const CONTENDED_PROCESSES_COLUMNS = [
@@ -90,6 +100,7 @@ const FLEET_COLUMNS = [
 const COLUMNS = {
   uncontended: UNCONTENDED_COLUMNS,
   contended: CONTENDED_COLUMNS,
+  'contended-keys': CONTENDED_KEYS_COLUMNS,
   'contended-processes': CONTENDED_PROCESSES_COLUMNS,
   foreign: FOREIGN_COLUMNS,
   fleet: FLEET_COLUMNS

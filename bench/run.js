@@ -1,6 +1,6 @@
 'use strict'
 
-// npm run bench -- [--only name1,name2] [--case uncontended,contended,contended-processes,foreign]
+// npm run bench -- [--only name1,name2] [--case uncontended,contended,contended-keys,contended-processes,foreign]
 //                   [--topology single,redlock] [--tasks 100] [--quick]
 //
 // Runs every lock implementation against the same throwaway redis-server(s),
@@ -18,6 +18,7 @@ const floor = require('./floor')
 const { startRedisServers } = require('./redis')
 const { runUncontended } = require('./scenarios/uncontended')
 const { runContended } = require('./scenarios/contended')
+const { runContendedKeys } = require('./scenarios/contended-keys')
 const { runContendedProcesses, contendedProcessesLimitMs } = require('./scenarios/contended-processes')
 const { runForeignHandOff, runMixedFleets, FLEET } = require('./scenarios/foreign')
 const { renderCase } = require('./report')
@@ -25,12 +26,14 @@ const { renderCase } = require('./report')
 const RESULTS_FILE = path.join(__dirname, 'results.json')
 const REDLOCK_NODES = 3
 const OURS = 'ironlock'
-const CASE_GROUPS = ['uncontended', 'contended', 'contended-processes', 'foreign']
+const CASE_GROUPS = ['uncontended', 'contended', 'contended-keys', 'contended-processes', 'foreign']
 const TOPOLOGIES = ['single', 'redlock']
 
 const FULL = {
   uncontended: { workers: 32, warmupMs: 500, measureMs: 2000 },
   contendedTasks: [10, 100, 1000],
+  // Many keys at once, each held for one turn of the event loop.
+  contendedKeys: { keys: 32, tasksPerKey: 8, rounds: 40 },
   // The same, with the waiters spread over child processes (same in --quick).
   contendedProcesses: { processes: 4, tasksPerProcess: 25 },
   holdMs: 5,
@@ -52,6 +55,7 @@ const QUICK = {
   ...FULL,
   uncontended: { workers: 32, warmupMs: 200, measureMs: 1000 },
   contendedTasks: [10, 100],
+  contendedKeys: { keys: 32, tasksPerKey: 8, rounds: 10 },
   caseTimeoutMs: 10_000,
   foreign: { rounds: 50, fleetRuns: 3, fleetCapMs: 25_000 }
 }
@@ -107,6 +111,14 @@ function casesFor (settings, multiNode) {
     reference: floor,
     run: (locks, servers) => runContended(locks, servers, { tasks, holdMs: settings.holdMs, ttlMs: settings.ttlMs })
   }))
+  const many = settings.contendedKeys
+  const contendedKeys = {
+    kind: 'contended-keys',
+    group: 'contended-keys',
+    title: `contended on many keys: ${many.keys} keys × ${many.tasksPerKey} tasks × ${many.rounds} rounds, ` +
+      'each held for one event-loop turn',
+    run: (locks, servers) => runContendedKeys(locks, servers, { ...settings.contendedKeys, ttlMs: settings.ttlMs })
+  }
   const { processes, tasksPerProcess } = settings.contendedProcesses
   const runCapMs = settings.caseTimeoutMs * HARD_LIMIT_FACTOR
   const contendedProcesses = {
@@ -145,7 +157,7 @@ function casesFor (settings, multiNode) {
       `hold ${FLEET.holdMs} ms, ${fleetRuns} runs per fleet, cap ${fleetCapMs / 1000} s`,
     runAll: (servers) => runMixedFleets(servers, { runs: fleetRuns, capMs: fleetCapMs })
   }
-  return [uncontended, ...contended, contendedProcesses, handOff, ...(multiNode ? [fleet] : [])]
+  return [uncontended, ...contended, contendedKeys, contendedProcesses, handOff, ...(multiNode ? [fleet] : [])]
 }
 
 async function withHardLimit (promise, ms) {
