@@ -1,11 +1,12 @@
 //! `memory://`: an in-process store with the semantics of one Redis, for unit tests and
 //! single-process tools. It excludes only within this process.
 //!
-//! Every operation does under one mutex what the Lua scripts in [`crate::protocol::scripts`] do on Redis:
-//! all-or-nothing `SET NX PX`, the fencing counters lifted to a common value, compare-the-token
-//! release and extend, and the hand-over of a one-key lock to a local waiter with its block of
-//! fencing tokens, so waiting here takes the same path as on one Redis. Keys expire lazily (checked on access) and expired ones are pruned as the
-//! map grows, so locks that are never released do not pile up. A release is announced to the
+//! Every operation does under one mutex what the Lua scripts in [`crate::protocol::scripts`] do on
+//! Redis: all-or-nothing `SET NX PX`, the fencing counters lifted to a common value,
+//! compare-the-token release and extend, and the hand-over of a one-key lock to a local waiter with
+//! its block of fencing tokens, so waiting here takes the same path as on one Redis. Keys expire
+//! lazily (checked on access) and expired ones are pruned as the map grows, so locks that are never
+//! released do not pile up. A release is announced to the
 //! [`ReleaseListener`] of every locker on the store directly, instead of through a channel.
 //!
 //! `memory://` alone gives each locker a store of its own. `memory://<name>` names a store
@@ -151,8 +152,6 @@ impl Memory {
     }
 }
 
-/// When a key set now with `ttl` expires: Redis counts whole milliseconds, and a TTL too large
-/// for the clock never expires.
 /// What Redis answers to `SET … PX 0`.
 fn refuse_zero_ttl(keys: &LockKeys, ttl: Duration) -> Result<(), LockError> {
     if ttl.as_millis() == 0 {
@@ -164,6 +163,8 @@ fn refuse_zero_ttl(keys: &LockKeys, ttl: Duration) -> Result<(), LockError> {
     Ok(())
 }
 
+/// When a key set now with `ttl` expires: Redis counts whole milliseconds, and a TTL too large
+/// for the clock never expires.
 fn expiry(now: Instant, ttl: Duration) -> Option<Instant> {
     now.checked_add(Duration::from_millis(ttl.as_millis() as u64))
 }
