@@ -11,9 +11,9 @@ use crate::protocol::keys::LockKeys;
 use crate::protocol::lock::{valid_until, HeldLock};
 use crate::protocol::token::new_token;
 use crate::session::cancel::CancelToken;
-use crate::session::handover::CHAIN_END_PAUSE;
+use crate::session::head::{Head, Step};
 use crate::session::options::AcquireOptions;
-use crate::session::wait::{FirstAttempt, ForeignPoll, Handing, Ticket, Turn, WaitQueues};
+use crate::session::wait::{FirstAttempt, Handing, Ticket, WaitQueues};
 use crate::topology::{Attempt, HandOver, Memory, Redlock, ReleaseListener, Single, Topology};
 
 pub struct Lifecycle {
@@ -195,97 +195,102 @@ impl Lifecycle {
         self.release_in_background(keys, token);
     }
 
+    /// Waits at `ticket`'s place in the queue, then as its head does what [`Head`] decides:
+    /// attempts, looks, sleeps (offering to take a local release over meanwhile), gives up.
     async fn wait_in_queue(
         &self,
         ticket: &Ticket,
         keys: &Arc<LockKeys>,
         options: &AcquireOptions,
         deadline: Option<Instant>,
-        mut retry_after: Option<Duration>,
+        retry_after: Option<Duration>,
     ) -> Result<HeldLock, LockError> {
         if !ticket.until_head(deadline).await {
             return Err(busy(keys, ticket.retry_after().or(retry_after)));
         }
         let subscribed = ticket.subscribe().await;
         let can_take_over = self.can_hand_over(keys);
-        let mut foreign_poll = ForeignPoll::default();
-        // The last attempt found a holder that is not ironlock's.
-        let mut foreign = false;
+        let mut head = Head::new(deadline, retry_after);
+        let mut step = head.turn(ticket.turn(), Instant::now());
         loop {
-            // Set while the holder is not ironlock's: its release will not be announced.
-            let mut poll = None;
-            let generation = match ticket.turn() {
-                Turn::Attempt { generation, pause } => {
-                    if pause {
-                        // A local hand-over chain just ended: other processes go first.
-                        tokio::time::sleep(CHAIN_END_PAUSE).await;
-                    }
-                    if foreign && !self.topology.may_be_free(keys, options.ttl).await {
-                        poll = Some(foreign_poll.next_interval());
-                    } else {
-                        match self.attempt(keys, options).await? {
-                            Ok(lock) => return Ok(lock),
-                            Err(refused) => {
-                                retry_after = refused.retry_after;
-                                foreign = refused.foreign;
-                                if foreign {
-                                    poll = Some(foreign_poll.next_interval());
-                                } else {
-                                    foreign_poll = ForeignPoll::default();
-                                }
-                            }
-                        }
-                        ticket.saw_busy(retry_after);
-                    }
-                    generation
+            step = match step {
+                Step::Pause(pause) => {
+                    tokio::time::sleep(pause).await;
+                    head.paused()
                 }
-                Turn::AwaitRelease { generation, bound } => {
-                    retry_after = Some(bound);
-                    generation
+                Step::Probe => {
+                    let may_be_free = self.topology.may_be_free(keys, options.ttl).await;
+                    head.probed(may_be_free, Instant::now())
                 }
-            };
-            let now = Instant::now();
-            if deadline.is_some_and(|deadline| now >= deadline) {
-                return Err(busy(keys, retry_after));
-            }
-            // A holder without TTL never expires by itself: only a release can free the lock.
-            let expiry = retry_after.map_or(now + Duration::from_secs(3600), |after| now + after);
-            let mut until = deadline.map_or(expiry, |deadline| deadline.min(expiry));
-            if let Some(poll) = poll {
-                until = until.min(now + poll);
-            }
-            if !can_take_over {
-                let released = ticket.await_release(generation, until, subscribed).await;
-                self.spread_after_release(ticket, released).await;
-                continue;
-            }
-            // While it sleeps, the head offers to take the lock over from a local release.
-            let mut handed = ticket.offer(options.ttl);
-            let outcome = tokio::select! {
-                biased;
-                outcome = &mut handed => outcome,
-                released = ticket.await_release(generation, until, subscribed) => {
-                    if ticket.withdraw_offer() {
+                Step::Attempt => match self.attempt(keys, options).await? {
+                    Ok(lock) => return Ok(lock),
+                    Err(refused) => {
+                        ticket.saw_busy(refused.retry_after);
+                        head.refused(refused.retry_after, refused.foreign, Instant::now())
+                    }
+                },
+                Step::GiveUp { retry_after } => return Err(busy(keys, retry_after)),
+                Step::Sleep { generation, until } => {
+                    if !can_take_over {
+                        let released = ticket.await_release(generation, until, subscribed).await;
                         self.spread_after_release(ticket, released).await;
-                        continue;
-                    }
-                    // A release took the offer: an attempt now would only find the lock held,
-                    // so the head waits for the hand-over's outcome instead.
-                    match deadline {
-                        Some(deadline) => match tokio::time::timeout_at(deadline, handed).await {
-                            Ok(outcome) => outcome,
-                            // Dropping the receiver makes the releaser give the lock back.
-                            Err(_) => return Err(busy(keys, retry_after)),
-                        },
-                        None => handed.await,
+                        head.turn(ticket.turn(), Instant::now())
+                    } else {
+                        match self
+                            .sleep_offering(
+                                ticket, options, deadline, generation, until, subscribed,
+                            )
+                            .await
+                        {
+                            Woke::Handed(lock) => return Ok(lock),
+                            Woke::TooLate => {
+                                return Err(busy(keys, head.retry_after()));
+                            }
+                            Woke::Turn => head.turn(ticket.turn(), Instant::now()),
+                        }
                     }
                 }
             };
-            // A failed hand-over (the releaser had lost the lock, or Redis failed) leaves the
-            // receiver empty: the next turn attempts, as after a release.
-            if let Ok(handed) = outcome {
-                return Ok(handed.into_lock());
+        }
+    }
+
+    /// The head's sleep (see [`Lifecycle::wait_in_queue`]) while it offers to take the lock
+    /// over from a release in this process.
+    async fn sleep_offering(
+        &self,
+        ticket: &Ticket,
+        options: &AcquireOptions,
+        deadline: Option<Instant>,
+        generation: u64,
+        until: Instant,
+        subscribed: bool,
+    ) -> Woke {
+        let mut handed = ticket.offer(options.ttl);
+        let outcome = tokio::select! {
+            biased;
+            outcome = &mut handed => outcome,
+            released = ticket.await_release(generation, until, subscribed) => {
+                if ticket.withdraw_offer() {
+                    self.spread_after_release(ticket, released).await;
+                    return Woke::Turn;
+                }
+                // A release took the offer: an attempt now would only find the lock held,
+                // so the head waits for the hand-over's outcome instead.
+                match deadline {
+                    Some(deadline) => match tokio::time::timeout_at(deadline, handed).await {
+                        Ok(outcome) => outcome,
+                        // Dropping the receiver makes the releaser give the lock back.
+                        Err(_) => return Woke::TooLate,
+                    },
+                    None => handed.await,
+                }
             }
+        };
+        // A failed hand-over (the releaser had lost the lock, or Redis failed) leaves the
+        // receiver empty: the next turn attempts, as after a release.
+        match outcome {
+            Ok(handed) => Woke::Handed(handed.into_lock()),
+            Err(_) => Woke::Turn,
         }
     }
 
@@ -452,6 +457,16 @@ pub(super) enum FirstTurn {
     Attempt { place: Option<FirstAttempt> },
     /// Local requests for the same keys are ahead of it: it queues behind them.
     Queue,
+}
+
+/// How a head's sleep while it offered ended.
+enum Woke {
+    /// A release in this process handed it the lock.
+    Handed(HeldLock),
+    /// The deadline passed while a release that took the offer was still handing the lock over.
+    TooLate,
+    /// A release was announced, the sleep timed out or a hand-over failed: the queue's next turn.
+    Turn,
 }
 
 /// What an attempt that found the lock busy learned about its holder.

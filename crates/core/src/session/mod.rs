@@ -3,6 +3,7 @@
 
 pub mod cancel;
 pub mod handover;
+mod head;
 mod held;
 pub mod lifecycle;
 mod locker;

@@ -26,7 +26,7 @@ use crate::topology::{HandOver, ReleaseListener, Topology};
 const UNSUBSCRIBED_POLL: Duration = Duration::from_millis(250);
 
 /// The first and the longest pause of a head polling a holder that is not ironlock's.
-const FOREIGN_POLL_FIRST: Duration = Duration::from_millis(4);
+pub(super) const FOREIGN_POLL_FIRST: Duration = Duration::from_millis(4);
 const FOREIGN_POLL_MAX: Duration = Duration::from_millis(16);
 
 /// The pauses of a head whose lock is held by a holder that never announces its release (a
