@@ -306,9 +306,10 @@ impl Lifecycle {
         }
     }
 
-    /// Whether releases of `keys` in this process can hand the lock to a local waiter.
+    /// Whether releases of `keys` in this process can hand the lock to a local waiter: a one-key
+    /// lock can, on every topology.
     fn can_hand_over(&self, keys: &LockKeys) -> bool {
-        keys.redis_keys.len() == 1 && self.topology.supports_hand_over()
+        keys.redis_keys.len() == 1
     }
 
     /// One try: `Ok(Ok(lock))` when taken, `Ok(Err(refused))` when busy.
@@ -347,8 +348,8 @@ impl Lifecycle {
 
     /// `true` when the lock was still ours and is now gone.
     ///
-    /// A one-key lock that a local waiter is sleeping for is handed straight to it instead
-    /// (where the topology can), still in this call's one round trip.
+    /// A one-key lock that a local waiter is sleeping for is handed straight to it instead,
+    /// still in this call's one round trip.
     pub async fn release(&self, lock: &HeldLock) -> Result<bool, LockError> {
         if self.can_hand_over(&lock.keys) {
             if let Some(handing) = self.queues.hand_over(&lock.keys.channels[0], &lock.token) {

@@ -283,10 +283,6 @@ impl Topology for Memory {
         })
     }
 
-    fn supports_hand_over(&self) -> bool {
-        true
-    }
-
     /// What `HAND_OVER` does on Redis, without the clock floor of its fencing tokens: a store
     /// lives only as long as the process, so its counters never go back.
     fn hand_over<'a>(

@@ -80,32 +80,20 @@ pub trait Topology: Send + Sync + 'static {
         Duration::ZERO
     }
 
-    /// Whether [`Topology::hand_over`] works: one Redis, and Redlock (node by node, the new
-    /// token needing a majority like an attempt).
-    fn supports_hand_over(&self) -> bool {
-        false
-    }
-
     /// Replaces `old_token` (whose fence was `old_fence`) by `new_token` (living `ttl` from now)
     /// on a one-key lock, without the key ever being free; with `reserve > 0`, also reserves that
-    /// many fencing tokens in one go, where the topology uses blocks (one Redis).
-    /// Only called when [`Topology::supports_hand_over`] is true.
+    /// many fencing tokens in one go, where the topology uses blocks (one Redis). Every topology
+    /// hands over: one Redis and `memory://` in one script (or its equivalent), Redlock node by
+    /// node, the new token needing a majority like an attempt.
     fn hand_over<'a>(
         &'a self,
         keys: &'a LockKeys,
-        _old_token: &'a str,
-        _old_fence: u64,
-        _new_token: &'a str,
-        _ttl: Duration,
-        _reserve: u64,
-    ) -> BoxFuture<'a, Result<HandOver, LockError>> {
-        Box::pin(async move {
-            Err(LockError::Connection {
-                key: keys.first().to_owned(),
-                message: "this topology cannot hand a lock over".into(),
-            })
-        })
-    }
+        old_token: &'a str,
+        old_fence: u64,
+        new_token: &'a str,
+        ttl: Duration,
+        reserve: u64,
+    ) -> BoxFuture<'a, Result<HandOver, LockError>>;
 
     /// Subscribes the release channels `channels` (counting uses), returning once confirmed.
     fn watch_releases<'a>(&'a self, channels: &'a [String])

@@ -345,10 +345,6 @@ impl Topology for Redlock {
         ATTEMPT_SPREAD
     }
 
-    fn supports_hand_over(&self) -> bool {
-        true
-    }
-
     /// Hands a one-key lock to `new_token` on every node where `old_token` holds it (and takes
     /// the key where it is free), in one round. The new token holds the lock once a majority of
     /// nodes switched from the old token, within the new TTL's validity, as an attempt would need;

@@ -463,10 +463,6 @@ impl Topology for Single {
         })
     }
 
-    fn supports_hand_over(&self) -> bool {
-        true
-    }
-
     fn hand_over<'a>(
         &'a self,
         keys: &'a LockKeys,
