@@ -12,6 +12,7 @@
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use futures_util::future::join_all;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use rand::Rng;
 
@@ -179,6 +180,29 @@ impl Redlock {
         for node in &self.nodes {
             node.lift_fences(keys, fence);
         }
+    }
+
+    /// Undoes a failed hand-over: deletes both of its tokens on every node. The head attempts as
+    /// soon as the release returns, so the nodes that answered are cleaned first (their
+    /// connections work); the others in the background.
+    async fn give_back_both(
+        &self,
+        answers: &[Answer<NodeHandOver>],
+        keys: &Arc<LockKeys>,
+        tokens: &(String, String),
+    ) {
+        let (answered, silent): (Vec<_>, Vec<_>) = self
+            .nodes
+            .iter()
+            .zip(answers)
+            .partition(|(_, answer)| matches!(answer, Some(Ok(_))));
+        let releases = answered
+            .iter()
+            .flat_map(|(node, _)| [&tokens.0, &tokens.1].map(|token| node.release(keys, token)));
+        join_all(releases).await;
+        let silent: Vec<_> = silent.into_iter().map(|(node, _)| node.clone()).collect();
+        Self::undo(silent.clone(), keys.clone(), tokens.1.clone());
+        Self::undo(silent, keys.clone(), tokens.0.clone());
     }
 
     /// Releases `token` on every node, without waiting: undoes a lost attempt.
@@ -370,15 +394,22 @@ impl Topology for Redlock {
             let shared_keys = Arc::new(keys.clone());
             let tokens = Arc::new((old_token.to_owned(), new_token.to_owned()));
             let ttl_ms = ttl.as_millis() as u64;
-            // Nodes that answer after the round was decided need nothing: a failed hand-over is
-            // undone on every node below, after the script on each.
+            // Decided early only by a majority that switched: a failed hand-over hears every
+            // node (or its timeout), so that it can be undone below before the head attempts.
+            let quorum = self.quorum;
             let answers = self
                 .round(
                     self.node_timeout(ttl),
                     |node| {
                         hand_over_on(node, shared_keys.clone(), tokens.clone(), ttl_ms, old_fence)
                     },
-                    majority_decided(self.quorum, NodeHandOver::replaced),
+                    move |answers: &[Answer<NodeHandOver>]| {
+                        answers
+                            .iter()
+                            .filter(|answer| matches!(answer, Some(Ok(node)) if node.replaced()))
+                            .count()
+                            >= quorum
+                    },
                     |_, _| {},
                 )
                 .await;
@@ -405,8 +436,7 @@ impl Topology for Redlock {
                 }
                 return Ok(HandOver::Fenced { fence });
             }
-            Self::undo(self.nodes.clone(), shared_keys.clone(), tokens.1.clone());
-            Self::undo(self.nodes.clone(), shared_keys, tokens.0.clone());
+            self.give_back_both(&answers, &shared_keys, &tokens).await;
             match self.unreachable(keys.first(), &answers, votes) {
                 Some(error) => Err(error),
                 None => Ok(HandOver::NotHeld),
