@@ -2,14 +2,16 @@
 //!
 //! Every operation goes to all nodes at once and resolves as soon as its outcome is certain, so a
 //! stalled node delays nothing while a majority answers; the slower nodes finish in the background.
-//! A lost attempt is undone on every node.
+//! A lost attempt is undone on every node, and a slow node's grant that lands after the lock's
+//! release is undone when that node answers.
 //!
 //! A release in this process with a local waiter hands the lock over instead (see
 //! [`Topology::hand_over`]): node by node, the key goes from the old token to the new one without
 //! ever being free, and the new token holds the lock when a majority made the switch, as an
 //! attempt would need; otherwise both tokens are given back everywhere.
 
-use std::sync::{Arc, Weak};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
@@ -37,6 +39,38 @@ pub struct Redlock {
     quorum: usize,
     command_timeout: Duration,
     drift_factor: f64,
+    unsettled: Arc<UnsettledAttempts>,
+}
+
+/// Attempts whose round was decided before every node answered, by token, and whether the lock
+/// was released meanwhile. A slow node's grant can land after the release that should have
+/// deleted it (the two travel in separate calls, and a call Redis did not know the script of
+/// goes again later): the attempt's late answers then tell which nodes to clean.
+#[derive(Default)]
+struct UnsettledAttempts {
+    released: Mutex<HashMap<String, bool>>,
+}
+
+impl UnsettledAttempts {
+    fn start(&self, token: &str) {
+        self.lock().insert(token.to_owned(), false);
+    }
+
+    /// Called before a release of `token` is sent.
+    fn releasing(&self, token: &str) {
+        if let Some(released) = self.lock().get_mut(token) {
+            *released = true;
+        }
+    }
+
+    /// Every node answered `token`'s attempt: whether it was released before that.
+    fn settle(&self, token: &str) -> bool {
+        self.lock().remove(token).unwrap_or(false)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, bool>> {
+        self.released.lock().expect("unsettled attempts")
+    }
 }
 
 /// One node's answer in a round: `None` while it has not answered.
@@ -61,6 +95,7 @@ impl Redlock {
             nodes,
             command_timeout,
             drift_factor,
+            unsettled: Arc::default(),
         })
     }
 
@@ -191,6 +226,7 @@ impl Redlock {
         keys: &Arc<LockKeys>,
         tokens: &(String, String),
     ) {
+        self.unsettled.releasing(&tokens.0);
         let (answered, silent): (Vec<_>, Vec<_>) = self
             .nodes
             .iter()
@@ -283,23 +319,32 @@ impl Topology for Redlock {
             let started = Instant::now();
             let shared_keys = Arc::new(keys.clone());
             let owned_token = token.to_owned();
-            // A node that grants after a lost round is undone when it answers.
+            // A node that answers after the round was decided is undone then, if the round was
+            // lost or the lock released meanwhile, where it granted or failed (its SET may have
+            // landed all the same).
+            self.unsettled.start(&owned_token);
             let undo_late_grants = {
                 let (nodes, keys, token) =
                     (self.nodes.clone(), shared_keys.clone(), owned_token.clone());
-                let quorum = self.quorum;
+                let (quorum, unsettled) = (self.quorum, self.unsettled.clone());
                 move |answers: Vec<Answer<Attempt>>, late: Vec<bool>| {
+                    let released = unsettled.settle(&token);
                     let granted = |answer: &Answer<Attempt>| matches!(answer, Some(Ok(attempt)) if is_granted(attempt));
-                    if answers.iter().filter(|answer| granted(answer)).count() >= quorum {
+                    let won = answers.iter().filter(|answer| granted(answer)).count() >= quorum;
+                    if won && !released {
                         return;
                     }
                     let late_grants: Vec<_> = nodes
                         .into_iter()
                         .zip(answers.iter().zip(late))
-                        .filter(|(_, (answer, late))| *late && granted(answer))
+                        .filter(|(_, (answer, late))| {
+                            *late && (granted(answer) || matches!(answer, Some(Err(_))))
+                        })
                         .map(|(node, _)| node)
                         .collect();
-                    Self::undo(late_grants, keys, token);
+                    if !late_grants.is_empty() {
+                        Self::undo(late_grants, keys, token);
+                    }
                 }
             };
             let answers = self
@@ -471,6 +516,7 @@ impl Topology for Redlock {
         token: &'a str,
     ) -> BoxFuture<'a, Result<bool, LockError>> {
         Box::pin(async move {
+            self.unsettled.releasing(token);
             let (shared_keys, owned_token) = (Arc::new(keys.clone()), token.to_owned());
             let answers = self
                 .round(
@@ -566,5 +612,24 @@ impl Topology for Redlock {
         for node in &self.nodes {
             node.close();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::UnsettledAttempts;
+
+    #[test]
+    fn an_attempt_settles_as_released_only_when_released_before_its_last_answer() {
+        let unsettled = UnsettledAttempts::default();
+        unsettled.start("kept");
+        unsettled.start("released");
+        unsettled.releasing("released");
+        assert!(!unsettled.settle("kept"));
+        assert!(unsettled.settle("released"));
+        // Settled attempts are forgotten: a release after the last answer marks nothing.
+        unsettled.releasing("kept");
+        assert!(!unsettled.settle("kept"));
+        assert!(unsettled.lock().is_empty());
     }
 }
