@@ -279,10 +279,7 @@ fn majority_decided<T>(
     granted: impl Fn(&T) -> bool,
 ) -> impl Fn(&[Answer<T>]) -> bool {
     move |answers: &[Answer<T>]| {
-        let yes = answers
-            .iter()
-            .filter(|answer| matches!(answer, Some(Ok(value)) if granted(value)))
-            .count();
+        let yes = count_granted(answers, &granted);
         let no = answers
             .iter()
             .filter(|answer| {
@@ -292,6 +289,14 @@ fn majority_decided<T>(
             .count();
         yes >= quorum || no > answers.len() - quorum
     }
+}
+
+/// How many nodes answered yes.
+fn count_granted<T>(answers: &[Answer<T>], granted: impl Fn(&T) -> bool) -> usize {
+    answers
+        .iter()
+        .filter(|answer| matches!(answer, Some(Ok(value)) if granted(value)))
+        .count()
 }
 
 /// A node's error text without the key prefix the single topology gives it.
@@ -330,7 +335,7 @@ impl Topology for Redlock {
                 move |answers: Vec<Answer<Attempt>>, late: Vec<bool>| {
                     let released = unsettled.settle(&token);
                     let granted = |answer: &Answer<Attempt>| matches!(answer, Some(Ok(attempt)) if is_granted(attempt));
-                    let won = answers.iter().filter(|answer| granted(answer)).count() >= quorum;
+                    let won = count_granted(&answers, is_granted) >= quorum;
                     if won && !released {
                         return;
                     }
@@ -449,11 +454,7 @@ impl Topology for Redlock {
                         hand_over_on(node, shared_keys.clone(), tokens.clone(), ttl_ms, old_fence)
                     },
                     move |answers: &[Answer<NodeHandOver>]| {
-                        answers
-                            .iter()
-                            .filter(|answer| matches!(answer, Some(Ok(node)) if node.replaced()))
-                            .count()
-                            >= quorum
+                        count_granted(answers, NodeHandOver::replaced) >= quorum
                     },
                     |_, _| {},
                 )
