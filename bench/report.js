@@ -97,17 +97,37 @@ const FLEET_COLUMNS = [
   { header: 'overlaps', value: (r) => r.overlaps, format: (n) => (n === 0 ? 'ok' : String(n)) }
 ]
 
+// A rolling migration: old workers and ironlock workers on one key, per mix;
+// acq/s and the ratios are medians over the runs.
+const ROLLING_COLUMNS = [
+  { header: 'old acq/s', value: (r) => r.oldPerSec, format: fixed(1) },
+  { header: 'ironlock acq/s', value: (r) => r.oursPerSec, format: fixed(1) },
+  { header: 'old share %', value: (r) => r.oldShare === null ? null : r.oldShare * 100, format: fixed(1) },
+  { header: 'ironlock ÷ old', value: (r) => r.oursOverOld, format: fixed(1) },
+  { header: 'old gave up/s', value: (r) => r.oldGaveUpPerSec, format: fixed(2) },
+  { header: 'old wait p50 ms', value: (r) => r.oldWaitMs.p50, format: fixed(0) },
+  { header: 'old wait max ms', value: (r) => r.oldWaitMs.max, format: fixed(0) },
+  { header: 'ironlock hand-off p50 ms', value: (r) => r.ourHandOffMs.p50, format: fixed(2) },
+  { header: 'runs old/ironlock acq/s', value: (r) => r.runs, format: (runs) => runs.map(rollingRunLabel).join(' ') },
+  { header: 'overlaps', value: (r) => r.overlaps, format: (n) => (n === 0 ? 'ok' : String(n)) }
+]
+
 const COLUMNS = {
   uncontended: UNCONTENDED_COLUMNS,
   contended: CONTENDED_COLUMNS,
   'contended-keys': CONTENDED_KEYS_COLUMNS,
   'contended-processes': CONTENDED_PROCESSES_COLUMNS,
   foreign: FOREIGN_COLUMNS,
-  fleet: FLEET_COLUMNS
+  fleet: FLEET_COLUMNS,
+  rolling: ROLLING_COLUMNS
 }
 
 function runLabel (run) {
   return `${(run.wallMs / 1000).toFixed(1)}${run.capped ? '*' : ''}`
+}
+
+function rollingRunLabel (run) {
+  return [run.oldPerSec, run.oursPerSec].filter((rate) => rate !== null).map(fixed(0)).join('/')
 }
 
 // Errors are listed in full under the table, so the rows stay one line each.
@@ -165,12 +185,29 @@ function fleetComparisonLine (rows, columns) {
   return `fleet B vs fleet A, >1 = B better: ${parts.join(', ')}`
 }
 
+// Each old kind: its rate beside ironlock as a share of its rate alone, and
+// ironlock's rate beside it as a share of ironlock's alone.
+function rollingComparisonLine (rows) {
+  if (rows.some((row) => row.error)) return '(a mix did not complete: no ratios)'
+  const alone = (old, ours) => rows.find((row) => row.mix.old === old && row.mix.ours === ours)
+  const ironlockAlone = alone(null, true)
+  const parts = rows.filter((row) => row.mix.old && row.mix.ours).map((mixed) => {
+    const oldAlone = alone(mixed.mix.old, false)
+    return `${mixed.mix.old} ×${(mixed.oldPerSec / oldAlone.oldPerSec).toFixed(2)} of its rate alone ` +
+      `(ironlock beside it ×${(mixed.oursPerSec / ironlockAlone.oursPerSec).toFixed(2)} of its own)`
+  })
+  return `beside ironlock, medians: ${parts.join('; ')}`
+}
+
+const COMPARISON_LINES = { fleet: fleetComparisonLine, rolling: rollingComparisonLine }
+const FIRST_HEADERS = { fleet: 'fleet', rolling: 'mix' }
+
 function renderCase (title, kind, rows) {
   const columns = COLUMNS[kind]
-  const headers = [kind === 'fleet' ? 'fleet' : 'implementation', ...columns.map((column) => column.header), 'status']
+  const headers = [FIRST_HEADERS[kind] ?? 'implementation', ...columns.map((column) => column.header), 'status']
   const cells = rows.map((row) => [row.impl, ...columns.map((column) => cell(row, column)), status(row)])
   const errors = rows.filter((row) => row.error).map((row) => `error in ${row.impl}: ${row.error}`)
-  const comparison = kind === 'fleet' ? fleetComparisonLine(rows, columns) : comparisonLine(rows, columns)
+  const comparison = (COMPARISON_LINES[kind] ?? comparisonLine)(rows, columns)
   return [`\n== ${title} ==`, formatTable(headers, cells), ...errors, comparison].join('\n')
 }
 

@@ -5,7 +5,8 @@
 //
 // Runs every lock implementation against the same throwaway redis-server(s),
 // case by case, all in this one process (only the contended-across-processes
-// case and the mixed fleets of the foreign-holder case run in child processes),
+// case and the mixed fleets and rolling migration of the foreign-holder case run
+// in child processes),
 // then prints one table per case and writes bench/results.json.
 
 const fs = require('node:fs')
@@ -21,6 +22,7 @@ const { runContended } = require('./scenarios/contended')
 const { runContendedKeys } = require('./scenarios/contended-keys')
 const { runContendedProcesses, contendedProcessesLimitMs } = require('./scenarios/contended-processes')
 const { runForeignHandOff, runMixedFleets, FLEET } = require('./scenarios/foreign')
+const { runRollingMigration, ROLLING } = require('./scenarios/rolling')
 const { renderCase } = require('./report')
 
 const RESULTS_FILE = path.join(__dirname, 'results.json')
@@ -48,7 +50,9 @@ const FULL = {
     rounds: 200,
     // Mixed-fleet runs per fleet, and the cap on one run (a capped run counts as the cap).
     fleetRuns: 5,
-    fleetCapMs: 25_000
+    fleetCapMs: 25_000,
+    // A rolling migration on one key: old and ironlock workers, each a process.
+    rolling: { workersPerSide: 4, windowMs: 5000, runs: 5 }
   }
 }
 const QUICK = {
@@ -57,7 +61,7 @@ const QUICK = {
   contendedTasks: [10, 100],
   contendedKeys: { keys: 32, tasksPerKey: 8, rounds: 10 },
   caseTimeoutMs: 10_000,
-  foreign: { rounds: 50, fleetRuns: 3, fleetCapMs: 25_000 }
+  foreign: { rounds: 50, fleetRuns: 3, fleetCapMs: 25_000, rolling: { workersPerSide: 4, windowMs: 2000, runs: 3 } }
 }
 // A case that outlives its timeout by this factor is hung (waiters should have
 // given up): abandon it rather than the whole bench.
@@ -157,7 +161,16 @@ function casesFor (settings, multiNode) {
       `hold ${FLEET.holdMs} ms, ${fleetRuns} runs per fleet, cap ${fleetCapMs / 1000} s`,
     runAll: (servers) => runMixedFleets(servers, { runs: fleetRuns, capMs: fleetCapMs })
   }
-  return [uncontended, ...contended, contendedKeys, contendedProcesses, handOff, ...(multiNode ? [fleet] : [])]
+  const { workersPerSide, windowMs, runs } = settings.foreign.rolling
+  const rolling = {
+    kind: 'rolling',
+    group: 'foreign',
+    needsOurs: true,
+    title: `foreign holders: rolling migration, ${workersPerSide} old + ${workersPerSide} ironlock processes on one key, ` +
+      `hold ${ROLLING.holdMs} ms, ${windowMs / 1000} s windows, ${runs} runs per mix`,
+    runAll: (servers) => runRollingMigration(servers, settings.foreign.rolling)
+  }
+  return [uncontended, ...contended, contendedKeys, contendedProcesses, handOff, multiNode ? fleet : rolling]
 }
 
 async function withHardLimit (promise, ms) {

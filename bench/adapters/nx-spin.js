@@ -14,12 +14,14 @@ function create ({ urls, maxWaitMs }) {
   client.defineCommand('compareAndDelete', { numberOfKeys: 1, lua: COMPARE_AND_DELETE })
   return {
     name: 'nx-spin',
-    async acquire (key, ttlMs) {
+    // `signal` (optional) calls the wait off, as the rolling-migration case does at its window's end.
+    async acquire (key, ttlMs, signal) {
       const token = randomUUID()
       const giveUpAt = Date.now() + maxWaitMs
       while (await client.set(key, token, 'PX', ttlMs, 'NX') !== 'OK') {
         if (Date.now() >= giveUpAt) throw new Error(`nx-spin: gave up waiting for ${key}`)
-        await sleep(SPIN_DELAY_MS)
+        signal?.throwIfAborted()
+        await sleep(SPIN_DELAY_MS, undefined, { signal })
       }
       return { key, token }
     },

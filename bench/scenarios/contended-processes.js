@@ -12,11 +12,10 @@
 // children on one time line (performance.timeOrigin + performance.now(), which
 // is comparable across processes; the parent checks each child's offset).
 
-const { fork } = require('node:child_process')
 const path = require('node:path')
 const { setTimeout: sleep } = require('node:timers/promises')
-const { nowMs, sharedNowMs } = require('../clock')
 const { latencySummary } = require('../stats')
+const { Child, clockOffset } = require('../children')
 const { resetCommandCounts, summarizeCalls, withoutPings } = require('../commands')
 const { openPingers, closePingers, startPinging } = require('../ping')
 
@@ -27,81 +26,6 @@ const WARMUP_KEY = 'bench:contended-processes:warmup'
 const STARTUP_MS = 15_000
 // A child that was told to close and still runs after this left a connection or timer open.
 const EXIT_GRACE_MS = 5_000
-// Clock offset probes per child; the one with the shortest round trip is kept.
-const CLOCK_PROBES = 5
-
-// One child process and its messages. receive(type) must be called before the
-// message that triggers the reply is sent.
-class Child {
-  constructor (index) {
-    this.index = index
-    this.process = fork(CHILD, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
-    this.pending = null
-    this.failure = null
-    this.exitStatus = null
-    this.exited = new Promise((resolve) => this.process.once('exit', (code, signal) => {
-      this.exitStatus = signal ?? `exit ${code}`
-      this.reject(new Error(`child ${index} ended (${this.exitStatus})`))
-      resolve()
-    }))
-    this.process.on('message', (message) => {
-      if (message.type === 'error') this.reject(new Error(`child ${index}: ${message.error}`))
-      else if (this.pending?.type === message.type) this.settle((pending) => pending.resolve(message))
-    })
-    this.process.once('error', (err) => this.reject(err))
-  }
-
-  get alive () { return this.exitStatus === null }
-
-  receive (type, timeoutMs) {
-    if (this.failure) return Promise.reject(this.failure)
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => this.settle(() => {
-        const err = new Error(`child ${this.index}: no ${type} within ${timeoutMs} ms`)
-        err.timedOut = true
-        reject(err)
-      }), timeoutMs)
-      this.pending = { type, resolve, reject, timer }
-    })
-  }
-
-  settle (action) {
-    const pending = this.pending
-    if (!pending) return
-    this.pending = null
-    clearTimeout(pending.timer)
-    action(pending)
-  }
-
-  reject (err) {
-    this.failure ??= err
-    this.settle((pending) => pending.reject(err))
-  }
-
-  send (message) {
-    if (this.alive && this.process.connected) this.process.send(message)
-  }
-
-  kill () {
-    if (this.alive) this.process.kill('SIGKILL')
-    return this.exited
-  }
-}
-
-// The child's shared clock minus the parent's, from the probe with the
-// shortest IPC round trip; its error is at most half that round trip.
-async function clockOffset (child) {
-  let best = null
-  for (let probe = 0; probe < CLOCK_PROBES; probe++) {
-    const reply = child.receive('clock', STARTUP_MS)
-    const t0 = sharedNowMs()
-    child.send({ type: 'clock', t0 })
-    const { childNow } = await reply
-    const t1 = sharedNowMs()
-    if (!best || t1 - t0 < best.roundTripMs) best = { offsetMs: childNow - (t0 + t1) / 2, roundTripMs: t1 - t0 }
-  }
-  return best
-}
 
 // Command counts per server, the parent's own PINGs taken out.
 async function commandsPerServer (servers, pingsPerServer) {
@@ -147,7 +71,7 @@ function analyseHolds (holds) {
 async function runContendedProcesses (adapter, servers, { processes, tasksPerProcess, holdMs, ttlMs, maxWaitMs, runCapMs }) {
   const urls = servers.map((server) => server.url)
   const pingers = await openPingers(servers)
-  const children = Array.from({ length: processes }, (_, index) => new Child(index))
+  const children = Array.from({ length: processes }, (_, index) => new Child(CHILD, index))
   try {
     await Promise.all(children.map((child) => {
       const ready = child.receive('ready', STARTUP_MS)
@@ -166,7 +90,7 @@ async function runContendedProcesses (adapter, servers, { processes, tasksPerPro
       return ready
     }))
     const clocks = []
-    for (const child of children) clocks.push(await clockOffset(child))
+    for (const child of children) clocks.push(await clockOffset(child, STARTUP_MS))
 
     await resetCommandCounts(servers)
     const pinging = startPinging(pingers)

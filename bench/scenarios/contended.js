@@ -94,4 +94,4 @@ async function runContended (locks, servers, { tasks, holdMs, ttlMs }) {
   }
 }
 
-module.exports = { runContended, holdOnce, WARMUP_TASKS, WARMUP_HOLD_MS }
+module.exports = { runContended, holdOnce, analyseHolds, WARMUP_TASKS, WARMUP_HOLD_MS }
