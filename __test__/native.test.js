@@ -189,6 +189,9 @@ describe('the platform packages', () => {
       expect(manifest.files).toEqual([`ironlock.${target}.node`])
       expect(manifest.engines).toEqual(pkg.engines)
       expect(manifest.license).toBe(pkg.license)
+      // npm publish --provenance checks each package's repository against the workflow's.
+      expect({ repository: manifest.repository, homepage: manifest.homepage, bugs: manifest.bugs })
+        .toEqual({ repository: pkg.repository, homepage: pkg.homepage, bugs: pkg.bugs })
       expect(manifest.scripts).toBeUndefined()
     }
   })

@@ -71,7 +71,7 @@ function packsRelease(manifest) {
   }
   if (!publishing) return false
   const missing = "package.json declares no platform packages in optionalDependencies (the release's " +
-    '`napi pre-publish` writes them, after publishing them; see docs/RELEASING.md)'
+    '`napi pre-publish` writes them; see docs/RELEASING.md)'
   if (process.env.npm_config_dry_run !== 'true') throw new Error(`refusing to publish: ${missing}`)
   process.stderr.write(`pack-manifest: dry run: ${missing}; a real publish would be refused\n`)
   return true
