@@ -30,6 +30,10 @@ const STEP_TIMEOUT_MS = 5 * 60 * 1000
 const REGISTRY_START_TIMEOUT_MS = 60000
 const REGISTRY_STOP_GRACE_MS = 5000
 const INSTALL_TIME_SCRIPTS = ['preinstall', 'install', 'postinstall', 'prepare']
+const STOP_SIGNALS = ['SIGINT', 'SIGTERM']
+
+/** The registry's process while it runs, for a signal's cleanup, which cannot wait. */
+let registryProcess = null
 
 const readManifest = (file) => JSON.parse(fs.readFileSync(file, 'utf8'))
 
@@ -80,7 +84,10 @@ function startRegistry(dir, uplink) {
     cwd: ROOT, stdio: ['ignore', 'pipe', log],
   })
   fs.closeSync(log)
-  const exited = new Promise((resolve) => child.once('exit', resolve))
+  registryProcess = child
+  const exited = new Promise((resolve) => child.once('exit', resolve)).finally(() => {
+    registryProcess = null
+  })
   const stop = async () => {
     if (child.exitCode !== null || child.signalCode !== null) return
     child.kill('SIGTERM')
@@ -222,13 +229,13 @@ async function rehearse(work) {
 async function main() {
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'ironlock-rehearsal-'))
   const started = Date.now()
-  // On Ctrl-C: the registry and redis-server share our process group and get the signal too;
-  // exiting runs the redis-server helper's exit hook, and the temp dir goes here.
-  const interrupted = () => {
+  // On a signal: stop the registry, and exit, which runs the redis-server helper's exit hook.
+  const interrupted = (signal) => {
+    registryProcess?.kill('SIGKILL')
     fs.rmSync(work, { recursive: true, force: true })
-    process.exit(130)
+    process.exit(128 + os.constants.signals[signal])
   }
-  process.once('SIGINT', interrupted)
+  for (const signal of STOP_SIGNALS) process.once(signal, interrupted)
   try {
     await rehearse(work)
     process.stdout.write(`\nrelease rehearsal passed in ${((Date.now() - started) / 1000).toFixed(0)} s\n`)
@@ -236,7 +243,7 @@ async function main() {
     process.stderr.write(`\nrelease rehearsal failed: ${error.message}\n`)
     process.exitCode = 1
   } finally {
-    process.off('SIGINT', interrupted)
+    for (const signal of STOP_SIGNALS) process.off(signal, interrupted)
     fs.rmSync(work, { recursive: true, force: true })
   }
 }
