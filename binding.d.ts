@@ -205,6 +205,13 @@ export declare const enum RequestKind {
   Release = 1,
   /** `a` lock id, `b` ttl ms (<= 0: the lock's own TTL). */
   Extend = 2,
+  /**
+   * `a` lock id: stop extending it and let its lease run out. Completes nothing (`op` is
+   * unused): its loss is still reported as [`CompletionStatus::Lost`] when the lease can have
+   * ended, and a release after that completes with 0 without reaching Redis. Internal to the
+   * JS layer (the Express middleware, for a client that went away).
+   */
+  LetLapse = 3,
 }
 
 /** TLS settings for one node. */

@@ -40,12 +40,17 @@ pub enum RequestKind {
     Release = 1,
     /// `a` lock id, `b` ttl ms (<= 0: the lock's own TTL).
     Extend = 2,
+    /// `a` lock id: stop extending it and let its lease run out. Completes nothing (`op` is
+    /// unused): its loss is still reported as [`CompletionStatus::Lost`] when the lease can have
+    /// ended, and a release after that completes with 0 without reaching Redis. Internal to the
+    /// JS layer (the Express middleware, for a client that went away).
+    LetLapse = 3,
 }
 
 impl RequestKind {
     /// The kind a request's first number names.
     pub fn from_field(kind: f64) -> napi::Result<Self> {
-        [Self::Acquire, Self::Release, Self::Extend]
+        [Self::Acquire, Self::Release, Self::Extend, Self::LetLapse]
             .into_iter()
             .find(|known| f64::from(*known as u8) == kind)
             .ok_or_else(|| napi::Error::from_reason(format!("unknown request kind {kind}")))

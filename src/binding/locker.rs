@@ -134,6 +134,9 @@ impl NativeLocker {
                         id: fields[2] as u32,
                         ttl: (fields[3] > 0.0).then(|| millis(fields[3])),
                     },
+                    RequestKind::LetLapse => Request::LetLapse {
+                        id: fields[2] as u32,
+                    },
                 }
             });
         Ok(bytes(self.locker.submit(requests)))

@@ -11,6 +11,13 @@ pub(super) struct HeldEntry {
     pub(super) watchdog: Option<Watchdog>,
 }
 
+impl HeldEntry {
+    /// Let lapse and its lease run out (see [`Watchdog::has_lapsed`]): not to be released.
+    pub(super) fn has_lapsed(&self) -> bool {
+        self.watchdog.as_ref().is_some_and(Watchdog::has_lapsed)
+    }
+}
+
 /// Entries of locks that were never released are dropped once they have surely expired, so a
 /// cooldown lock per user does not grow memory forever.
 #[derive(Default)]

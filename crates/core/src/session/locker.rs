@@ -72,7 +72,9 @@ impl Locker {
         let mut wire = self.lock_wire().filter(|wire| wire.is_ready());
         let mut jobs = Vec::new();
         for request in requests {
-            let job = operations.job(request);
+            let Some(job) = operations.job(request) else {
+                continue;
+            };
             match &mut wire {
                 Some(wire) => jobs.extend(operations.onto_wire(wire, job)),
                 None => jobs.push(job),

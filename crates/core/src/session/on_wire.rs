@@ -95,7 +95,9 @@ impl Operations {
                 let Some(entry) = held.get_mut(id) else {
                     return Some(job);
                 };
+                // A lapsed lock is not released: the runtime answers for it.
                 if entry.lock.keys.redis_keys.len() != 1
+                    || entry.has_lapsed()
                     || self.lifecycle.has_waiters(&entry.lock.keys)
                 {
                     return Some(job);

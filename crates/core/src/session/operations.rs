@@ -100,9 +100,10 @@ impl Operations {
         }
     }
 
-    /// Registered before the wait starts, so a cancel can never come too early.
-    pub(super) fn job(&self, request: Request) -> Job {
-        match request {
+    /// The job that runs `request`; `None` for a request that takes effect at once. An acquire's
+    /// cancel is registered before the wait starts, so a cancel can never come too early.
+    pub(super) fn job(&self, request: Request) -> Option<Job> {
+        let job = match request {
             Request::Acquire {
                 op,
                 names,
@@ -128,7 +129,15 @@ impl Operations {
             }
             Request::Release { op, id } => Job::Release { op, id },
             Request::Extend { op, id, ttl } => Job::Extend { op, id, ttl },
-        }
+            Request::LetLapse { id } => {
+                let held = self.held.lock().expect("held table");
+                if let Some(watchdog) = held.get(id).and_then(|entry| entry.watchdog.as_ref()) {
+                    watchdog.let_lapse();
+                }
+                return None;
+            }
+        };
+        Some(job)
     }
 
     /// Ends the wait of operation `op`, if it still waits.
@@ -233,17 +242,22 @@ impl Operations {
     }
 
     /// The lock stays known until Redis confirms, so a release that failed on a connection
-    /// error can be retried.
+    /// error can be retried. A lock that has lapsed is forgotten without a word to Redis.
     async fn release(&self, op: u32, id: u32) -> Completion {
-        let lock = self
-            .held
-            .lock()
-            .expect("held table")
-            .get_mut(id)
-            .map(|held| {
-                held.watchdog = None;
-                held.lock.clone()
-            });
+        let lock = {
+            let mut held = self.held.lock().expect("held table");
+            match held.get_mut(id) {
+                Some(entry) if entry.has_lapsed() => {
+                    held.remove(id);
+                    None
+                }
+                Some(entry) => {
+                    entry.watchdog = None;
+                    Some(entry.lock.clone())
+                }
+                None => None,
+            }
+        };
         let Some(lock) = lock else {
             return Completion {
                 op,

@@ -31,6 +31,13 @@ pub enum Request {
         /// The new TTL; `None` renews the lock's own.
         ttl: Option<Duration>,
     },
+    /// Stops extending lock `id` and lets its lease run out: its loss is still reported when the
+    /// lease can have ended, and a release after that is answered `false` without reaching
+    /// Redis, where the lock lapses by itself. Released before then, it is released as usual.
+    /// Takes effect at once and completes nothing; a lock without a watchdog is unaffected.
+    LetLapse {
+        id: u32,
+    },
 }
 
 /// A finished operation, or (with `op` 0) a held lock the watchdog lost.

@@ -428,3 +428,79 @@ async fn a_lock_taken_on_the_wire_is_extended_until_someone_else_holds_it() {
         }
     ));
 }
+
+/// A lock taken on the wire of `locker`, watched as `upkeep` says; its token and id.
+async fn held_on_wire(
+    locker: &Locker,
+    store: &str,
+    ttl: Duration,
+    upkeep: Upkeep,
+) -> (String, u32) {
+    let out = locker.submit([Request::Acquire {
+        op: 1,
+        names: vec!["a".into()],
+        ttl,
+        wait: None,
+        cancellable: false,
+        upkeep: Some(upkeep),
+    }]);
+    let token = tokens(&out)[0].clone();
+    redis_grants(store, "a", &token).await;
+    let id = acquired_id(&locker.wire_read(b"*2\r\n:1\r\n:1\r\n").completions[0], 1);
+    (token, id)
+}
+
+#[tokio::test]
+async fn a_lock_let_lapse_is_no_longer_extended_and_once_lost_is_left_to_expire() {
+    let store = "session-let-lapse";
+    let (locker, sink) = locker(store);
+    let (token, id) =
+        held_on_wire(&locker, store, Duration::from_millis(300), Upkeep::Extend).await;
+    assert!(
+        locker.submit([Request::LetLapse { id }]).is_empty(),
+        "nothing to send"
+    );
+    // Still extended, it would never be reported lost.
+    match sink.next().await {
+        Completion {
+            op: 0,
+            outcome: Outcome::Lost { id: lost, .. },
+        } => assert_eq!(lost, id),
+        other => panic!("expected the loss of lock {id}, got {other:?}"),
+    }
+    // Redis may keep the key a little past the reported loss: here it keeps it for good.
+    if !store_holds(store, "a", &token).await {
+        redis_grants(store, "a", &token).await;
+    }
+    let out = locker.submit([Request::Release { op: 2, id }]);
+    assert!(out.is_empty(), "a lapsed lock's release is not sent");
+    assert!(matches!(
+        sink.next().await,
+        Completion {
+            op: 2,
+            outcome: Outcome::Released { released: false }
+        }
+    ));
+    assert!(
+        store_holds(store, "a", &token).await,
+        "not deleted: it lapses"
+    );
+}
+
+#[tokio::test]
+async fn a_lock_let_lapse_and_released_before_its_lease_ends_is_released() {
+    let store = "session-let-lapse-released";
+    let (locker, sink) = locker(store);
+    let (_, id) = held_on_wire(&locker, store, Duration::from_secs(10), Upkeep::Extend).await;
+    locker.submit([Request::LetLapse { id }]);
+    let out = locker.submit([Request::Release { op: 2, id }]);
+    assert!(!out.is_empty(), "the release goes on the wire");
+    assert!(matches!(
+        locker.wire_read(b"*1\r\n:1\r\n").completions[..],
+        [Completion {
+            op: 2,
+            outcome: Outcome::Released { released: true }
+        }]
+    ));
+    assert!(sink.is_empty());
+}

@@ -29,10 +29,23 @@ pub enum Upkeep {
     WatchOnly,
 }
 
+/// What a watchdog's task and the lock's holder share.
+#[derive(Clone, Copy, Debug)]
+struct Lease {
+    /// Until when the lock is surely ours.
+    expires_at: SystemTime,
+    upkeep: Upkeep,
+    /// The holder asked for the lease to run out: no more extensions, and once its loss is
+    /// reported the lock is forgotten rather than released.
+    lapsing: bool,
+    /// The loss was reported (set before the holder can hear of it).
+    lost: bool,
+}
+
 /// Watches one lock until dropped. Dropping it stops the extensions.
 pub struct Watchdog {
     task: tokio::task::JoinHandle<()>,
-    lease: Arc<watch::Sender<SystemTime>>,
+    lease: Arc<watch::Sender<Lease>>,
 }
 
 impl Watchdog {
@@ -44,14 +57,39 @@ impl Watchdog {
         upkeep: Upkeep,
         on_lost: impl FnOnce(LockError) + Send + 'static,
     ) -> Self {
-        let lease = Arc::new(watch::channel(lock.expires_at).0);
-        let task = tokio::spawn(watch_lease(locker, lock, upkeep, lease.clone(), on_lost));
+        let lease = Arc::new(
+            watch::channel(Lease {
+                expires_at: lock.expires_at,
+                upkeep,
+                lapsing: false,
+                lost: false,
+            })
+            .0,
+        );
+        let task = tokio::spawn(watch_lease(locker, lock, lease.clone(), on_lost));
         Self { task, lease }
     }
 
     /// The holder extended the lock itself: its lease now runs until `expires_at`.
     pub fn extended(&self, expires_at: SystemTime) {
-        self.lease.send_replace(expires_at);
+        self.lease
+            .send_modify(|lease| lease.expires_at = expires_at);
+    }
+
+    /// Stops extending the lock and lets its lease run out: the loss is still reported when the
+    /// lease can have ended, and from then on [`Self::has_lapsed`] says so.
+    pub fn let_lapse(&self) {
+        self.lease.send_modify(|lease| {
+            lease.upkeep = Upkeep::WatchOnly;
+            lease.lapsing = true;
+        });
+    }
+
+    /// The lock was let lapse and its lease has run out: it lapses in Redis by itself, and a
+    /// release now could only end it early (its loss is reported a margin before the TTL ends).
+    pub fn has_lapsed(&self) -> bool {
+        let lease = self.lease.borrow();
+        lease.lapsing && lease.lost
     }
 }
 
@@ -64,11 +102,11 @@ impl Drop for Watchdog {
 async fn watch_lease(
     locker: Arc<Lifecycle>,
     lock: HeldLock,
-    upkeep: Upkeep,
-    lease: Arc<watch::Sender<SystemTime>>,
+    lease: Arc<watch::Sender<Lease>>,
     on_lost: impl FnOnce(LockError),
 ) {
-    let error = keep_alive(&locker, lock, upkeep, &lease).await;
+    let error = keep_alive(&locker, lock, &lease).await;
+    lease.send_modify(|lease| lease.lost = true);
     on_lost(error);
 }
 
@@ -84,8 +122,7 @@ fn loss_deadline(expires_at: SystemTime, ttl: Duration) -> Instant {
 async fn keep_alive(
     locker: &Lifecycle,
     mut lock: HeldLock,
-    upkeep: Upkeep,
-    lease: &watch::Sender<SystemTime>,
+    lease: &watch::Sender<Lease>,
 ) -> LockError {
     let lost = |lock: &HeldLock| LockError::Lost {
         key: lock.key().to_owned(),
@@ -94,7 +131,10 @@ async fn keep_alive(
     let period = lock.ttl / 3;
     let mut next_extension = Instant::now() + period;
     loop {
-        let deadline = loss_deadline(*changes.borrow_and_update(), lock.ttl);
+        let Lease {
+            expires_at, upkeep, ..
+        } = *changes.borrow_and_update();
+        let deadline = loss_deadline(expires_at, lock.ttl);
         let extend_now = async {
             match upkeep {
                 Upkeep::Extend => tokio::time::sleep_until(next_extension).await,
@@ -103,7 +143,7 @@ async fn keep_alive(
         };
         tokio::select! {
             () = tokio::time::sleep_until(deadline) => return lost(&lock),
-            // The holder extended it: the deadline moved.
+            // The holder extended it (the deadline moved) or stopped the extensions.
             Ok(()) = changes.changed() => continue,
             () = extend_now => {}
         }
@@ -114,7 +154,7 @@ async fn keep_alive(
         };
         match extension {
             Ok(extended) => {
-                lease.send_replace(extended.expires_at);
+                lease.send_modify(|lease| lease.expires_at = extended.expires_at);
                 lock = extended;
                 next_extension = Instant::now() + period;
             }
