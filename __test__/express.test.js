@@ -7,7 +7,7 @@ const { startRedis, stopAll } = require('./helpers/redis-server')
 const { send: sendTo, startRequest: startRequestTo } = require('./fixtures/http-client')
 const { thrownBy } = require('./helpers/thrown')
 const ironlock = require('..')
-const { lock } = require('../lib/express')
+const { lock, withLock } = require('../lib/express')
 
 const { Locker, LockBusyError } = ironlock
 
@@ -187,33 +187,86 @@ test('100 buyers for 10 pairs, retrying after 409: exactly 10 sold, 90 told sold
   await eventually(() => release.mock.calls.length === entered)
 })
 
-test('a client that disconnects mid-handler releases its lock, once', async () => {
+test('a client that disconnects mid-handler: lockSignal aborts, and the lock stays held until the handler ends the response', async () => {
+  // The order handler: the client gives up while the card is being charged. A second attempt at
+  // the same order must find the lock busy until the first handler has answered, else two
+  // payments for one order run at once.
   const release = jest.spyOn(locker, 'release')
   const inHandler = deferred()
-  const finishHandler = deferred()
+  const clientGone = deferred()
+  const finishPayment = deferred()
   const handlerDone = deferred()
-  const path = route(lock(() => 'lock:job', { locker, ttl: LOCK_TTL_MS }), async (req, res) => {
+  let handlersEntered = 0
+  let firstRequest
+  const path = route(lock(() => 'lock:order:1', { locker, ttl: LOCK_TTL_MS }), async (req, res) => {
+    handlersEntered += 1
+    firstRequest = req
+    res.once('close', clientGone.resolve)
     inHandler.resolve()
-    await finishHandler.promise
-    res.json({ ok: true }) // too late: the client is gone
+    await finishPayment.promise // the payment, which the client does not wait for
+    res.json({ paid: true }) // the client is gone: nothing is sent, but the handler is done
     handlerDone.resolve()
   })
 
   const request = startRequest(path)
   await inHandler.promise
-  expect(await redis.exists('lock:job')).toBe(1)
+  const { token } = firstRequest.lock
   request.destroy()
 
-  await eventually(async () => (await redis.exists('lock:job')) === 0)
-  const next = await otherProcess.tryAcquire('lock:job')
-  expect(next).not.toBeNull()
-  await next.release()
+  await clientGone.promise
+  await sleep(200)
+  expect(await redis.get('lock:order:1')).toBe(token)
+  const second = await send('POST', path)
+  expect(second.status).toBe(409)
+  expect(handlersEntered).toBe(1)
+  expect(release).not.toHaveBeenCalled()
+  expect(firstRequest.lockSignal.aborted).toBe(true)
+  expect(firstRequest.lockSignal.reason).toMatchObject({ name: 'AbortError', code: 'ECLIENTGONE' })
+  expect(firstRequest.lockSignal.reason.message).toMatch(/client went away/)
 
-  finishHandler.resolve()
+  finishPayment.resolve()
   await handlerDone.promise
-  await sleep(50) // room for a second release, if there were one
+  // Released when the handler ended the response, well before its lease (5 s) could lapse.
+  await eventually(async () => (await redis.exists('lock:order:1')) === 0)
   expect(release).toHaveBeenCalledTimes(1)
-  expect(release.mock.calls[0][0].key).toBe('lock:job')
+  expect(await release.mock.results[0].value).toBe(true)
+  expect((await send('POST', path)).status).toBe(200)
+})
+
+test('a handler that never ends the response after its client left holds the lock about one TTL more: no longer extended, the lease lapses', async () => {
+  const TTL_MS = 1000
+  const release = jest.spyOn(locker, 'release')
+  const inHandler = deferred()
+  const clientGone = deferred()
+  let lockedRequest
+  const path = route(lock(() => 'lock:stuck', { locker, ttl: TTL_MS }), (req, res) => {
+    lockedRequest = req
+    res.once('close', clientGone.resolve)
+    inHandler.resolve() // and never answers
+  })
+
+  const request = startRequest(path)
+  await inHandler.promise
+  request.destroy()
+  await clientGone.promise
+  const goneAt = Date.now()
+
+  // Still held, and counting down: an extension already on its way may land, none after it.
+  await sleep(150)
+  expect(await redis.get('lock:stuck')).toBe(lockedRequest.lock.token)
+  expect(lockedRequest.lockSignal.reason.code).toBe('ECLIENTGONE')
+  let previousTtl = await redis.pttl('lock:stuck')
+  while (previousTtl > 0) {
+    await sleep(50)
+    const ttl = await redis.pttl('lock:stuck')
+    expect(ttl).toBeLessThanOrEqual(previousTtl)
+    previousTtl = ttl
+  }
+  expect(Date.now() - goneAt).toBeLessThan(TTL_MS + 1500)
+  // The request's `using` settled once the lease ended: nothing is left pending.
+  await eventually(() => release.mock.calls.length === 1)
+  expect(await release.mock.results[0].value).toBe(false)
+  expect(lockedRequest.lockSignal.reason.code).toBe('ECLIENTGONE')
 })
 
 test('a client that disconnects while queued gives up its place and never takes the lock', async () => {
@@ -280,10 +333,10 @@ test('onBusy replaces the 409; a throwing onBusy goes to next(err)', async () =>
   expect((await send('POST', throws)).status).toBe(500)
 })
 
-test('Retry-After comes from the hold times seen: handlers of ~50 ms give 1 s, not the 30 s TTL', async () => {
-  // Default TTL (30 s): before any hold was seen, Retry-After is the holder's remaining TTL; once
-  // this route's handlers were seen to hold the lock ~50 ms, it is 1 s, for that key and for a
-  // key this process has not seen held yet.
+test('Retry-After comes from the hold times seen: 2 s before any, then 1 s for handlers of ~50 ms, never the 30 s TTL', async () => {
+  // Default TTL (30 s): before any hold was seen, Retry-After is 2 s (the first burst after a
+  // start retries soon); once this route's handlers were seen to hold the lock ~50 ms, it is 1 s,
+  // for that key and for a key this process has not seen held yet.
   const holderIn = deferred()
   const holderMayFinish = deferred()
   const path = route(lock((req) => `lock:hold:${req.body.id}`, { locker }), async (req, res) => {
@@ -299,7 +352,8 @@ test('Retry-After comes from the hold times seen: handlers of ~50 ms give 1 s, n
   const foreign = await otherProcess.acquire('lock:hold:fresh')
   const beforeAnyHold = await send('POST', path, { id: 'fresh' })
   expect(beforeAnyHold.status).toBe(409)
-  expect(beforeAnyHold.headers['retry-after']).toBe('30')
+  expect(beforeAnyHold.headers['retry-after']).toBe('2')
+  expect(JSON.parse(beforeAnyHold.body).message).toMatch(/retry in 2 s/)
 
   for (let round = 0; round < 3; round += 1) expect((await send('POST', path, { id: 'a' })).status).toBe(200)
   const holding = send('POST', path, { id: 'a', hold: true })
@@ -316,13 +370,46 @@ test('Retry-After comes from the hold times seen: handlers of ~50 ms give 1 s, n
   await foreign.release()
 })
 
-test('Retry-After never exceeds the holder\'s remaining TTL, and a fresh middleware falls back to that TTL', async () => {
+test('Retry-After never exceeds the holder\'s remaining TTL', async () => {
   const path = route(lock(() => 'lock:short-ttl', { locker }), (req, res) => res.end())
-  const holder = await otherProcess.acquire('lock:short-ttl', { ttl: 2500 })
+  const holder = await otherProcess.acquire('lock:short-ttl', { ttl: 900 })
   const busy = await send('POST', path)
   expect(busy.status).toBe(409)
-  expect(busy.headers['retry-after']).toBe('3') // 2.5 s left, rounded up
+  expect(busy.headers['retry-after']).toBe('1') // under 0.9 s left, rounded up; not the 2 s guess
   await holder.release()
+})
+
+test('options.retryAfter sets Retry-After: seconds, or a function of the request and the error', async () => {
+  const fixed = route(lock(() => 'lock:retry', { locker, retryAfter: 7.2 }), (req, res) => res.end())
+  const perRequest = jest.fn((req, err) => (req.headers['x-plan'] === 'pro' ? 0 : Math.ceil(err.retryAfter / 1000) + 1))
+  const computed = route(lock(() => 'lock:retry', { locker, retryAfter: perRequest }), (req, res) => res.end())
+  const returnsText = route(lock(() => 'lock:retry', { locker, retryAfter: () => '5' }), (req, res) => res.end())
+  const throws = route(lock(() => 'lock:retry', { locker, retryAfter: () => { throw new Error('no plan') } }), (req, res) => res.end())
+  const holder = await otherProcess.acquire('lock:retry', { ttl: 3000 })
+
+  const fixedAnswer = await send('POST', fixed)
+  expect(fixedAnswer.status).toBe(409)
+  expect(fixedAnswer.headers['retry-after']).toBe('8')
+  expect(JSON.parse(fixedAnswer.body).message).toMatch(/retry in 8 s/)
+  expect((await send('POST', computed)).headers['retry-after']).toBe('4') // 3 s left, + 1
+  expect(perRequest.mock.calls[0][1]).toBeInstanceOf(LockBusyError)
+  const badValue = await send('POST', returnsText)
+  expect(badValue.status).toBe(500)
+  expect(JSON.parse(badValue.body)).toEqual({ code: 'ERR_INVALID_RETURN_VALUE', name: 'TypeError' })
+  expect((await send('POST', throws)).status).toBe(500)
+  await holder.release()
+})
+
+test('withLock(handler) runs the handler when lock() ran before it, else hands next() an error', async () => {
+  const locked = route(lock(() => 'lock:with', { locker }), withLock((req, res) => res.json({ fence: req.lock.fence, signal: req.lockSignal.aborted })))
+  const unlocked = route(withLock((req, res) => res.end()))
+  const answer = await send('POST', locked)
+  expect(answer.status).toBe(200)
+  expect(JSON.parse(answer.body)).toEqual({ fence: expect.any(Number), signal: false })
+  const forgotten = await send('POST', unlocked)
+  expect(forgotten.status).toBe(500)
+  expect(JSON.parse(forgotten.body)).toEqual({ code: 'ERR_INVALID_STATE', name: 'Error' })
+  expect(() => withLock('handler')).toThrow(expect.objectContaining({ name: 'TypeError', code: 'ERR_INVALID_ARG_TYPE' }))
 })
 
 test('the hold-time record keeps at most its cap of keys, forgetting the least recently recorded', () => {
@@ -379,6 +466,12 @@ test('bad arguments throw at setup, with Node-style codes', () => {
   expect(() => lock(() => 'k', { locker: {} })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }))
   expect(() => lock(() => 'k', { signal: new AbortController().signal }))
     .toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }))
+  expect(() => lock(() => 'k', { retryAfter: '5' })).toThrow(expect.objectContaining({ name: 'TypeError', code: 'ERR_INVALID_ARG_TYPE' }))
+  for (const seconds of [-1, NaN, Infinity]) {
+    const error = thrownBy(() => lock(() => 'k', { retryAfter: seconds }))
+    expect(error).toMatchObject({ name: 'RangeError', code: 'ERR_OUT_OF_RANGE' })
+    expect(error.message).toContain('"options.retryAfter"')
+  }
 })
 
 test('an option name the middleware does not know throws at setup, naming it and the one meant', () => {

@@ -15,6 +15,9 @@ const NO_WAIT = 0
 const WAIT_FOREVER = -1
 // Only a Locker makes Locks: one made by hand could name the id of another holder's lock.
 const MAKE_LOCK = Symbol('MAKE_LOCK')
+// `letLapse(lock)`: internal to the JS layer (the Express middleware), not part of the API. Set
+// by Locker's static block, which alone can reach its private methods.
+let letLapse
 
 /** A held lock. Only a Locker makes them; `release` and `extend` refuse any other object. */
 class Lock {
@@ -281,6 +284,21 @@ class Locker {
     this.#holders.delete(onLost)
   }
 
+  /**
+   * Stops extending `lock` and lets its lease run out: its `using` signal still aborts with a
+   * LockLostError when the lease can have ended, and from then on it is left to expire in Redis
+   * instead of being released. Released before then, it is released as usual.
+   */
+  #letLapse(lock) {
+    if (!this.#closed) this.#dispatch.request(Kind.LetLapse, 0, Lock.id(lock), 0, 0)
+  }
+
+  static {
+    letLapse = (lock) => {
+      if (Lock.isLock(lock)) Lock.locker(lock).#letLapse(lock)
+    }
+  }
+
   #ownLock(lock, name) {
     if (!Lock.isLock(lock)) throw invalidArgType(name, 'a Lock returned by acquire or tryAcquire', lock)
     if (Lock.locker(lock) !== this) throw invalidArgValue(name, 'belongs to another Locker; release it through lock.release()')
@@ -384,4 +402,4 @@ function warnReleaseFailed(lock, error) {
     'it expires by its TTL', { type: 'IronlockWarning', code: 'IRONLOCK_RELEASE_FAILED' })
 }
 
-module.exports = { Locker, Lock }
+module.exports = { Locker, Lock, letLapse }
