@@ -9,6 +9,7 @@ const path = require('node:path')
 const { promisify } = require('node:util')
 const { NestFactory } = require('@nestjs/core')
 const { Catch, Controller, Injectable, Module, Param, Post } = require('@nestjs/common')
+const { Observable } = require('rxjs')
 const { startRedis, stopAll } = require('./helpers/redis-server')
 const { send } = require('./fixtures/http-client')
 const { thrownBy } = require('./helpers/thrown')
@@ -101,6 +102,19 @@ describe('in a NestJS app', () => {
     async buyNow(sku) {
       return { sold: await this.stock.sell(sku) }
     }
+
+    /** As `async` methods returning `httpService.get(…)` do: the work runs when Nest subscribes. */
+    async reserve(sku) {
+      return new Observable((subscriber) => {
+        meter.measure(async () => {
+          await sleep(20)
+          return { reserved: sku }
+        }).then((value) => {
+          subscriber.next(value)
+          subscriber.complete()
+        }, (error) => subscriber.error(error))
+      })
+    }
   }
 
   class AppModule {}
@@ -116,6 +130,8 @@ describe('in a NestJS app', () => {
     // @Locked above @Post: Post's route metadata sits on the original method and must survive the wrap.
     Param('sku')(OrdersController.prototype, 'buyNow', 0)
     decorateMethod(OrdersController, 'buyNow', Locked((sku) => `lock:now:${sku}`, { locker, wait: 0 }), Post('now/:sku'))
+    Param('sku')(OrdersController.prototype, 'reserve', 0)
+    decorateMethod(OrdersController, 'reserve', Post('reserve/:sku'), Locked((sku) => `lock:reserve:${sku}`, { locker, wait: Infinity }))
 
     Module({ controllers: [OrdersController], providers: [StockService] })(AppModule)
 
@@ -136,6 +152,15 @@ describe('in a NestJS app', () => {
     expect(meter.overlaps).toBe(0)
     expect(await redis.get('stock:sneakers')).toBe('0')
     expect(await redis.exists('lock:sku:sneakers')).toBe(0)
+  })
+
+  test('a @Locked controller method that returns an Observable holds the lock until it completes: 20 concurrent requests, never two inside', async () => {
+    const overlapsBefore = meter.overlaps
+    const responses = await Promise.all(Array.from({ length: 20 }, () => send(port, 'POST', '/orders/reserve/boots')))
+    expect(responses.map((response) => response.status)).toEqual(Array(20).fill(201))
+    expect(JSON.parse(responses[0].body)).toEqual({ reserved: 'boots' })
+    expect(meter.overlaps - overlapsBefore).toBe(0)
+    expect(await redis.exists('lock:reserve:boots')).toBe(0)
   })
 
   test('@Locked on a controller method keeps its @Post route; a busy lock reaches the exception filter', async () => {
@@ -198,6 +223,43 @@ describe('in a plain class', () => {
     decorateMethod(Jobs, 'run', Locked('lock:job', { locker }))
     await expect(new Jobs().run()).rejects.toBe(boom)
     expect(await redis.exists('lock:job')).toBe(0)
+  })
+
+  test('a method that throws synchronously rejects with its error and releases', async () => {
+    const boom = new Error('boom')
+    class Jobs {}
+    Jobs.prototype.run = function run() { throw boom }
+    decorateMethod(Jobs, 'run', Locked('lock:sync-throw', { locker }))
+    await expect(new Jobs().run()).rejects.toBe(boom)
+    expect(await redis.exists('lock:sync-throw')).toBe(0)
+  })
+
+  test('a method whose result is an Observable, or a thenable, keeps the lock until it settles; the call resolves with its last value', async () => {
+    class Quotes {
+      observable() {
+        return new Observable((subscriber) => {
+          setTimeout(async () => {
+            subscriber.next('first')
+            subscriber.next({ heldWhileEmitting: await redis.exists('lock:quotes') })
+            subscriber.complete()
+          }, 50)
+        })
+      }
+
+      thenable() {
+        return { then: (resolve) => setTimeout(async () => resolve({ heldWhileSettling: await redis.exists('lock:quotes') }), 50) }
+      }
+
+      failing() {
+        return new Observable((subscriber) => subscriber.error(new Error('no quote')))
+      }
+    }
+    for (const name of ['observable', 'thenable', 'failing']) decorateMethod(Quotes, name, Locked('lock:quotes', { locker, wait: 5000 }))
+    const quotes = new Quotes()
+    expect(await quotes.observable()).toEqual({ heldWhileEmitting: 1 })
+    expect(await quotes.thenable()).toEqual({ heldWhileSettling: 1 })
+    await expect(quotes.failing()).rejects.toThrow('no quote')
+    expect(await redis.exists('lock:quotes')).toBe(0)
   })
 
   test('a busy lock rejects LockBusyError without calling the method', async () => {

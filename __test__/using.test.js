@@ -6,6 +6,15 @@ const { Locker, LockLostError, LockConnectionError } = require('..')
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 
+/** Polls `check` until it returns true; fails after 2 s. */
+async function eventually(check) {
+  const deadline = Date.now() + 2000
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`not true within 2 s: ${check}`)
+    await sleep(10)
+  }
+}
+
 function blockEventLoop(ms) {
   const until = Date.now() + ms
   while (Date.now() < until) {
@@ -181,4 +190,82 @@ test('a release that fails after fn finished is a process warning, not the calle
   const [message, options] = warnings[0]
   expect(message).toContain('lock "k" was not released')
   expect(options).toEqual({ type: 'IronlockWarning', code: 'IRONLOCK_RELEASE_FAILED' })
+})
+
+describe('never releases before fn settles', () => {
+  // Each way fn can end, or be told to stop, while the lock is held: the key stays ours until fn
+  // has settled, and only then is released.
+  const deferred = () => {
+    let resolve
+    const promise = new Promise((done) => { resolve = done })
+    return { promise, resolve }
+  }
+
+  test('fn returning a thenable that is not a Promise', async () => {
+    const later = deferred()
+    const thenable = { then: (resolve, reject) => later.promise.then(resolve, reject) }
+    let token
+    const run = locker.using('k', (signal, lock) => {
+      token = lock.token
+      return thenable
+    })
+    await sleep(100)
+    expect(await redis.get('k')).toBe(token)
+    later.resolve('done')
+    expect(await run).toBe('done')
+    expect(await redis.exists('k')).toBe(0)
+  })
+
+  test('fn that throws synchronously', async () => {
+    const boom = new Error('boom')
+    const release = jest.spyOn(locker, 'release')
+    await expect(locker.using('k', () => { throw boom })).rejects.toBe(boom)
+    expect(release).toHaveBeenCalledTimes(1)
+    expect(await redis.exists('k')).toBe(0)
+  })
+
+  test('the wait\'s own signal aborting while fn runs: it only cancels the wait', async () => {
+    const controller = new AbortController()
+    const run = locker.using('k', { signal: controller.signal }, async (signal, lock) => {
+      controller.abort()
+      await sleep(100)
+      expect(signal.aborted).toBe(false)
+      expect(await redis.get('k')).toBe(lock.token)
+      return 'finished'
+    })
+    expect(await run).toBe('finished')
+    expect(await redis.exists('k')).toBe(0)
+  })
+
+  test('the lock lost while fn runs: no release until fn settles', async () => {
+    const release = jest.spyOn(locker, 'release')
+    const mayFinish = deferred()
+    const run = locker.using('k', { ttl: 600 }, async (signal) => {
+      await redis.del('k')
+      await whenAborted(signal)
+      await mayFinish.promise
+    })
+    await sleep(100)
+    expect(release).not.toHaveBeenCalled()
+    mayFinish.resolve()
+    await expect(run).rejects.toThrow(LockLostError)
+    expect(release).toHaveBeenCalledTimes(1)
+  })
+
+  test('close() while fn runs: the lock is left to its TTL, never released under fn', async () => {
+    const release = jest.spyOn(locker, 'release')
+    const mayFinish = deferred()
+    let token
+    const run = locker.using('k', { ttl: 5000 }, async (signal, lock) => {
+      token = lock.token
+      await mayFinish.promise
+    })
+    await eventually(() => token !== undefined)
+    await locker.close()
+    expect(await redis.get('k')).toBe(token)
+    expect(release).not.toHaveBeenCalled()
+    mayFinish.resolve()
+    await expect(run).rejects.toThrow(LockConnectionError)
+    expect(await redis.get('k')).toBe(token)
+  })
 })

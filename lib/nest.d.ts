@@ -27,7 +27,9 @@ export interface LockedDecorator<Args extends any[]> {
 
 /**
  * Runs every call of the method as `locker.using(key, opts, () => method(...args))`: one call at a
- * time per key, across processes. Metadata set on the method by decorators applied before it
+ * time per key, across processes. The lock is released once the method's result has settled; a
+ * result that is an Observable (or a Promise of one) is subscribed under the lock, held until it
+ * completes, and the call resolves with its last value. Metadata set on the method by decorators applied before it
  * (e.g. Nest's `@Post()`) is copied to the wrapper. For instance, `@Locked((id: string) => 'order:' + id)`
  * on `async pay(id: string)` lets one payment per order run at a time.
  */

@@ -9,7 +9,8 @@ const LOCKED_OPTIONS = [...ACQUIRE_OPTIONS, 'locker']
 
 /**
  * A method decorator: every call runs as `locker.using(key, options, () => method(...args))`, so
- * the decorated method always returns a Promise. `key` is a lock key, or a function called with
+ * the decorated method always returns a Promise. A method whose result is an Observable (or a
+ * Promise of one) holds the lock until it completes, and the call resolves with its last value. `key` is a lock key, or a function called with
  * the method's arguments (and the instance as `this`) that returns one. `options` are the
  * AcquireOptions plus `locker` (default: ironlock's default locker, looked up on every call).
  * Works as a TypeScript (`experimentalDecorators`, as in NestJS) and as a standard decorator.
@@ -32,7 +33,7 @@ function Locked(key, options) {
       async [name](...args) {
         const lockKey = typeof key === 'function' ? key.apply(this, args) : key
         const target = locker ?? require('..').getDefaultLocker()
-        return target.using(lockKey, lockOptions, () => method.apply(this, args))
+        return target.using(lockKey, lockOptions, async () => settledResult(await method.apply(this, args)))
       },
     }
     copyMetadata(method, wrapper)
@@ -44,6 +45,28 @@ function Locked(key, options) {
     if (descriptor === undefined || typeof descriptor.value !== 'function') throw notAMethod(propertyKey)
     return { ...descriptor, value: lockedVersionOf(descriptor.value, propertyKey) }
   }
+}
+
+/**
+ * What the method's call settles with. An Observable's work runs when it is subscribed: returned
+ * as it is, Nest would subscribe once the lock is released. So it is subscribed here, under the
+ * lock, and its last value is the result, as Nest answers an HTTP request with.
+ */
+function settledResult(result) {
+  if (!isObservable(result)) return result
+  return new Promise((resolve, reject) => {
+    let last
+    result.subscribe({
+      next: (value) => { last = value },
+      error: reject,
+      complete: () => resolve(last),
+    })
+  })
+}
+
+/** rxjs's own test (`isObservable`), which Nest uses to decide it subscribes to a result. */
+function isObservable(value) {
+  return value !== null && typeof value === 'object' && typeof value.subscribe === 'function' && typeof value.lift === 'function'
 }
 
 function notAMethod(propertyKey) {
