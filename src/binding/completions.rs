@@ -4,14 +4,15 @@
 //! Every napi `async fn` costs a hop from a tokio thread to the JS thread per call. Instead, each
 //! finished operation is queued here, and one weak threadsafe function call delivers everything
 //! queued since the last delivery: `(numbers, texts, failures)`, in the completion layout of
-//! [`layout`](super::layout).
+//! [`layout`](super::layout). The threadsafe function lives only while something is owed (see
+//! [`Completions`]).
 
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ironlock_core::error::Doing;
-use ironlock_core::session::{Completion, CompletionSink, Outcome};
+use ironlock_core::session::{Completion, CompletionSink, Outcome, Request};
 use ironlock_core::LockError;
 use napi::bindgen_prelude::{FnArgs, Function};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
@@ -94,25 +95,109 @@ pub type Batch = FnArgs<(CopiedNumbers, Vec<String>, Option<Vec<NativeFailure>>)
 type Deliver = ThreadsafeFunction<(), (), Batch, napi::Status, false, true>;
 
 /// The queue of finished operations of one locker and the JS function that drains it.
+///
+/// The threadsafe function exists only while the runtime may still complete something: from the
+/// submit that finds it gone until nothing submitted is owed a completion and no held lock is
+/// watched. jest's `--detectOpenHandles` reports every live one, weak or not, so an idle locker
+/// must hold none. (Keeping Node alive is the JS side's: `lib/dispatch.js` `keepAlive`.)
 pub struct Completions {
     inner: Arc<Mutex<Inner>>,
 }
 
+#[derive(Default)]
 struct Inner {
     queue: Vec<Completion>,
-    /// `None` once closed: the threadsafe function is released so nothing of it outlives the
-    /// locker (jest counts a live one as an open handle).
     deliver: Option<Arc<Deliver>>,
+    /// Operations submitted and not yet completed, with how many of each (op 0, JS's release of
+    /// a lock nobody waits for any more, may be in flight more than once).
+    owed: HashMap<u32, u32>,
+    /// The owed acquires whose lock is to be watched once held.
+    to_watch: HashSet<u32>,
+    /// Held locks whose watchdog may report their loss.
+    watched: HashSet<u32>,
+    closed: bool,
+}
+
+impl Inner {
+    fn idle(&self) -> bool {
+        self.owed.is_empty() && self.watched.is_empty()
+    }
+
+    fn submitted(&mut self, request: &Request) {
+        let op = match request {
+            Request::Acquire { op, upkeep, .. } => {
+                if upkeep.is_some() {
+                    self.to_watch.insert(*op);
+                }
+                op
+            }
+            // The core stops the lock's watchdog as the release starts.
+            Request::Release { op, id } => {
+                self.watched.remove(id);
+                op
+            }
+            Request::Extend { op, .. } => op,
+            // Completes nothing; the lock's loss is still reported, as it stays watched.
+            Request::LetLapse { .. } => return,
+        };
+        *self.owed.entry(*op).or_default() += 1;
+    }
+
+    fn completed(&mut self, completion: &Completion) {
+        let op = completion.op;
+        match &completion.outcome {
+            Outcome::Lost { id, .. } => {
+                self.watched.remove(id);
+            }
+            outcome => {
+                if let Some(count) = self.owed.get_mut(&op) {
+                    *count -= 1;
+                    if *count == 0 {
+                        self.owed.remove(&op);
+                    }
+                }
+                let watch = self.to_watch.remove(&op);
+                if let (true, Outcome::Acquired { id, .. }) = (watch, outcome) {
+                    self.watched.insert(*id);
+                }
+            }
+        }
+    }
+
+    /// The threadsafe function, taken out once nothing more can come through it. Dropped, it is
+    /// released, and Node still makes the calls queued on it before it goes.
+    fn release_if_idle(&mut self) -> Option<Arc<Deliver>> {
+        if self.idle() {
+            self.deliver.take()
+        } else {
+            None
+        }
+    }
 }
 
 impl Completions {
-    pub fn new(callback: Function<'_, Batch, ()>) -> napi::Result<Self> {
-        let inner = Arc::new(Mutex::new(Inner {
-            queue: Vec::new(),
-            deliver: None,
-        }));
-        let drained = Arc::downgrade(&inner);
-        let deliver = callback
+    pub fn new() -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(Inner::default())),
+        }
+    }
+
+    /// Records `requests` as owed a completion, before the core gets them; makes the threadsafe
+    /// function from `callback` if it is gone and will be needed. JS thread only.
+    pub fn submitting<'env>(
+        &self,
+        requests: &[Request],
+        callback: impl FnOnce() -> napi::Result<Function<'env, Batch, ()>>,
+    ) -> napi::Result<()> {
+        let mut inner = self.lock();
+        for request in requests {
+            inner.submitted(request);
+        }
+        if inner.closed || inner.deliver.is_some() || inner.idle() {
+            return Ok(());
+        }
+        let drained = Arc::downgrade(&self.inner);
+        let deliver = callback()?
             .build_threadsafe_function::<()>()
             .weak::<true>()
             .callee_handled::<false>()
@@ -123,8 +208,25 @@ impl Completions {
                     .unwrap_or_default();
                 Ok(encode(batch))
             })?;
-        inner.lock().expect("completion queue").deliver = Some(Arc::new(deliver));
-        Ok(Self { inner })
+        inner.deliver = Some(Arc::new(deliver));
+        Ok(())
+    }
+
+    /// Records `completions`, which came back from a wire call rather than through the sink,
+    /// and lets the threadsafe function go if that was the last thing owed. JS thread only.
+    pub fn completed_on_wire(&self, completions: &[Completion]) {
+        let released = {
+            let mut inner = self.lock();
+            for completion in completions {
+                inner.completed(completion);
+            }
+            inner.release_if_idle()
+        };
+        drop(released);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().expect("completion queue")
     }
 }
 
@@ -132,7 +234,8 @@ impl CompletionSink for Completions {
     /// Stops deliveries; the JS side settles whatever was still pending.
     fn close(&self) {
         let deliver = {
-            let mut inner = self.inner.lock().expect("completion queue");
+            let mut inner = self.lock();
+            inner.closed = true;
             inner.queue.clear();
             inner.deliver.take()
         };
@@ -140,15 +243,17 @@ impl CompletionSink for Completions {
     }
 
     fn push(&self, completion: Completion) {
-        let deliver = {
-            let mut inner = self.inner.lock().expect("completion queue");
+        let (deliver, released) = {
+            let mut inner = self.lock();
+            inner.completed(&completion);
+            // Gone only when nothing was owed: a watchdog's late word on a lock released since.
             let Some(deliver) = &inner.deliver else {
                 return;
             };
             // Only the push that finds the queue empty schedules a delivery; later ones ride along.
             let first = inner.queue.is_empty().then(|| Arc::clone(deliver));
             inner.queue.push(completion);
-            first
+            (first, inner.release_if_idle())
         };
         // Outside the lock: the call wakes the JS thread (a syscall), which would otherwise find
         // the queue locked when it comes to drain it. A delivery that finds the queue already
@@ -156,6 +261,7 @@ impl CompletionSink for Completions {
         if let Some(deliver) = deliver {
             deliver.call((), ThreadsafeFunctionCallMode::NonBlocking);
         }
+        drop(released);
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use ironlock_core::session::{Locker, Request, WireOutput};
 use ironlock_core::transport::runtime::RUNTIME;
 use ironlock_core::{LockerConfig, Upkeep};
-use napi::bindgen_prelude::{BufferSlice, Float64ArraySlice, Function};
+use napi::bindgen_prelude::{BufferSlice, Float64ArraySlice, Function, FunctionRef};
 use napi::{CleanupEnvHook, Env};
 use napi_derive::napi;
 
@@ -22,6 +22,10 @@ use super::options::LockerOptions;
 #[napi]
 pub struct NativeLocker {
     locker: Arc<Locker>,
+    completions: Arc<Completions>,
+    /// `onComplete`, from which a threadsafe function is made whenever the runtime may complete
+    /// something again (see [`Completions`]).
+    on_complete: FunctionRef<Batch, ()>,
     /// Closes the locker when its JS environment goes away without `close()` (a worker thread
     /// terminated mid-operation): its connections live on the process-wide runtime and would
     /// outlive the worker. JS-thread only.
@@ -76,9 +80,9 @@ impl NativeLocker {
         on_complete: Function<'_, Batch, ()>,
     ) -> napi::Result<Self> {
         let config = LockerConfig::try_from(options).map_err(napi::Error::from_reason)?;
-        let completions = Arc::new(Completions::new(on_complete)?);
-        let locker =
-            Locker::new(&config, completions, RUNTIME.clone()).map_err(napi::Error::from_reason)?;
+        let completions = Arc::new(Completions::new());
+        let locker = Locker::new(&config, completions.clone(), RUNTIME.clone())
+            .map_err(napi::Error::from_reason)?;
         let locker = Arc::new(locker);
         let teardown = env.add_env_cleanup_hook(Arc::downgrade(&locker), |locker| {
             if let Some(locker) = locker.upgrade() {
@@ -87,6 +91,8 @@ impl NativeLocker {
         })?;
         Ok(Self {
             locker,
+            completions,
+            on_complete: on_complete.create_ref()?,
             teardown: RefCell::new(Some(teardown)),
         })
     }
@@ -102,6 +108,7 @@ impl NativeLocker {
     #[napi(ts_return_type = "Buffer | null")]
     pub fn submit(
         &self,
+        env: Env,
         numbers: Float64ArraySlice<'_>,
         keys: Vec<String>,
     ) -> napi::Result<Option<CopiedBytes>> {
@@ -138,7 +145,10 @@ impl NativeLocker {
                         id: fields[2] as u32,
                     },
                 }
-            });
+            })
+            .collect::<Vec<_>>();
+        self.completions
+            .submitting(&requests, || self.on_complete.borrow_back(&env))?;
         Ok(bytes(self.locker.submit(requests)))
     }
 
@@ -196,7 +206,9 @@ impl NativeLocker {
                 "this locker has no wire: its target is not one Redis",
             ));
         }
-        Ok(call(&self.locker).into())
+        let output = call(&self.locker);
+        self.completions.completed_on_wire(&output.completions);
+        Ok(output.into())
     }
 }
 
