@@ -166,6 +166,35 @@ test('a timeout of a fraction of a millisecond reaches the native side rounded u
   expect(native).toMatchObject({ connectTimeout: 1, commandTimeout: 2 })
 })
 
+// Issue 20: '30s' said only "must be of type number"; the unit is what the caller got wrong.
+describe('a duration of the wrong type says it is a number of milliseconds', () => {
+  test.each([
+    ['ttl', () => lockers.memory.acquire('unit', { ttl: '30s' }), 'options.ttl', "Received type string ('30s')"],
+    ['wait', () => lockers.memory.tryAcquire('unit', { wait: '10s' }), 'options.wait', "Received type string ('10s')"],
+    ['ttl of using', () => lockers.memory.using('unit', { ttl: 30n }, () => {}), 'options.ttl', 'Received type bigint (30)'],
+    ['extend', () => lockers.memory.acquire('unit-extend').then((lock) => lock.extend('5s')), 'ttl', "Received type string ('5s')"],
+    ['defaults', async () => new Locker('memory://', { ttl: '1m' }), 'defaults.ttl', "Received type string ('1m')"],
+    ['connectTimeout', async () => new Locker('memory://', { connectTimeout: '2s' }), 'connectTimeout', "Received type string ('2s')"],
+  ])('%s', async (_, call, name, received) => {
+    const error = await call().catch((e) => e)
+    expect(error).toBeInstanceOf(TypeError)
+    expect(error.code).toBe('ERR_INVALID_ARG_TYPE')
+    expect(error.message).toBe(`The "${name}" argument must be a number of milliseconds. ${received}`)
+  })
+
+  test('out of range, the unit is said too', async () => {
+    const error = await lockers.memory.acquire('unit', { ttl: -1 }).catch((e) => e)
+    expect(error).toMatchObject({ name: 'RangeError', code: 'ERR_OUT_OF_RANGE' })
+    expect(error.message).toBe('The value of "options.ttl" is out of range. It must be a number of milliseconds > 0 and finite. Received -1')
+  })
+
+  test('a fraction is rounded up to whole milliseconds, the one rule of every duration', () => {
+    const { acquireOptions } = require('../lib/validate')
+    expect(acquireOptions({ ttl: 0.2, wait: 1000.01 }, { ttl: 1, wait: 1, autoExtend: true })).toMatchObject({ ttl: 1, wait: 1001 })
+    expect(acquireOptions({ wait: Infinity }, { ttl: 1, wait: 1, autoExtend: true })).toMatchObject({ wait: Infinity })
+  })
+})
+
 test('without String.prototype.isWellFormed (Node 18), a regular expression does the check', () => {
   const { isWellFormed } = String.prototype
   delete String.prototype.isWellFormed

@@ -38,16 +38,27 @@ function keysArgument(key, name = 'key') {
   return keys
 }
 
-/** A duration in ms: finite and > 0, or also Infinity / 0 where allowed. */
+/**
+ * A duration in ms: finite and > 0, or also Infinity / 0 where allowed. The errors say the unit,
+ * since '30s' or 30 (meant as seconds) are the usual mistakes.
+ */
 function durationArgument(value, name, { allowZero = false, allowInfinity = false } = {}) {
-  if (typeof value !== 'number') throw invalidArgType(name, 'of type number', value)
+  if (typeof value !== 'number') throw invalidArgType(name, 'a number of milliseconds', value)
   if (value === Infinity && allowInfinity) return value
   const valid = Number.isFinite(value) && (allowZero ? value >= 0 : value > 0) && value <= Number.MAX_SAFE_INTEGER
   if (!valid) {
-    const range = `${allowZero ? '>= 0' : '> 0'}${allowInfinity ? ' or Infinity' : ' and finite'}`
+    const range = `a number of milliseconds ${allowZero ? '>= 0' : '> 0'}${allowInfinity ? ' or Infinity' : ' and finite'}`
     throw outOfRange(name, range, value)
   }
   return value
+}
+
+/**
+ * `ms` as the whole milliseconds the native side takes: the one rounding rule of every duration
+ * (ttl, wait, extend's ttl, the timeouts) is up, so a fraction never becomes 0 or a shorter wait.
+ */
+function wholeMilliseconds(ms) {
+  return ms === Infinity ? ms : Math.ceil(ms)
 }
 
 function objectArgument(value, name) {
@@ -118,7 +129,7 @@ function acquireOptions(options, defaults, name = 'options') {
   if (signal !== undefined && !isAbortSignal(signal)) throw invalidArgType(`${name}.signal`, 'an instance of AbortSignal', signal)
   const autoExtend = given.autoExtend ?? defaults.autoExtend
   if (typeof autoExtend !== 'boolean') throw invalidArgType(`${name}.autoExtend`, 'of type boolean', autoExtend)
-  return { ttl: Math.ceil(ttl), wait: wait === Infinity ? wait : Math.ceil(wait), signal, autoExtend }
+  return { ttl: wholeMilliseconds(ttl), wait: wholeMilliseconds(wait), signal, autoExtend }
 }
 
 function functionArgument(fn, name) {
@@ -127,5 +138,5 @@ function functionArgument(fn, name) {
 }
 
 module.exports = {
-  keysArgument, wellFormedString, durationArgument, objectArgument, acquireOptions, functionArgument, knownOptions, ACQUIRE_OPTIONS,
+  keysArgument, wellFormedString, durationArgument, wholeMilliseconds, objectArgument, acquireOptions, functionArgument, knownOptions, ACQUIRE_OPTIONS,
 }
