@@ -186,6 +186,8 @@ export interface NodeOptions {
   password?: string
   db?: number
   tls?: TlsOptions
+  /** A single target's: `"argument"`, `"REDIS_URL"` or `"default"` (see `lib/target.js`). */
+  origin?: string
 }
 
 /** Numbers per request: kind, op, `a`, `b`, `c`, key count. */

@@ -196,6 +196,91 @@ describe('Redis down or stalled', () => {
   })
 })
 
+// Issue 20: a connection error says which address was tried, where it came from, and what to check.
+describe('connection errors say where they tried and what to check', () => {
+  const net = require('node:net')
+  const { freePort } = require('./helpers/redis-server')
+  const REFUSED = 'connection refused; is a Redis running there? Check the host and port, and any firewall in between'
+
+  /** The error of one acquire on `locker`, which is then closed. */
+  async function failure(locker) {
+    const error = await locker.acquire('where', { wait: 0 }).catch((e) => e)
+    await locker.close()
+    return error
+  }
+
+  test('nothing listening, a target given: the address, "from the target argument", what to check', async () => {
+    const port = await freePort()
+    for (const target of [`redis://127.0.0.1:${port}`, { port }, [`redis://127.0.0.1:${port}`]]) {
+      const error = await failure(new Locker(target, { connectTimeout: 2000 }))
+      expect(error).toBeInstanceOf(LockConnectionError)
+      expect(error.message).toBe(`Redis unavailable while locking "where": 127.0.0.1:${port} (from the target argument): ${REFUSED}`)
+    }
+  })
+
+  test('nothing listening, no target given: "from REDIS_URL"', async () => {
+    const port = await freePort()
+    const saved = process.env.REDIS_URL
+    process.env.REDIS_URL = `redis://127.0.0.1:${port}`
+    let locker
+    try {
+      locker = new Locker(undefined, { connectTimeout: 2000 })
+    } finally {
+      process.env.REDIS_URL = saved
+    }
+    const error = await failure(locker)
+    expect(error.message).toBe(`Redis unavailable while locking "where": 127.0.0.1:${port} (from REDIS_URL): ${REFUSED}`)
+  })
+
+  test('no target and no REDIS_URL: the built-in default, said as such (checked without connecting)', () => {
+    const { resolveTarget } = require('../lib/target')
+    const saved = process.env.REDIS_URL
+    delete process.env.REDIS_URL
+    try {
+      expect(resolveTarget(undefined).native.nodes).toEqual([expect.objectContaining({ host: '127.0.0.1', port: 6379, origin: 'default' })])
+      process.env.REDIS_URL = ''
+      expect(resolveTarget(undefined).native.nodes[0].origin).toBe('default')
+      process.env.REDIS_URL = 'redis://127.0.0.1:1'
+      expect(resolveTarget(undefined).native.nodes[0]).toMatchObject({ port: 1, origin: 'REDIS_URL' })
+      expect(resolveTarget('redis://127.0.0.1:2').native.nodes[0]).toMatchObject({ port: 2, origin: 'argument' })
+    } finally {
+      if (saved === undefined) delete process.env.REDIS_URL
+      else process.env.REDIS_URL = saved
+    }
+  })
+
+  test('Redlock: each failed node is named by its address, with what to check', async () => {
+    const ports = [await freePort(), await freePort()]
+    const error = await failure(new Locker(ports.map((port) => `redis://127.0.0.1:${port}`), { connectTimeout: 2000 }))
+    expect(error).toBeInstanceOf(QuorumError)
+    expect(error.votes.errors.length).toBeGreaterThan(0)
+    for (const { node, message } of error.votes.errors) {
+      expect(ports.map((port) => `127.0.0.1:${port}`)).toContain(node)
+      expect([REFUSED, 'no answer before the round was decided']).toContain(message)
+    }
+    expect(error.message).toContain(`: ${REFUSED}`)
+  })
+
+  test('a server that accepts and never answers: no connection within connectTimeout, and TLS among the things to check', async () => {
+    const sockets = new Set()
+    const silent = net.createServer((socket) => {
+      sockets.add(socket)
+      socket.on('error', () => {})
+    })
+    await new Promise((resolve) => silent.listen(0, '127.0.0.1', resolve))
+    const { port } = silent.address()
+    try {
+      const error = await failure(new Locker(`redis://127.0.0.1:${port}`, { connectTimeout: 500 }))
+      expect(error.message).toBe(`Redis unavailable while locking "where": 127.0.0.1:${port} (from the target argument): ` +
+        'no connection within 500 ms; is a Redis running there? Check the host and port, any firewall in between, ' +
+        'and whether the server needs TLS (rediss://)')
+    } finally {
+      for (const socket of sockets) socket.destroy()
+      await new Promise((resolve) => silent.close(resolve))
+    }
+  })
+})
+
 // Issue 12: messages that named no key, the wrong operation, or a parse error of the driver.
 describe('messages say the truth', () => {
   test('a busy lock: the message names the key and when the holder\'s TTL ends at the latest', async () => {
@@ -263,6 +348,8 @@ describe('messages say the truth', () => {
       ])
       for (const error of [acquired, releasedOne, releasedTwo, extended]) expect(error).toBeInstanceOf(LockConnectionError)
       expect(acquired.message).toMatch(/^Redis unavailable while locking "other": /)
+      // The wire's timeout (the one-key release) names the server and where it came from too.
+      expect(releasedOne.message).toContain(`127.0.0.1:${stalled.port} (from the target argument): no answer within`)
       expect(releasedOne.message).toMatch(/^Redis unavailable while releasing "one": /)
       expect(releasedTwo.message).toMatch(/^Redis unavailable while releasing "two": /)
       expect(extended.message).toMatch(/^Redis unavailable while extending "one": /)
@@ -345,7 +432,7 @@ describe('messages say the truth', () => {
         const elapsed = Date.now() - started
         await wrong.close()
         expect(error).toBeInstanceOf(LockConnectionError)
-        expect(error.message).toBe(`Redis unavailable while locking "k": the server at 127.0.0.1:${port} did not answer as Redis`)
+        expect(error.message).toBe(`Redis unavailable while locking "k": the server at 127.0.0.1:${port} (from the target argument) did not answer as Redis`)
         expect(elapsed).toBeLessThan(2000)
         expect(`${error.message} ${error.cause && error.cause.message} ${inspect(error)}`).not.toContain(password)
       }

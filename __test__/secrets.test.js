@@ -153,6 +153,36 @@ describe('the objects: lockers, locks, the default locker', () => {
   })
 })
 
+// The connection errors name the server and where its address came from (issue 20): never with
+// the password that came along, whichever way the target was given.
+describe('connection errors that name the server and where it came from', () => {
+  const { freePort } = require('./helpers/redis-server')
+
+  test.each([
+    ['nothing listening, a URL', async () => locker(url(await freePort(), RIGHT))],
+    ['nothing listening, an options object', async () => locker({ host: HOST, port: await freePort(), password: RIGHT })],
+    ['nothing listening, REDIS_URL', async () => {
+      const saved = process.env.REDIS_URL
+      process.env.REDIS_URL = url(await freePort(), RIGHT)
+      try {
+        return locker(undefined)
+      } finally {
+        process.env.REDIS_URL = saved
+      }
+    }],
+    ['rediss:// to a Redis without TLS', async () => locker(`rediss://:${RIGHT}@${HOST}:${single.port}`)],
+    ['Redlock, nodes with nothing listening', async () => locker([url(await freePort(), RIGHT), url(await freePort(), WRONG)])],
+  ])('%s', async (_, make) => {
+    const failing = await make()
+    const error = await failing.acquire('secret-where', { wait: 0 }).catch((e) => e)
+    expect(error.code).toMatch(/^E(CONNECTION|QUORUM)$/)
+    expect(error.message).toMatch(/127\.0\.0\.1:\d+/)
+    expectNoSecret(error, 'the error')
+    expectNoSecret(failing, 'the locker')
+    await failing.close()
+  })
+})
+
 describe('a wrong password', () => {
   const client = () => ioredis(single.port, WRONG)
   const targets = [

@@ -75,6 +75,36 @@ test('rejectUnauthorized: false accepts any certificate (test setups only)', asy
   await locker.close()
 })
 
+// Issue 20: rediss:// against a plain Redis said only "connect timed out", after the whole
+// connectTimeout (10 s by default).
+describe('TLS on one side only: the error says so, long before the connect timeout', () => {
+  test('rediss:// to a Redis without TLS: "may not speak TLS", with the default timeouts', async () => {
+    const locker = new Locker(`rediss://127.0.0.1:${server.port}`)
+    const started = Date.now()
+    const error = await locker.acquire('tls:plain').catch((e) => e)
+    const elapsed = Date.now() - started
+    await locker.close()
+    expect(error).toBeInstanceOf(LockConnectionError)
+    expect(error.message).toBe(`Redis unavailable while locking "tls:plain": the server at 127.0.0.1:${server.port} ` +
+      '(from the target argument) may not speak TLS, as it answers in plain text (rediss:// and the tls option ' +
+      'ask for TLS; a server without it needs redis://)')
+    // Half the default connect timeout (10 s): slack for a loaded machine, far from a timeout.
+    expect(elapsed).toBeLessThan(5000)
+  })
+
+  test('redis:// to a port that speaks only TLS: the error says it may need rediss://, at once', async () => {
+    const locker = new Locker(`redis://127.0.0.1:${tlsPort}`)
+    const started = Date.now()
+    const error = await locker.acquire('tls:only').catch((e) => e)
+    const elapsed = Date.now() - started
+    await locker.close()
+    expect(error).toBeInstanceOf(LockConnectionError)
+    expect(error.message).toBe(`Redis unavailable while locking "tls:only": the server at 127.0.0.1:${tlsPort} ` +
+      '(from the target argument) closed the connection before answering; if it speaks only TLS, use rediss:// or the tls option')
+    expect(elapsed).toBeLessThan(5000)
+  })
+})
+
 describe('a TLS connection that fails or stalls never crashes the host process', () => {
   const fixture = path.join(__dirname, 'fixtures', 'tls-fault.js')
   const run = (...args) => promisify(execFile)(process.execPath, [fixture, ...args.map(String)], { timeout: 30000 })

@@ -4,7 +4,7 @@
 // without their passwords.
 
 const { invalidArgType, invalidArgValue, describe } = require('./errors')
-const { durationArgument, objectArgument, wellFormedString, knownOptions } = require('./validate')
+const { durationArgument, wholeMilliseconds, objectArgument, wellFormedString, knownOptions } = require('./validate')
 const { LOCK_DEFAULTS, CONNECTION_DEFAULTS, DEFAULT_HOST, DEFAULT_PORT } = require('./defaults')
 
 /** What `defaults` may set: the acquire options that make sense for every call, and the connection's. */
@@ -164,36 +164,51 @@ function parseMemory(target) {
 }
 
 /**
- * `target` and `defaults` as given to `new Locker(target, defaults)` → `{ native, lockDefaults,
- * description }`: the native locker's options, the acquire defaults, and a password-free label.
+ * Where a locker's target came from, so that a connection error can say it (the native side
+ * words it): given, `REDIS_URL` when no target was given, or the built-in default without either.
  */
-function resolveTarget(target, defaults) {
-  const given = knownOptions(objectArgument(defaults, 'defaults'), LOCKER_DEFAULTS, 'defaults')
+const TargetOrigin = Object.freeze({ Argument: 'argument', Environment: 'REDIS_URL', Default: 'default' })
+
+/** `target` as given (undefined: none) → the target to use and where it came from. */
+function chooseTarget(target) {
+  if (target !== undefined) return { target, origin: TargetOrigin.Argument }
+  if (process.env.REDIS_URL) return { target: process.env.REDIS_URL, origin: TargetOrigin.Environment }
+  return { target: `redis://${DEFAULT_HOST}:${DEFAULT_PORT}`, origin: TargetOrigin.Default }
+}
+
+/**
+ * `target` and `defaults` as given to `new Locker(target, defaults)` (no target: `REDIS_URL`, else
+ * the built-in default) → `{ native, lockDefaults, description }`: the native locker's options,
+ * the acquire defaults, and a password-free label.
+ */
+function resolveTarget(given, defaults) {
+  const { target, origin } = chooseTarget(given)
+  const settings = knownOptions(objectArgument(defaults, 'defaults'), LOCKER_DEFAULTS, 'defaults')
   const memory = parseMemory(target)
   const parsed = memory ? [] : Array.isArray(target) ? parseNodes(target) : [parseNode(target, 'target')]
   const connection = { ...CONNECTION_DEFAULTS }
   for (const field of Object.keys(CONNECTION_DEFAULTS)) {
-    if (given[field] !== undefined) connection[field] = given[field]
+    if (settings[field] !== undefined) connection[field] = settings[field]
     // Settings written on the target itself win; with several nodes, the first node's do.
     if (parsed.length > 0 && parsed[0].overrides[field] !== undefined) connection[field] = parsed[0].overrides[field]
   }
-  // Whole ms, rounded up as ttl and wait are: the native side would cut 0.5 down to 0.
-  connection.connectTimeout = Math.ceil(durationArgument(connection.connectTimeout, 'connectTimeout'))
-  connection.commandTimeout = Math.ceil(durationArgument(connection.commandTimeout, 'commandTimeout'))
+  connection.connectTimeout = wholeMilliseconds(durationArgument(connection.connectTimeout, 'connectTimeout'))
+  connection.commandTimeout = wholeMilliseconds(durationArgument(connection.commandTimeout, 'commandTimeout'))
   if (typeof connection.keyPrefix !== 'string') throw invalidArgType('keyPrefix', 'of type string', connection.keyPrefix)
   wellFormedString(connection.keyPrefix, 'keyPrefix')
   if (typeof connection.driftFactor !== 'number' || !(connection.driftFactor >= 0 && connection.driftFactor < 1)) {
     throw invalidArgValue('driftFactor', `must be a number from 0 to below 1.${describe(connection.driftFactor)}`)
   }
-  const nodes = parsed.map(({ node }) => node)
+  // A Redlock node is named by its address alone: it can only have been given.
+  const nodes = parsed.length === 1 ? [{ ...parsed[0].node, origin }] : parsed.map(({ node }) => node)
   return {
     native: memory
       ? { mode: 'memory', nodes: [], store: memory.store, ...connection }
       : { mode: nodes.length === 1 ? 'single' : 'redlock', nodes, ...connection },
     lockDefaults: {
-      ttl: given.ttl ?? LOCK_DEFAULTS.ttl,
-      wait: given.wait ?? LOCK_DEFAULTS.wait,
-      autoExtend: given.autoExtend ?? LOCK_DEFAULTS.autoExtend,
+      ttl: settings.ttl ?? LOCK_DEFAULTS.ttl,
+      wait: settings.wait ?? LOCK_DEFAULTS.wait,
+      autoExtend: settings.autoExtend ?? LOCK_DEFAULTS.autoExtend,
     },
     description: memory ? target : nodes.length === 1 ? describeNode(nodes[0]) : `redlock[${nodes.map(describeNode).join(', ')}]`,
   }

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use ironlock_core::config::TargetOrigin;
 use ironlock_core::{LockerConfig, NodeConfig, Secret, Target, TlsConfig};
 use napi_derive::napi;
 
@@ -28,6 +29,8 @@ pub struct NodeOptions {
     pub password: Option<String>,
     pub db: Option<u32>,
     pub tls: Option<TlsOptions>,
+    /// A single target's: `"argument"`, `"REDIS_URL"` or `"default"` (see `lib/target.js`).
+    pub origin: Option<String>,
 }
 
 /// Everything a native locker needs to reach its servers.
@@ -95,6 +98,11 @@ impl From<NodeOptions> for NodeConfig {
                 cert: tls.cert.map(String::into_bytes),
                 key: tls.key.map(String::into_bytes),
                 reject_unauthorized: tls.reject_unauthorized,
+            }),
+            origin: node.origin.as_deref().map(|origin| match origin {
+                "REDIS_URL" => TargetOrigin::Environment,
+                "default" => TargetOrigin::Default,
+                _ => TargetOrigin::Argument,
             }),
         }
     }

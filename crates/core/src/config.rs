@@ -50,6 +50,17 @@ impl Default for TlsConfig {
     }
 }
 
+/// Where the address of a locker's one Redis came from: its connection errors say it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TargetOrigin {
+    /// Given to the locker.
+    Argument,
+    /// `REDIS_URL`, as no target was given.
+    Environment,
+    /// The built-in default, as neither a target nor `REDIS_URL` was given.
+    Default,
+}
+
 /// One Redis server.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeConfig {
@@ -59,6 +70,8 @@ pub struct NodeConfig {
     pub password: Option<Secret>,
     pub db: i64,
     pub tls: Option<TlsConfig>,
+    /// `None` for a Redlock node, which its address alone names.
+    pub origin: Option<TargetOrigin>,
 }
 
 impl NodeConfig {
@@ -81,6 +94,7 @@ impl Default for NodeConfig {
             password: None,
             db: 0,
             tls: None,
+            origin: None,
         }
     }
 }

@@ -3,6 +3,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::config::TargetOrigin;
+
 /// How each node voted in a Redlock round.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct QuorumVotes {
@@ -15,6 +17,42 @@ pub struct QuorumVotes {
 /// What a connection error says of a server that answered in another protocol than Redis's (an
 /// HTTP server on the port, say), in place of a parse error that would show the bytes it sent.
 pub const NOT_REDIS: &str = "did not answer as Redis";
+
+/// What a connection error says of a server asked for TLS (`rediss://`, the `tls` option) that
+/// answered in plain text, as a Redis without TLS does, rather than only timing out.
+pub const NOT_TLS: &str = "may not speak TLS, as it answers in plain text (rediss:// and the \
+     tls option ask for TLS; a server without it needs redis://)";
+
+/// What a connection error says of a server reached without TLS that closed the connection before
+/// any answer, as a TLS-only port does.
+pub const MAYBE_ONLY_TLS: &str = "closed the connection before answering; if it speaks only TLS, \
+     use rediss:// or the tls option";
+
+/// What a connection error says when nothing accepted the connection.
+pub const REFUSED: &str = "connection refused; is a Redis running there? Check the host and \
+     port, and any firewall in between";
+
+/// What a connection error says when no connection was made within `timeout`.
+pub fn connect_timed_out(timeout: Duration) -> String {
+    format!(
+        "no connection within {} ms; is a Redis running there? Check the host and port, any \
+         firewall in between, and whether the server needs TLS (rediss://)",
+        timeout.as_millis()
+    )
+}
+
+/// How connection errors name a server: its address and, for a locker's one Redis, where that
+/// address came from, since a wrong one is the usual reason it cannot be reached.
+pub fn server_name(label: &str, origin: Option<TargetOrigin>) -> String {
+    match origin {
+        None => label.to_owned(),
+        Some(TargetOrigin::Argument) => format!("{label} (from the target argument)"),
+        Some(TargetOrigin::Environment) => format!("{label} (from REDIS_URL)"),
+        Some(TargetOrigin::Default) => {
+            format!("{label} (the built-in default, since REDIS_URL is not set)")
+        }
+    }
+}
 
 /// What the operation that met an error was doing: its message says so.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,14 +93,15 @@ pub enum LockError {
 }
 
 impl LockError {
-    /// A [`LockError::Connection`] about `key`: `message` happened on the server at `label`.
-    pub fn connection(key: &str, label: &str, message: &str) -> Self {
+    /// A [`LockError::Connection`] about `key`: `message` happened on the server at `server`
+    /// (see [`server_name`]).
+    pub fn connection(key: &str, server: &str, message: &str) -> Self {
         Self::Connection {
             key: key.to_owned(),
-            message: if message == NOT_REDIS {
-                format!("the server at {label} {NOT_REDIS}")
+            message: if [NOT_REDIS, NOT_TLS, MAYBE_ONLY_TLS].contains(&message) {
+                format!("the server at {server} {message}")
             } else {
-                format!("{label}: {message}")
+                format!("{server}: {message}")
             },
         }
     }
@@ -178,3 +217,43 @@ impl fmt::Display for Described<'_> {
 }
 
 impl std::error::Error for LockError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_single_servers_name_says_where_its_address_came_from() {
+        let name = |origin| server_name("127.0.0.1:6379", origin);
+        assert_eq!(name(None), "127.0.0.1:6379");
+        assert_eq!(
+            name(Some(TargetOrigin::Argument)),
+            "127.0.0.1:6379 (from the target argument)"
+        );
+        assert_eq!(
+            name(Some(TargetOrigin::Environment)),
+            "127.0.0.1:6379 (from REDIS_URL)"
+        );
+        assert_eq!(
+            name(Some(TargetOrigin::Default)),
+            "127.0.0.1:6379 (the built-in default, since REDIS_URL is not set)"
+        );
+    }
+
+    #[test]
+    fn what_the_server_did_is_said_of_it_and_the_rest_follows_its_name() {
+        let server = server_name("127.0.0.1:6379", Some(TargetOrigin::Default));
+        let refused = LockError::connection("k", &server, REFUSED);
+        assert_eq!(
+            refused.message_while(Doing::Locking),
+            format!("Redis unavailable while locking \"k\": {server}: {REFUSED}")
+        );
+        let plain = LockError::connection("k", &server, NOT_TLS);
+        assert_eq!(
+            plain.to_string(),
+            format!("Redis unavailable for lock \"k\": the server at {server} {NOT_TLS}")
+        );
+        assert!(connect_timed_out(Duration::from_millis(2500))
+            .starts_with("no connection within 2500 ms; "));
+    }
+}

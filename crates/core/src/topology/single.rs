@@ -8,11 +8,14 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{
     Client, ConnectionAddr, ErrorKind, IntoConnectionInfo, RedisConnectionInfo, RedisError, Value,
 };
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::subscriber::Subscriber;
 use super::{handed_key, Attempt, BoxFuture, HandOver, ReleaseListener, Topology};
 use crate::config::NodeConfig;
-use crate::error::{LockError, NOT_REDIS};
+use crate::error::{
+    connect_timed_out, server_name, LockError, MAYBE_ONLY_TLS, NOT_REDIS, NOT_TLS, REFUSED,
+};
 use crate::protocol::keys::{release_channel, LockKeys};
 use crate::protocol::resp;
 use crate::protocol::script_call::{Naming, ScriptCall};
@@ -45,7 +48,13 @@ pub struct Single {
 /// The connection and the request batches; shared with the tasks that flush the batches.
 struct Server {
     client: Client,
+    /// `host:port`, as Redlock's votes name the node.
     label: String,
+    /// How connection errors name the server (see [`server_name`]).
+    name: String,
+    /// With TLS, where to ask in plain text whether a Redis without TLS answers, when the
+    /// handshake is slow to finish (see [`answers_in_plain_text`]).
+    plain_address: Option<(String, u16)>,
     connect_timeout: Duration,
     command_timeout: Duration,
     state: Mutex<ConnectionState>,
@@ -99,6 +108,8 @@ impl Single {
             server: Arc::new(Server {
                 client,
                 label: node.label(),
+                name: server_name(&node.label(), node.origin),
+                plain_address: node.tls.as_ref().map(|_| (node.host.clone(), node.port)),
                 connect_timeout,
                 command_timeout,
                 state: Mutex::new(ConnectionState::Idle),
@@ -167,21 +178,20 @@ impl Server {
             .set_response_timeout(Some(self.command_timeout))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
-        let opened = tokio::time::timeout(
-            self.connect_timeout,
-            ConnectionManager::new_with_config(self.client.clone(), config),
-        )
-        .await
-        .map_err(|_| {
-            self.failure(
-                key,
-                format!(
-                    "connect timed out after {} ms",
-                    self.connect_timeout.as_millis()
-                ),
-            )
-        })?
-        .map_err(|error| self.failure(key, driver_error(&error)))?;
+        let tls = self.plain_address.is_some();
+        let connect = async {
+            tokio::select! {
+                opened = ConnectionManager::new_with_config(self.client.clone(), config) => {
+                    opened.map_err(|error| self.failure(key, connect_error(&error, tls)))
+                }
+                () = answers_in_plain_text(self.plain_address.as_ref()) => {
+                    Err(self.failure(key, NOT_TLS.to_owned()))
+                }
+            }
+        };
+        let opened = tokio::time::timeout(self.connect_timeout, connect)
+            .await
+            .map_err(|_| self.failure(key, connect_timed_out(self.connect_timeout)))??;
         let mut state = self.state.lock().expect("connection state lock");
         match &*state {
             ConnectionState::Closed => Err(LockError::Closed {
@@ -205,7 +215,7 @@ impl Server {
     }
 
     fn failure(&self, key: &str, message: String) -> LockError {
-        LockError::connection(key, &self.label, &message)
+        LockError::connection(key, &self.name, &message)
     }
 
     /// Runs one script call with a hard deadline, whatever state the connection is in. A script
@@ -511,6 +521,60 @@ impl Topology for Single {
         *self.server.state.lock().expect("connection state lock") = ConnectionState::Closed;
         self.subscriber.close();
     }
+}
+
+/// How long a TLS handshake may take before a plain-text question asks whether the server is a
+/// Redis without TLS: far longer than a handshake takes, far shorter than the connect timeout
+/// (10 s by default) that would otherwise be all a user hears.
+const PLAIN_TEXT_PROBE_AFTER: Duration = Duration::from_millis(500);
+
+/// Resolves once the server at `address` answers a plain-text PING as Redis does (`+PONG`, or an
+/// error such as `-NOAUTH`), asked after [`PLAIN_TEXT_PROBE_AFTER`]; never for a TLS server, which
+/// refuses plain text, nor without an address. A plain Redis often just waits for the rest of a
+/// TLS greeting, which it reads as the start of a command, so only asking tells it apart.
+async fn answers_in_plain_text(address: Option<&(String, u16)>) {
+    if let Some((host, port)) = address {
+        tokio::time::sleep(PLAIN_TEXT_PROBE_AFTER).await;
+        if let Ok(mut socket) = tokio::net::TcpStream::connect((host.as_str(), *port)).await {
+            let mut first = [0u8; 1];
+            let answered = socket.write_all(b"PING\r\n").await.is_ok()
+                && socket.read_exact(&mut first).await.is_ok();
+            if answered && matches!(first[0], b'+' | b'-') {
+                return;
+            }
+        }
+    }
+    std::future::pending().await
+}
+
+/// The driver's `error` while connecting, as users read it: with what to check when the reason
+/// is known (nothing listens, TLS on one side only).
+fn connect_error(error: &RedisError, tls: bool) -> String {
+    if error.is_connection_refusal() {
+        REFUSED.to_owned()
+    } else if tls && is_plain_text_record(error) {
+        NOT_TLS.to_owned()
+    } else if !tls && error.is_connection_dropped() {
+        MAYBE_ONLY_TLS.to_owned()
+    } else {
+        driver_error(error)
+    }
+}
+
+/// The I/O error under `error`, which redis-rs keeps behind an `Arc`.
+fn io_error(error: &RedisError) -> Option<&std::io::Error> {
+    std::error::Error::source(error)?
+        .downcast_ref::<Arc<dyn std::error::Error + Send + Sync>>()?
+        .downcast_ref::<std::io::Error>()
+}
+
+/// Whether the TLS layer met bytes that are no TLS record: the server answered in plain text
+/// (a Redis without TLS answers the greeting with `-ERR` once it reads a line end in it).
+fn is_plain_text_record(error: &RedisError) -> bool {
+    io_error(error)
+        .and_then(std::io::Error::get_ref)
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|tls| matches!(tls, rustls::Error::InvalidMessage(_)))
 }
 
 /// The driver's `error` as users read it: its parse error would show the bytes it choked on.

@@ -16,7 +16,7 @@ pub use crate::protocol::resp::ProtocolError;
 use crate::protocol::resp::{self, Reply};
 
 use crate::config::NodeConfig;
-use crate::error::{LockError, NOT_REDIS};
+use crate::error::{server_name, LockError, NOT_REDIS};
 use crate::protocol::chunks;
 use crate::protocol::handshake::Handshake;
 use crate::protocol::keys::LockKeys;
@@ -83,6 +83,7 @@ enum Call<A, R> {
 }
 
 pub struct Wire<A, R> {
+    /// How errors name the server (see [`server_name`]).
     label: String,
     drift_factor: f64,
     handshake: Handshake,
@@ -97,7 +98,7 @@ impl<A, R> Wire<A, R> {
     /// A wire to `node`; TLS is the caller's socket's business, AUTH and SELECT are ours.
     pub fn new(node: &NodeConfig, drift_factor: f64) -> Self {
         Self {
-            label: node.label(),
+            label: server_name(&node.label(), node.origin),
             drift_factor,
             handshake: Handshake::new(node, CLIENT_NAME),
             setup_left: usize::MAX,
