@@ -191,7 +191,7 @@ function rollingComparisonLine (rows) {
   if (rows.some((row) => row.error)) return '(a mix did not complete: no ratios)'
   const alone = (old, ours) => rows.find((row) => row.mix.old === old && row.mix.ours === ours)
   const ironlockAlone = alone(null, true)
-  const parts = rows.filter((row) => row.mix.old && row.mix.ours).map((mixed) => {
+  const parts = rows.filter((row) => row.mix.old && row.mix.ours && alone(row.mix.old, false)).map((mixed) => {
     const oldAlone = alone(mixed.mix.old, false)
     return `${mixed.mix.old} ×${(mixed.oldPerSec / oldAlone.oldPerSec).toFixed(2)} of its rate alone ` +
       `(ironlock beside it ×${(mixed.oursPerSec / ironlockAlone.oursPerSec).toFixed(2)} of its own)`

@@ -14,6 +14,7 @@
 // - `redlock`: redlock 4 with its default settings (10 retries, 200 ms apart,
 //   ±100 ms of jitter), as an old worker runs it; a lock() that runs out of
 //   retries is counted and called again, as a job queue would retry the job;
+// - `redlock-20ms`: the same with 100 retries 20 ms apart (±10 ms);
 // - `nx-spin`: the hand-rolled poller (SET NX PX, 20 ms sleep), adapters/nx-spin.js;
 // - `ironlock`: a Locker; its wait ends with the window (an AbortSignal).
 
@@ -26,25 +27,31 @@ const { sharedNowMs } = require('../clock')
 // A wait never needs longer than the window; the signal ends it at the window's end.
 const LONGEST_WAIT_MS = 60_000
 
+// redlock 4 on one node, with `settings` over its defaults.
+function redlockWorker (url, settings) {
+  const client = new Redis(url)
+  const redlock = new Redlock([client], settings)
+  return {
+    async lock (key, ttlMs) {
+      try {
+        const lock = await redlock.lock(key, ttlMs)
+        return () => lock.unlock()
+      } catch (err) {
+        if (err instanceof Redlock.LockError) return null
+        throw err
+      }
+    },
+    close: () => client.quit()
+  }
+}
+
 // Each kind: { lock(key, ttlMs, signal) → release function, or null when the
 // call gave up (out of retries); close() }. A lock() the signal ended rejects.
 const KINDS = {
-  redlock ({ url }) {
-    const client = new Redis(url)
-    const redlock = new Redlock([client])
-    return {
-      async lock (key, ttlMs) {
-        try {
-          const lock = await redlock.lock(key, ttlMs)
-          return () => lock.unlock()
-        } catch (err) {
-          if (err instanceof Redlock.LockError) return null
-          throw err
-        }
-      },
-      close: () => client.quit()
-    }
-  },
+  redlock: ({ url }) => redlockWorker(url, {}),
+  // What a migration under way can do: the old fleet polls ten times as often,
+  // for as long in all (100 retries, 20 ms apart, ±10 ms).
+  'redlock-20ms': ({ url }) => redlockWorker(url, { retryCount: 100, retryDelay: 20, retryJitter: 10 }),
   'nx-spin' ({ url }) {
     const locks = nxSpin.create({ urls: [url], maxWaitMs: LONGEST_WAIT_MS })
     return {

@@ -36,13 +36,15 @@ const REPORT_GRACE_MS = 10_000
 // A worker that reported and still runs after this left a connection or timer open.
 const EXIT_GRACE_MS = 5_000
 
-const OLD_NAMES = { redlock: 'redlock 4', 'nx-spin': 'nx-spin' }
+const OLD_NAMES = { redlock: 'redlock 4', 'redlock-20ms': 'redlock 4 (20 ms retries)', 'nx-spin': 'nx-spin' }
 
 // Which workers run together: `old` is the old workers' kind (or none), `ours`
-// whether the ironlock workers run too.
+// whether the ironlock workers run too. redlock 4 with 20 ms retries is the
+// remedy for the first mix, so it runs beside ironlock only.
 const MIXES = [
   { old: 'redlock', ours: true },
   { old: 'redlock', ours: false },
+  { old: 'redlock-20ms', ours: true },
   { old: 'nx-spin', ours: true },
   { old: 'nx-spin', ours: false },
   { old: null, ours: true }
@@ -94,6 +96,10 @@ async function awaitExits (children) {
   return leftOpen
 }
 
+function onParentClock ({ wantedAt, acquiredAt, releaseStartedAt }, offsetMs) {
+  return { wantedAt: wantedAt - offsetMs, acquiredAt: acquiredAt - offsetMs, releaseStartedAt: releaseStartedAt - offsetMs }
+}
+
 // ironlock-to-ironlock hand-offs only: from one ironlock holder starting its
 // release to the next holder, if that is an ironlock worker too, having the key.
 function ourHandOffs (sortedHolds) {
@@ -115,12 +121,20 @@ async function runMixOnce (url, mix, { workersPerSide, windowMs }) {
     const startsAt = sharedNowMs() + START_LEAD_MS
     const endsAt = startsAt + windowMs
     const results = children.map((child) => child.receive('result', START_LEAD_MS + windowMs + REPORT_GRACE_MS))
-    for (const child of children) child.send({ type: 'start', startsAt, endsAt })
+    // Each child reads the shared clock with an offset of its own (several ms
+    // between processes started under load), so times cross on the parent's clock.
+    for (const child of children) {
+      const offsetMs = child.clock.offsetMs
+      child.send({ type: 'start', startsAt: startsAt + offsetMs, endsAt: endsAt + offsetMs })
+    }
     const reported = await Promise.all(results)
     const leftOpen = await awaitExits(children)
 
-    const holds = reported.flatMap((result, index) =>
-      result.holds.map((hold) => ({ ...hold, kind: children[index].kind, process: index })))
+    const holds = reported.flatMap((result, index) => result.holds.map((hold) => ({
+      ...onParentClock(hold, children[index].clock.offsetMs),
+      kind: children[index].kind,
+      process: index
+    })))
     // Sorts the holds by acquisition.
     const { overlaps } = analyseHolds(holds)
     const inWindow = holds.filter((hold) => hold.acquiredAt >= startsAt && hold.acquiredAt < endsAt)
