@@ -4,12 +4,12 @@
 //! Every napi `async fn` costs a hop from a tokio thread to the JS thread per call. Instead, each
 //! finished operation is queued here, and one weak threadsafe function call delivers everything
 //! queued since the last delivery: `(numbers, texts, failures)`, in the completion layout of
-//! [`layout`](super::layout). The threadsafe function lives only while something is owed (see
-//! [`Completions`]).
+//! [`layout`](super::layout). The threadsafe function lives only while something is owed, and a
+//! moment after (see [`Completions`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ironlock_core::error::Doing;
 use ironlock_core::session::{Completion, CompletionSink, Outcome, Request};
@@ -17,6 +17,7 @@ use ironlock_core::LockError;
 use napi::bindgen_prelude::{FnArgs, Function};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
+use tokio::runtime::Handle;
 
 use super::copied::CopiedNumbers;
 use super::layout::{CompletionStatus as Status, COMPLETION_FIELDS};
@@ -94,14 +95,23 @@ impl NativeFailure {
 pub type Batch = FnArgs<(CopiedNumbers, Vec<String>, Option<Vec<NativeFailure>>)>;
 type Deliver = ThreadsafeFunction<(), (), Batch, napi::Status, false, true>;
 
+/// How long a locker stays idle before its threadsafe function goes: making one again costs a few
+/// µs of the JS thread, which back-to-back operations (each idle for an instant between its
+/// completion and the next submit) would otherwise pay twice a cycle. Far below the 30 ms jest's
+/// `--detectOpenHandles` waits for handles to close.
+const IDLE_GRACE: Duration = Duration::from_millis(2);
+
 /// The queue of finished operations of one locker and the JS function that drains it.
 ///
 /// The threadsafe function exists only while the runtime may still complete something: from the
 /// submit that finds it gone until nothing submitted is owed a completion and no held lock is
-/// watched. jest's `--detectOpenHandles` reports every live one, weak or not, so an idle locker
-/// must hold none. (Keeping Node alive is the JS side's: `lib/dispatch.js` `keepAlive`.)
+/// watched, for [`IDLE_GRACE`]. jest's `--detectOpenHandles` reports every live one, weak or
+/// not, so an idle locker must hold none. (Keeping Node alive is the JS side's:
+/// `lib/dispatch.js` `keepAlive`.)
 pub struct Completions {
     inner: Arc<Mutex<Inner>>,
+    /// Where the release of an idle locker's threadsafe function waits out [`IDLE_GRACE`].
+    runtime: Handle,
 }
 
 #[derive(Default)]
@@ -115,6 +125,8 @@ struct Inner {
     to_watch: HashSet<u32>,
     /// Held locks whose watchdog may report their loss.
     watched: HashSet<u32>,
+    /// A release of the threadsafe function is waiting out [`IDLE_GRACE`].
+    release_scheduled: bool,
     closed: bool,
 }
 
@@ -164,21 +176,20 @@ impl Inner {
         }
     }
 
-    /// The threadsafe function, taken out once nothing more can come through it. Dropped, it is
-    /// released, and Node still makes the calls queued on it before it goes.
-    fn release_if_idle(&mut self) -> Option<Arc<Deliver>> {
-        if self.idle() {
-            self.deliver.take()
-        } else {
-            None
-        }
+    /// Whether the threadsafe function is to be let go after [`IDLE_GRACE`]: nothing more can
+    /// come through it, and no release is scheduled yet (it now is).
+    fn release_due(&mut self) -> bool {
+        let due = self.idle() && self.deliver.is_some() && !self.release_scheduled;
+        self.release_scheduled |= due;
+        due
     }
 }
 
 impl Completions {
-    pub fn new() -> Self {
+    pub fn new(runtime: Handle) -> Self {
         Self {
             inner: Arc::new(Mutex::new(Inner::default())),
+            runtime,
         }
     }
 
@@ -213,16 +224,42 @@ impl Completions {
     }
 
     /// Records `completions`, which came back from a wire call rather than through the sink,
-    /// and lets the threadsafe function go if that was the last thing owed. JS thread only.
+    /// and schedules the release of the threadsafe function if that was the last thing owed.
+    /// JS thread only.
     pub fn completed_on_wire(&self, completions: &[Completion]) {
-        let released = {
+        let due = {
             let mut inner = self.lock();
             for completion in completions {
                 inner.completed(completion);
             }
-            inner.release_if_idle()
+            inner.release_due()
         };
-        drop(released);
+        if due {
+            self.release_when_still_idle();
+        }
+    }
+
+    /// Lets the threadsafe function go after [`IDLE_GRACE`] unless something is owed again by
+    /// then. Dropped, it is released (from any thread), and Node still makes the calls queued on
+    /// it before it goes.
+    fn release_when_still_idle(&self) {
+        let inner = Arc::downgrade(&self.inner);
+        self.runtime.spawn(async move {
+            tokio::time::sleep(IDLE_GRACE).await;
+            let Some(inner) = inner.upgrade() else {
+                return;
+            };
+            let released = {
+                let mut inner = inner.lock().expect("completion queue");
+                inner.release_scheduled = false;
+                if inner.idle() {
+                    inner.deliver.take()
+                } else {
+                    None
+                }
+            };
+            drop(released);
+        });
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -243,7 +280,7 @@ impl CompletionSink for Completions {
     }
 
     fn push(&self, completion: Completion) {
-        let (deliver, released) = {
+        let (deliver, due) = {
             let mut inner = self.lock();
             inner.completed(&completion);
             // Gone only when nothing was owed: a watchdog's late word on a lock released since.
@@ -253,7 +290,7 @@ impl CompletionSink for Completions {
             // Only the push that finds the queue empty schedules a delivery; later ones ride along.
             let first = inner.queue.is_empty().then(|| Arc::clone(deliver));
             inner.queue.push(completion);
-            (first, inner.release_if_idle())
+            (first, inner.release_due())
         };
         // Outside the lock: the call wakes the JS thread (a syscall), which would otherwise find
         // the queue locked when it comes to drain it. A delivery that finds the queue already
@@ -261,7 +298,9 @@ impl CompletionSink for Completions {
         if let Some(deliver) = deliver {
             deliver.call((), ThreadsafeFunctionCallMode::NonBlocking);
         }
-        drop(released);
+        if due {
+            self.release_when_still_idle();
+        }
     }
 }
 

@@ -80,7 +80,7 @@ impl NativeLocker {
         on_complete: Function<'_, Batch, ()>,
     ) -> napi::Result<Self> {
         let config = LockerConfig::try_from(options).map_err(napi::Error::from_reason)?;
-        let completions = Arc::new(Completions::new());
+        let completions = Arc::new(Completions::new(RUNTIME.clone()));
         let locker = Locker::new(&config, completions.clone(), RUNTIME.clone())
             .map_err(napi::Error::from_reason)?;
         let locker = Arc::new(locker);
