@@ -201,14 +201,21 @@ impl Completions {
         callback: impl FnOnce() -> napi::Result<Function<'env, Batch, ()>>,
     ) -> napi::Result<()> {
         let mut inner = self.lock();
+        // Made before anything is recorded: if it fails, the batch fails whole, and JS submits
+        // its requests again one by one.
+        if !inner.closed && inner.deliver.is_none() && requests.iter().any(completes) {
+            inner.deliver = Some(Arc::new(self.deliver(callback()?)?));
+        }
         for request in requests {
             inner.submitted(request);
         }
-        if inner.closed || inner.deliver.is_some() || inner.idle() {
-            return Ok(());
-        }
+        Ok(())
+    }
+
+    /// The threadsafe function that hands `callback` whatever is queued when it is called.
+    fn deliver(&self, callback: Function<'_, Batch, ()>) -> napi::Result<Deliver> {
         let drained = Arc::downgrade(&self.inner);
-        let deliver = callback()?
+        callback
             .build_threadsafe_function::<()>()
             .weak::<true>()
             .callee_handled::<false>()
@@ -218,9 +225,7 @@ impl Completions {
                     .map(|inner| std::mem::take(&mut inner.lock().expect("completion queue").queue))
                     .unwrap_or_default();
                 Ok(encode(batch))
-            })?;
-        inner.deliver = Some(Arc::new(deliver));
-        Ok(())
+            })
     }
 
     /// Records `completions`, which came back from a wire call rather than through the sink,
@@ -302,6 +307,11 @@ impl CompletionSink for Completions {
             self.release_when_still_idle();
         }
     }
+}
+
+/// Whether `request` is owed a completion (every kind but a let-lapse).
+fn completes(request: &Request) -> bool {
+    !matches!(request, Request::LetLapse { .. })
 }
 
 fn encode(batch: Vec<Completion>) -> Batch {
