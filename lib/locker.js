@@ -122,10 +122,11 @@ class Locker {
   #holders = new Map()
 
   /**
-   * @param target where the locks live: a redis:// URL, ioredis-style options, or an ioredis client
+   * @param target where the locks live: a redis:// URL, ioredis-style options, or an ioredis client;
+   *   without one, `REDIS_URL`, else redis://127.0.0.1:6379 (lib/target.js)
    * @param defaults per-locker defaults for acquire options and connection settings
    */
-  constructor(target = process.env.REDIS_URL || 'redis://127.0.0.1:6379', defaults) {
+  constructor(target, defaults) {
     const { native, lockDefaults, description } = resolveTarget(target, defaults)
     acquireOptions(undefined, lockDefaults, 'defaults')
     this.#defaults = lockDefaults
