@@ -3,7 +3,7 @@
 // Waiting without polling: releases wake waiters through the release channel, the holder's TTL
 // bounds every sleep, and local waiters queue in arrival order behind one head.
 
-const { startRedis, stopAll } = require('./helpers/redis-server')
+const { startRedis, startRedisSet, stopAll } = require('./helpers/redis-server')
 const { Locker, LockBusyError } = require('..')
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
@@ -190,4 +190,129 @@ test('a release of one key wakes a waiter on several keys, from this process or 
     expect(Date.now() - released).toBeLessThan(100)
     await lock.release()
   }
+})
+
+describe('waiters are served in the order they called', () => {
+  const WAITERS = 6
+
+  /**
+   * Starts WAITERS requests for `key` (or `key(index)`) on `locker` in one tick, alternating
+   * acquire and using, each holding the lock a moment; `between` runs after the first call,
+   * before the rest (omitted: all in one tick). Resolves with the order in which they got the lock.
+   */
+  async function serveInOrder (locker, keys, between) {
+    const keyOf = typeof keys === 'function' ? keys : () => keys
+    const order = []
+    const hold = async (index) => {
+      order.push(index)
+      await sleep(2)
+    }
+    const call = (index) => index % 2 === 0
+      ? locker.using(keyOf(index), { wait: 15000 }, () => hold(index))
+      : locker.acquire(keyOf(index), { wait: 15000 }).then(async (lock) => {
+        await hold(index)
+        await lock.release()
+      })
+    const calls = [call(0)]
+    if (between) await between()
+    for (let index = 1; index < WAITERS; index++) calls.push(call(index))
+    return { order, done: Promise.all(calls) }
+  }
+
+  const callOrder = Array.from({ length: WAITERS }, (_, index) => index)
+
+  test('on one Redis, behind a holder in another process', async () => {
+    const holder = await holderSide.acquire('k', { ttl: 10000 })
+    const { order, done } = await serveInOrder(waiterSide, 'k')
+    await queued('k')
+    await holder.release()
+    await done
+    expect(order).toEqual(callOrder)
+  })
+
+  test('on one Redis, behind a holder in this process', async () => {
+    const holder = await waiterSide.acquire('k', { ttl: 10000 })
+    const { order, done } = await serveInOrder(waiterSide, 'k')
+    await queued('k')
+    await holder.release()
+    await done
+    expect(order).toEqual(callOrder)
+  })
+
+  test('on one Redis, when the others call while the first one\'s attempt is in flight', async () => {
+    const holder = await holderSide.acquire('k', { ttl: 10000 })
+    // Redis holds every script call for a while: the first attempt is surely still in flight
+    // when the others call.
+    await redis.client('PAUSE', 300, 'WRITE')
+    const { order, done } = await serveInOrder(waiterSide, 'k', () => sleep(100))
+    await queued('k')
+    await holder.release()
+    await done
+    expect(order).toEqual(callOrder)
+  })
+
+  test('on several keys, whatever order each names them in', async () => {
+    const holder = await holderSide.acquire('a', { ttl: 10000 })
+    const { order, done } = await serveInOrder(waiterSide, (index) => index % 3 === 0 ? ['a', 'b'] : ['b', 'a'])
+    await queued('a')
+    await sleep(50)
+    await holder.release()
+    await done
+    expect(order).toEqual(callOrder)
+  })
+
+  test('on memory://', async () => {
+    const locker = new Locker('memory://')
+    try {
+      const holder = await locker.acquire('k', { ttl: 10000 })
+      const { order, done } = await serveInOrder(locker, 'k')
+      await sleep(50)
+      await holder.release()
+      await done
+      expect(order).toEqual(callOrder)
+    } finally {
+      await locker.close()
+    }
+  })
+
+  describe('on Redlock', () => {
+    let nodes
+    let admins
+    let redlockHolder
+    let redlockWaiter
+
+    beforeAll(async () => {
+      nodes = await startRedisSet(3)
+      admins = nodes.map((node) => node.client())
+    })
+
+    beforeEach(() => {
+      redlockHolder = new Locker(nodes.map((node) => node.url))
+      redlockWaiter = new Locker(nodes.map((node) => node.url))
+    })
+
+    afterEach(async () => {
+      await redlockHolder.close()
+      await redlockWaiter.close()
+    })
+
+    test('in one tick', async () => {
+      const holder = await redlockHolder.acquire('k', { ttl: 10000 })
+      const { order, done } = await serveInOrder(redlockWaiter, 'k')
+      await sleep(200)
+      await holder.release()
+      await done
+      expect(order).toEqual(callOrder)
+    })
+
+    test('when the others call while the first one\'s attempt is in flight', async () => {
+      const holder = await redlockHolder.acquire('k', { ttl: 10000 })
+      await Promise.all(admins.map((admin) => admin.client('PAUSE', 300, 'WRITE')))
+      const { order, done } = await serveInOrder(redlockWaiter, 'k', () => sleep(100))
+      await sleep(400)
+      await holder.release()
+      await done
+      expect(order).toEqual(callOrder)
+    })
+  })
 })

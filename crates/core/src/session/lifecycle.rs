@@ -76,9 +76,9 @@ impl Lifecycle {
 
     /// Takes every key of `keys` or none, waiting up to `options.wait` while any is busy.
     ///
-    /// The first attempt goes straight to Redis unless local waiters already queue for the same
-    /// keys; after that the request queues behind them and only the queue's head retries, woken
-    /// by releases rather than by a timer.
+    /// The first attempt goes straight to Redis unless local requests for the same keys are
+    /// ahead (waiting, or attempting); after that the request waits at its place in the local
+    /// queue and only the queue's head retries, woken by releases rather than by a timer.
     pub async fn acquire(
         &self,
         keys: Arc<LockKeys>,
@@ -89,6 +89,7 @@ impl Lifecycle {
             return Err(aborted(&keys));
         }
         let mut retry_after = None;
+        let mut attempted = None;
         if let FirstTurn::Attempt { place } = self.first_turn(&keys, options) {
             match self.attempt(&keys, options).await? {
                 Ok(lock) if options.is_cancelled() => {
@@ -104,8 +105,9 @@ impl Lifecycle {
                 Err(refused) => retry_after = refused.retry_after,
             }
             self.still_waiting(&keys, deadline, retry_after)?;
+            attempted = place;
         }
-        self.queue_after_busy(keys, options, deadline, retry_after)
+        self.queue_after_busy(keys, options, deadline, retry_after, attempted)
             .await
     }
 
@@ -138,19 +140,24 @@ impl Lifecycle {
     }
 
     /// The rest of [`Lifecycle::acquire`] after a first attempt found the lock busy (`retry_after`:
-    /// the holder's remaining TTL, as that attempt saw it): queues behind the local waiters for
-    /// the same keys and waits for a release, up to `deadline`.
+    /// the holder's remaining TTL, as that attempt saw it): waits at the place that attempt held
+    /// (`place`; without one, behind the local waiters for the same keys) for a release, up to
+    /// `deadline`.
     pub(super) async fn queue_after_busy(
         &self,
         keys: Arc<LockKeys>,
         options: &AcquireOptions,
         deadline: Option<Instant>,
         retry_after: Option<Duration>,
+        place: Option<FirstAttempt>,
     ) -> Result<HeldLock, LockError> {
         if options.is_cancelled() {
             return Err(aborted(&keys));
         }
-        let ticket = self.queues.join(&keys.channels);
+        let ticket = match place {
+            Some(place) => place.wait(&keys.channels),
+            None => self.queues.join(&keys.channels),
+        };
         let waiting = self.wait_in_queue(&ticket, &keys, options, deadline, retry_after);
         let cancelled = async {
             match &options.cancel {

@@ -26,8 +26,8 @@ pub struct AcquireTag {
     options: AcquireOptions,
     upkeep: Option<Upkeep>,
     deadline: Option<Instant>,
-    /// Holds the place of the attempt: local requests for the key queue behind it. `None` for
-    /// a request that never waits, which never queues.
+    /// Holds the place of the attempt: local requests for the key queue behind it, and should
+    /// the lock be busy the request waits there. `None` for a request that never waits.
     first: Option<FirstAttempt>,
 }
 
@@ -190,9 +190,6 @@ impl Operations {
                 keys,
                 retry_after,
             } => {
-                // Gives up its place before it queues, as `Lifecycle::acquire` does after its
-                // first attempt.
-                drop(tag.first);
                 if let Err(busy) = self
                     .lifecycle
                     .still_waiting(&keys, tag.deadline, retry_after)
@@ -206,6 +203,7 @@ impl Operations {
                     upkeep: tag.upkeep,
                     deadline: tag.deadline,
                     retry_after,
+                    place: tag.first,
                 }]);
                 None
             }

@@ -20,6 +20,7 @@ use crate::session::held::{HeldEntry, HeldTable};
 use crate::session::lifecycle::Lifecycle;
 use crate::session::options::AcquireOptions;
 use crate::session::request::{Completion, CompletionSink, Outcome, Request};
+use crate::session::wait::FirstAttempt;
 use crate::session::watchdog::{Upkeep, Watchdog};
 
 pub(super) struct Operations {
@@ -43,7 +44,8 @@ pub(super) enum Job {
         options: AcquireOptions,
         upkeep: Option<Upkeep>,
     },
-    /// An acquire whose first attempt (on the wire) found the lock busy: it queues.
+    /// An acquire whose first attempt (on the wire) found the lock busy: it queues, at the
+    /// place the attempt held (`place`) when it holds one.
     Queue {
         op: u32,
         keys: Arc<LockKeys>,
@@ -51,6 +53,7 @@ pub(super) enum Job {
         upkeep: Option<Upkeep>,
         deadline: Option<Instant>,
         retry_after: Option<Duration>,
+        place: Option<FirstAttempt>,
     },
     Release {
         op: u32,
@@ -208,10 +211,11 @@ impl Operations {
                 upkeep,
                 deadline,
                 retry_after,
+                place,
             } => {
                 let result = self
                     .lifecycle
-                    .queue_after_busy(keys, &options, deadline, retry_after)
+                    .queue_after_busy(keys, &options, deadline, retry_after, place)
                     .await;
                 self.acquired(op, result, &options, upkeep)
             }

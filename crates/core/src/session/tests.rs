@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use tokio::runtime::Handle;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 
 use super::*;
 use crate::config::NodeConfig;
@@ -15,7 +15,7 @@ use crate::error::LockError;
 use crate::protocol::keys::LockKeys;
 use crate::protocol::token::TOKEN_MARK;
 use crate::session::watchdog::Upkeep;
-use crate::topology::{Attempt, Memory, ReleaseListener, Topology};
+use crate::topology::{Attempt, BoxFuture, HandOver, Memory, ReleaseListener, Topology};
 
 /// Completions that finished on the runtime, in order.
 #[derive(Default)]
@@ -503,4 +503,166 @@ async fn a_lock_let_lapse_and_released_before_its_lease_ends_is_released() {
         }]
     ));
     assert!(sink.is_empty());
+}
+
+/// Serves the acquires `ops` started on `locker` one at a time, releasing each lock as soon as it
+/// comes: the ops in the order they got the lock.
+async fn served_in_turn(locker: &Locker, sink: &Collected, ops: usize) -> Vec<u32> {
+    let mut served = Vec::new();
+    while served.len() < ops {
+        match sink.next().await {
+            Completion {
+                op,
+                outcome: Outcome::Acquired { id, .. },
+            } => {
+                served.push(op);
+                locker.submit([Request::Release { op: 100 + op, id }]);
+            }
+            Completion {
+                outcome: Outcome::Released { released: true },
+                ..
+            } => {}
+            other => panic!("expected an acquire or a release, got {other:?}"),
+        }
+    }
+    served
+}
+
+#[tokio::test]
+async fn requests_behind_a_busy_wire_attempt_are_served_in_arrival_order() {
+    let store = "session-arrival-order-wire";
+    let (locker, sink) = locker(store);
+    let holder = stranger(store);
+    let token = crate::protocol::token::new_token();
+    holder
+        .try_acquire(&keys("a"), &token, Duration::from_secs(30))
+        .await
+        .unwrap();
+
+    let wait = Some(Duration::from_secs(5));
+    let out = locker.submit((1..=4).map(|op| acquire(op, "a", wait)));
+    assert_eq!(tokens(&out).len(), 1, "only the first request attempts");
+    // The others reach the runtime while the first attempt is still on the wire.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(locker
+        .wire_read(b"*2\r\n:0\r\n:30000\r\n")
+        .completions
+        .is_empty());
+
+    assert!(holder.release(&keys("a"), &token).await.unwrap());
+    assert_eq!(served_in_turn(&locker, &sink, 4).await, [1, 2, 3, 4]);
+}
+
+/// A memory store whose attempts wait for a permit: the test decides how long one is in flight.
+struct Gated {
+    store: Memory,
+    permits: Arc<Semaphore>,
+}
+
+impl Topology for Gated {
+    fn try_acquire<'a>(
+        &'a self,
+        keys: &'a LockKeys,
+        token: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Attempt, LockError>> {
+        Box::pin(async move {
+            self.permits.acquire().await.unwrap().forget();
+            self.store.try_acquire(keys, token, ttl).await
+        })
+    }
+
+    fn release<'a>(
+        &'a self,
+        keys: &'a LockKeys,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<bool, LockError>> {
+        self.store.release(keys, token)
+    }
+
+    fn extend<'a>(
+        &'a self,
+        keys: &'a LockKeys,
+        token: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, LockError>> {
+        self.store.extend(keys, token, ttl)
+    }
+
+    fn hand_over<'a>(
+        &'a self,
+        keys: &'a LockKeys,
+        old_token: &'a str,
+        old_fence: u64,
+        new_token: &'a str,
+        ttl: Duration,
+        reserve: u64,
+    ) -> BoxFuture<'a, Result<HandOver, LockError>> {
+        self.store
+            .hand_over(keys, old_token, old_fence, new_token, ttl, reserve)
+    }
+
+    fn watch_releases<'a>(
+        &'a self,
+        channels: &'a [String],
+    ) -> BoxFuture<'a, Result<(), LockError>> {
+        self.store.watch_releases(channels)
+    }
+
+    fn unwatch_releases(&self, channels: &[String]) {
+        self.store.unwatch_releases(channels);
+    }
+
+    fn close(&self) {
+        self.store.close();
+    }
+}
+
+#[tokio::test]
+async fn requests_behind_a_busy_attempt_on_the_runtime_are_served_in_arrival_order() {
+    let store = "session-arrival-order-runtime";
+    let sink = Arc::new(Collected::default());
+    let permits = Arc::new(Semaphore::new(0));
+    let gated = permits.clone();
+    let locker = Locker::with_topology(
+        move |listener| {
+            let store = Memory::new(Some(store), listener);
+            Ok(Arc::new(Gated {
+                store,
+                permits: gated,
+            }) as Arc<dyn Topology>)
+        },
+        None,
+        sink.clone(),
+        Handle::current(),
+    )
+    .unwrap();
+    // A lock on several keys, which waits on the runtime on every topology.
+    let names = vec!["a".to_owned(), "b".to_owned()];
+    let holder = stranger(store);
+    let both = LockKeys::new("", names.clone());
+    let token = crate::protocol::token::new_token();
+    holder
+        .try_acquire(&both, &token, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let request = |op| Request::Acquire {
+        op,
+        names: names.clone(),
+        ttl: Duration::from_secs(10),
+        wait: Some(Duration::from_secs(5)),
+        cancellable: false,
+        upkeep: None,
+    };
+
+    locker.submit([request(1)]);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // The first attempt waits for its permit: the others arrive while it is in flight.
+    locker.submit((2..=4).map(request));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    permits.add_permits(Semaphore::MAX_PERMITS / 2);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+
+    assert!(holder.release(&both, &token).await.unwrap());
+    assert_eq!(served_in_turn(&locker, &sink, 4).await, [1, 2, 3, 4]);
 }

@@ -9,6 +9,7 @@
 //! release of the same one-key lock in this process then hands it straight to the head instead
 //! of deleting it (see [`crate::session::handover`]).
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -62,13 +63,29 @@ const REMEMBERED_RELEASES: usize = 16;
 /// The queues of local waiters, one per set of lock keys.
 #[derive(Default)]
 pub struct WaitQueues {
-    queues: Mutex<HashMap<String, Arc<Queue>>>,
-    /// First attempts under way, by identity: a request arriving meanwhile queues instead of
-    /// sending an attempt that is bound to fail.
-    attempting: Mutex<HashMap<String, usize>>,
+    /// What this process has under way on each set of keys, by identity: a request arriving
+    /// while anything is there queues behind it, in arrival order.
+    places: Mutex<HashMap<String, Place>>,
     /// How many queues wait on more than one key: only those need a search to route a release.
     multi_key_queues: AtomicUsize,
     topology: OnceLock<Weak<dyn Topology>>,
+}
+
+/// What this process has under way on one set of keys.
+enum Place {
+    /// A first attempt with nobody behind it: the uncontended case, which makes no queue.
+    Attempting,
+    /// Local waiters in arrival order, the first of them perhaps a first attempt still in flight.
+    Queue(Arc<Queue>),
+}
+
+impl Place {
+    fn queue(&self) -> Option<&Arc<Queue>> {
+        match self {
+            Self::Queue(queue) => Some(queue),
+            Self::Attempting => None,
+        }
+    }
 }
 
 struct Queue {
@@ -81,6 +98,9 @@ struct Queue {
 struct QueueState {
     waiters: VecDeque<(u64, Arc<Notify>)>,
     next_ticket: u64,
+    /// The waiter that stands for a first attempt still in flight: requests queued behind it, and
+    /// the attempt takes it up should it find the lock busy.
+    attempt_place: Option<u64>,
     /// Bumped by every release of any of the queue's keys.
     generation: u64,
     /// Tokens of recent releases, to recognise the second announcement of each.
@@ -123,68 +143,74 @@ impl WaitQueues {
     }
 
     /// Lets a request try Redis straight away when nobody in this process waits for or is
-    /// trying the same keys; `None` means it should queue.
+    /// trying the same keys; `None` means it should queue. The attempt holds its place meanwhile.
     pub fn first_attempt(self: &Arc<Self>, channels: &[String]) -> Option<FirstAttempt> {
-        let identity = identity(channels);
-        if self
-            .queues
+        match self
+            .places
             .lock()
             .expect("wait queues")
-            .contains_key(&identity)
+            .entry(identity(channels))
         {
-            return None;
+            Entry::Occupied(_) => None,
+            Entry::Vacant(vacant) => {
+                let identity = vacant.key().clone();
+                vacant.insert(Place::Attempting);
+                Some(FirstAttempt {
+                    queues: self.clone(),
+                    identity: Some(identity),
+                })
+            }
         }
-        let mut attempting = self.attempting.lock().expect("attempts");
-        let count = attempting.entry(identity.clone()).or_insert(0);
-        *count += 1;
-        (*count == 1)
-            .then(|| FirstAttempt {
-                queues: self.clone(),
-                identity,
-            })
-            .or_else(|| {
-                *count -= 1;
-                None
-            })
     }
 
     /// Whether a queue waits on any of `channels`.
     pub fn has_waiters(&self, channels: &[String]) -> bool {
-        let queues = self.queues.lock().expect("wait queues");
-        channels.iter().any(|channel| queues.contains_key(channel))
+        let places = self.places.lock().expect("wait queues");
+        channels
+            .iter()
+            .any(|channel| matches!(places.get(channel), Some(Place::Queue(_))))
             || (self.multi_key_queues.load(Ordering::Relaxed) > 0
-                && queues
+                && places
                     .values()
+                    .filter_map(Place::queue)
                     .any(|queue| queue.channels.iter().any(|own| channels.contains(own))))
     }
 
     /// Joins the queue for `channels` at its tail.
     pub fn join(self: &Arc<Self>, channels: &[String]) -> Ticket {
+        let mut places = self.places.lock().expect("wait queues");
+        self.join_in(&mut places, channels)
+    }
+
+    /// [`WaitQueues::join`] under the lock of `places`. The first request to queue behind a
+    /// first attempt makes the queue, with the attempt's place at its head.
+    fn join_in(
+        self: &Arc<Self>,
+        places: &mut HashMap<String, Place>,
+        channels: &[String],
+    ) -> Ticket {
         let identity = identity(channels);
-        let queue = self
-            .queues
-            .lock()
-            .expect("wait queues")
-            .entry(identity.clone())
-            .or_insert_with(|| {
+        let queue = match places.get(&identity) {
+            Some(Place::Queue(queue)) => queue.clone(),
+            attempting => {
                 if channels.len() > 1 {
                     self.multi_key_queues.fetch_add(1, Ordering::Relaxed);
                 }
-                Arc::new(Queue {
-                    identity,
+                let queue = Arc::new(Queue {
+                    identity: identity.clone(),
                     channels: channels.to_vec(),
                     state: Mutex::default(),
-                })
-            })
-            .clone();
-        let wake = Arc::new(Notify::new());
-        let id = {
-            let mut state = queue.state.lock().expect("queue state");
-            state.next_ticket += 1;
-            let id = state.next_ticket;
-            state.waiters.push_back((id, wake.clone()));
-            id
+                });
+                if attempting.is_some() {
+                    let mut state = queue.state.lock().expect("queue state");
+                    let (id, _) = state.enqueue();
+                    state.attempt_place = Some(id);
+                }
+                places.insert(identity, Place::Queue(queue.clone()));
+                queue
+            }
         };
+        let (id, wake) = queue.state.lock().expect("queue state").enqueue();
         Ticket {
             queues: self.clone(),
             queue,
@@ -194,15 +220,45 @@ impl WaitQueues {
         }
     }
 
+    /// Removes the first attempt on `identity` from `places`: the ticket of its place when
+    /// requests queued behind it (to keep, or to drop once `places` is unlocked).
+    fn leave_attempt(
+        self: &Arc<Self>,
+        places: &mut HashMap<String, Place>,
+        identity: String,
+    ) -> Option<Ticket> {
+        let queue = match places.get(&identity)? {
+            Place::Attempting => {
+                places.remove(&identity);
+                return None;
+            }
+            Place::Queue(queue) => queue.clone(),
+        };
+        let (id, wake) = {
+            let mut state = queue.state.lock().expect("queue state");
+            let id = state.attempt_place.take()?;
+            let (_, wake) = state.waiters.iter().find(|(waiter, _)| *waiter == id)?;
+            (id, wake.clone())
+        };
+        Some(Ticket {
+            queues: self.clone(),
+            queue,
+            id,
+            wake,
+            took_lock: None,
+        })
+    }
+
     /// Takes the offer of the head waiting for the one-key lock on `channel` that `token` holds,
     /// when it makes sense to hand the lock over; `None`: release it normally. A chain that has
     /// run its length ends here: the head will pause before its next attempt.
     pub fn hand_over(self: &Arc<Self>, channel: &str, token: &str) -> Option<Handing> {
         let queue = self
-            .queues
+            .places
             .lock()
             .expect("wait queues")
             .get(channel)?
+            .queue()?
             .clone();
         let mut state = queue.state.lock().expect("queue state");
         // Nobody sleeps ready to take it over: a normal release wakes the head.
@@ -247,15 +303,16 @@ impl WaitQueues {
 
     /// Visits every queue that includes one of `channels`.
     fn each_queue(&self, channels: &[&str], mut visit: impl FnMut(&Queue)) {
-        let queues = self.queues.lock().expect("wait queues");
+        let places = self.places.lock().expect("wait queues");
         for channel in channels {
-            if let Some(queue) = queues.get(*channel) {
+            if let Some(queue) = places.get(*channel).and_then(Place::queue) {
                 visit(queue);
             }
         }
         if self.multi_key_queues.load(Ordering::Relaxed) > 0 {
-            queues
+            places
                 .values()
+                .filter_map(Place::queue)
                 .filter(|queue| queue.channels.len() > 1)
                 .filter(|queue| {
                     queue
@@ -265,6 +322,16 @@ impl WaitQueues {
                 })
                 .for_each(|queue| visit(queue));
         }
+    }
+}
+
+impl QueueState {
+    /// Adds a waiter at the tail: its ticket and what wakes it.
+    fn enqueue(&mut self) -> (u64, Arc<Notify>) {
+        self.next_ticket += 1;
+        let wake = Arc::new(Notify::new());
+        self.waiters.push_back((self.next_ticket, wake.clone()));
+        (self.next_ticket, wake)
     }
 }
 
@@ -305,8 +372,8 @@ impl ReleaseListener for WaitQueues {
     }
 
     fn resync(&self) {
-        let queues = self.queues.lock().expect("wait queues");
-        for queue in queues.values() {
+        let places = self.places.lock().expect("wait queues");
+        for queue in places.values().filter_map(Place::queue) {
             let mut state = queue.state.lock().expect("queue state");
             state.generation += 1;
             state.handed_over = None;
@@ -318,37 +385,58 @@ impl ReleaseListener for WaitQueues {
     }
 }
 
+/// The name of the queue for `channels`: one key's channel, or the set's, whatever order a
+/// request names its keys in, so requests for the same keys share one queue and its order.
 fn identity(channels: &[String]) -> String {
-    channels.join("\n")
+    if let [channel] = channels {
+        return channel.clone();
+    }
+    let mut set: Vec<&str> = channels.iter().map(String::as_str).collect();
+    set.sort_unstable();
+    set.join("\n")
 }
 
-/// A first attempt under way; dropping it ends it.
+/// A first attempt under way, and its place: requests for the same keys that arrive meanwhile
+/// queue behind it. Dropping it ends the attempt and leaves the place to the next in line.
 pub struct FirstAttempt {
     queues: Arc<WaitQueues>,
-    identity: String,
+    /// `None` once the attempt has left its place.
+    identity: Option<String>,
 }
 
 impl FirstAttempt {
+    /// The attempt found the lock busy: it waits at its place, ahead of the requests that
+    /// arrived meanwhile (at the tail of a new queue for `channels` when none did).
+    pub fn wait(mut self, channels: &[String]) -> Ticket {
+        let identity = self.identity.take().expect("a first attempt leaves once");
+        let mut places = self.queues.places.lock().expect("wait queues");
+        match self.queues.leave_attempt(&mut places, identity) {
+            Some(place) => place,
+            None => self.queues.join_in(&mut places, channels),
+        }
+    }
+
     /// The attempt took the lock for `ttl`: requests that queued meanwhile wait for its release
     /// instead of trying a lock they know is held.
-    pub fn took_lock(self, ttl: Duration) {
-        let queues = self.queues.queues.lock().expect("wait queues");
-        if let Some(queue) = queues.get(&self.identity) {
-            let mut state = queue.state.lock().expect("queue state");
-            state.handed_over = Some((state.generation, ttl));
+    pub fn took_lock(mut self, ttl: Duration) {
+        if let Some(place) = self.leave() {
+            place.took_lock(ttl);
         }
+    }
+
+    /// Gives up the attempt's place: the ticket of it when requests queued behind it, to keep or
+    /// drop.
+    fn leave(&mut self) -> Option<Ticket> {
+        let identity = self.identity.take()?;
+        let mut places = self.queues.places.lock().expect("wait queues");
+        self.queues.leave_attempt(&mut places, identity)
     }
 }
 
 impl Drop for FirstAttempt {
     fn drop(&mut self) {
-        let mut attempting = self.queues.attempting.lock().expect("attempts");
-        if let Some(count) = attempting.get_mut(&self.identity) {
-            *count -= 1;
-            if *count == 0 {
-                attempting.remove(&self.identity);
-            }
-        }
+        // Dropped after `leave` has unlocked the places: the next in line moves up.
+        drop(self.leave());
     }
 }
 
@@ -601,7 +689,7 @@ impl Ticket {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        let mut queues = self.queues.queues.lock().expect("wait queues");
+        let mut places = self.queues.places.lock().expect("wait queues");
         let mut state = self.queue.state.lock().expect("queue state");
         let was_head = state.waiters.front().is_some_and(|(id, _)| *id == self.id);
         state.waiters.retain(|(id, _)| *id != self.id);
@@ -622,13 +710,13 @@ impl Drop for Ticket {
             }
         }
         if state.waiters.is_empty() {
-            queues.remove(&self.queue.identity);
+            places.remove(&self.queue.identity);
             if self.queue.channels.len() > 1 {
                 self.queues.multi_key_queues.fetch_sub(1, Ordering::Relaxed);
             }
             let subscribed = state.subscribed;
             drop(state);
-            drop(queues);
+            drop(places);
             if subscribed {
                 if let Some(topology) = self.queues.topology() {
                     topology.unwatch_releases(&self.queue.channels);
@@ -683,6 +771,66 @@ mod tests {
             .expect("a fitting answer");
         handing.deliver(lock(keys, &new_token, fence));
         Some((new_token, fence))
+    }
+
+    #[tokio::test]
+    async fn a_first_attempt_keeps_its_place_ahead_of_requests_that_came_meanwhile() {
+        let (queues, keys) = setup();
+        let busy = queues.first_attempt(&keys.channels).expect("nobody ahead");
+        assert!(queues.first_attempt(&keys.channels).is_none());
+        let behind = queues.join(&keys.channels);
+        assert!(!behind.is_head(), "the attempt in flight is ahead");
+        let head = busy.wait(&keys.channels);
+        assert!(head.is_head());
+        drop(head);
+        assert!(behind.is_head());
+    }
+
+    #[tokio::test]
+    async fn a_first_attempt_that_took_the_lock_leaves_the_next_awaiting_its_release() {
+        let (queues, keys) = setup();
+        let taken = queues.first_attempt(&keys.channels).expect("nobody ahead");
+        let behind = queues.join(&keys.channels);
+        taken.took_lock(TTL);
+        assert!(behind.is_head());
+        assert!(matches!(behind.turn(), Turn::AwaitRelease { bound, .. } if bound == TTL));
+
+        // A failed attempt leaves its place too, and the next one attempts.
+        let failed = queues
+            .first_attempt(&["other".to_owned()])
+            .expect("another key");
+        let next = queues.join(&["other".to_owned()]);
+        drop(failed);
+        assert!(next.is_head());
+        assert!(matches!(next.turn(), Turn::Attempt { .. }));
+    }
+
+    #[tokio::test]
+    async fn an_uncontended_attempt_leaves_nothing_behind() {
+        let (queues, keys) = setup();
+        queues
+            .first_attempt(&keys.channels)
+            .expect("nobody ahead")
+            .took_lock(TTL);
+        assert!(!queues.has_waiters(&keys.channels));
+        assert!(queues.places.lock().unwrap().is_empty());
+        let busy = queues.first_attempt(&keys.channels).expect("nobody ahead");
+        let head = busy.wait(&keys.channels);
+        assert!(head.is_head(), "alone in a queue of its own");
+        drop(head);
+        assert!(queues.places.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn keys_named_in_another_order_share_one_queue() {
+        let queues = Arc::new(WaitQueues::default());
+        let forward = LockKeys::new("", ["a".to_owned(), "b".to_owned()]);
+        let backward = LockKeys::new("", ["b".to_owned(), "a".to_owned()]);
+        let first = queues.join(&forward.channels);
+        let second = queues.join(&backward.channels);
+        assert!(!second.is_head(), "behind the first");
+        drop(first);
+        assert!(second.is_head());
     }
 
     #[tokio::test]
