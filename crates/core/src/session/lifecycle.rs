@@ -13,7 +13,7 @@ use crate::protocol::token::new_token;
 use crate::session::cancel::CancelToken;
 use crate::session::head::{Head, Step};
 use crate::session::options::AcquireOptions;
-use crate::session::wait::{FirstAttempt, Handing, Ticket, WaitQueues};
+use crate::session::wait::{Arrival, FirstAttempt, Handing, Ticket, WaitQueues};
 use crate::topology::{Attempt, HandOver, Memory, Redlock, ReleaseListener, Single, Topology};
 
 pub struct Lifecycle {
@@ -84,34 +84,47 @@ impl Lifecycle {
         keys: Arc<LockKeys>,
         options: &AcquireOptions,
     ) -> Result<HeldLock, LockError> {
+        let first = self.first_turn(&keys, options);
+        self.acquire_from(keys, options, first).await
+    }
+
+    /// [`Lifecycle::acquire`] from the first turn the request took when it arrived.
+    pub(super) async fn acquire_from(
+        &self,
+        keys: Arc<LockKeys>,
+        options: &AcquireOptions,
+        first: FirstTurn,
+    ) -> Result<HeldLock, LockError> {
         let deadline = options.deadline(Instant::now());
         if options.is_cancelled() {
             return Err(aborted(&keys));
         }
-        let mut retry_after = None;
-        let mut attempted = None;
-        if let FirstTurn::Attempt { place } = self.first_turn(&keys, options) {
-            match self.attempt(&keys, options).await? {
-                Ok(lock) if options.is_cancelled() => {
-                    self.release_in_background(lock.keys, lock.token);
-                    return Err(aborted(&keys));
-                }
-                Ok(lock) => {
-                    if let Some(place) = place {
-                        place.took_lock(lock.ttl);
-                    }
-                    return Ok(lock);
-                }
-                Err(refused) => retry_after = refused.retry_after,
+        let place = match first {
+            FirstTurn::Attempt { place } => place,
+            FirstTurn::Queue { ticket } => {
+                return self.wait_at(ticket, keys, options, deadline, None).await;
             }
-            self.still_waiting(&keys, deadline, retry_after)?;
-            attempted = place;
-        }
-        self.queue_after_busy(keys, options, deadline, retry_after, attempted)
+        };
+        let retry_after = match self.attempt(&keys, options).await? {
+            Ok(lock) if options.is_cancelled() => {
+                self.release_in_background(lock.keys, lock.token);
+                return Err(aborted(&keys));
+            }
+            Ok(lock) => {
+                if let Some(place) = place {
+                    place.took_lock(lock.ttl);
+                }
+                return Ok(lock);
+            }
+            Err(refused) => refused.retry_after,
+        };
+        self.still_waiting(&keys, deadline, retry_after)?;
+        self.queue_after_busy(keys, options, deadline, retry_after, place)
             .await
     }
 
-    /// Whether a new request for `keys` attempts at once or queues. `tryAcquire` always asks
+    /// Whether a new request for `keys` attempts at once or queues, decided as it arrives (so it
+    /// keeps its place while it waits for the runtime to start it). `tryAcquire` always asks
     /// Redis; a waiting request does only when no local request for the same keys is ahead of
     /// it, and then holds their place while it attempts (wherever it attempts: here or on the
     /// wire), so requests arriving meanwhile queue behind it.
@@ -119,9 +132,9 @@ impl Lifecycle {
         if options.wait == Some(Duration::ZERO) {
             return FirstTurn::Attempt { place: None };
         }
-        match self.queues.first_attempt(&keys.channels) {
-            Some(place) => FirstTurn::Attempt { place: Some(place) },
-            None => FirstTurn::Queue,
+        match self.queues.arrive(&keys.channels) {
+            Arrival::Attempt(place) => FirstTurn::Attempt { place: Some(place) },
+            Arrival::Wait(ticket) => FirstTurn::Queue { ticket },
         }
     }
 
@@ -151,13 +164,27 @@ impl Lifecycle {
         retry_after: Option<Duration>,
         place: Option<FirstAttempt>,
     ) -> Result<HeldLock, LockError> {
-        if options.is_cancelled() {
-            return Err(aborted(&keys));
-        }
         let ticket = match place {
             Some(place) => place.wait(&keys.channels),
             None => self.queues.join(&keys.channels),
         };
+        self.wait_at(ticket, keys, options, deadline, retry_after)
+            .await
+    }
+
+    /// Waits at `ticket`'s place in the queue for a release, up to `deadline`, unless the wait
+    /// is cancelled or the locker closes.
+    async fn wait_at(
+        &self,
+        ticket: Ticket,
+        keys: Arc<LockKeys>,
+        options: &AcquireOptions,
+        deadline: Option<Instant>,
+        retry_after: Option<Duration>,
+    ) -> Result<HeldLock, LockError> {
+        if options.is_cancelled() {
+            return Err(aborted(&keys));
+        }
         let waiting = self.wait_in_queue(&ticket, &keys, options, deadline, retry_after);
         let cancelled = async {
             match &options.cancel {
@@ -463,8 +490,8 @@ impl Lifecycle {
 pub(super) enum FirstTurn {
     /// Attempts at once; `place`, when it waits, holds the local queue's place meanwhile.
     Attempt { place: Option<FirstAttempt> },
-    /// Local requests for the same keys are ahead of it: it queues behind them.
-    Queue,
+    /// Local requests for the same keys are ahead of it: it waits behind them, at `ticket`.
+    Queue { ticket: Ticket },
 }
 
 /// How a head's sleep while it offered ended.

@@ -65,18 +65,8 @@ impl Operations {
                 keys,
                 options,
                 upkeep,
+                first: FirstTurn::Attempt { place: first },
             } if keys.redis_keys.len() == 1 => {
-                let first = match self.lifecycle.first_turn(&keys, &options) {
-                    FirstTurn::Attempt { place } => place,
-                    FirstTurn::Queue => {
-                        return Some(Job::Acquire {
-                            op,
-                            keys,
-                            options,
-                            upkeep,
-                        })
-                    }
-                };
                 let ttl = options.ttl;
                 let deadline = options.deadline(Instant::now());
                 let tag = AcquireTag {
@@ -129,14 +119,16 @@ impl Operations {
                         upkeep,
                         deadline,
                         keys,
-                        ..
+                        first,
                     } = tag;
                     options.wait = deadline.map(|deadline| deadline.saturating_duration_since(now));
+                    // Attempted again on the runtime, at the place it held.
                     jobs.push(Job::Acquire {
                         op,
                         keys,
                         options,
                         upkeep,
+                        first: FirstTurn::Attempt { place: first },
                     });
                 }
                 Event::ReleaseFailed { tag, .. } => jobs.push(Job::Release {

@@ -17,7 +17,7 @@ use crate::protocol::keys::LockKeys;
 use crate::protocol::lock::HeldLock;
 use crate::session::cancel::CancelToken;
 use crate::session::held::{HeldEntry, HeldTable};
-use crate::session::lifecycle::Lifecycle;
+use crate::session::lifecycle::{FirstTurn, Lifecycle};
 use crate::session::options::AcquireOptions;
 use crate::session::request::{Completion, CompletionSink, Outcome, Request};
 use crate::session::wait::FirstAttempt;
@@ -38,11 +38,13 @@ pub(super) struct Operations {
 
 /// An operation as it runs on the runtime.
 pub(super) enum Job {
+    /// An acquire, with the first turn it took when it arrived.
     Acquire {
         op: u32,
         keys: Arc<LockKeys>,
         options: AcquireOptions,
         upkeep: Option<Upkeep>,
+        first: FirstTurn,
     },
     /// An acquire whose first attempt (on the wire) found the lock busy: it queues, at the
     /// place the attempt held (`place`) when it holds one.
@@ -123,11 +125,15 @@ impl Operations {
                         .insert(op, token.clone());
                     token
                 });
+                let keys = self.lifecycle.keys(names);
+                let options = AcquireOptions { ttl, wait, cancel };
+                let first = self.lifecycle.first_turn(&keys, &options);
                 Job::Acquire {
                     op,
-                    keys: self.lifecycle.keys(names),
-                    options: AcquireOptions { ttl, wait, cancel },
+                    keys,
+                    options,
                     upkeep,
+                    first,
                 }
             }
             Request::Release { op, id } => Job::Release { op, id },
@@ -200,8 +206,9 @@ impl Operations {
                 keys,
                 options,
                 upkeep,
+                first,
             } => {
-                let result = self.lifecycle.acquire(keys, &options).await;
+                let result = self.lifecycle.acquire_from(keys, &options, first).await;
                 self.acquired(op, result, &options, upkeep)
             }
             Job::Queue {

@@ -553,6 +553,68 @@ async fn requests_behind_a_busy_wire_attempt_are_served_in_arrival_order() {
     assert_eq!(served_in_turn(&locker, &sink, 4).await, [1, 2, 3, 4]);
 }
 
+#[tokio::test]
+async fn a_request_keeps_the_place_it_arrived_at_until_the_runtime_starts_it() {
+    let store = "session-arrival-order-submit";
+    let sink = Arc::new(Collected::default());
+    let store_name = store.to_owned();
+    let locker = Locker::with_topology(
+        move |listener| Ok(Arc::new(Memory::new(Some(&store_name), listener)) as Arc<dyn Topology>),
+        Some(LockWire::new(&NodeConfig::default(), 0.01)),
+        sink.clone(),
+        Handle::current(),
+    )
+    .unwrap();
+    let holder = stranger(store);
+    let token = crate::protocol::token::new_token();
+    holder
+        .try_acquire(&keys("a"), &token, Duration::from_secs(30))
+        .await
+        .unwrap();
+
+    // The wire is not open yet: the first request goes to the runtime, which has not started it
+    // when the wire opens and the second request arrives.
+    let wait = Some(Duration::from_secs(5));
+    assert!(locker.submit([acquire(1, "a", wait)]).is_empty());
+    locker.wire_connected();
+    assert!(locker.wire_read(b"+OK\r\n").ready);
+    let out = locker.submit([acquire(2, "a", wait)]);
+    assert!(
+        out.is_empty(),
+        "the first request is ahead: the second queues"
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+
+    assert!(holder.release(&keys("a"), &token).await.unwrap());
+    assert_eq!(served_in_turn(&locker, &sink, 2).await, [1, 2]);
+}
+
+#[tokio::test]
+async fn an_attempt_the_closed_socket_carried_keeps_its_place() {
+    let store = "session-arrival-order-socket-closed";
+    let (locker, sink) = locker(store);
+    let holder = stranger(store);
+    let token = crate::protocol::token::new_token();
+    holder
+        .try_acquire(&keys("a"), &token, Duration::from_secs(30))
+        .await
+        .unwrap();
+
+    let wait = Some(Duration::from_secs(5));
+    let out = locker.submit((1..=3).map(|op| acquire(op, "a", wait)));
+    assert_eq!(tokens(&out).len(), 1, "only the first request attempts");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // The socket closes before the answer: the attempt runs again on the runtime.
+    assert!(locker
+        .wire_failed("connection reset", true)
+        .completions
+        .is_empty());
+    tokio::time::sleep(Duration::from_millis(20)).await;
+
+    assert!(holder.release(&keys("a"), &token).await.unwrap());
+    assert_eq!(served_in_turn(&locker, &sink, 3).await, [1, 2, 3]);
+}
+
 /// A memory store whose attempts wait for a permit: the test decides how long one is in flight.
 struct Gated {
     store: Memory,

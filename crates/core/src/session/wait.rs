@@ -142,24 +142,21 @@ impl WaitQueues {
         self.topology.get().and_then(Weak::upgrade)
     }
 
-    /// Lets a request try Redis straight away when nobody in this process waits for or is
-    /// trying the same keys; `None` means it should queue. The attempt holds its place meanwhile.
-    pub fn first_attempt(self: &Arc<Self>, channels: &[String]) -> Option<FirstAttempt> {
-        match self
-            .places
-            .lock()
-            .expect("wait queues")
-            .entry(identity(channels))
-        {
-            Entry::Occupied(_) => None,
+    /// Gives a request for `channels` its place as it arrives: a first attempt, which holds the
+    /// place while it tries Redis, when nobody in this process waits for or is trying the same
+    /// keys; else a ticket behind them. Decided under one lock, so nobody comes in between.
+    pub fn arrive(self: &Arc<Self>, channels: &[String]) -> Arrival {
+        let mut places = self.places.lock().expect("wait queues");
+        match places.entry(identity(channels)) {
             Entry::Vacant(vacant) => {
                 let identity = vacant.key().clone();
                 vacant.insert(Place::Attempting);
-                Some(FirstAttempt {
+                Arrival::Attempt(FirstAttempt {
                     queues: self.clone(),
                     identity: Some(identity),
                 })
             }
+            Entry::Occupied(_) => Arrival::Wait(self.join_in(&mut places, channels)),
         }
     }
 
@@ -394,6 +391,14 @@ fn identity(channels: &[String]) -> String {
     let mut set: Vec<&str> = channels.iter().map(String::as_str).collect();
     set.sort_unstable();
     set.join("\n")
+}
+
+/// Where a request starts (see [`WaitQueues::arrive`]).
+pub enum Arrival {
+    /// Nobody here is ahead of it: it attempts at once.
+    Attempt(FirstAttempt),
+    /// Local requests for the same keys are ahead of it: it waits behind them.
+    Wait(Ticket),
 }
 
 /// A first attempt under way, and its place: requests for the same keys that arrive meanwhile
@@ -773,33 +778,47 @@ mod tests {
         Some((new_token, fence))
     }
 
+    /// The place of a request arriving on `channels`, which must be a first attempt.
+    fn attempting(queues: &Arc<WaitQueues>, channels: &[String]) -> FirstAttempt {
+        match queues.arrive(channels) {
+            Arrival::Attempt(first) => first,
+            Arrival::Wait(_) => panic!("expected nobody ahead"),
+        }
+    }
+
+    /// The place of a request arriving on `channels`, which must be behind someone.
+    fn behind(queues: &Arc<WaitQueues>, channels: &[String]) -> Ticket {
+        match queues.arrive(channels) {
+            Arrival::Wait(ticket) => ticket,
+            Arrival::Attempt(_) => panic!("expected someone ahead"),
+        }
+    }
+
     #[tokio::test]
     async fn a_first_attempt_keeps_its_place_ahead_of_requests_that_came_meanwhile() {
         let (queues, keys) = setup();
-        let busy = queues.first_attempt(&keys.channels).expect("nobody ahead");
-        assert!(queues.first_attempt(&keys.channels).is_none());
-        let behind = queues.join(&keys.channels);
-        assert!(!behind.is_head(), "the attempt in flight is ahead");
+        let busy = attempting(&queues, &keys.channels);
+        let next = behind(&queues, &keys.channels);
+        assert!(!next.is_head(), "the attempt in flight is ahead");
         let head = busy.wait(&keys.channels);
         assert!(head.is_head());
         drop(head);
-        assert!(behind.is_head());
+        assert!(next.is_head());
     }
 
     #[tokio::test]
     async fn a_first_attempt_that_took_the_lock_leaves_the_next_awaiting_its_release() {
         let (queues, keys) = setup();
-        let taken = queues.first_attempt(&keys.channels).expect("nobody ahead");
-        let behind = queues.join(&keys.channels);
+        let taken = attempting(&queues, &keys.channels);
+        let next = behind(&queues, &keys.channels);
         taken.took_lock(TTL);
-        assert!(behind.is_head());
-        assert!(matches!(behind.turn(), Turn::AwaitRelease { bound, .. } if bound == TTL));
+        assert!(next.is_head());
+        assert!(matches!(next.turn(), Turn::AwaitRelease { bound, .. } if bound == TTL));
 
         // A failed attempt leaves its place too, and the next one attempts.
-        let failed = queues
-            .first_attempt(&["other".to_owned()])
-            .expect("another key");
-        let next = queues.join(&["other".to_owned()]);
+        let other = ["other".to_owned()];
+        let failed = attempting(&queues, &other);
+        let next = behind(&queues, &other);
         drop(failed);
         assert!(next.is_head());
         assert!(matches!(next.turn(), Turn::Attempt { .. }));
@@ -808,14 +827,10 @@ mod tests {
     #[tokio::test]
     async fn an_uncontended_attempt_leaves_nothing_behind() {
         let (queues, keys) = setup();
-        queues
-            .first_attempt(&keys.channels)
-            .expect("nobody ahead")
-            .took_lock(TTL);
+        attempting(&queues, &keys.channels).took_lock(TTL);
         assert!(!queues.has_waiters(&keys.channels));
         assert!(queues.places.lock().unwrap().is_empty());
-        let busy = queues.first_attempt(&keys.channels).expect("nobody ahead");
-        let head = busy.wait(&keys.channels);
+        let head = attempting(&queues, &keys.channels).wait(&keys.channels);
         assert!(head.is_head(), "alone in a queue of its own");
         drop(head);
         assert!(queues.places.lock().unwrap().is_empty());
