@@ -47,11 +47,15 @@ export type NodeTarget = string | RedisOptions | IoredisLike
 export type Target = NodeTarget | NodeTarget[]
 
 export interface AcquireOptions {
-  /** ms the lock lives unless extended. Default 30000. */
+  /**
+   * ms the lock lives unless extended. Default 30000. Every duration is whole milliseconds: a
+   * fraction rounds up (0.2 is 1 ms), and a value that is no number is an `ERR_INVALID_ARG_TYPE`
+   * error saying so.
+   */
   ttl?: number
   /**
    * ms to wait while the lock is busy. Default 10000 (acquire, using); 0 fails at once;
-   * `Infinity` waits until acquired or aborted.
+   * `Infinity` waits until acquired or aborted. A fraction rounds up to whole ms.
    */
   wait?: number
   /** Cancels the wait: rejects with the signal's reason (an AbortError by default). */
@@ -92,7 +96,10 @@ export declare class Lock {
   readonly expiresAt: number
   /** true: it was ours and is gone; false: it had expired or been taken. */
   release(): Promise<boolean>
-  /** Resets the TTL to `ttl` ms (default: the lock's own) from now; rejects LockLostError if no longer ours. */
+  /**
+   * Resets the TTL to `ttl` ms (default: the lock's own; a fraction rounds up) from now; rejects
+   * LockLostError if no longer ours.
+   */
   extend(ttl?: number): Promise<Lock>
   toJSON(): { key: string; keys: string[]; token: string; fence: number; expiresAt: number }
 }
@@ -100,7 +107,10 @@ export declare class Lock {
 export type UsingFunction<T> = (signal: AbortSignal, lock: Lock) => T | Promise<T>
 
 export declare class Locker {
-  /** Connects lazily on first use; an idle locker never keeps Node alive. */
+  /**
+   * Connects lazily on first use; an idle locker never keeps Node alive. Without `target`:
+   * `process.env.REDIS_URL`, else `redis://127.0.0.1:6379`; connection errors say which it was.
+   */
   constructor(target?: Target, defaults?: LockerDefaults)
   /** Takes the lock, waiting up to `opts.wait` ms while someone else holds it. */
   acquire(key: string | string[], opts?: AcquireOptions): Promise<Lock>
@@ -109,10 +119,13 @@ export declare class Locker {
   release(lock: Lock): Promise<boolean>
   extend(lock: Lock, ttl?: number): Promise<Lock>
   /**
-   * Acquires, runs `fn`, and always releases. While `fn` runs the lock is extended natively; if it
-   * is lost anyway, or no extension succeeded by `expiresAt − min(ttl/20, 250 ms)`, `signal` aborts
-   * with a LockLostError and `using` rejects with it. A release that fails only because Redis is
-   * unreachable after `fn` finished resolves with `fn`'s value and emits an `IronlockWarning`.
+   * Acquires, runs `fn`, and always releases, never before `fn` has settled (what it returns is
+   * awaited, a thenable too; `ironlock/express` likewise holds a request's lock until the handler
+   * has ended the response, also when the client went away). While `fn` runs the lock is extended
+   * natively; if it is lost anyway, or no extension succeeded by `expiresAt − min(ttl/20, 250 ms)`,
+   * `signal` aborts with a LockLostError and `using` rejects with it. A release that fails only
+   * because Redis is unreachable after `fn` finished resolves with `fn`'s value and emits an
+   * `IronlockWarning`.
    */
   using<T>(key: string | string[], opts: AcquireOptions | undefined, fn: UsingFunction<T>): Promise<T>
   using<T>(key: string | string[], fn: UsingFunction<T>): Promise<T>
