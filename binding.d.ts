@@ -136,7 +136,7 @@ export interface LockerOptions {
  * Made only for failures: the success path carries numbers and tokens alone.
  */
 export interface NativeFailure {
-  /** `ELOCKBUSY`, `ELOCKLOST`, `EQUORUM`, `ECONNECTION` or `ABORT_ERR`. */
+  /** `ELOCKBUSY`, `ELOCKLOST`, `EQUORUM`, `ECONNECTION`, `EKEYTYPE` or `ABORT_ERR`. */
   code: string
   key: string
   message: string
@@ -146,6 +146,8 @@ export interface NativeFailure {
   votes?: NativeVotes
   /** A connection error (not a closed locker): what the connection said, for its `cause`. */
   detail?: string
+  /** EKEYTYPE: the Redis type found at the key (`hash`, `list`…). */
+  type?: string
 }
 
 export interface NativeNodeError {

@@ -9,6 +9,7 @@ const {
   LockLostError,
   QuorumError,
   LockConnectionError,
+  LockKeyTypeError,
 } = require('./lib/errors')
 
 let defaultLocker = null
@@ -43,6 +44,7 @@ module.exports = {
   LockLostError,
   QuorumError,
   LockConnectionError,
+  LockKeyTypeError,
   configure,
   close,
   getDefaultLocker,

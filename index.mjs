@@ -9,6 +9,7 @@ export const {
   LockLostError,
   QuorumError,
   LockConnectionError,
+  LockKeyTypeError,
   configure,
   close,
   getDefaultLocker,

@@ -38,6 +38,14 @@ class LockConnectionError extends LockError {
   }
 }
 
+class LockKeyTypeError extends LockError {
+  constructor(message, { key, type }) {
+    super(message, { code: 'EKEYTYPE', key })
+    // The Redis type found at the key ('hash', 'list', …), where a lock is a string.
+    this.type = type
+  }
+}
+
 /**
  * The LockBusyError about `key` for a busy completion, which carries only `retryAfter` (ms until
  * the holder's TTL ends; -1: none). Its message is the core's (`LockError::Busy`), as those of the
@@ -61,9 +69,9 @@ function abortError() {
 
 /**
  * Builds the error a native failure describes: a `NativeFailure` (src/binding/completions.rs),
- * `{ code, key, message, retryAfter?, votes?, detail? }`, or one JS made (with a `cause`).
+ * `{ code, key, message, retryAfter?, votes?, detail?, type? }`, or one JS made (with a `cause`).
  */
-function fromNative({ code, key, message, retryAfter, votes, detail, cause }) {
+function fromNative({ code, key, message, retryAfter, votes, detail, type, cause }) {
   switch (code) {
     case 'ELOCKBUSY':
       return new LockBusyError(message, { key, retryAfter })
@@ -71,6 +79,8 @@ function fromNative({ code, key, message, retryAfter, votes, detail, cause }) {
       return new LockLostError(message, { key })
     case 'EQUORUM':
       return new QuorumError(message, { key, votes })
+    case 'EKEYTYPE':
+      return new LockKeyTypeError(message, { key, type })
     case 'ABORT_ERR':
       return abortError()
     default:
@@ -134,6 +144,7 @@ module.exports = {
   LockLostError,
   QuorumError,
   LockConnectionError,
+  LockKeyTypeError,
   lockBusyError,
   lockClosedError,
   abortError,

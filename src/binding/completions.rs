@@ -26,7 +26,7 @@ use super::layout::{CompletionStatus as Status, COMPLETION_FIELDS};
 /// Made only for failures: the success path carries numbers and tokens alone.
 #[napi(object, object_from_js = false)]
 pub struct NativeFailure {
-    /// `ELOCKBUSY`, `ELOCKLOST`, `EQUORUM`, `ECONNECTION` or `ABORT_ERR`.
+    /// `ELOCKBUSY`, `ELOCKLOST`, `EQUORUM`, `ECONNECTION`, `EKEYTYPE` or `ABORT_ERR`.
     pub code: String,
     pub key: String,
     pub message: String,
@@ -36,6 +36,9 @@ pub struct NativeFailure {
     pub votes: Option<NativeVotes>,
     /// A connection error (not a closed locker): what the connection said, for its `cause`.
     pub detail: Option<String>,
+    /// EKEYTYPE: the Redis type found at the key (`hash`, `list`…).
+    #[napi(js_name = "type")]
+    pub found: Option<String>,
 }
 
 /// The votes of a quorum error.
@@ -65,6 +68,7 @@ impl NativeFailure {
             retry_after: None,
             votes: None,
             detail: None,
+            found: None,
         };
         match error {
             LockError::Busy { retry_after, .. } => {
@@ -86,6 +90,7 @@ impl NativeFailure {
                 });
             }
             LockError::Connection { message, .. } => failure.detail = Some(message.clone()),
+            LockError::KeyType { found, .. } => failure.found = Some(found.clone()),
             _ => {}
         }
         failure

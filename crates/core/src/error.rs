@@ -4,6 +4,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::config::TargetOrigin;
+use crate::protocol::script_reply::Refusal;
 
 /// How each node voted in a Redlock round.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -90,6 +91,10 @@ pub enum LockError {
     Aborted { key: String },
     /// The locker was closed before or while the operation ran.
     Closed { key: String },
+    /// Lock key `key` holds a value of another Redis type than a string (`found`: `hash`,
+    /// `list`…), where no lock can live: data of something else under the same name. No wait
+    /// would help, as no holder will release it.
+    KeyType { key: String, found: String },
 }
 
 impl LockError {
@@ -106,6 +111,18 @@ impl LockError {
         }
     }
 
+    /// What a script call for the lock whose keys are `names` (as the caller named them) was
+    /// refused with, on the server at `server` (see [`server_name`]).
+    pub fn refused(names: &[String], server: &str, refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::OtherType { index, found } => Self::KeyType {
+                key: names.get(index).unwrap_or(&names[0]).clone(),
+                found,
+            },
+            Refusal::Text(text) => Self::connection(&names[0], server, &text),
+        }
+    }
+
     pub fn key(&self) -> &str {
         match self {
             Self::Busy { key, .. }
@@ -113,7 +130,8 @@ impl LockError {
             | Self::Quorum { key, .. }
             | Self::Connection { key, .. }
             | Self::Aborted { key }
-            | Self::Closed { key } => key,
+            | Self::Closed { key }
+            | Self::KeyType { key, .. } => key,
         }
     }
 
@@ -127,6 +145,8 @@ impl LockError {
             | Self::Connection { key, .. }
             | Self::Aborted { key }
             | Self::Closed { key } => *key = other.to_owned(),
+            // It names the key of another type, whichever lock met it.
+            Self::KeyType { .. } => {}
         }
         error
     }
@@ -139,6 +159,7 @@ impl LockError {
             Self::Quorum { .. } => "EQUORUM",
             Self::Connection { .. } | Self::Closed { .. } => "ECONNECTION",
             Self::Aborted { .. } => "ABORT_ERR",
+            Self::KeyType { .. } => "EKEYTYPE",
         }
     }
 
@@ -200,6 +221,17 @@ impl fmt::Display for Described<'_> {
                 None => write!(f, "Redis unavailable for lock \"{key}\": {message}"),
             },
             LockError::Aborted { key } => write!(f, "waiting for lock \"{key}\" was aborted"),
+            LockError::KeyType { key, found } => {
+                if let Some((_, infinitive, _)) = verb {
+                    write!(f, "cannot {infinitive} \"{key}\": ")?;
+                }
+                write!(
+                    f,
+                    "key \"{key}\" holds a Redis {found}, not a lock (a lock is a string); \
+                     something else stores its data under this name: lock another name, or \
+                     delete the key if nothing uses it"
+                )
+            }
             LockError::Closed { key } => match verb {
                 Some((_, _, participle)) => {
                     write!(
@@ -255,5 +287,32 @@ mod tests {
         );
         assert!(connect_timed_out(Duration::from_millis(2500))
             .starts_with("no connection within 2500 ms; "));
+    }
+
+    #[test]
+    fn a_key_of_another_type_is_named_with_the_type_found_whichever_lock_met_it() {
+        let names = ["a".to_owned(), "b".to_owned()];
+        let refusal = Refusal::OtherType {
+            index: 1,
+            found: "hash".into(),
+        };
+        let error = LockError::refused(&names, "127.0.0.1:7000", refusal);
+        assert_eq!(
+            error,
+            LockError::KeyType {
+                key: "b".into(),
+                found: "hash".into(),
+            }
+        );
+        assert_eq!(error.code(), "EKEYTYPE");
+        assert_eq!(error.for_key("a"), error);
+        assert!(error
+            .message_while(Doing::Locking)
+            .starts_with("cannot lock \"b\": key \"b\" holds a Redis hash, not a lock"));
+        assert!(error
+            .to_string()
+            .starts_with("key \"b\" holds a Redis hash"));
+        let text = LockError::refused(&names, "127.0.0.1:7000", Refusal::Text("OOM".into()));
+        assert_eq!(text, LockError::connection("a", "127.0.0.1:7000", "OOM"));
     }
 }

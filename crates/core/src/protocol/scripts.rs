@@ -47,6 +47,23 @@ end
     };
 }
 
+/// The Lua function `other_type(key, failure)`: after a command on lock key `key` failed with
+/// `failure`, the Redis type of the value there (`hash`, `list`…), since a value of another type
+/// than a string is what makes `GET` fail; any other failure is raised again. Asked only after a
+/// failure, so the uncontended path runs no more commands. Scripts report such a key with code
+/// `3` and the type, never as busy: no holder will ever release it.
+macro_rules! other_type_lua {
+    () => {
+        r#"
+local function other_type(key, failure)
+  local found = redis.call('TYPE', key).ok
+  if found == 'string' or found == 'none' then error(failure) end
+  return found
+end
+"#
+    };
+}
+
 /// The Lua function `next_fence(counter, n)`: reserves the next `n` fencing tokens of `counter` and returns the last.
 /// They are above every token the counter gave before, and never below the server's clock in
 /// microseconds: a counter lost with the data (a restart without persistence, a failover to a
@@ -75,22 +92,25 @@ end
 ///
 /// KEYS: lock key and fencing counter, per lock. ARGV: token and ttl in ms, per lock.
 /// Returns two values per lock: `1, fence` when taken; `0, pttl` when busy with an ironlock
-/// holder, `2, pttl` when busy with any other (pttl -1: a holder without TTL); `-1, message` when
-/// Redis refused a command (the other locks are unaffected).
+/// holder, `2, pttl` when busy with any other (pttl -1: a holder without TTL); `3, type` when the
+/// key holds a value of another Redis type than a string; `-1, message` when Redis refused a
+/// command (the other locks are unaffected).
 pub static ACQUIRE_EACH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         next_fence_lua!(),
         busy_code_lua!(),
+        other_type_lua!(),
         r#"
 local function take(key, counter, token, ttl)
   -- One command tells both whether the key was free and who holds it.
   local holder = redis.pcall('SET', key, token, 'NX', 'PX', ttl, 'GET')
   if type(holder) == 'table' and holder.err then
-    -- Before Redis 7.0, NX and GET do not go together; a key of another type is busy too.
+    -- Before Redis 7.0, NX and GET do not go together; from 7.0, GET fails on another type.
     if redis.call('SET', key, token, 'NX', 'PX', ttl) then
       holder = false
     else
       holder = redis.pcall('GET', key)
+      if type(holder) == 'table' and holder.err then return 3, other_type(key, holder) end
     end
   end
   if not holder then
@@ -116,11 +136,13 @@ return out
 ///
 /// KEYS: the n lock keys, then the fencing counters. ARGV: token, ttl in ms, n.
 /// Returns `{1, fence}` when taken, `{0, pttl}` when busy: the longest pttl among the held keys,
-/// -1 when one of them has no TTL; `{2, pttl}` when one of the holders is not ironlock's.
+/// -1 when one of them has no TTL; `{2, pttl}` when one of the holders is not ironlock's;
+/// `{3, type, i}` when lock key `i` (from 1) holds a value of another Redis type than a string.
 pub static ACQUIRE_ALL: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         next_fence_lua!(),
         busy_code_lua!(),
+        other_type_lua!(),
         r#"
 local n = tonumber(ARGV[3])
 local longest = -2
@@ -128,7 +150,11 @@ local code = 0
 for i = 1, n do
   local left = redis.call('PTTL', KEYS[i])
   if left ~= -2 then
-    code = math.max(code, busy_code(redis.pcall('GET', KEYS[i])))
+    local holder = redis.pcall('GET', KEYS[i])
+    if type(holder) == 'table' and holder.err then
+      return {3, other_type(KEYS[i], holder), i}
+    end
+    code = math.max(code, busy_code(holder))
   end
   if left == -1 or (left > longest and longest ~= -1) then longest = left end
 end
@@ -153,12 +179,16 @@ return {1, fence}
 /// [`ACQUIRE_EACH`], one call carries every release asked for meanwhile.
 ///
 /// KEYS: the lock keys. ARGV: token and channel, per key. Returns per key 1 when it was ours and
-/// is deleted, 0 when it was not ours, or the message of a command Redis refused.
+/// is deleted, 0 when it was not ours, `{3, type}` when it holds a value of another Redis type
+/// than a string, or the message of a command Redis refused.
 pub static RELEASE_EACH: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(concat!(
+        other_type_lua!(),
         r#"
 local function release(key, token, channel)
-  if redis.call('GET', key) ~= token then return 0 end
+  local holder = redis.pcall('GET', key)
+  if type(holder) == 'table' and holder.err then return {3, other_type(key, holder)} end
+  if holder ~= token then return 0 end
   redis.call('DEL', key)
   redis.call('PUBLISH', channel, token)
   return 1
@@ -173,23 +203,27 @@ for i = 1, #KEYS do
   end
 end
 return out
-"#,
-    )
+"#
+    ))
 });
 
 /// Resets the TTL of every lock key, only if all still hold our token.
 ///
-/// KEYS: the lock keys. ARGV: token, ttl in ms. Returns 1 when extended, 0 when not ours.
+/// KEYS: the lock keys. ARGV: token, ttl in ms. Returns 1 when extended, 0 when not ours,
+/// `{3, type, i}` when lock key `i` (from 1) holds a value of another Redis type than a string.
 pub static EXTEND: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(concat!(
+        other_type_lua!(),
         r#"
 for i = 1, #KEYS do
-  if redis.call('GET', KEYS[i]) ~= ARGV[1] then return 0 end
+  local holder = redis.pcall('GET', KEYS[i])
+  if type(holder) == 'table' and holder.err then return {3, other_type(KEYS[i], holder), i} end
+  if holder ~= ARGV[1] then return 0 end
 end
 for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
 return 1
-"#,
-    )
+"#
+    ))
 });
 
 /// Passes a one-key lock straight from its holder to the next local waiter, without deleting it:
@@ -198,12 +232,16 @@ return 1
 ///
 /// KEYS: lock key, fencing counter. ARGV: old token, new token, new ttl in ms, how many fencing
 /// tokens to reserve (0: none). Returns `{0}` when the key no longer holds the old token, `{1}`
-/// when handed over, `{1, counter}` when handed over with a block reserved (`counter` its last).
+/// when handed over, `{1, counter}` when handed over with a block reserved (`counter` its last),
+/// `{3, type, 1}` when the key holds a value of another Redis type than a string.
 pub static HAND_OVER: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         next_fence_lua!(),
+        other_type_lua!(),
         r#"
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {0} end
+local holder = redis.pcall('GET', KEYS[1])
+if type(holder) == 'table' and holder.err then return {3, other_type(KEYS[1], holder), 1} end
+if holder ~= ARGV[1] then return {0} end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 local reserve = tonumber(ARGV[4])
 if reserve > 0 then return {1, next_fence(KEYS[2], reserve)} end
@@ -215,9 +253,19 @@ return {1}
 /// Counts the lock keys that are held, writing nothing: what a waiter behind a holder that is not
 /// ironlock's asks a Redlock node before attempting (see `Topology::may_be_free`).
 ///
-/// KEYS: the lock keys. Returns how many exist.
-pub static COUNT_HELD: LazyLock<Script> =
-    LazyLock::new(|| Script::new("return redis.call('EXISTS', unpack(KEYS))"));
+/// KEYS: the lock keys. Returns how many hold a string: a value of another type is no holder
+/// that will go away, and the attempt reports it (see [`ACQUIRE_EACH`]).
+pub static COUNT_HELD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local held = 0
+for i = 1, #KEYS do
+  if redis.call('TYPE', KEYS[i]).ok == 'string' then held = held + 1 end
+end
+return held
+"#,
+    )
+});
 
 /// Raises fencing counters to at least a given fence. Redlock hands out the highest fence among
 /// the nodes that granted a lock; lifting every node's counter to it afterwards makes the next
@@ -249,11 +297,14 @@ return 1
 ///
 /// KEYS: lock key, fencing counter. ARGV: old token, new token, new ttl in ms, floor. Returns
 /// `{0}` when another token holds the key, `{1, fence}` when the key was free and is taken,
-/// `{2, fence}` when the old token held it and the new one does now.
+/// `{2, fence}` when the old token held it and the new one does now, `{3, type, 1}` when the key
+/// holds a value of another Redis type than a string.
 pub static REDLOCK_HAND_OVER: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(concat!(
+        other_type_lua!(),
         r#"
-local holder = redis.call('GET', KEYS[1])
+local holder = redis.pcall('GET', KEYS[1])
+if type(holder) == 'table' and holder.err then return {3, other_type(KEYS[1], holder), 1} end
 local code = 1
 if holder == ARGV[1] then
   code = 2
@@ -267,6 +318,6 @@ if fence < floor then
   fence = redis.call('INCRBY', KEYS[2], string.format('%.0f', floor - fence))
 end
 return {code, fence}
-"#,
-    )
+"#
+    ))
 });

@@ -207,6 +207,19 @@ impl Redlock {
         })
     }
 
+    /// The [`LockError::KeyType`] of a round in which so many nodes hold a lock key as a value of
+    /// another type that the others can never make a majority: no wait helps. Fewer such nodes
+    /// only vote against, their error among the votes.
+    fn key_of_another_type<T>(&self, answers: &[Answer<T>]) -> Option<LockError> {
+        let mut other_types = answers.iter().filter_map(|answer| match answer {
+            Some(Err(error @ LockError::KeyType { .. })) => Some(error),
+            _ => None,
+        });
+        let first = other_types.next()?;
+        let others = self.nodes.len() - 1 - other_types.count();
+        (others < self.quorum).then(|| first.clone())
+    }
+
     /// Lifts every node's fencing counters for `keys` to `fence`, without waiting. Each node's
     /// lift leaves on its connection before anything the holder sends it later (a release), so
     /// the next holder's fence is higher on whichever majority grants it, while every node
@@ -270,7 +283,7 @@ async fn hand_over_on(
         .arg(&floor_arg);
     let reply = node.run_script(keys.first(), &call).await?;
     script_reply::redlock_hand_over(reply)
-        .map_err(|message| LockError::connection(keys.first(), node.label(), &message))
+        .map_err(|refusal| LockError::refused(&keys.names, node.label(), refusal))
 }
 
 /// `decided` for a yes/no round: a majority either way is final.
@@ -383,6 +396,9 @@ impl Topology for Redlock {
                 // Lost with a partial majority: give the votes back now, not when the TTL ends.
                 Self::undo(self.nodes.clone(), shared_keys, owned_token);
             }
+            if let Some(error) = self.key_of_another_type(&answers) {
+                return Err(error);
+            }
             if let Some(error) = self.unreachable(keys.first(), &answers, votes.clone()) {
                 return Err(error);
             }
@@ -483,6 +499,9 @@ impl Topology for Redlock {
                 return Ok(HandOver::Fenced { fence });
             }
             self.give_back_both(&answers, &shared_keys, &tokens).await;
+            if let Some(error) = self.key_of_another_type(&answers) {
+                return Err(error);
+            }
             match self.unreachable(keys.first(), &answers, votes) {
                 Some(error) => Err(error),
                 None => Ok(HandOver::NotHeld),
@@ -534,6 +553,9 @@ impl Topology for Redlock {
             if votes.granted >= self.quorum {
                 return Ok(true);
             }
+            if let Some(error) = self.key_of_another_type(&answers) {
+                return Err(error);
+            }
             match self.unreachable(keys.first(), &answers, votes) {
                 Some(error) => Err(error),
                 None => Ok(false),
@@ -565,6 +587,9 @@ impl Topology for Redlock {
             let in_time = started.elapsed() + drift(ttl, self.drift_factor) < ttl;
             if votes.granted >= self.quorum && in_time {
                 return Ok(true);
+            }
+            if let Some(error) = self.key_of_another_type(&answers) {
+                return Err(error);
             }
             match self.unreachable(keys.first(), &answers, votes) {
                 Some(error) => Err(error),

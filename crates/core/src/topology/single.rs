@@ -19,7 +19,7 @@ use crate::error::{
 use crate::protocol::keys::{release_channel, LockKeys};
 use crate::protocol::resp;
 use crate::protocol::script_call::{Naming, ScriptCall};
-use crate::protocol::script_reply;
+use crate::protocol::script_reply::{self, Refusal};
 use crate::protocol::scripts;
 use crate::transport::batch::{self, Batch, Reply};
 
@@ -133,7 +133,7 @@ impl Single {
             call.key(key);
         }
         let reply = self.server.run(keys.first(), &call, Resend::Never).await?;
-        script_reply::count_held(reply).map_err(|text| self.server.failure(keys.first(), text))
+        script_reply::count_held(reply).map_err(|refusal| self.server.refused(&keys.names, refusal))
     }
 
     /// Runs one script of Redlock's own (the topology builds the call and reads the reply),
@@ -216,6 +216,11 @@ impl Server {
 
     fn failure(&self, key: &str, message: String) -> LockError {
         LockError::connection(key, &self.name, &message)
+    }
+
+    /// The error of a script call for the lock of `names` that was refused with `refusal`.
+    fn refused(&self, names: &[String], refusal: Refusal) -> LockError {
+        LockError::refused(names, &self.name, refusal)
     }
 
     /// Runs one script call with a hard deadline, whatever state the connection is in. A script
@@ -314,14 +319,14 @@ impl Server {
             .await
             .and_then(|reply| {
                 script_reply::acquire_each(reply, chunk.len())
-                    .map_err(|text| self.failure(name, text))
+                    .map_err(|refusal| self.refused(std::slice::from_ref(name), refusal))
             });
         for (item, reply) in chunk {
             let outcome = match &mut outcomes {
                 Ok(outcomes) => outcomes
                     .next()
                     .expect("one outcome per lock")
-                    .map_err(|refusal| self.failure(&item.name, refusal)),
+                    .map_err(|refusal| self.refused(std::slice::from_ref(&item.name), refusal)),
                 Err(error) => Err(error.for_key(&item.name)),
             };
             if let Err(Ok(Attempt::Acquired { .. }) | Err(_)) = reply.send(outcome) {
@@ -356,14 +361,14 @@ impl Server {
             .await
             .and_then(|reply| {
                 script_reply::release_each(reply, chunk.len())
-                    .map_err(|text| self.failure(name, text))
+                    .map_err(|refusal| self.refused(std::slice::from_ref(name), refusal))
             });
         for (item, reply) in chunk {
             let outcome = match &mut outcomes {
                 Ok(outcomes) => outcomes
                     .next()
                     .expect("one outcome per key")
-                    .map_err(|refusal| self.failure(&item.name, refusal)),
+                    .map_err(|refusal| self.refused(std::slice::from_ref(&item.name), refusal)),
                 Err(error) => Err(error.for_key(&item.name)),
             };
             let _ = reply.send(outcome);
@@ -421,7 +426,8 @@ impl Topology for Single {
             }
             call.arg(token).arg(&ttl_arg).arg(&lock_keys);
             let reply = self.server.run(keys.first(), &call, Resend::Never).await?;
-            script_reply::acquire_all(reply).map_err(|text| self.server.failure(keys.first(), text))
+            script_reply::acquire_all(reply)
+                .map_err(|refusal| self.server.refused(&keys.names, refusal))
         })
     }
 
@@ -445,8 +451,15 @@ impl Topology for Single {
                     })
                 });
             let mut all_ours = true;
-            for released in join_all(releases).await {
-                all_ours &= released?;
+            for (released, name) in join_all(releases).await.into_iter().zip(&keys.names) {
+                all_ours &= released.map_err(|error| match error {
+                    // Each key went as a lock of its own, named by the first: name this one.
+                    LockError::KeyType { found, .. } => LockError::KeyType {
+                        key: name.clone(),
+                        found,
+                    },
+                    other => other,
+                })?;
             }
             Ok(all_ours)
         })
@@ -469,7 +482,7 @@ impl Topology for Single {
                 .server
                 .run(keys.first(), &call, Resend::OnDroppedConnection)
                 .await?;
-            script_reply::extend(reply).map_err(|text| self.server.failure(keys.first(), text))
+            script_reply::extend(reply).map_err(|refusal| self.server.refused(&keys.names, refusal))
         })
     }
 
@@ -496,7 +509,7 @@ impl Topology for Single {
             // gives it back when the call fails.
             let reply = self.server.run(keys.first(), &call, Resend::Never).await?;
             script_reply::hand_over(reply, reserve)
-                .map_err(|text| self.server.failure(keys.first(), text))
+                .map_err(|refusal| self.server.refused(&keys.names, refusal))
         })
     }
 

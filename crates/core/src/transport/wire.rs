@@ -22,7 +22,7 @@ use crate::protocol::handshake::Handshake;
 use crate::protocol::keys::LockKeys;
 use crate::protocol::lock::{valid_until, HeldLock};
 use crate::protocol::script_call::{Naming, ScriptCall};
-use crate::protocol::script_reply::{self, Attempt};
+use crate::protocol::script_reply::{self, Attempt, Refusal};
 use crate::protocol::scripts;
 use crate::protocol::token::new_token;
 
@@ -255,9 +255,9 @@ impl<A, R> Wire<A, R> {
     fn acquired(&self, batch: Vec<Acquire<A>>, reply: Reply, events: &mut Vec<Event<A, R>>) {
         let outcomes = match script_reply::acquire_each(reply, batch.len()) {
             Ok(outcomes) => outcomes,
-            Err(message) => {
+            Err(refusal) => {
                 for attempt in batch {
-                    let error = self.failure(attempt.keys.first(), &message);
+                    let error = self.refused(&attempt.keys, refusal.clone());
                     events.push(attempt.failed(error));
                 }
                 return;
@@ -282,7 +282,7 @@ impl<A, R> Wire<A, R> {
                     retry_after,
                 },
                 Err(refusal) => {
-                    let error = self.failure(attempt.keys.first(), &refusal);
+                    let error = self.refused(&attempt.keys, refusal);
                     attempt.failed(error)
                 }
             });
@@ -292,9 +292,9 @@ impl<A, R> Wire<A, R> {
     fn released(&self, batch: Vec<Release<R>>, reply: Reply, events: &mut Vec<Event<A, R>>) {
         let outcomes = match script_reply::release_each(reply, batch.len()) {
             Ok(outcomes) => outcomes,
-            Err(message) => {
+            Err(refusal) => {
                 for release in batch {
-                    let error = self.failure(release.keys.first(), &message);
+                    let error = self.refused(&release.keys, refusal.clone());
                     events.push(release.failed(error));
                 }
                 return;
@@ -307,7 +307,7 @@ impl<A, R> Wire<A, R> {
                     released,
                 },
                 Err(refusal) => {
-                    let error = self.failure(release.keys.first(), &refusal);
+                    let error = self.refused(&release.keys, refusal);
                     release.failed(error)
                 }
             });
@@ -365,6 +365,11 @@ impl<A, R> Wire<A, R> {
 
     fn failure(&self, key: &str, message: &str) -> LockError {
         LockError::connection(key, &self.label, message)
+    }
+
+    /// The error of a script call for the lock of `keys` that was refused with `refusal`.
+    fn refused(&self, keys: &LockKeys, refusal: Refusal) -> LockError {
+        LockError::refused(&keys.names, &self.label, refusal)
     }
 }
 
