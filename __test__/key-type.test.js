@@ -215,6 +215,21 @@ describe('on one Redis', () => {
       expectKeyTypeError((await rejection(lock.release())).error, 'b', 'set')
     })
 
+    test('the top-level functions of the default locker report it too', async () => {
+      const ironlock = require('..')
+      ironlock.configure(server.url)
+      try {
+        await putOtherType(redis, 'k')
+        const { error, took } = await rejection(ironlock.acquire('k', { wait: LONG_WAIT_MS }))
+        expectKeyTypeError(error, 'k', 'hash')
+        expect(took).toBeLessThan(AT_ONCE_MS)
+        expectKeyTypeError((await rejection(ironlock.tryAcquire('k'))).error, 'k', 'hash')
+        expectKeyTypeError((await rejection(ironlock.using('k', () => {}))).error, 'k', 'hash')
+      } finally {
+        await ironlock.close()
+      }
+    })
+
     test('the key prefix is not part of the key named', async () => {
       const prefixed = new Locker({ host: server.host, port: server.port, keyPrefix: 'app:' })
       await putOtherType(redis, 'app:k')

@@ -1194,3 +1194,42 @@ async fn release_and_extend_go_once_more_when_the_connection_was_killed() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_of_another_type_fails_at_once_naming_the_key_and_the_type() {
+    let server = RedisServer::start();
+    let locker = locker(&server);
+    let _: i64 = server.query(&["HSET", "cart", "item", "1"]);
+    let _: i64 = server.query(&["RPUSH", "queue", "job"]);
+    let other_type = |key: &str, found: &str| LockError::KeyType {
+        key: key.to_owned(),
+        found: found.to_owned(),
+    };
+
+    let started = Instant::now();
+    let one = refused(&server, &locker, &["cart"], &options(10_000, Some(10_000))).await;
+    server.check_eq(one, other_type("cart", "hash"), "one key, with a wait");
+    let both = refused(&server, &locker, &["free", "queue"], &options(10_000, None)).await;
+    server.check_eq(
+        both,
+        other_type("queue", "list"),
+        "the key of a multi-key lock",
+    );
+    server.check(started.elapsed() < SLACK, "a wait was waited out");
+    server.check(!exists(&server, "free"), "a multi-key lock set a key");
+
+    let held = acquire(&server, &locker, &["order", "job"], &options(10_000, None)).await;
+    let _: i64 = server.query(&["DEL", "job"]);
+    let _: i64 = server.query(&["SADD", "job", "member"]);
+    let extended = locker.extend(&held, Duration::from_millis(10_000)).await;
+    server.check_eq(
+        extended.map(|_| ()),
+        Err(other_type("job", "set")),
+        "extend",
+    );
+    server.check_eq(
+        locker.release(&held).await,
+        Err(other_type("job", "set")),
+        "release",
+    );
+}
