@@ -165,6 +165,18 @@ export declare class LockConnectionError extends LockError {
   readonly cause: Error
 }
 
+/**
+ * `EKEYTYPE`: the lock key holds a value of another Redis type than a string (a hash, a list…),
+ * where no lock can live. Rejected at once, whatever the wait: no holder will release it.
+ */
+export declare class LockKeyTypeError extends LockError {
+  readonly code: 'EKEYTYPE'
+  /** The key that holds it (of a multi-key lock, that one). */
+  readonly key: string
+  /** The Redis type found at the key: `'hash'`, `'list'`, `'set'`, `'zset'`, `'stream'`… */
+  readonly type: string
+}
+
 /** Points the top-level functions at `target`, closing the previous default locker. */
 export declare function configure(target: Target, defaults?: LockerDefaults): Locker
 /** Closes the default locker; the next top-level call opens a new one. */

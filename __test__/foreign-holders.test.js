@@ -48,12 +48,14 @@ describe('one Redis', () => {
     await lock.release()
   })
 
-  test('a waiter behind a hand-rolled lock of another type is busy, not failed', async () => {
+  // Issue 21: a key of another type was busy until the wait ran out; no holder releases it.
+  test('a hand-rolled lock of another type is a LockKeyTypeError at once, not busy', async () => {
     await redis.hset('job', 'owner', 'cron')
-    await redis.pexpire('job', 300)
-    const lock = await locker.acquire('job', { wait: 5000 })
-    expect(await redis.type('job')).toBe('string')
-    await lock.release()
+    await redis.pexpire('job', 5000)
+    const started = Date.now()
+    await expect(locker.acquire('job', { wait: 5000 })).rejects.toMatchObject({ code: 'EKEYTYPE', key: 'job', type: 'hash' })
+    expect(Date.now() - started).toBeLessThan(2500)
+    expect(await redis.type('job')).toBe('hash')
   })
 
   test('ironlock tokens carry the mark that tells waiters their release is announced', async () => {
