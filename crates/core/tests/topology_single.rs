@@ -819,6 +819,42 @@ async fn paused_server_times_out_then_recovers() {
     );
 }
 
+/// `commandTimeout` bounds a command on an open connection, whatever `connectTimeout` is, and a
+/// timed-out command says so in the wire's words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_server_fails_a_release_after_the_command_timeout_alone() {
+    let server = RedisServer::start();
+    let command_timeout = Duration::from_millis(300);
+    let locker = Lifecycle::new(&LockerConfig {
+        connect_timeout: Duration::from_millis(8_000),
+        command_timeout,
+        ..config(&server)
+    })
+    .expect("valid config");
+    let lock = acquire(&server, &locker, &["job"], &options(30_000, Some(0))).await;
+
+    server.pause();
+    let started = Instant::now();
+    let released = locker.release(&lock).await;
+    let waited = started.elapsed();
+    server.resume();
+
+    server.check(
+        waited >= command_timeout.mul_f64(0.9) && waited < command_timeout + SLACK,
+        format_args!("a stalled server failed the release after {waited:?}"),
+    );
+    match released {
+        Err(LockError::Connection { key, message }) => {
+            server.check_eq(key.as_str(), "job", "error key");
+            server.check(
+                message.ends_with("no answer within 300 ms"),
+                format_args!("message: {message}"),
+            );
+        }
+        other => server.fail(format_args!("expected a connection error, got {other:?}")),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paused_server_before_the_first_connect_is_a_connection_error() {
     let server = RedisServer::start();

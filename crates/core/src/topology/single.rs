@@ -1,44 +1,22 @@
-//! One Redis server, reached through a reconnecting multiplexed connection.
+//! One Redis server: the lock protocol's script calls on one node connection, with one-key
+//! acquires and releases asked together travelling as one call.
 
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{
-    Client, ConnectionAddr, ErrorKind, IntoConnectionInfo, RedisConnectionInfo, RedisError, Value,
-};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::subscriber::Subscriber;
 use super::{handed_key, Attempt, BoxFuture, HandOver, ReleaseListener, Topology};
 use crate::config::NodeConfig;
-use crate::error::{
-    connect_timed_out, server_name, LockError, MAYBE_ONLY_TLS, NOT_REDIS, NOT_TLS, REFUSED,
-};
+use crate::error::LockError;
 use crate::protocol::keys::{release_channel, LockKeys};
 use crate::protocol::resp;
-use crate::protocol::script_call::{Naming, ScriptCall};
+use crate::protocol::script_call::ScriptCall;
 use crate::protocol::script_reply::{self, Refusal};
 use crate::protocol::scripts;
 use crate::transport::batch::{self, Batch, Reply};
-
-/// Whether a script call that failed because the connection dropped goes once more.
-#[derive(Clone, Copy)]
-enum Resend {
-    /// Compare-the-token scripts (release, extend): a second run does no harm, and a release
-    /// that fails only because a connection was killed would leave the lock until its TTL.
-    OnDroppedConnection,
-    /// An attempt may have taken its lock before the connection dropped: only its token can
-    /// tell, so it is given back instead (see `Lifecycle::attempt`).
-    Never,
-}
-
-enum ConnectionState {
-    Idle,
-    Connected(ConnectionManager),
-    Closed,
-}
+use crate::transport::node::{NodeConnection, Resend};
 
 pub struct Single {
     server: Arc<Server>,
@@ -47,19 +25,7 @@ pub struct Single {
 
 /// The connection and the request batches; shared with the tasks that flush the batches.
 struct Server {
-    client: Client,
-    /// `host:port`, as Redlock's votes name the node.
-    label: String,
-    /// How connection errors name the server (see [`server_name`]).
-    name: String,
-    /// With TLS, where to ask in plain text whether a Redis without TLS answers, when the
-    /// handshake is slow to finish (see [`answers_in_plain_text`]).
-    plain_address: Option<(String, u16)>,
-    connect_timeout: Duration,
-    command_timeout: Duration,
-    state: Mutex<ConnectionState>,
-    /// Serializes connection set-up so a burst of first calls opens one connection.
-    connecting: tokio::sync::Mutex<()>,
+    connection: NodeConnection,
     acquires: Batch<OneKeyAcquire, Attempt>,
     releases: Batch<OneKeyRelease, bool>,
     lifts: Batch<FenceLift, ()>,
@@ -98,22 +64,15 @@ impl Single {
         command_timeout: Duration,
         listener: Weak<dyn ReleaseListener>,
     ) -> Result<Self, String> {
-        let client = client_for(node).map_err(|error| redact(&error, node))?;
+        let connection = NodeConnection::new(node, connect_timeout, command_timeout)?;
         Ok(Self {
             subscriber: Subscriber::new(
-                client.clone(),
-                connect_timeout + command_timeout,
+                connection.client().clone(),
+                connection.call_timeout(),
                 listener,
             ),
             server: Arc::new(Server {
-                client,
-                label: node.label(),
-                name: server_name(&node.label(), node.origin),
-                plain_address: node.tls.as_ref().map(|_| (node.host.clone(), node.port)),
-                connect_timeout,
-                command_timeout,
-                state: Mutex::new(ConnectionState::Idle),
-                connecting: tokio::sync::Mutex::new(()),
+                connection,
                 acquires: Batch::default(),
                 releases: Batch::default(),
                 lifts: Batch::default(),
@@ -123,7 +82,7 @@ impl Single {
 
     /// `host:port` of the server, for errors.
     pub fn label(&self) -> &str {
-        &self.server.label
+        self.server.connection.label()
     }
 
     /// How many of `keys` are held, by anyone (see [`scripts::COUNT_HELD`]).
@@ -165,96 +124,19 @@ impl Single {
 }
 
 impl Server {
-    async fn connection(&self, key: &str) -> Result<ConnectionManager, LockError> {
-        if let Some(connection) = self.current(key)? {
-            return Ok(connection);
-        }
-        let _guard = self.connecting.lock().await;
-        if let Some(connection) = self.current(key)? {
-            return Ok(connection);
-        }
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.connect_timeout))
-            .set_response_timeout(Some(self.command_timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let tls = self.plain_address.is_some();
-        let connect = async {
-            tokio::select! {
-                opened = ConnectionManager::new_with_config(self.client.clone(), config) => {
-                    opened.map_err(|error| self.failure(key, connect_error(&error, tls)))
-                }
-                () = answers_in_plain_text(self.plain_address.as_ref()) => {
-                    Err(self.failure(key, NOT_TLS.to_owned()))
-                }
-            }
-        };
-        let opened = tokio::time::timeout(self.connect_timeout, connect)
-            .await
-            .map_err(|_| self.failure(key, connect_timed_out(self.connect_timeout)))??;
-        let mut state = self.state.lock().expect("connection state lock");
-        match &*state {
-            ConnectionState::Closed => Err(LockError::Closed {
-                key: key.to_owned(),
-            }),
-            _ => {
-                *state = ConnectionState::Connected(opened.clone());
-                Ok(opened)
-            }
-        }
-    }
-
-    fn current(&self, key: &str) -> Result<Option<ConnectionManager>, LockError> {
-        match &*self.state.lock().expect("connection state lock") {
-            ConnectionState::Idle => Ok(None),
-            ConnectionState::Connected(connection) => Ok(Some(connection.clone())),
-            ConnectionState::Closed => Err(LockError::Closed {
-                key: key.to_owned(),
-            }),
-        }
-    }
-
-    fn failure(&self, key: &str, message: String) -> LockError {
-        LockError::connection(key, &self.name, &message)
-    }
-
-    /// The error of a script call for the lock of `names` that was refused with `refusal`.
-    fn refused(&self, names: &[String], refusal: Refusal) -> LockError {
-        LockError::refused(names, &self.name, refusal)
-    }
-
-    /// Runs one script call with a hard deadline, whatever state the connection is in. A script
-    /// Redis does not know goes again with its source, as the protocol says.
+    /// Runs one script call on the node (see [`NodeConnection::run`]).
     async fn run(
         &self,
         key: &str,
         call: &ScriptCall<'_>,
         resend: Resend,
     ) -> Result<resp::Reply, LockError> {
-        let run = async {
-            let mut connection = self.connection(key).await?;
-            let mut answer = send(&mut connection, call, Naming::ByHash, resend).await;
-            if let Ok(Value::ServerError(error)) = &answer {
-                if let Some(naming) = Naming::ByHash.resend_after(error.code()) {
-                    answer = send(&mut connection, call, naming, resend).await;
-                }
-            }
-            // A refusal as redis-rs words it, as before the protocol read the replies.
-            answer
-                .and_then(Value::extract_error)
-                .map(resp::Reply::from)
-                .map_err(|error| self.failure(key, driver_error(&error)))
-        };
-        match tokio::time::timeout(self.connect_timeout + self.command_timeout, run).await {
-            Ok(result) => result,
-            Err(_) => Err(self.failure(
-                key,
-                format!(
-                    "no answer within {} ms",
-                    (self.connect_timeout + self.command_timeout).as_millis()
-                ),
-            )),
-        }
+        self.connection.run(key, call, resend).await
+    }
+
+    /// The error of a script call for the lock of `names` that was refused with `refusal`.
+    fn refused(&self, names: &[String], refusal: Refusal) -> LockError {
+        self.connection.refused(names, refusal)
     }
 
     /// Queues a one-key acquire; its batch leaves once the tasks runnable now have queued theirs.
@@ -374,27 +256,6 @@ impl Server {
             let _ = reply.send(outcome);
         }
     }
-}
-
-/// Sends `call` named `naming`-wise, once more on a new connection if `resend` says so.
-async fn send(
-    connection: &mut ConnectionManager,
-    call: &ScriptCall<'_>,
-    naming: Naming,
-    resend: Resend,
-) -> Result<Value, RedisError> {
-    let mut command = redis::Cmd::new();
-    for word in call.command(naming) {
-        command.arg(word);
-    }
-    let mut answer = connection.send_packed_command(&command).await;
-    if let (Resend::OnDroppedConnection, Err(error)) = (resend, &answer) {
-        // The manager replaces a dropped connection; the call goes once more on the new one.
-        if error.is_connection_dropped() {
-            answer = connection.send_packed_command(&command).await;
-        }
-    }
-    answer
 }
 
 impl Topology for Single {
@@ -522,7 +383,7 @@ impl Topology for Single {
             self.subscriber
                 .watch(channels)
                 .await
-                .map_err(|message| self.server.failure(key, message))
+                .map_err(|message| self.server.connection.failure(key, &message))
         })
     }
 
@@ -531,119 +392,7 @@ impl Topology for Single {
     }
 
     fn close(&self) {
-        *self.server.state.lock().expect("connection state lock") = ConnectionState::Closed;
+        self.server.connection.close();
         self.subscriber.close();
-    }
-}
-
-/// How long a TLS handshake may take before a plain-text question asks whether the server is a
-/// Redis without TLS: far longer than a handshake takes, far shorter than the connect timeout
-/// (10 s by default) that would otherwise be all a user hears.
-const PLAIN_TEXT_PROBE_AFTER: Duration = Duration::from_millis(500);
-
-/// Resolves once the server at `address` answers a plain-text PING as Redis does (`+PONG`, or an
-/// error such as `-NOAUTH`), asked after [`PLAIN_TEXT_PROBE_AFTER`]; never for a TLS server, which
-/// refuses plain text, nor without an address. A plain Redis often just waits for the rest of a
-/// TLS greeting, which it reads as the start of a command, so only asking tells it apart.
-async fn answers_in_plain_text(address: Option<&(String, u16)>) {
-    if let Some((host, port)) = address {
-        tokio::time::sleep(PLAIN_TEXT_PROBE_AFTER).await;
-        if let Ok(mut socket) = tokio::net::TcpStream::connect((host.as_str(), *port)).await {
-            let mut first = [0u8; 1];
-            let answered = socket.write_all(b"PING\r\n").await.is_ok()
-                && socket.read_exact(&mut first).await.is_ok();
-            if answered && matches!(first[0], b'+' | b'-') {
-                return;
-            }
-        }
-    }
-    std::future::pending().await
-}
-
-/// The driver's `error` while connecting, as users read it: with what to check when the reason
-/// is known (nothing listens, TLS on one side only).
-fn connect_error(error: &RedisError, tls: bool) -> String {
-    if error.is_connection_refusal() {
-        REFUSED.to_owned()
-    } else if tls && is_plain_text_record(error) {
-        NOT_TLS.to_owned()
-    } else if !tls && error.is_connection_dropped() {
-        MAYBE_ONLY_TLS.to_owned()
-    } else {
-        driver_error(error)
-    }
-}
-
-/// The I/O error under `error`, which redis-rs keeps behind an `Arc`.
-fn io_error(error: &RedisError) -> Option<&std::io::Error> {
-    std::error::Error::source(error)?
-        .downcast_ref::<Arc<dyn std::error::Error + Send + Sync>>()?
-        .downcast_ref::<std::io::Error>()
-}
-
-/// Whether the TLS layer met bytes that are no TLS record: the server answered in plain text
-/// (a Redis without TLS answers the greeting with `-ERR` once it reads a line end in it).
-fn is_plain_text_record(error: &RedisError) -> bool {
-    io_error(error)
-        .and_then(std::io::Error::get_ref)
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        .is_some_and(|tls| matches!(tls, rustls::Error::InvalidMessage(_)))
-}
-
-/// The driver's `error` as users read it: its parse error would show the bytes it choked on.
-pub(super) fn driver_error(error: &RedisError) -> String {
-    if error.kind() == ErrorKind::Parse {
-        NOT_REDIS.to_owned()
-    } else {
-        error.to_string()
-    }
-}
-
-fn client_for(node: &NodeConfig) -> Result<Client, RedisError> {
-    if node.tls.is_some() {
-        // Once per process; an `Err` only says another provider is already installed.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    }
-    let mut redis = RedisConnectionInfo::default().set_db(node.db);
-    if let Some(username) = &node.username {
-        redis = redis.set_username(username);
-    }
-    if let Some(password) = &node.password {
-        redis = redis.set_password(password.expose());
-    }
-    let addr = match &node.tls {
-        None => ConnectionAddr::Tcp(node.host.clone(), node.port),
-        Some(tls) => ConnectionAddr::TcpTls {
-            host: node.host.clone(),
-            port: node.port,
-            insecure: !tls.reject_unauthorized,
-            tls_params: None,
-        },
-    };
-    let info = addr.into_connection_info()?.set_redis_settings(redis);
-    match &node.tls {
-        Some(tls) if tls.ca.is_some() || tls.cert.is_some() => Client::build_with_tls(
-            info,
-            redis::TlsCertificates {
-                client_tls: match (&tls.cert, &tls.key) {
-                    (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
-                        client_cert: cert.clone(),
-                        client_key: key.clone(),
-                    }),
-                    _ => None,
-                },
-                root_cert: tls.ca.clone(),
-            },
-        ),
-        _ => Client::open(info),
-    }
-}
-
-/// An error text with the node's password blanked, should a driver ever echo it.
-fn redact(error: &RedisError, node: &NodeConfig) -> String {
-    let text = error.to_string();
-    match &node.password {
-        Some(password) if !password.expose().is_empty() => text.replace(password.expose(), "***"),
-        _ => text,
     }
 }

@@ -12,8 +12,8 @@ use futures_util::StreamExt;
 use redis::aio::PubSubSink;
 use redis::Client;
 
-use super::single::driver_error;
 use super::{BoxFuture, ReleaseListener};
+use crate::transport::connect::driver_error;
 
 const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(50);
 const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(2);

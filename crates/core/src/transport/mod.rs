@@ -1,6 +1,9 @@
-//! What carries the commands: the wire (the sans-IO half of the JS thread's socket) and the
-//! batching of the tokio connection, and the runtime that connection lives on.
+//! What carries the commands: the wire (the sans-IO half of the JS thread's socket), the runtime's
+//! redis-rs connection to each node with the batching of its requests, and the runtime that
+//! connection lives on.
 
 pub mod batch;
+pub(crate) mod connect;
+pub mod node;
 pub mod runtime;
 pub mod wire;
