@@ -22,9 +22,13 @@ export interface RedisOptions {
   tls?: boolean | TlsOptions
   /** Accepted for ioredis compatibility; the address family follows the host name. */
   family?: number
-  /** ms to wait for a connection. Default 10000. */
+  /** ms to open a connection (TCP, TLS, AUTH and SELECT). Default 10000. */
   connectTimeout?: number
-  /** ms to wait for any one command. Default 5000. */
+  /**
+   * ms for Redis to answer each command on an open connection. A command made while its
+   * connection opens waits for that first: at most `connectTimeout + commandTimeout` in all.
+   * Default 5000.
+   */
   commandTimeout?: number
   /** Prepended to every key the locker writes. Default ''. */
   keyPrefix?: string
@@ -69,9 +73,13 @@ export interface LockerDefaults {
   ttl?: number
   wait?: number
   autoExtend?: boolean
-  /** ms to wait for a connection. Default 10000. */
+  /** ms to open a connection (TCP, TLS, AUTH and SELECT). Default 10000. */
   connectTimeout?: number
-  /** ms to wait for any one command. Default 5000. */
+  /**
+   * ms for Redis to answer each command on an open connection. A command made while its
+   * connection opens waits for that first: at most `connectTimeout + commandTimeout` in all.
+   * Default 5000.
+   */
   commandTimeout?: number
   /** Prepended to every key the locker writes. Default ''. */
   keyPrefix?: string

@@ -169,6 +169,35 @@ describe('faults under the wire', () => {
     await locker.close()
   })
 
+  test('a Redis that stalls right after an answer fails what it still owes commandTimeout after that answer', async () => {
+    const commandTimeout = 2000
+    const locker = new Locker(faulty.url, { commandTimeout })
+    await wireUp(locker, admin)
+    // Microtasks only: the first acquire leaves on the wire, and no I/O is read meanwhile.
+    const flushed = async () => { for (let i = 0; i < 20; i += 1) await null }
+    const first = locker.acquire('wire:answered', { ttl: 10000 })
+    await flushed()
+    // Its answer arrives but stays unread while Redis stops and a second acquire follows it, so
+    // the wire reads an answer while it still owes one.
+    const until = performance.now() + 150
+    while (performance.now() < until) { /* the first answer lands in the socket meanwhile */ }
+    faulty.pause()
+    const started = Date.now()
+    const second = locker.acquire('wire:owed', { ttl: 10000 }).catch((e) => e)
+    await flushed()
+    const held = await first
+    const error = await second
+    const waited = Date.now() - started
+    expect(error).toBeInstanceOf(LockConnectionError)
+    expect(error.message).toContain(`no answer within ${commandTimeout} ms`)
+    // Not a whole timer period later (up to twice commandTimeout) than the last answer.
+    expect(waited).toBeGreaterThanOrEqual(commandTimeout * 0.9)
+    expect(waited).toBeLessThan(commandTimeout + 1000)
+    faulty.resume()
+    expect(await held.release()).toBe(true)
+    await locker.close()
+  })
+
   test('a Redis killed with operations on the wire rejects them at once, and a restarted one serves again', async () => {
     const locker = new Locker(faulty.url, { commandTimeout: 5000 })
     await wireUp(locker, admin)

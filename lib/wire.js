@@ -32,7 +32,8 @@ class Wire {
     this.state = 'down'
     this.reopenAt = 0
     this.timer = null
-    this.answered = false
+    // When Redis last answered, or when a command went to a wire that owed nothing (ms, monotonic).
+    this.lastAnswerAt = 0
     this.onTimer = this.onTimer.bind(this)
   }
 
@@ -80,11 +81,14 @@ class Wire {
 
   send(bytes) {
     this.socket.write(bytes)
-    if (this.timer === null) this.arm(this.commandTimeout)
+    if (this.timer === null) {
+      this.lastAnswerAt = performance.now()
+      this.arm(this.commandTimeout)
+    }
   }
 
   received(bytes) {
-    this.answered = true
+    this.lastAnswerAt = performance.now()
     this.settle(this.native.wireFeed(bytes))
   }
 
@@ -96,9 +100,11 @@ class Wire {
     if (broken) this.fail(this.socket, broken, { failedAlready: true })
   }
 
-  // One timer serves every command: it fires when nothing was answered for a whole period.
+  // One timer serves every command, as answers come in order: the wire fails once Redis owes
+  // answers and has answered nothing for `commandTimeout` since the last answer (or since a command
+  // went while nothing was owed). A command sent to a stalled Redis so fails `commandTimeout` after
+  // it went, as on the native connection (see README, "Timeouts").
   arm(ms) {
-    this.answered = false
     this.timer = setTimeout(this.onTimer, Math.min(ms, MAX_TIMER_MS))
     this.timer.unref()
   }
@@ -116,10 +122,13 @@ class Wire {
     this.timer = null
     if (this.state === 'connecting') {
       this.fail(this.socket, `connect timed out after ${this.connectTimeout} ms`)
-    } else if (!this.answered) {
+      return
+    }
+    const silent = performance.now() - this.lastAnswerAt
+    if (silent >= this.commandTimeout) {
       this.fail(this.socket, `no answer within ${this.commandTimeout} ms`)
     } else {
-      this.arm(this.commandTimeout)
+      this.arm(this.commandTimeout - silent)
     }
   }
 
