@@ -179,7 +179,7 @@ describe('faults under the wire', () => {
     await flushed()
     // Its answer arrives but stays unread while Redis stops and a second acquire follows it, so
     // the wire reads an answer while it still owes one.
-    const until = performance.now() + 150
+    const until = performance.now() + 300
     while (performance.now() < until) { /* the first answer lands in the socket meanwhile */ }
     faulty.pause()
     const started = Date.now()
