@@ -99,7 +99,8 @@ function track(clients) {
   const calls = []
   const quorum = Math.floor(clients.length / 2) + 1
   const held = async (lock) => {
-    for (const key of lock.resources) {
+    // A v5 lock names its `resources`; a v4 lock, as redlock 4's, its `resource`.
+    for (const key of lock.resources ?? [].concat(lock.resource)) {
       const values = await Promise.all(clients.map((client) => client.get(key)))
       if (values.filter((value) => value === lock.value).length < quorum) return false
     }
@@ -355,7 +356,7 @@ describe('as configured in the READMEs (3 clients, one per node)', () => {
       { require: requireForSnippets })
     expect(redlock).toBeInstanceOf(Redlock)
     expect(redlock.settings).toEqual({
-      driftFactor: 0.01, retryCount: 10, retryDelay: 200, retryJitter: 200, automaticExtensionThreshold: 500,
+      driftFactor: 0.01, retryCount: 10, retryDelay: 200, retryJitter: 200, automaticExtensionThreshold: 500, db: 0,
     })
     return { redlock, clients: nodes.map((node) => node.client()) }
   })
