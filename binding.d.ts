@@ -20,7 +20,7 @@ export declare class NativeLocker {
    * so a burst costs one napi call, one wake of the runtime and one socket write.
    *
    * `numbers` and `keys` are in the request layout of `layout.rs`: [`REQUEST_FIELDS`] numbers
-   * per operation, `[kind, op, a, b, c, key count]`, as [`RequestKind`] describes.
+   * per operation, placed as `RequestField` says and used as [`RequestKind`] says.
    *
    * Returns the bytes JS must write to the wire's socket, when the wire is ready and took some
    * of the requests (see `Locker::submit` in the core).
@@ -45,7 +45,7 @@ export declare class NativeLocker {
   close(): void
 }
 
-/** Bits of an acquire's `c`. */
+/** Bits of an acquire's [`RequestField::Flags`]. */
 export declare const enum AcquireFlag {
   /** JS may stop the wait with `NativeLocker::cancel(op)`. */
   Cancellable = 1,
@@ -59,8 +59,10 @@ export declare const enum AcquireFlag {
 }
 
 /**
- * The message of an `ELOCKBUSY` error about `key` (the core's `LockError::Busy` text), for the
- * busy completions, which carry only `retryAfter` (ms until the holder's TTL ends; < 0: none).
+ * The message of an `ELOCKBUSY` error about `key` (the core's `LockError::Busy` text), worded
+ * from `retryAfter` as it crosses the boundary (whole ms, rounded up by `layout::retry_after_ms`;
+ * < 0: none): JS calls it for a busy completion, which carries only that number, and a busy
+ * failure's message is made by it too, so both say the same number.
  */
 export declare function busyMessage(key: string, retryAfter: number): string
 
@@ -70,22 +72,40 @@ export declare function busyMessage(key: string, retryAfter: number): string
  */
 export declare function closedMessage(key: string): string
 
-/** Numbers per completion: op, status, and three status-specific values. */
+/** Numbers per completion: one per [`CompletionField`]. */
 export declare const COMPLETION_FIELDS: number
 
-/** The second number of each completion: what finished, and what `v0..v2` hold. */
+/** Where each number of a completion sits among its [`COMPLETION_FIELDS`]. */
+export declare const enum CompletionField {
+  /** The operation id of the request it completes (0 for a [`CompletionStatus::Lost`]). */
+  Op = 0,
+  /** A [`CompletionStatus`]: which of the fields below it sets. */
+  Status = 1,
+  /** Acquired, Lost: the lock id, which later requests name the lock by. */
+  Lock = 2,
+  /** Acquired: the fencing token. */
+  Fence = 3,
+  /** Acquired, Extended: epoch ms until which the lock is surely ours, rounded down. */
+  ExpiresAt = 4,
+  /** Busy: ms until the holder's TTL ends, as [`retry_after_ms`] rounds it; -1 when it set none. */
+  RetryAfter = 5,
+  /** Done: 1 when the released lock was still ours, else 0. */
+  Released = 6,
+}
+
+/** What finished, in a completion's [`CompletionField::Status`]: which fields it sets. */
 export declare const enum CompletionStatus {
-  /** `[lock id, fence, expiresAt]`; text: the token. */
+  /** `Lock`, `Fence`, `ExpiresAt`; text: the token. */
   Acquired = 0,
-  /** `[retryAfter ms, or -1]`: busy when the wait ended. */
+  /** `RetryAfter`: busy when the wait ended. */
   Busy = 1,
-  /** `[1 or 0]`. */
+  /** `Released`. */
   Done = 2,
-  /** `[_, _, expiresAt]`. */
+  /** `ExpiresAt`. */
   Extended = 3,
   /** Failure: the error. */
   Failed = 4,
-  /** The watchdog lost a lock: `[lock id]`, op 0; failure: the error. */
+  /** The watchdog lost a lock: `Lock`, `Op` 0; failure: the error. */
   Lost = 5,
 }
 
@@ -140,7 +160,10 @@ export interface NativeFailure {
   code: string
   key: string
   message: string
-  /** ELOCKBUSY: ms until the holder's TTL ends, -1 when it set none. */
+  /**
+   * ELOCKBUSY: ms until the holder's TTL ends, as `layout::retry_after_ms` rounds it (the
+   * busy completion's rule); -1 when it set none.
+   */
   retryAfter?: number
   /** EQUORUM: how the nodes voted. */
   votes?: NativeVotes
@@ -192,25 +215,37 @@ export interface NodeOptions {
   origin?: string
 }
 
-/** Numbers per request: kind, op, `a`, `b`, `c`, key count. */
+/** Numbers per request: one per [`RequestField`]. */
 export declare const REQUEST_FIELDS: number
 
-/** The first number of each request. */
+/** Where each number of a request sits among its [`REQUEST_FIELDS`]. */
+export declare const enum RequestField {
+  /** A [`RequestKind`]. */
+  Kind = 0,
+  /** The operation id its completion carries back (a u32; 0 for a release nobody awaits). */
+  Op = 1,
+  /** Release, Extend, LetLapse: the lock id its [`CompletionStatus::Acquired`] gave. */
+  Lock = 2,
+  /** Acquire: ms the lock lives. Extend: ms more from now (<= 0: the lock's own TTL). */
+  Ttl = 3,
+  /** Acquire: ms to wait while someone else holds it (< 0: forever). */
+  Wait = 4,
+  /** Acquire: its [`AcquireFlag`]s. */
+  Flags = 5,
+  /** Acquire: how many of the next strings in the key array are its keys. */
+  KeyCount = 6,
+}
+
+/** The kind of a request, in its [`RequestField::Kind`]. */
 export declare const enum RequestKind {
-  /**
-   * `a` ttl ms, `b` wait ms (< 0 waits forever), `c` [`AcquireFlag`]s; its keys are next in
-   * the key array.
-   */
+  /** Uses `Ttl`, `Wait`, `Flags` and `KeyCount`; its keys are next in the key array. */
   Acquire = 0,
-  /**
-   * `a` lock id. Completes [`CompletionStatus::Done`] with 1 when the lock was still ours,
-   * else 0.
-   */
+  /** Uses `Lock`. Completes [`CompletionStatus::Done`]. */
   Release = 1,
-  /** `a` lock id, `b` ttl ms (<= 0: the lock's own TTL). */
+  /** Uses `Lock` and `Ttl`. Completes [`CompletionStatus::Extended`]. */
   Extend = 2,
   /**
-   * `a` lock id: stop extending it and let its lease run out. Completes nothing (`op` is
+   * Uses `Lock`: stop extending it and let its lease run out. Completes nothing (`Op` is
    * unused): its loss is still reported as [`CompletionStatus::Lost`] when the lease can have
    * ended, and a release after that completes with 0 without reaching Redis. Internal to the
    * JS layer (the Express middleware, for a client that went away).

@@ -3,19 +3,30 @@
 // The dispatcher's operation ids (lib/dispatch.js): slots reused through a free list, with a count
 // of reuses so a completion for an earlier use of a slot never settles the current one.
 
-const { Dispatcher, Status, Kind, REQUEST_FIELDS, COMPLETION_FIELDS } = require('../lib/dispatch')
+const { Dispatcher, Status, RequestAt, CompletionAt, REQUEST_FIELDS, COMPLETION_FIELDS } = require('../lib/dispatch')
 const { fromNative, LockError } = require('../lib/errors')
 
-/** A completion batch in the layout of `onComplete`: one `Done` per op, carrying `value`. */
+/** A completion batch in the layout of `onComplete`: one `Done` per op, `released` 1 or 0. */
 function done(...ops) {
   const numbers = new Float64Array(ops.length * COMPLETION_FIELDS)
-  ops.forEach(([op, value], index) => numbers.set([op, Status.Done, value, 0, 0], index * COMPLETION_FIELDS))
+  ops.forEach(([op, released], index) => {
+    const at = index * COMPLETION_FIELDS
+    numbers[at + CompletionAt.Op] = op
+    numbers[at + CompletionAt.Status] = Status.Done
+    numbers[at + CompletionAt.Released] = released
+  })
   return numbers
 }
 
 function recorder() {
   const settled = []
-  return { settled, record: (name) => ({ resolve: (status, value) => settled.push([name, value]), reject: () => settled.push([name, 'rejected']) }) }
+  return {
+    settled,
+    record: (name) => ({
+      resolve: (completion) => settled.push([name, completion.released]),
+      reject: () => settled.push([name, 'rejected']),
+    }),
+  }
 }
 
 test('a finished slot is reused, and a late completion for its earlier use is ignored', () => {
@@ -26,8 +37,8 @@ test('a finished slot is reused, and a late completion for its earlier use is ig
   const second = dispatch.start(record('second'))
   expect(second % 2 ** 20).toBe(first % 2 ** 20)
   expect(second).not.toBe(first)
-  dispatch.onComplete(done([first, 2], [second, 3]), [])
-  expect(settled).toEqual([['first', 1], ['second', 3]])
+  dispatch.onComplete(done([first, 0], [second, 0]), [])
+  expect(settled).toEqual([['first', true], ['second', false]])
   dispatch.close({ code: 'ECONNECTION' })
 })
 
@@ -37,9 +48,9 @@ test('op 0 (a release nobody waits for) never settles anything, and close() reje
   const ops = [dispatch.start(record('a')), dispatch.start(record('b')), dispatch.start(record('c'))]
   expect(new Set(ops).size).toBe(3)
   expect(ops).not.toContain(0)
-  dispatch.onComplete(done([0, 9], [ops[1], 1]), [])
+  dispatch.onComplete(done([0, 1], [ops[1], 1]), [])
   dispatch.close({ code: 'ECONNECTION' })
-  expect(settled).toEqual([['b', 1], ['a', 'rejected'], ['c', 'rejected']])
+  expect(settled).toEqual([['b', true], ['a', 'rejected'], ['c', 'rejected']])
 })
 
 test('ids stay below 2^32 (the native side reads them as u32) through many reuses', () => {
@@ -71,7 +82,7 @@ describe('a batch the native side refuses', () => {
           error.code = 'StringExpected'
           throw error
         }
-        for (let i = 0; i < numbers.length; i += REQUEST_FIELDS) taken.push(numbers[i + 1])
+        for (let at = 0; at < numbers.length; at += REQUEST_FIELDS) taken.push(numbers[at + RequestAt.Op])
         return keys.length > 0 ? Buffer.from(keys.join(',')) : null
       },
     }
@@ -90,10 +101,10 @@ describe('a batch the native side refuses', () => {
     const bad = dispatch.start(recordOf(settled, 'bad'))
     const release = dispatch.start(recordOf(settled, 'release'))
     const after = dispatch.start(recordOf(settled, 'after'))
-    dispatch.request(Kind.Acquire, before, 1000, 0, 0, ['a', 'b'])
-    dispatch.request(Kind.Acquire, bad, 1000, 0, 0, ['x', undefined, 'y'])
-    dispatch.request(Kind.Release, release, 7, 0, 0)
-    dispatch.request(Kind.Acquire, after, 1000, 0, 0, ['c'])
+    dispatch.acquire(before, ['a', 'b'], 1000, 0, 0)
+    dispatch.acquire(bad, ['x', undefined, 'y'], 1000, 0, 0)
+    dispatch.release(release, 7)
+    dispatch.acquire(after, ['c'], 1000, 0, 0)
     expect(() => dispatch.flush()).not.toThrow()
     expect(native.taken).toEqual([before, release, after])
     expect(settled.map(([name]) => name)).toEqual(['bad'])
@@ -113,9 +124,9 @@ describe('a batch the native side refuses', () => {
     dispatch.wire = { ready: true, send: (bytes) => sent.push(bytes.toString()), open() {} }
     const settled = []
     const ops = ['one', 'bad', 'two'].map((name) => dispatch.start(recordOf(settled, name)))
-    dispatch.request(Kind.Acquire, ops[0], 1000, 0, 0, ['k1'])
-    dispatch.request(Kind.Acquire, ops[1], 1000, 0, 0, [undefined])
-    dispatch.request(Kind.Acquire, ops[2], 1000, 0, 0, ['k2'])
+    dispatch.acquire(ops[0], ['k1'], 1000, 0, 0)
+    dispatch.acquire(ops[1], [undefined], 1000, 0, 0)
+    dispatch.acquire(ops[2], ['k2'], 1000, 0, 0)
     dispatch.flush()
     expect(sent.join('|')).toBe('k1k2')
     expect(settled.map(([name]) => name)).toEqual(['bad'])
@@ -129,7 +140,7 @@ describe('a batch the native side refuses', () => {
     const settled = []
     const ops = Array.from({ length: 16 }, (_, i) => dispatch.start(recordOf(settled, i)))
     ops.forEach((op, i) => {
-      expect(() => dispatch.request(Kind.Acquire, op, 1000, 0, 0, [i === 3 ? 42 : `k${i}`])).not.toThrow()
+      expect(() => dispatch.acquire(op, [i === 3 ? 42 : `k${i}`], 1000, 0, 0)).not.toThrow()
     })
     expect(native.taken).toHaveLength(15)
     expect(settled.map(([name]) => name)).toEqual([3])

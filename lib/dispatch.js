@@ -2,15 +2,17 @@
 
 // Pending native operations of one locker: requests go to the native side in batches (one napi
 // call per tick, see `NativeLocker::submit` in src/binding/locker.rs), and completions come back
-// in batches. Both layouts are declared once, in src/binding/layout.rs, and read from the binding
-// here: the numbers per request and per completion, the request kinds, the acquire flags and the
-// completion statuses.
+// in batches. Both records are declared once, in src/binding/layout.rs, and read from the binding
+// here: where each field sits (RequestField, CompletionField), the numbers per record, the request
+// kinds, the acquire flags and the completion statuses. Fields are written and read by name only.
 
 const { fromNative } = require('./errors')
 const {
   binding: {
     REQUEST_FIELDS,
-    COMPLETION_FIELDS: FIELDS,
+    COMPLETION_FIELDS,
+    RequestField: RequestAt,
+    CompletionField: CompletionAt,
     RequestKind: Kind,
     AcquireFlag: Flags,
     CompletionStatus: Status,
@@ -25,6 +27,38 @@ const EARLY_FLUSH = 16
 // completion that came for an earlier use of the slot never settles the current one.
 const SLOTS = 2 ** 20
 const USES = 2 ** 12
+
+/**
+ * The completion a record's `resolve` is given, read by field name (see CompletionField). One
+ * view serves a whole batch, moved from completion to completion: read it at once, never keep it.
+ */
+class CompletionView {
+  numbers = null
+  at = 0
+  status = 0
+  /** The token of an Acquired completion, else undefined. */
+  token = undefined
+
+  get lock() {
+    return this.numbers[this.at + CompletionAt.Lock]
+  }
+
+  get fence() {
+    return this.numbers[this.at + CompletionAt.Fence]
+  }
+
+  get expiresAt() {
+    return this.numbers[this.at + CompletionAt.ExpiresAt]
+  }
+
+  get retryAfter() {
+    return this.numbers[this.at + CompletionAt.RetryAfter]
+  }
+
+  get released() {
+    return this.numbers[this.at + CompletionAt.Released] === 1
+  }
+}
 
 class Dispatcher {
   constructor() {
@@ -46,17 +80,58 @@ class Dispatcher {
     this.native = null
     // The Wire (lib/wire.js) of a single-Redis locker, else null.
     this.wire = null
-    this.requests = []
+    // This tick's requests, REQUEST_FIELDS numbers each (0 where a kind uses no field), and the
+    // keys of its acquires. Reused: a flush copies out what it sends.
+    this.requests = new Float64Array(EARLY_FLUSH * REQUEST_FIELDS)
+    this.count = 0
     this.keys = []
     this.flushScheduled = false
     this.flush = this.flush.bind(this)
+    this.completion = new CompletionView()
   }
 
-  /** Queues a request for the native side; the requests of one tick go in one call, or a few. */
-  request(kind, op, a, b, c, keys) {
-    this.requests.push(kind, op, a, b, c, keys === undefined ? 0 : keys.length)
-    if (keys !== undefined) for (const key of keys) this.keys.push(key)
-    if (this.requests.length >= EARLY_FLUSH * REQUEST_FIELDS) this.flush()
+  /** Queues an acquire of `keys`: `ttl` ms, waiting up to `wait` ms (< 0: forever), with AcquireFlags `flags`. */
+  acquire(op, keys, ttl, wait, flags) {
+    const at = this.add(Kind.Acquire, op)
+    this.requests[at + RequestAt.Ttl] = ttl
+    this.requests[at + RequestAt.Wait] = wait
+    this.requests[at + RequestAt.Flags] = flags
+    this.requests[at + RequestAt.KeyCount] = keys.length
+    for (const key of keys) this.keys.push(key)
+    this.added()
+  }
+
+  /** Queues the release of lock `lock` (an Acquired completion's `lock`); op 0 if nobody awaits it. */
+  release(op, lock) {
+    this.requests[this.add(Kind.Release, op) + RequestAt.Lock] = lock
+    this.added()
+  }
+
+  /** Queues an extension of lock `lock` by `ttl` ms (0: its own TTL). */
+  extend(op, lock, ttl) {
+    const at = this.add(Kind.Extend, op)
+    this.requests[at + RequestAt.Lock] = lock
+    this.requests[at + RequestAt.Ttl] = ttl
+    this.added()
+  }
+
+  /** Queues a let-lapse of lock `lock`, which completes nothing. */
+  letLapse(lock) {
+    this.requests[this.add(Kind.LetLapse, 0) + RequestAt.Lock] = lock
+    this.added()
+  }
+
+  /** Starts a request of `kind` for operation `op`; returns where its fields start. */
+  add(kind, op) {
+    const at = this.count++ * REQUEST_FIELDS
+    this.requests[at + RequestAt.Kind] = kind
+    this.requests[at + RequestAt.Op] = op
+    return at
+  }
+
+  /** The requests of one tick go in one call, or a few. */
+  added() {
+    if (this.count === EARLY_FLUSH) this.flush()
     else if (!this.flushScheduled) {
       this.flushScheduled = true
       queueMicrotask(this.flush)
@@ -65,14 +140,16 @@ class Dispatcher {
 
   flush() {
     this.flushScheduled = false
-    if (this.requests.length === 0) return
-    const requests = this.requests
+    if (this.count === 0) return
+    // Copied out and cleared first: whatever settles below may queue requests again.
+    const requests = this.requests.slice(0, this.count * REQUEST_FIELDS)
     const keys = this.keys
-    this.requests = []
+    this.requests.fill(0, 0, requests.length)
+    this.count = 0
     this.keys = []
     let write
     try {
-      write = this.native.submit(new Float64Array(requests), keys)
+      write = this.native.submit(requests, keys)
     } catch {
       // A request the native side cannot take must fail alone, never its neighbours (nor, thrown
       // from a microtask, the process). `submit` converts its arguments before it starts anything,
@@ -89,14 +166,14 @@ class Dispatcher {
   submitEach(requests, keys) {
     const writes = []
     let firstKey = 0
-    for (let i = 0; i < requests.length; i += REQUEST_FIELDS) {
-      const fields = requests.slice(i, i + REQUEST_FIELDS)
-      const ownKeys = keys.slice(firstKey, firstKey += fields[REQUEST_FIELDS - 1])
+    for (let at = 0; at < requests.length; at += REQUEST_FIELDS) {
+      const fields = requests.subarray(at, at + REQUEST_FIELDS)
+      const ownKeys = keys.slice(firstKey, firstKey += fields[RequestAt.KeyCount])
       try {
-        const write = this.native.submit(new Float64Array(fields), ownKeys)
+        const write = this.native.submit(fields, ownKeys)
         if (write) writes.push(write)
       } catch (error) {
-        this.finish(fields[1])?.reject({
+        this.finish(fields[RequestAt.Op])?.reject({
           code: 'ECONNECTION',
           key: typeof ownKeys[0] === 'string' ? ownKeys[0] : '',
           message: 'internal error in ironlock (please report it): the native side refused the request',
@@ -143,32 +220,44 @@ class Dispatcher {
 
   /**
    * A batch of completions: `numbers` per completion, `texts` the token of each Acquired, and
-   * `failures` (undefined when none) the error fields of each Failed or Lost, in order.
+   * `failures` (undefined when none) the error fields of each Failed or Lost, in order. A record's
+   * `resolve` gets the CompletionView of its completion.
    */
   onComplete(numbers, texts, failures) {
+    const completion = this.completion
     let text = 0
     let failed = 0
-    for (let i = 0; i < numbers.length; i += FIELDS) {
-      const status = numbers[i + 1]
+    for (let at = 0; at < numbers.length; at += COMPLETION_FIELDS) {
+      const status = numbers[at + CompletionAt.Status]
       if (status === Status.Lost) {
         const failure = failures[failed++]
-        const onLost = this.watched[numbers[i + 2]]
+        const onLost = this.watched[numbers[at + CompletionAt.Lock]]
         if (onLost !== undefined) onLost(fromNative(failure))
         continue
       }
       const token = status === Status.Acquired ? texts[text++] : undefined
       const failure = status === Status.Failed ? failures[failed++] : undefined
-      const record = this.finish(numbers[i])
+      const record = this.finish(numbers[at + CompletionAt.Op])
       if (record === undefined) continue
-      if (status === Status.Failed) record.reject(failure)
-      else record.resolve(status, numbers[i + 2], numbers[i + 3], numbers[i + 4], token)
+      if (status === Status.Failed) {
+        record.reject(failure)
+        continue
+      }
+      completion.numbers = numbers
+      completion.at = at
+      completion.status = status
+      completion.token = token
+      record.resolve(completion)
     }
+    completion.numbers = null
+    completion.token = undefined
   }
 
   /** Settles every pending operation with `failure(record)` and stops keeping Node alive. */
   close(failure) {
     clearInterval(this.keepAlive)
-    this.requests = []
+    this.requests.fill(0)
+    this.count = 0
     this.keys = []
     const pending = this.records.filter((record) => record !== undefined)
     this.records = [undefined]
@@ -180,4 +269,4 @@ class Dispatcher {
   }
 }
 
-module.exports = { Dispatcher, Status, Kind, Flags, REQUEST_FIELDS, COMPLETION_FIELDS: FIELDS }
+module.exports = { Dispatcher, Status, Kind, Flags, RequestAt, CompletionAt, REQUEST_FIELDS, COMPLETION_FIELDS }

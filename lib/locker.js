@@ -2,7 +2,7 @@
 
 const { inspect } = require('node:util')
 const { binding: { NativeLocker } } = require('./native')
-const { Dispatcher, Status, Kind, Flags } = require('./dispatch')
+const { Dispatcher, Status, Flags } = require('./dispatch')
 const {
   LockBusyError, LockLostError, LockConnectionError, lockBusyError, lockClosedError, fromNative,
   invalidArgType, invalidArgValue, invalidThis, illegalConstructor,
@@ -172,7 +172,7 @@ class Locker {
   release(lock) {
     try {
       const id = Locker.#self(this).#ownLock(lock, 'lock')
-      return this.#call((op) => this.#dispatch.request(Kind.Release, op, id, 0, 0), (status, released) => released === 1, lock.key)
+      return this.#call((op) => this.#dispatch.release(op, id), (completion) => completion.released, lock.key)
     } catch (error) {
       return Promise.reject(error)
     }
@@ -184,8 +184,8 @@ class Locker {
       const id = Locker.#self(this).#ownLock(lock, 'lock')
       const ms = ttl === undefined ? 0 : Math.ceil(durationArgument(ttl, 'ttl'))
       return this.#call(
-        (op) => this.#dispatch.request(Kind.Extend, op, id, ms, 0),
-        (status, a, b, expiresAt) => Lock.extended(lock, expiresAt),
+        (op) => this.#dispatch.extend(op, id, ms),
+        (completion) => Lock.extended(lock, completion.expiresAt),
         lock.key,
       )
     } catch (error) {
@@ -291,7 +291,7 @@ class Locker {
    * instead of being released. Released before then, it is released as usual.
    */
   #letLapse(lock) {
-    if (!this.#closed) this.#dispatch.request(Kind.LetLapse, 0, Lock.id(lock), 0, 0)
+    if (!this.#closed) this.#dispatch.letLapse(Lock.id(lock))
   }
 
   static {
@@ -306,12 +306,12 @@ class Locker {
     return Lock.id(lock)
   }
 
-  /** Runs one native operation; `settle(status, a, b, c, text)` turns its completion into the result. */
+  /** Runs one native operation; `settle(completion)` turns its completion (a CompletionView, read at once) into the result. */
   #call(start, settle, key) {
     if (this.#closed) return Promise.reject(lockClosedError(key))
     return new Promise((resolve, reject) => {
       const op = this.#dispatch.start({
-        resolve: (...completion) => resolve(settle(...completion)),
+        resolve: (completion) => resolve(settle(completion)),
         reject: (failure) => reject(fromNative(key && !failure.key ? withKey(failure, key) : failure)),
       })
       start(op)
@@ -341,12 +341,12 @@ class Locker {
         }
       }
       const record = {
-        resolve: (status, id, fence, expiresAt, token) => {
+        resolve: (completion) => {
           detach()
-          if (status === Status.Busy) {
-            const retryAfter = id < 0 ? -1 : id
-            reject(lockBusyError(keys[0], retryAfter))
+          if (completion.status === Status.Busy) {
+            reject(lockBusyError(keys[0], completion.retryAfter))
           } else {
+            const { lock: id, token, fence, expiresAt } = completion
             const lock = new Lock(MAKE_LOCK, this, id, keys, token, fence, expiresAt)
             onHeld?.(lock)
             resolve(lock)
@@ -367,8 +367,8 @@ class Locker {
           this.#dispatch.flush()
           this.#native.cancel(op)
           // A lock that lands after the abort is released instead of handed out.
-          record.resolve = (status, id) => {
-            if (status === Status.Acquired) this.#dispatch.request(Kind.Release, 0, id, 0, 0)
+          record.resolve = (completion) => {
+            if (completion.status === Status.Acquired) this.#dispatch.release(0, completion.lock)
           }
           record.reject = () => {}
           reject(reason)
@@ -382,7 +382,7 @@ class Locker {
         }
       }
       const flags = (signal === undefined ? 0 : Flags.Cancellable) | watch
-      this.#dispatch.request(Kind.Acquire, op, ttl, wait === Infinity ? WAIT_FOREVER : wait, flags, keys)
+      this.#dispatch.acquire(op, keys, ttl, wait === Infinity ? WAIT_FOREVER : wait, flags)
     })
   }
 }

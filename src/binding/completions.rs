@@ -20,7 +20,11 @@ use napi_derive::napi;
 use tokio::runtime::Handle;
 
 use super::copied::CopiedNumbers;
-use super::layout::{CompletionStatus as Status, COMPLETION_FIELDS};
+use super::layout::{
+    retry_after_ms, CompletionField as Field, CompletionRecord, CompletionStatus as Status,
+    COMPLETION_FIELDS,
+};
+use super::messages::busy_message;
 
 /// A failed operation's error, as `lib/errors.js` `fromNative` builds the JS error from it.
 /// Made only for failures: the success path carries numbers and tokens alone.
@@ -30,7 +34,8 @@ pub struct NativeFailure {
     pub code: String,
     pub key: String,
     pub message: String,
-    /// ELOCKBUSY: ms until the holder's TTL ends, -1 when it set none.
+    /// ELOCKBUSY: ms until the holder's TTL ends, as `layout::retry_after_ms` rounds it (the
+    /// busy completion's rule); -1 when it set none.
     pub retry_after: Option<f64>,
     /// EQUORUM: how the nodes voted.
     pub votes: Option<NativeVotes>,
@@ -71,9 +76,11 @@ impl NativeFailure {
             found: None,
         };
         match error {
-            LockError::Busy { retry_after, .. } => {
-                failure.retry_after =
-                    Some(retry_after.map_or(-1.0, |after| (after.as_secs_f64() * 1000.0).ceil()));
+            LockError::Busy { key, retry_after } => {
+                // Worded from the rounded number, as JS words a busy completion's.
+                let after = retry_after_ms(*retry_after);
+                failure.retry_after = Some(after);
+                failure.message = busy_message(key.clone(), after);
             }
             LockError::Quorum { votes, .. } => {
                 failure.votes = Some(NativeVotes {
@@ -334,7 +341,7 @@ pub fn flatten(batch: Vec<Completion>) -> (Vec<f64>, Vec<String>, Option<Vec<Nat
         if let Some((error, doing)) = outcome.failure() {
             failures.push(NativeFailure::new(error, doing));
         }
-        let (status, values) = match outcome {
+        let record = match outcome {
             Outcome::Acquired {
                 id,
                 token,
@@ -342,30 +349,82 @@ pub fn flatten(batch: Vec<Completion>) -> (Vec<f64>, Vec<String>, Option<Vec<Nat
                 expires_at,
             } => {
                 texts.push(token);
-                let values = [f64::from(id), fence as f64, epoch_ms(expires_at)];
-                (Status::Acquired, values)
+                let mut record = CompletionRecord::new(op, Status::Acquired);
+                record[Field::Lock] = f64::from(id);
+                record[Field::Fence] = fence as f64;
+                record[Field::ExpiresAt] = epoch_ms(expires_at);
+                record
             }
             Outcome::Busy { retry_after } => {
-                let after = retry_after.map_or(-1.0, |after| after.as_millis() as f64);
-                (Status::Busy, [after, 0.0, 0.0])
+                let mut record = CompletionRecord::new(op, Status::Busy);
+                record[Field::RetryAfter] = retry_after_ms(retry_after);
+                record
             }
             Outcome::Released { released } => {
-                (Status::Done, [f64::from(u8::from(released)), 0.0, 0.0])
+                let mut record = CompletionRecord::new(op, Status::Done);
+                record[Field::Released] = f64::from(u8::from(released));
+                record
             }
             Outcome::Extended { expires_at } => {
-                (Status::Extended, [0.0, 0.0, epoch_ms(expires_at)])
+                let mut record = CompletionRecord::new(op, Status::Extended);
+                record[Field::ExpiresAt] = epoch_ms(expires_at);
+                record
             }
-            Outcome::Failed { .. } => (Status::Failed, [0.0; 3]),
-            Outcome::Lost { id, .. } => (Status::Lost, [f64::from(id), 0.0, 0.0]),
+            Outcome::Failed { .. } => CompletionRecord::new(op, Status::Failed),
+            Outcome::Lost { id, .. } => {
+                let mut record = CompletionRecord::new(op, Status::Lost);
+                record[Field::Lock] = f64::from(id);
+                record
+            }
         };
-        numbers.push(f64::from(op));
-        numbers.push(status.field());
-        numbers.extend_from_slice(&values);
+        numbers.extend_from_slice(&record.0);
     }
     (numbers, texts, (!failures.is_empty()).then_some(failures))
 }
 
+/// `time` in epoch ms, rounded down: the lock is surely ours until then.
 fn epoch_ms(time: SystemTime) -> f64 {
     time.duration_since(UNIX_EPOCH)
         .map_or(0.0, |since| since.as_millis() as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use ironlock_core::error::Doing;
+    use ironlock_core::session::{Completion, Outcome};
+    use ironlock_core::LockError;
+
+    use super::{flatten, Field, NativeFailure, Status};
+
+    /// The one rounding rule: a holder with 1500.4 ms left is 1501 ms on the busy completion,
+    /// on a busy failure, and in both messages (JS words the completion's with `busyMessage`).
+    #[test]
+    fn retry_after_rounds_up_to_whole_ms_on_every_path() {
+        let left = Duration::from_micros(1_500_400);
+        let (numbers, _, _) = flatten(vec![Completion {
+            op: 7,
+            outcome: Outcome::Busy {
+                retry_after: Some(left),
+            },
+        }]);
+        assert_eq!(
+            numbers[Field::Status as usize],
+            f64::from(Status::Busy as u8)
+        );
+        let on_completion = numbers[Field::RetryAfter as usize];
+        let busy = LockError::Busy {
+            key: "k".to_owned(),
+            retry_after: Some(left),
+        };
+        let failure = NativeFailure::new(&busy, Doing::Locking);
+        assert_eq!(on_completion, 1501.0);
+        assert_eq!(failure.retry_after, Some(on_completion));
+        assert_eq!(
+            failure.message,
+            super::busy_message("k".to_owned(), on_completion)
+        );
+        assert!(failure.message.contains("1501 ms"), "{}", failure.message);
+    }
 }

@@ -1,46 +1,131 @@
-//! The batch layout between `lib/dispatch.js` and the binding, declared once: these enums and
-//! constants are exported to JS (and into `binding.d.ts`), and `lib/dispatch.js` reads them from
-//! the native binding instead of keeping copies.
+//! The records that cross the boundary between `lib/dispatch.js` and the binding, declared once:
+//! each field's position in its record is a variant of [`RequestField`] or [`CompletionField`],
+//! exported to JS (and into `binding.d.ts`) with the record sizes, the request kinds, the acquire
+//! flags and the completion statuses. Both sides read and write every field by its name, never by
+//! a number of their own (`__test__/layout.test.js` walks each field through both sides by name).
 //!
 //! **Requests** (JS → Rust, [`NativeLocker::submit`](super::locker::NativeLocker::submit)): a
-//! `Float64Array` of [`REQUEST_FIELDS`] numbers per request, `[kind, op, a, b, c, key count]`, and
-//! a string array with the keys of every request, in order:
-//! - `kind`: a [`RequestKind`];
-//! - `op`: the operation id its completion carries back (a u32; 0 for a release nobody awaits);
-//! - `a`, `b`, `c`: as [`RequestKind`] says for each kind;
-//! - `key count`: how many of the next strings in the key array are this request's keys.
+//! `Float64Array` of [`REQUEST_FIELDS`] numbers per request, laid out as [`RequestField`] says,
+//! and a string array with the keys of every request, in order. A field the request's
+//! [`RequestKind`] does not use is 0.
 //!
-//! **Completions** (Rust → JS, `onComplete(numbers, texts, failures)` and `WireOutput`): a
-//! `Float64Array` of [`COMPLETION_FIELDS`] numbers per completion, `[op, status, v0, v1, v2]`,
-//! where `status` is a [`CompletionStatus`] and says what `v0..v2` hold; `texts` holds one string
-//! per completion that carries text (only [`CompletionStatus::Acquired`]: the token), and
-//! `failures` one [`NativeFailure`](super::completions::NativeFailure) per
-//! [`CompletionStatus::Failed`] or [`CompletionStatus::Lost`] completion (`undefined` when the
-//! batch has none), each in completion order.
+//! **Completions** (Rust → JS, `onComplete(numbers, texts, failures)` and `NativeWireOutput`): a
+//! `Float64Array` of [`COMPLETION_FIELDS`] numbers per completion, laid out as [`CompletionField`]
+//! says; a field its [`CompletionStatus`] does not set is 0. `texts` holds one string per
+//! completion that carries text (only [`CompletionStatus::Acquired`]: the token), and `failures`
+//! one [`NativeFailure`](super::completions::NativeFailure) per [`CompletionStatus::Failed`] or
+//! [`CompletionStatus::Lost`] completion (`undefined` when the batch has none), each in
+//! completion order.
+
+use std::ops::{Index, IndexMut};
+use std::time::Duration;
 
 use napi_derive::napi;
 
-/// Numbers per request: kind, op, `a`, `b`, `c`, key count.
+/// Where each number of a request sits among its [`REQUEST_FIELDS`].
 #[napi]
-pub const REQUEST_FIELDS: u32 = 6;
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestField {
+    /// A [`RequestKind`].
+    Kind = 0,
+    /// The operation id its completion carries back (a u32; 0 for a release nobody awaits).
+    Op = 1,
+    /// Release, Extend, LetLapse: the lock id its [`CompletionStatus::Acquired`] gave.
+    Lock = 2,
+    /// Acquire: ms the lock lives. Extend: ms more from now (<= 0: the lock's own TTL).
+    Ttl = 3,
+    /// Acquire: ms to wait while someone else holds it (< 0: forever).
+    Wait = 4,
+    /// Acquire: its [`AcquireFlag`]s.
+    Flags = 5,
+    /// Acquire: how many of the next strings in the key array are its keys.
+    KeyCount = 6,
+}
 
-/// Numbers per completion: op, status, and three status-specific values.
+/// Numbers per request: one per [`RequestField`].
 #[napi]
-pub const COMPLETION_FIELDS: u32 = 5;
+pub const REQUEST_FIELDS: u32 = RequestField::KeyCount as u32 + 1;
 
-/// The first number of each request.
+/// Where each number of a completion sits among its [`COMPLETION_FIELDS`].
+#[napi]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CompletionField {
+    /// The operation id of the request it completes (0 for a [`CompletionStatus::Lost`]).
+    Op = 0,
+    /// A [`CompletionStatus`]: which of the fields below it sets.
+    Status = 1,
+    /// Acquired, Lost: the lock id, which later requests name the lock by.
+    Lock = 2,
+    /// Acquired: the fencing token.
+    Fence = 3,
+    /// Acquired, Extended: epoch ms until which the lock is surely ours, rounded down.
+    ExpiresAt = 4,
+    /// Busy: ms until the holder's TTL ends, as [`retry_after_ms`] rounds it; -1 when it set none.
+    RetryAfter = 5,
+    /// Done: 1 when the released lock was still ours, else 0.
+    Released = 6,
+}
+
+/// Numbers per completion: one per [`CompletionField`].
+#[napi]
+pub const COMPLETION_FIELDS: u32 = CompletionField::Released as u32 + 1;
+
+/// One request's numbers, read by field name.
+#[derive(Clone, Copy)]
+pub struct RequestRecord<'a>(pub &'a [f64]);
+
+impl Index<RequestField> for RequestRecord<'_> {
+    type Output = f64;
+
+    fn index(&self, field: RequestField) -> &f64 {
+        &self.0[field as usize]
+    }
+}
+
+/// One completion's numbers, written by field name; the fields its status does not set stay 0.
+pub struct CompletionRecord(pub [f64; COMPLETION_FIELDS as usize]);
+
+impl CompletionRecord {
+    pub fn new(op: u32, status: CompletionStatus) -> Self {
+        let mut record = Self([0.0; COMPLETION_FIELDS as usize]);
+        record[CompletionField::Op] = f64::from(op);
+        record[CompletionField::Status] = f64::from(status as u8);
+        record
+    }
+}
+
+impl Index<CompletionField> for CompletionRecord {
+    type Output = f64;
+
+    fn index(&self, field: CompletionField) -> &f64 {
+        &self.0[field as usize]
+    }
+}
+
+impl IndexMut<CompletionField> for CompletionRecord {
+    fn index_mut(&mut self, field: CompletionField) -> &mut f64 {
+        &mut self.0[field as usize]
+    }
+}
+
+/// Busy's `retryAfter`, the one rounding of it on every path (completion, failure, message): the
+/// holder's remaining TTL in whole ms, rounded up, so that "it expires in N ms at the latest"
+/// holds; -1 when the holder set no TTL.
+pub fn retry_after_ms(retry_after: Option<Duration>) -> f64 {
+    retry_after.map_or(-1.0, |after| (after.as_secs_f64() * 1000.0).ceil())
+}
+
+/// The kind of a request, in its [`RequestField::Kind`].
 #[napi]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RequestKind {
-    /// `a` ttl ms, `b` wait ms (< 0 waits forever), `c` [`AcquireFlag`]s; its keys are next in
-    /// the key array.
+    /// Uses `Ttl`, `Wait`, `Flags` and `KeyCount`; its keys are next in the key array.
     Acquire = 0,
-    /// `a` lock id. Completes [`CompletionStatus::Done`] with 1 when the lock was still ours,
-    /// else 0.
+    /// Uses `Lock`. Completes [`CompletionStatus::Done`].
     Release = 1,
-    /// `a` lock id, `b` ttl ms (<= 0: the lock's own TTL).
+    /// Uses `Lock` and `Ttl`. Completes [`CompletionStatus::Extended`].
     Extend = 2,
-    /// `a` lock id: stop extending it and let its lease run out. Completes nothing (`op` is
+    /// Uses `Lock`: stop extending it and let its lease run out. Completes nothing (`Op` is
     /// unused): its loss is still reported as [`CompletionStatus::Lost`] when the lease can have
     /// ended, and a release after that completes with 0 without reaching Redis. Internal to the
     /// JS layer (the Express middleware, for a client that went away).
@@ -48,7 +133,7 @@ pub enum RequestKind {
 }
 
 impl RequestKind {
-    /// The kind a request's first number names.
+    /// The kind a request's [`RequestField::Kind`] names.
     pub fn from_field(kind: f64) -> napi::Result<Self> {
         [Self::Acquire, Self::Release, Self::Extend, Self::LetLapse]
             .into_iter()
@@ -57,7 +142,7 @@ impl RequestKind {
     }
 }
 
-/// Bits of an acquire's `c`.
+/// Bits of an acquire's [`RequestField::Flags`].
 #[napi]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AcquireFlag {
@@ -71,32 +156,26 @@ pub enum AcquireFlag {
 }
 
 impl AcquireFlag {
-    /// Whether `flags` (an acquire's `c`) has this flag.
+    /// Whether `flags` (an acquire's [`RequestField::Flags`]) has this flag.
     pub fn is_in(self, flags: f64) -> bool {
         (flags as u8) & (self as u8) != 0
     }
 }
 
-/// The second number of each completion: what finished, and what `v0..v2` hold.
+/// What finished, in a completion's [`CompletionField::Status`]: which fields it sets.
 #[napi]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CompletionStatus {
-    /// `[lock id, fence, expiresAt]`; text: the token.
+    /// `Lock`, `Fence`, `ExpiresAt`; text: the token.
     Acquired = 0,
-    /// `[retryAfter ms, or -1]`: busy when the wait ended.
+    /// `RetryAfter`: busy when the wait ended.
     Busy = 1,
-    /// `[1 or 0]`.
+    /// `Released`.
     Done = 2,
-    /// `[_, _, expiresAt]`.
+    /// `ExpiresAt`.
     Extended = 3,
     /// Failure: the error.
     Failed = 4,
-    /// The watchdog lost a lock: `[lock id]`, op 0; failure: the error.
+    /// The watchdog lost a lock: `Lock`, `Op` 0; failure: the error.
     Lost = 5,
-}
-
-impl CompletionStatus {
-    pub fn field(self) -> f64 {
-        f64::from(self as u8)
-    }
 }

@@ -16,7 +16,9 @@ use napi_derive::napi;
 
 use super::completions::{flatten, Batch, Completions, NativeFailure};
 use super::copied::{CopiedBytes, CopiedNumbers};
-use super::layout::{AcquireFlag, RequestKind, REQUEST_FIELDS};
+use super::layout::{
+    AcquireFlag, RequestField as Field, RequestKind, RequestRecord, REQUEST_FIELDS,
+};
 use super::options::LockerOptions;
 
 #[napi]
@@ -101,7 +103,7 @@ impl NativeLocker {
     /// so a burst costs one napi call, one wake of the runtime and one socket write.
     ///
     /// `numbers` and `keys` are in the request layout of `layout.rs`: [`REQUEST_FIELDS`] numbers
-    /// per operation, `[kind, op, a, b, c, key count]`, as [`RequestKind`] describes.
+    /// per operation, placed as `RequestField` says and used as [`RequestKind`] says.
     ///
     /// Returns the bytes JS must write to the wire's socket, when the wire is ready and took some
     /// of the requests (see `Locker::submit` in the core).
@@ -113,37 +115,36 @@ impl NativeLocker {
         keys: Vec<String>,
     ) -> napi::Result<Option<CopiedBytes>> {
         // Refused whole, before anything starts: JS then submits the requests one by one.
-        let kinds = numbers
+        let records = numbers
             .chunks_exact(REQUEST_FIELDS as usize)
-            .map(|fields| RequestKind::from_field(fields[0]))
+            .map(RequestRecord)
+            .map(|record| Ok((record, RequestKind::from_field(record[Field::Kind])?)))
             .collect::<napi::Result<Vec<_>>>()?;
         let mut keys = keys.into_iter();
-        let requests = numbers
-            .chunks_exact(REQUEST_FIELDS as usize)
-            .zip(kinds)
-            .map(|(fields, kind)| {
-                let op = fields[1] as u32;
+        let requests = records
+            .into_iter()
+            .map(|(record, kind)| {
+                let op = record[Field::Op] as u32;
+                let lock = record[Field::Lock] as u32;
                 match kind {
                     RequestKind::Acquire => Request::Acquire {
                         op,
-                        names: keys.by_ref().take(fields[5] as usize).collect(),
-                        ttl: millis(fields[2]),
-                        wait: (fields[3] >= 0.0).then(|| millis(fields[3])),
-                        cancellable: AcquireFlag::Cancellable.is_in(fields[4]),
-                        upkeep: upkeep(fields[4]),
+                        names: keys
+                            .by_ref()
+                            .take(record[Field::KeyCount] as usize)
+                            .collect(),
+                        ttl: millis(record[Field::Ttl]),
+                        wait: (record[Field::Wait] >= 0.0).then(|| millis(record[Field::Wait])),
+                        cancellable: AcquireFlag::Cancellable.is_in(record[Field::Flags]),
+                        upkeep: upkeep(record[Field::Flags]),
                     },
-                    RequestKind::Release => Request::Release {
-                        op,
-                        id: fields[2] as u32,
-                    },
+                    RequestKind::Release => Request::Release { op, id: lock },
                     RequestKind::Extend => Request::Extend {
                         op,
-                        id: fields[2] as u32,
-                        ttl: (fields[3] > 0.0).then(|| millis(fields[3])),
+                        id: lock,
+                        ttl: (record[Field::Ttl] > 0.0).then(|| millis(record[Field::Ttl])),
                     },
-                    RequestKind::LetLapse => Request::LetLapse {
-                        id: fields[2] as u32,
-                    },
+                    RequestKind::LetLapse => Request::LetLapse { id: lock },
                 }
             })
             .collect::<Vec<_>>();

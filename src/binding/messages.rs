@@ -6,8 +6,10 @@ use std::time::Duration;
 use ironlock_core::LockError;
 use napi_derive::napi;
 
-/// The message of an `ELOCKBUSY` error about `key` (the core's `LockError::Busy` text), for the
-/// busy completions, which carry only `retryAfter` (ms until the holder's TTL ends; < 0: none).
+/// The message of an `ELOCKBUSY` error about `key` (the core's `LockError::Busy` text), worded
+/// from `retryAfter` as it crosses the boundary (whole ms, rounded up by `layout::retry_after_ms`;
+/// < 0: none): JS calls it for a busy completion, which carries only that number, and a busy
+/// failure's message is made by it too, so both say the same number.
 #[napi]
 pub fn busy_message(key: String, retry_after: f64) -> String {
     LockError::Busy {
