@@ -156,7 +156,7 @@ export interface LockerOptions {
  * Made only for failures: the success path carries numbers and tokens alone.
  */
 export interface NativeFailure {
-  /** `ELOCKBUSY`, `ELOCKLOST`, `EQUORUM`, `ECONNECTION`, `EKEYTYPE` or `ABORT_ERR`. */
+  /** `ELOCKBUSY`, `ELOCKLOST`, `EQUORUM`, `ECONNECTION`, `EKEYTYPE`, `EINTERNAL` or `ABORT_ERR`. */
   code: string
   key: string
   message: string

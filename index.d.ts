@@ -144,6 +144,10 @@ export declare class Locker {
   close(): Promise<void>
 }
 
+/**
+ * The base of every lock error. Used as such only with `code: 'EINTERNAL'`: a bug in ironlock, never
+ * met in normal use, whose message says what went wrong and asks for a report.
+ */
 export declare class LockError extends Error {
   readonly code: string
   readonly key: string

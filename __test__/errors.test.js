@@ -31,6 +31,17 @@ describe('error classes', () => {
   })
 })
 
+describe('an internal error (a bug in ironlock) is its own kind', () => {
+  test('a native EINTERNAL failure becomes a LockError with code EINTERNAL, not a connection error', () => {
+    const { fromNative } = require('../lib/errors')
+    const message = 'internal error while releasing "k": … This is a bug in ironlock'
+    const error = fromNative({ code: 'EINTERNAL', key: 'k', message })
+    expect(error).toBeInstanceOf(LockError)
+    expect(error).not.toBeInstanceOf(LockConnectionError)
+    expect(error).toMatchObject({ name: 'LockError', code: 'EINTERNAL', key: 'k', message })
+  })
+})
+
 describe('bad arguments are rejected with Node-style errors naming the argument', () => {
   const cases = [
     ['empty key', () => locker.acquire(''), RangeError, 'ERR_INVALID_ARG_VALUE', '"key"|\'key\''],

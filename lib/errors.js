@@ -81,6 +81,9 @@ function fromNative({ code, key, message, retryAfter, votes, detail, type, cause
       return new QuorumError(message, { key, votes })
     case 'EKEYTYPE':
       return new LockKeyTypeError(message, { key, type })
+    case 'EINTERNAL':
+      // A bug in ironlock (its message says so and asks for a report), not a fault of Redis.
+      return new LockError(message, { code, key })
     case 'ABORT_ERR':
       return abortError()
     default:

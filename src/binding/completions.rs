@@ -30,7 +30,7 @@ use super::messages::busy_message;
 /// Made only for failures: the success path carries numbers and tokens alone.
 #[napi(object, object_from_js = false)]
 pub struct NativeFailure {
-    /// `ELOCKBUSY`, `ELOCKLOST`, `EQUORUM`, `ECONNECTION`, `EKEYTYPE` or `ABORT_ERR`.
+    /// `ELOCKBUSY`, `ELOCKLOST`, `EQUORUM`, `ECONNECTION`, `EKEYTYPE`, `EINTERNAL` or `ABORT_ERR`.
     pub code: String,
     pub key: String,
     pub message: String,

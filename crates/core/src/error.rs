@@ -29,6 +29,9 @@ pub const NOT_TLS: &str = "may not speak TLS, as it answers in plain text (redis
 pub const MAYBE_ONLY_TLS: &str = "closed the connection before answering; if it speaks only TLS, \
      use rediss:// or the tls option";
 
+/// Where an internal error asks to be reported.
+const REPORT_BUGS_AT: &str = "https://github.com/ironlock/ironlock/issues";
+
 /// What a connection error says when nothing accepted the connection.
 pub const REFUSED: &str = "connection refused; is a Redis running there? Check the host and \
      port, and any firewall in between";
@@ -95,6 +98,10 @@ pub enum LockError {
     /// `list`…), where no lock can live: data of something else under the same name. No wait
     /// would help, as no holder will release it.
     KeyType { key: String, found: String },
+    /// A bug in ironlock: its own code asked for something it never should (`what`: what, in
+    /// ironlock's terms), such as handing over a multi-key lock. Never met in normal use; it is
+    /// its own kind so that it is not mistaken for a fault of Redis or of the caller.
+    Internal { key: String, what: String },
 }
 
 impl LockError {
@@ -131,7 +138,8 @@ impl LockError {
             | Self::Connection { key, .. }
             | Self::Aborted { key }
             | Self::Closed { key }
-            | Self::KeyType { key, .. } => key,
+            | Self::KeyType { key, .. }
+            | Self::Internal { key, .. } => key,
         }
     }
 
@@ -144,7 +152,8 @@ impl LockError {
             | Self::Quorum { key, .. }
             | Self::Connection { key, .. }
             | Self::Aborted { key }
-            | Self::Closed { key } => *key = other.to_owned(),
+            | Self::Closed { key }
+            | Self::Internal { key, .. } => *key = other.to_owned(),
             // It names the key of another type, whichever lock met it.
             Self::KeyType { .. } => {}
         }
@@ -160,6 +169,7 @@ impl LockError {
             Self::Connection { .. } | Self::Closed { .. } => "ECONNECTION",
             Self::Aborted { .. } => "ABORT_ERR",
             Self::KeyType { .. } => "EKEYTYPE",
+            Self::Internal { .. } => "EINTERNAL",
         }
     }
 
@@ -230,6 +240,17 @@ impl fmt::Display for Described<'_> {
                     "key \"{key}\" holds a Redis {found}, not a lock (a lock is a string); \
                      something else stores its data under this name: lock another name, or \
                      delete the key if nothing uses it"
+                )
+            }
+            LockError::Internal { key, what } => {
+                match verb {
+                    Some((gerund, _, _)) => write!(f, "internal error while {gerund} \"{key}\"")?,
+                    None => write!(f, "internal error for lock \"{key}\"")?,
+                }
+                write!(
+                    f,
+                    ": {what}. This is a bug in ironlock, not in your code or your Redis; please \
+                     report it at {REPORT_BUGS_AT} with this message"
                 )
             }
             LockError::Closed { key } => match verb {
@@ -314,5 +335,26 @@ mod tests {
             .starts_with("key \"b\" holds a Redis hash"));
         let text = LockError::refused(&names, "127.0.0.1:7000", Refusal::Text("OOM".into()));
         assert_eq!(text, LockError::connection("a", "127.0.0.1:7000", "OOM"));
+    }
+
+    #[test]
+    fn an_internal_error_says_it_is_a_bug_to_report_and_names_no_other_culprit() {
+        let error = LockError::Internal {
+            key: "k".into(),
+            what: "a lock of 2 keys was offered for hand-over".into(),
+        };
+        assert_eq!(error.code(), "EINTERNAL");
+        assert_eq!(error.for_key("j").key(), "j");
+        assert_eq!(
+            error.message_while(Doing::Releasing),
+            format!(
+                "internal error while releasing \"k\": a lock of 2 keys was offered for \
+                 hand-over. This is a bug in ironlock, not in your code or your Redis; please \
+                 report it at {REPORT_BUGS_AT} with this message"
+            )
+        );
+        assert!(error
+            .to_string()
+            .starts_with("internal error for lock \"k\": a lock of 2 keys"));
     }
 }

@@ -3,6 +3,7 @@
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
+use tokio::runtime::Handle;
 use tokio::time::Instant;
 
 use crate::config::{LockerConfig, Target};
@@ -11,6 +12,7 @@ use crate::protocol::keys::LockKeys;
 use crate::protocol::lock::{valid_until, HeldLock};
 use crate::protocol::token::new_token;
 use crate::session::cancel::CancelToken;
+use crate::session::clean_up::CleanUps;
 use crate::session::head::{Head, Step};
 use crate::session::options::AcquireOptions;
 use crate::session::wait::{Arrival, FirstAttempt, Handing, Ticket, WaitQueues};
@@ -23,11 +25,14 @@ pub struct Lifecycle {
     drift_factor: f64,
     /// Cancelled by [`Lifecycle::close`]: every wait ends then, rather than at its deadline.
     closed: CancelToken,
+    /// Give-backs of locks nobody will hold, performed on the runtime whoever queues them.
+    clean_ups: CleanUps,
 }
 
 impl Lifecycle {
     /// Builds the lifecycle of `config`'s locks; no connection is opened until the first
-    /// operation.
+    /// operation. Called inside the tokio runtime its background work is to run on (it panics
+    /// elsewhere, as `tokio::spawn` does).
     pub fn new(config: &LockerConfig) -> Result<Self, String> {
         Self::with_topology(&config.key_prefix, config.drift_factor, |listener| {
             Ok(match &config.target {
@@ -50,7 +55,7 @@ impl Lifecycle {
     }
 
     /// Builds the lifecycle over the topology `topology` makes, given whom to tell of the
-    /// releases it hears.
+    /// releases it hears; inside the runtime, as [`Lifecycle::new`].
     pub(super) fn with_topology(
         key_prefix: &str,
         drift_factor: f64,
@@ -60,13 +65,21 @@ impl Lifecycle {
         let listener: Weak<dyn ReleaseListener> =
             Arc::downgrade(&queues) as Weak<dyn ReleaseListener>;
         let topology = topology(listener)?;
-        queues.attach(Arc::downgrade(&topology));
+        let waiters = Arc::downgrade(&queues);
+        let clean_ups =
+            CleanUps::start(&Handle::current(), topology.clone(), move |keys, token| {
+                if let Some(queues) = waiters.upgrade() {
+                    queues.released_here(&keys.channels, token);
+                }
+            });
+        queues.attach(Arc::downgrade(&topology), clean_ups.clone());
         Ok(Self {
             topology,
             queues,
             key_prefix: key_prefix.to_owned(),
             drift_factor,
             closed: CancelToken::default(),
+            clean_ups,
         })
     }
 
@@ -107,7 +120,7 @@ impl Lifecycle {
         };
         let retry_after = match self.attempt(&keys, options).await? {
             Ok(lock) if options.is_cancelled() => {
-                self.release_in_background(lock.keys, lock.token);
+                self.give_back(lock.keys, lock.token);
                 return Err(aborted(&keys));
             }
             Ok(lock) => {
@@ -201,7 +214,7 @@ impl Lifecycle {
         };
         match outcome {
             Ok(lock) if options.is_cancelled() => {
-                self.release_in_background(lock.keys, lock.token);
+                self.give_back(lock.keys, lock.token);
                 Err(aborted(&keys))
             }
             Ok(lock) => {
@@ -223,10 +236,10 @@ impl Lifecycle {
         self.queues.released_here(&lock.keys.channels, &lock.token);
     }
 
-    /// Deletes whatever `token` holds of `keys`, in the background (a spawned task): the undo of
-    /// an attempt whose outcome is unknown.
+    /// Deletes whatever `token` holds of `keys`, on the runtime (see [`CleanUps`]): the undo of
+    /// an attempt whose caller is gone or whose outcome is unknown. Needs no runtime here.
     pub(super) fn give_back(&self, keys: Arc<LockKeys>, token: String) {
-        self.release_in_background(keys, token);
+        self.clean_ups.give_back(keys, token);
     }
 
     /// Waits at `ticket`'s place in the queue, then as its head does what [`Head`] decides:
@@ -355,12 +368,18 @@ impl Lifecycle {
         keys: &Arc<LockKeys>,
         options: &AcquireOptions,
     ) -> Result<Result<HeldLock, Refused>, LockError> {
-        let token = new_token();
+        // The SET may land even though no answer comes back (the connection failed, or the
+        // waiter went away meanwhile, its future dropped): `undo` then gives it back by token.
+        let undo = GiveBack::new(&self.clean_ups, keys, new_token());
         let started = SystemTime::now();
-        match self.topology.try_acquire(keys, &token, options.ttl).await {
+        match self
+            .topology
+            .try_acquire(keys, undo.token(), options.ttl)
+            .await
+        {
             Ok(Attempt::Acquired { fence }) => Ok(Ok(HeldLock {
                 keys: keys.clone(),
-                token,
+                token: undo.keep(),
                 fence,
                 ttl: options.ttl,
                 expires_at: valid_until(started, options.ttl, self.drift_factor),
@@ -368,15 +387,14 @@ impl Lifecycle {
             Ok(Attempt::Busy {
                 retry_after,
                 foreign,
-            }) => Ok(Err(Refused {
-                retry_after,
-                foreign,
-            })),
-            Err(error) => {
-                // The SET may have landed before the connection failed: undo it by token.
-                self.release_in_background(keys.clone(), token);
-                Err(error)
+            }) => {
+                undo.keep();
+                Ok(Err(Refused {
+                    retry_after,
+                    foreign,
+                }))
             }
+            Err(error) => Err(error),
         }
     }
 
@@ -404,38 +422,33 @@ impl Lifecycle {
     /// Replaces `lock`'s token in Redis by a new one and sends the lock to the waiting head.
     /// Whenever the head does not get it, its receiver fails and it attempts as after a release.
     async fn hand_over(&self, lock: &HeldLock, mut handing: Handing) -> Result<bool, LockError> {
-        let token = new_token();
         let ttl = handing.ttl();
         let started = SystemTime::now();
-        // Should this call be dropped while the script is on its way, whatever it set is undone.
-        let mut undo = GiveBack {
-            locker: self,
-            keys: &lock.keys,
-            token: Some(token.clone()),
-        };
+        // Should this call be dropped while the script is on its way, or the script fail, whatever
+        // it set is given back.
+        let undo = GiveBack::new(&self.clean_ups, &lock.keys, new_token());
         let outcome = self
             .topology
             .hand_over(
                 &lock.keys,
                 &lock.token,
                 lock.fence,
-                &token,
+                undo.token(),
                 ttl,
                 handing.reserve(),
             )
             .await;
         match outcome {
             Ok(done @ (HandOver::Done { .. } | HandOver::Fenced { .. })) => {
-                let Some(fence) = handing.handed(&token, done) else {
-                    return Err(LockError::Connection {
+                let Some(fence) = handing.handed(undo.token(), done) else {
+                    return Err(LockError::Internal {
                         key: lock.key().to_owned(),
-                        message: format!("unexpected answer {done:?} to a hand-over"),
+                        what: format!("the topology answered a hand-over with {done:?}"),
                     });
                 };
-                undo.token = None;
                 handing.deliver(HeldLock {
                     keys: lock.keys.clone(),
-                    token,
+                    token: undo.keep(),
                     fence,
                     ttl,
                     expires_at: valid_until(started, ttl, self.drift_factor),
@@ -443,15 +456,14 @@ impl Lifecycle {
                 Ok(true)
             }
             Ok(HandOver::NotHeld) => {
-                undo.token = None;
+                undo.keep();
                 Ok(false)
             }
             // The old lock is released but not handed: dropping `handing` makes the head attempt.
             Ok(HandOver::Released) => {
-                undo.token = None;
+                undo.keep();
                 Ok(true)
             }
-            // The script may have run before the connection failed: `undo` gives it back.
             Err(error) => Err(error),
         }
     }
@@ -476,13 +488,6 @@ impl Lifecycle {
     pub fn close(&self) {
         self.closed.cancel();
         self.topology.close();
-    }
-
-    fn release_in_background(&self, keys: Arc<LockKeys>, token: String) {
-        let topology = self.topology.clone();
-        tokio::spawn(async move {
-            let _ = topology.release(&keys, &token).await;
-        });
     }
 }
 
@@ -512,19 +517,37 @@ struct Refused {
     foreign: bool,
 }
 
-/// Releases `token`'s hold on `keys` in the background when dropped still holding a token.
+/// The token of an attempt or hand-over on its way: dropped before [`GiveBack::keep`], whatever
+/// the token took of `keys` is given back (queued, so it needs no runtime where it is dropped).
 struct GiveBack<'a> {
-    locker: &'a Lifecycle,
+    clean_ups: &'a CleanUps,
     keys: &'a Arc<LockKeys>,
     token: Option<String>,
+}
+
+impl<'a> GiveBack<'a> {
+    fn new(clean_ups: &'a CleanUps, keys: &'a Arc<LockKeys>, token: String) -> Self {
+        Self {
+            clean_ups,
+            keys,
+            token: Some(token),
+        }
+    }
+
+    fn token(&self) -> &str {
+        self.token.as_deref().expect("kept only once")
+    }
+
+    /// The outcome is known and nothing is to be given back: the token, to hold or drop.
+    fn keep(mut self) -> String {
+        self.token.take().expect("kept only once")
+    }
 }
 
 impl Drop for GiveBack<'_> {
     fn drop(&mut self) {
         if let Some(token) = self.token.take() {
-            if tokio::runtime::Handle::try_current().is_ok() {
-                self.locker.release_in_background(self.keys.clone(), token);
-            }
+            self.clean_ups.give_back(self.keys.clone(), token);
         }
     }
 }

@@ -33,7 +33,10 @@ impl Locker {
             Target::Single(node) => Some(Wire::new(node, config.drift_factor)),
             _ => None,
         };
-        let lifecycle = Lifecycle::new(config)?;
+        let lifecycle = {
+            let _runtime = runtime.enter();
+            Lifecycle::new(config)?
+        };
         Ok(Self::assemble(lifecycle, wire, sink, runtime))
     }
 
@@ -48,7 +51,10 @@ impl Locker {
         sink: Arc<dyn CompletionSink>,
         runtime: Handle,
     ) -> Result<Self, String> {
-        let lifecycle = Lifecycle::with_topology("", crate::defaults::DRIFT_FACTOR, topology)?;
+        let lifecycle = {
+            let _runtime = runtime.enter();
+            Lifecycle::with_topology("", crate::defaults::DRIFT_FACTOR, topology)?
+        };
         Ok(Self::assemble(lifecycle, wire, sink, runtime))
     }
 

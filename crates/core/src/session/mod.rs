@@ -2,6 +2,7 @@
 //! the hold and its watchdog, release and loss. [`Locker`] is the way in.
 
 pub mod cancel;
+mod clean_up;
 pub mod handover;
 mod head;
 mod held;

@@ -103,7 +103,6 @@ impl Operations {
     /// Sends the operations of failed `events` to the runtime instead, giving back what the
     /// attempts may have taken; returns the events that are not failures (none, today).
     pub(super) fn retry_on_runtime(self: &Arc<Self>, events: Vec<WireEvent>) -> Vec<WireEvent> {
-        let _runtime = self.runtime.enter();
         let mut jobs = Vec::new();
         let mut rest = Vec::new();
         let now = Instant::now();
@@ -153,7 +152,7 @@ impl Operations {
     ) -> WireOutput {
         let (ready, in_flight) = (wire.is_ready(), wire.in_flight());
         drop(wire);
-        // Watchdogs and give-backs spawn tasks, from the caller's thread.
+        // Watchdogs spawn their tasks from the caller's thread.
         let _runtime = self.runtime.enter();
         WireOutput {
             completions: events

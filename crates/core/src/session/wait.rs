@@ -5,9 +5,9 @@
 //! by any process through the release channel), bounded by the holder's remaining TTL, so a
 //! crashed holder's expiry is noticed at once without any message.
 //!
-//! Where the topology can (one Redis), the sleeping head also *offers* to take the lock over: a
-//! release of the same one-key lock in this process then hands it straight to the head instead
-//! of deleting it (see [`crate::session::handover`]).
+//! The sleeping head of a one-key lock's queue also *offers* to take the lock over, on every
+//! topology: a release of the same lock in this process then hands it straight to the head
+//! instead of deleting it (see [`crate::session::handover`]).
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
@@ -20,6 +20,7 @@ use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 
 use crate::protocol::lock::HeldLock;
+use crate::session::clean_up::CleanUps;
 use crate::session::handover::{Chain, Link, Plan, MAX_LINKS};
 use crate::topology::{HandOver, ReleaseListener, Topology};
 
@@ -69,6 +70,8 @@ pub struct WaitQueues {
     /// How many queues wait on more than one key: only those need a search to route a release.
     multi_key_queues: AtomicUsize,
     topology: OnceLock<Weak<dyn Topology>>,
+    /// Where a departing waiter leaves what it cannot do in its `Drop`.
+    clean_ups: OnceLock<CleanUps>,
 }
 
 /// What this process has under way on one set of keys.
@@ -133,9 +136,11 @@ struct Offer {
 }
 
 impl WaitQueues {
-    /// The topology that subscribes the queues' release channels. Held weakly: it holds us.
-    pub fn attach(&self, topology: Weak<dyn Topology>) {
+    /// The topology that subscribes the queues' release channels (held weakly: it holds us), and
+    /// where departing waiters leave their clean-ups.
+    pub fn attach(&self, topology: Weak<dyn Topology>, clean_ups: CleanUps) {
         let _ = self.topology.set(topology);
+        let _ = self.clean_ups.set(clean_ups);
     }
 
     fn topology(&self) -> Option<Arc<dyn Topology>> {
@@ -490,8 +495,8 @@ impl Handing {
         }
     }
 
-    /// Sends the lock to the head. Should the head have left meanwhile, the lock is released in
-    /// the background (and the queue woken) so nothing stays locked.
+    /// Sends the lock to the head. Should the head have left meanwhile, or leave before it takes
+    /// the lock, the lock is given back (and the queue woken) so nothing stays locked.
     pub fn deliver(self, lock: HeldLock) {
         let handed = HandedLock {
             lock: Some(lock),
@@ -503,7 +508,7 @@ impl Handing {
 }
 
 /// A lock handed over to a waiting head. Dropped before [`HandedLock::into_lock`] (its waiter
-/// gave up in the meantime), it is released in the background.
+/// gave up in the meantime, perhaps on a thread without a runtime), it is given back.
 pub struct HandedLock {
     lock: Option<HeldLock>,
     queues: Arc<WaitQueues>,
@@ -517,22 +522,9 @@ impl HandedLock {
 
 impl Drop for HandedLock {
     fn drop(&mut self) {
-        let Some(lock) = self.lock.take() else {
-            return;
-        };
-        let (Some(topology), Ok(runtime)) = (
-            self.queues.topology(),
-            tokio::runtime::Handle::try_current(),
-        ) else {
-            // No runtime left to release it on: the lock expires by its TTL.
-            return;
-        };
-        let queues = self.queues.clone();
-        runtime.spawn(async move {
-            if topology.release(&lock.keys, &lock.token).await == Ok(true) {
-                queues.released_here(&lock.keys.channels, &lock.token);
-            }
-        });
+        if let (Some(lock), Some(clean_ups)) = (self.lock.take(), self.queues.clean_ups.get()) {
+            clean_ups.give_back(lock.keys, lock.token);
+        }
     }
 }
 
@@ -722,10 +714,8 @@ impl Drop for Ticket {
             let subscribed = state.subscribed;
             drop(state);
             drop(places);
-            if subscribed {
-                if let Some(topology) = self.queues.topology() {
-                    topology.unwatch_releases(&self.queue.channels);
-                }
+            if let (true, Some(clean_ups)) = (subscribed, self.queues.clean_ups.get()) {
+                clean_ups.unwatch(self.queue.channels.clone());
             }
         }
     }

@@ -29,13 +29,17 @@ pub trait ReleaseListener: Send + Sync {
     fn resync(&self);
 }
 
-/// The lock key and fencing counter of a one-key lock, the only kind a hand-over takes.
+/// The lock key and fencing counter of a one-key lock, the only kind a hand-over takes: the
+/// session never offers another kind (a bug if it does, hence [`LockError::Internal`]).
 pub(crate) fn handed_key(keys: &LockKeys) -> Result<(&str, &str), LockError> {
     match (&keys.redis_keys[..], &keys.fence_keys[..]) {
         ([key], [counter]) => Ok((key, counter)),
-        _ => Err(LockError::Connection {
+        _ => Err(LockError::Internal {
             key: keys.first().to_owned(),
-            message: "only a one-key lock can be handed over".into(),
+            what: format!(
+                "a lock of {} keys was offered for hand-over, where only one-key locks are",
+                keys.redis_keys.len()
+            ),
         }),
     }
 }
