@@ -244,8 +244,12 @@ impl fmt::Display for Described<'_> {
             }
             LockError::Internal { key, what } => {
                 match verb {
-                    Some((gerund, _, _)) => write!(f, "internal error while {gerund} \"{key}\"")?,
-                    None => write!(f, "internal error for lock \"{key}\"")?,
+                    Some((gerund, _, _)) => write!(f, "internal error while {gerund}")?,
+                    None => write!(f, "internal error for lock")?,
+                }
+                // Empty for a panic in a held lock's release or extend, whose key only JS knows.
+                if !key.is_empty() {
+                    write!(f, " \"{key}\"")?;
                 }
                 write!(
                     f,
@@ -356,5 +360,9 @@ mod tests {
         assert!(error
             .to_string()
             .starts_with("internal error for lock \"k\": a lock of 2 keys"));
+        assert!(error
+            .for_key("")
+            .message_while(Doing::Extending)
+            .starts_with("internal error while extending: a lock of 2 keys"));
     }
 }

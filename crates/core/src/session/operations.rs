@@ -78,6 +78,14 @@ impl Job {
         }
     }
 
+    /// The keys of an acquire, for the error should it fail unexpectedly.
+    fn keys(&self) -> Option<Arc<LockKeys>> {
+        match self {
+            Self::Acquire { keys, .. } | Self::Queue { keys, .. } => Some(keys.clone()),
+            Self::Release { .. } | Self::Extend { .. } => None,
+        }
+    }
+
     /// What the operation does, as its error messages say.
     fn doing(&self) -> Doing {
         match self {
@@ -185,16 +193,15 @@ impl Operations {
     /// Runs one job and always completes it: a panic becomes a failed operation, so a bug
     /// surfaces as a rejected promise, never as one left pending or as a crash of the host.
     async fn run(self: Arc<Self>, job: Job) {
-        let (op, doing) = (job.op(), job.doing());
+        let (op, doing, keys) = (job.op(), job.doing(), job.keys());
         let completion = AssertUnwindSafe(self.clone().complete(job))
             .catch_unwind()
             .await
             .unwrap_or_else(|_| {
-                let error = LockError::Connection {
-                    key: String::new(),
-                    message: "internal error in ironlock (please report it)".into(),
-                };
-                Completion::failed(op, error, doing)
+                // A held lock's release or extend: the caller, who knows the key, names it.
+                let key = keys.map_or_else(String::new, |keys| keys.first().to_owned());
+                let what = "the operation panicked".into();
+                Completion::failed(op, LockError::Internal { key, what }, doing)
             });
         self.sink.push(completion);
     }

@@ -728,3 +728,39 @@ async fn requests_behind_a_busy_attempt_on_the_runtime_are_served_in_arrival_ord
     assert!(holder.release(&both, &token).await.unwrap());
     assert_eq!(served_in_turn(&locker, &sink, 4).await, [1, 2, 3, 4]);
 }
+
+#[tokio::test]
+async fn an_operation_that_panics_fails_as_an_internal_error_naming_its_key() {
+    let sink = Arc::new(Collected::default());
+    let permits = Arc::new(Semaphore::new(0));
+    // A closed semaphore makes the gated attempt panic, as a bug in ironlock would.
+    permits.close();
+    let gated = permits.clone();
+    let locker = Locker::with_topology(
+        move |listener| {
+            let store = Memory::new(Some("session-panicking-attempt"), listener);
+            Ok(Arc::new(Gated {
+                store,
+                permits: gated,
+            }) as Arc<dyn Topology>)
+        },
+        None,
+        sink.clone(),
+        Handle::current(),
+    )
+    .unwrap();
+    locker.submit([acquire(1, "a", Some(Duration::from_secs(5)))]);
+    match sink.next().await {
+        Completion {
+            op: 1,
+            outcome:
+                Outcome::Failed {
+                    error: error @ LockError::Internal { .. },
+                    ..
+                },
+        } => {
+            assert_eq!((error.code(), error.key()), ("EINTERNAL", "a"));
+        }
+        other => panic!("expected op 1 failed as internal, got {other:?}"),
+    }
+}
