@@ -286,13 +286,24 @@ async fn hand_over_on(
         .map_err(|refusal| LockError::refused(&keys.names, node.label(), refusal))
 }
 
-/// `decided` for a yes/no round: a majority either way is final.
+/// `decided` for a yes/no round: a majority either way is final. A round not won with a key of
+/// another type among its answers hears every node, since whether it failed on the key's type or
+/// was refused depends on how many nodes hold that type ([`Redlock::key_of_another_type`]).
 fn majority_decided<T>(
     quorum: usize,
     granted: impl Fn(&T) -> bool,
 ) -> impl Fn(&[Answer<T>]) -> bool {
     move |answers: &[Answer<T>]| {
         let yes = count_granted(answers, &granted);
+        if yes >= quorum {
+            return true;
+        }
+        if answers
+            .iter()
+            .any(|answer| matches!(answer, Some(Err(LockError::KeyType { .. }))))
+        {
+            return answers.iter().all(Option::is_some);
+        }
         let no = answers
             .iter()
             .filter(|answer| {
@@ -300,7 +311,7 @@ fn majority_decided<T>(
                     || matches!(answer, Some(Err(_)))
             })
             .count();
-        yes >= quorum || no > answers.len() - quorum
+        no > answers.len() - quorum
     }
 }
 
@@ -392,11 +403,22 @@ impl Topology for Redlock {
                 self.lift_fences(keys, fence);
                 return Ok(Attempt::Acquired { fence });
             }
+            let key_of_another_type = self.key_of_another_type(&answers);
             if votes.granted > 0 {
                 // Lost with a partial majority: give the votes back now, not when the TTL ends.
-                Self::undo(self.nodes.clone(), shared_keys, owned_token);
+                // When the answer is final (a key of another type; the round heard every node),
+                // before answering, so that no token of this attempt outlives the error.
+                if key_of_another_type.is_some() {
+                    let granting = self.nodes.iter().zip(&answers).filter(
+                        |(_, answer)| matches!(answer, Some(Ok(attempt)) if is_granted(attempt)),
+                    );
+                    join_all(granting.map(|(node, _)| node.release(&shared_keys, &owned_token)))
+                        .await;
+                } else {
+                    Self::undo(self.nodes.clone(), shared_keys, owned_token);
+                }
             }
-            if let Some(error) = self.key_of_another_type(&answers) {
+            if let Some(error) = key_of_another_type {
                 return Err(error);
             }
             if let Some(error) = self.unreachable(keys.first(), &answers, votes.clone()) {
@@ -643,7 +665,32 @@ impl Topology for Redlock {
 
 #[cfg(test)]
 mod tests {
-    use super::UnsettledAttempts;
+    use super::{majority_decided, Answer, UnsettledAttempts};
+    use crate::LockError;
+
+    fn key_type() -> LockError {
+        LockError::KeyType {
+            key: "k".to_owned(),
+            found: "hash".to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_lost_round_with_a_key_of_another_type_hears_every_node() {
+        let decided = majority_decided(2, |granted: &bool| *granted);
+        // Refused by a holder and by a key of another type: lost either way, but whether the key's
+        // type decides it rests on the third node, so the round waits for it.
+        let partial: [Answer<bool>; 3] = [Some(Ok(false)), Some(Err(key_type())), None];
+        assert!(!decided(&partial));
+        let whole: [Answer<bool>; 3] = [Some(Ok(false)), Some(Err(key_type())), Some(Ok(false))];
+        assert!(decided(&whole));
+        // A majority granted is final whatever the others hold.
+        let won: [Answer<bool>; 3] = [Some(Ok(true)), Some(Err(key_type())), Some(Ok(true))];
+        assert!(decided(&won));
+        // Without a key of another type, two refusals of three decide at once, as before.
+        let refused: [Answer<bool>; 3] = [Some(Ok(false)), Some(Ok(false)), None];
+        assert!(decided(&refused));
+    }
 
     #[test]
     fn an_attempt_settles_as_released_only_when_released_before_its_last_answer() {
