@@ -64,6 +64,17 @@ fn stranger(store: &str) -> Memory {
     Memory::new(Some(store), Weak::<NoListener>::new())
 }
 
+/// `keys` held for 30 s on the memory store `store` by a stranger, with the holder and its token.
+async fn held_by_a_stranger(store: &str, keys: &LockKeys) -> (Memory, String) {
+    let holder = stranger(store);
+    let token = crate::protocol::token::new_token();
+    holder
+        .try_acquire(keys, &token, Duration::from_secs(30))
+        .await
+        .unwrap();
+    (holder, token)
+}
+
 /// A locker on the memory store `store`, its wire connected and ready.
 fn locker(store: &str) -> (Locker, Arc<Collected>) {
     let sink = Arc::new(Collected::default());
@@ -210,12 +221,7 @@ async fn a_request_behind_a_wire_attempt_queues_and_the_release_hands_it_the_loc
 async fn a_busy_wire_attempt_queues_until_the_holder_releases() {
     let store = "session-busy-on-wire";
     let (locker, sink) = locker(store);
-    let holder = stranger(store);
-    let token = crate::protocol::token::new_token();
-    holder
-        .try_acquire(&keys("a"), &token, Duration::from_secs(30))
-        .await
-        .unwrap();
+    let (holder, token) = held_by_a_stranger(store, &keys("a")).await;
 
     locker.submit([acquire(1, "a", Some(Duration::from_secs(5)))]);
     let output = locker.wire_read(b"*2\r\n:0\r\n:30000\r\n");
@@ -532,12 +538,7 @@ async fn served_in_turn(locker: &Locker, sink: &Collected, ops: usize) -> Vec<u3
 async fn requests_behind_a_busy_wire_attempt_are_served_in_arrival_order() {
     let store = "session-arrival-order-wire";
     let (locker, sink) = locker(store);
-    let holder = stranger(store);
-    let token = crate::protocol::token::new_token();
-    holder
-        .try_acquire(&keys("a"), &token, Duration::from_secs(30))
-        .await
-        .unwrap();
+    let (holder, token) = held_by_a_stranger(store, &keys("a")).await;
 
     let wait = Some(Duration::from_secs(5));
     let out = locker.submit((1..=4).map(|op| acquire(op, "a", wait)));
@@ -565,12 +566,7 @@ async fn a_request_keeps_the_place_it_arrived_at_until_the_runtime_starts_it() {
         Handle::current(),
     )
     .unwrap();
-    let holder = stranger(store);
-    let token = crate::protocol::token::new_token();
-    holder
-        .try_acquire(&keys("a"), &token, Duration::from_secs(30))
-        .await
-        .unwrap();
+    let (holder, token) = held_by_a_stranger(store, &keys("a")).await;
 
     // The wire is not open yet: the first request goes to the runtime, which has not started it
     // when the wire opens and the second request arrives.
@@ -593,12 +589,7 @@ async fn a_request_keeps_the_place_it_arrived_at_until_the_runtime_starts_it() {
 async fn an_attempt_the_closed_socket_carried_keeps_its_place() {
     let store = "session-arrival-order-socket-closed";
     let (locker, sink) = locker(store);
-    let holder = stranger(store);
-    let token = crate::protocol::token::new_token();
-    holder
-        .try_acquire(&keys("a"), &token, Duration::from_secs(30))
-        .await
-        .unwrap();
+    let (holder, token) = held_by_a_stranger(store, &keys("a")).await;
 
     let wait = Some(Duration::from_secs(5));
     let out = locker.submit((1..=3).map(|op| acquire(op, "a", wait)));
@@ -701,13 +692,8 @@ async fn requests_behind_a_busy_attempt_on_the_runtime_are_served_in_arrival_ord
     .unwrap();
     // A lock on several keys, which waits on the runtime on every topology.
     let names = vec!["a".to_owned(), "b".to_owned()];
-    let holder = stranger(store);
     let both = LockKeys::new("", names.clone());
-    let token = crate::protocol::token::new_token();
-    holder
-        .try_acquire(&both, &token, Duration::from_secs(30))
-        .await
-        .unwrap();
+    let (holder, token) = held_by_a_stranger(store, &both).await;
     let request = |op| Request::Acquire {
         op,
         names: names.clone(),
