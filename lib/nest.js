@@ -10,9 +10,10 @@ const LOCKED_OPTIONS = [...ACQUIRE_OPTIONS, 'locker']
 /**
  * A method decorator: every call runs as `locker.using(key, options, () => method(...args))`, so
  * the decorated method always returns a Promise. A method whose result is an Observable (or a
- * Promise of one) holds the lock until it completes, and the call resolves with its last value. `key` is a lock key, or a function called with
- * the method's arguments (and the instance as `this`) that returns one. `options` are the
- * AcquireOptions plus `locker` (default: ironlock's default locker, looked up on every call).
+ * Promise of one) holds the lock until it completes, and the call resolves with its last value.
+ * `key` is a lock key, or a function called with the method's arguments (and the instance as
+ * `this`) that returns one. `options` are the AcquireOptions plus `locker` (default: ironlock's
+ * default locker, looked up on every call).
  * Works as a TypeScript (`experimentalDecorators`, as in NestJS) and as a standard decorator.
  */
 function Locked(key, options) {
