@@ -18,15 +18,11 @@
 const { performance } = require('node:perf_hooks')
 const adapters = require('../adapters')
 const { sharedNowMs } = require('../clock')
+const { send, serve, closingByItself } = require('../child')
 const { holdOnce, WARMUP_TASKS, WARMUP_HOLD_MS } = require('./contended')
 
 let locks = null
 let config = null
-let closing = false
-
-function send (message) {
-  return new Promise((resolve, reject) => process.send(message, (err) => (err ? reject(err) : resolve())))
-}
 
 async function prepare (received) {
   config = received
@@ -65,26 +61,9 @@ async function run () {
 }
 
 async function close () {
-  closing = true
+  closingByItself()
   await locks?.close()
   process.disconnect()
 }
 
-function fail (err) {
-  send({ type: 'error', error: err?.stack ?? String(err) }).catch(() => {}).finally(() => process.exit(1))
-}
-
-process.on('message', (message) => {
-  switch (message.type) {
-    case 'config': prepare(message).catch(fail); break
-    case 'clock': send({ type: 'clock', t0: message.t0, childNow: sharedNowMs() }).catch(fail); break
-    case 'start': run().catch(fail); break
-    case 'close': close().catch(fail); break
-  }
-})
-// The parent went away without asking us to close: nothing left to report to.
-// After a requested close the process must exit by itself; the parent kills it
-// and marks the row if it does not (a connection or timer left open).
-process.once('disconnect', () => {
-  if (!closing) process.exit(0)
-})
+serve({ config: prepare, start: run, close })

@@ -23,6 +23,7 @@ const Redis = require('ioredis')
 const Redlock = require('redlock')
 const nxSpin = require('../adapters/nx-spin')
 const { sharedNowMs } = require('../clock')
+const { send, serve, closingByItself } = require('../child')
 
 // A wait never needs longer than the window; the signal ends it at the window's end.
 const LONGEST_WAIT_MS = 60_000
@@ -77,11 +78,6 @@ const KINDS = {
 
 let worker = null
 let config = null
-let closing = false
-
-function send (message) {
-  return new Promise((resolve, reject) => process.send(message, (err) => (err ? reject(err) : resolve())))
-}
 
 async function prepare (received) {
   config = received
@@ -130,25 +126,9 @@ async function run ({ startsAt, endsAt }) {
   }
   clearTimeout(stopAt)
   await send({ type: 'result', holds, calls, gaveUp })
-  closing = true
+  closingByItself()
   await worker.close()
   process.disconnect()
 }
 
-function fail (err) {
-  send({ type: 'error', error: err?.stack ?? String(err) }).catch(() => {}).finally(() => process.exit(1))
-}
-
-process.on('message', (message) => {
-  switch (message.type) {
-    case 'config': prepare(message).catch(fail); break
-    case 'clock': send({ type: 'clock', t0: message.t0, childNow: sharedNowMs() }).catch(fail); break
-    case 'start': run(message).catch(fail); break
-  }
-})
-// The parent went away without a result: nothing left to report to. After the
-// result the process must exit by itself; the parent kills it and marks the
-// run if it does not (a connection or timer left open).
-process.once('disconnect', () => {
-  if (!closing) process.exit(0)
-})
+serve({ config: prepare, start: run })
