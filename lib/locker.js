@@ -366,10 +366,9 @@ class Locker {
           // The request must have reached the native side for the cancel to find it.
           this.#dispatch.flush()
           this.#native.cancel(op)
-          // A lock that lands after the abort is released instead of handed out.
-          record.resolve = (completion) => {
-            if (completion.status === Status.Acquired) this.#dispatch.release(0, completion.lock)
-          }
+          // Whatever arrives after the abort is not ours to read: a lock granted meanwhile is
+          // given back by the native side, which the cancel told.
+          record.resolve = () => {}
           record.reject = () => {}
           reject(reason)
         }

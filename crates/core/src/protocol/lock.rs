@@ -4,6 +4,39 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::protocol::keys::LockKeys;
+use crate::protocol::token::new_token;
+
+/// A lock being asked for, whichever way (an attempt on either connection, a hand-over): its
+/// token, minted here and nowhere else, and when it was asked, from which its validity counts.
+#[derive(Debug)]
+pub struct Claim {
+    pub keys: Arc<LockKeys>,
+    pub token: String,
+    pub ttl: Duration,
+    asked_at: SystemTime,
+}
+
+impl Claim {
+    pub fn new(keys: Arc<LockKeys>, ttl: Duration) -> Self {
+        Self {
+            keys,
+            token: new_token(),
+            ttl,
+            asked_at: SystemTime::now(),
+        }
+    }
+
+    /// The lock, granted with `fence`.
+    pub fn granted(self, fence: u64, drift_factor: f64) -> HeldLock {
+        HeldLock {
+            expires_at: valid_until(self.asked_at, self.ttl, drift_factor),
+            keys: self.keys,
+            token: self.token,
+            fence,
+            ttl: self.ttl,
+        }
+    }
+}
 
 /// A lock this process holds (or held: it may have expired since).
 #[derive(Clone, Debug)]

@@ -9,6 +9,8 @@ use crate::session::watchdog::Watchdog;
 pub(super) struct HeldEntry {
     pub(super) lock: HeldLock,
     pub(super) watchdog: Option<Watchdog>,
+    /// The operation of a cancellable acquire that granted it (see [`HeldTable::granted_to`]).
+    pub(super) granted_to: Option<u32>,
 }
 
 impl HeldEntry {
@@ -23,6 +25,9 @@ impl HeldEntry {
 #[derive(Default)]
 pub(super) struct HeldTable {
     entries: HashMap<u32, HeldEntry>,
+    /// The lock each cancellable acquire was granted, by operation: its caller may cancel it
+    /// before the completion reaches it, and the lock is then given back here, not by the caller.
+    granted: HashMap<u32, u32>,
     next_id: u32,
     prune_at: usize,
 }
@@ -34,8 +39,13 @@ impl HeldTable {
     pub(super) fn insert(&mut self, entry: HeldEntry) -> u32 {
         if self.entries.len() >= self.prune_at.max(PRUNE_MIN) {
             let now = SystemTime::now();
+            let granted = &mut self.granted;
             self.entries.retain(|_, held| {
-                held.watchdog.is_some() || held.lock.expires_at + held.lock.ttl > now
+                let keep = held.watchdog.is_some() || held.lock.expires_at + held.lock.ttl > now;
+                if let (false, Some(op)) = (keep, held.granted_to) {
+                    granted.remove(&op);
+                }
+                keep
             });
             self.prune_at = self.entries.len() * 2;
         }
@@ -45,8 +55,16 @@ impl HeldTable {
                 break;
             }
         }
+        if let Some(op) = entry.granted_to {
+            self.granted.insert(op, self.next_id);
+        }
         self.entries.insert(self.next_id, entry);
         self.next_id
+    }
+
+    /// The lock the cancellable acquire `op` was granted, if it is still held; forgets the link.
+    pub(super) fn granted_to(&mut self, op: u32) -> Option<u32> {
+        self.granted.remove(&op)
     }
 
     pub(super) fn get(&self, id: u32) -> Option<&HeldEntry> {
@@ -58,11 +76,18 @@ impl HeldTable {
     }
 
     pub(super) fn remove(&mut self, id: u32) -> Option<HeldEntry> {
-        self.entries.remove(&id)
+        let entry = self.entries.remove(&id)?;
+        if let Some(op) = entry.granted_to {
+            if self.granted.get(&op) == Some(&id) {
+                self.granted.remove(&op);
+            }
+        }
+        Some(entry)
     }
 
     pub(super) fn clear(&mut self) {
         self.entries.clear();
+        self.granted.clear();
     }
 
     #[cfg(test)]
@@ -89,7 +114,26 @@ mod tests {
                 expires_at,
             },
             watchdog: None,
+            granted_to: None,
         }
+    }
+
+    #[test]
+    fn a_granted_lock_is_known_by_its_operation_until_it_leaves_the_table() {
+        let mut table = HeldTable::default();
+        let far = SystemTime::now() + Duration::from_secs(60);
+        let id = table.insert(HeldEntry {
+            granted_to: Some(7),
+            ..entry(far)
+        });
+        assert_eq!(table.granted_to(7), Some(id));
+        assert_eq!(table.granted_to(7), None, "asked once");
+        let other = table.insert(HeldEntry {
+            granted_to: Some(8),
+            ..entry(far)
+        });
+        table.remove(other);
+        assert_eq!(table.granted_to(8), None, "released: nothing to give back");
     }
 
     #[test]

@@ -9,8 +9,7 @@ use tokio::time::Instant;
 use crate::config::{LockerConfig, Target};
 use crate::error::LockError;
 use crate::protocol::keys::LockKeys;
-use crate::protocol::lock::{valid_until, HeldLock};
-use crate::protocol::token::new_token;
+use crate::protocol::lock::{valid_until, Claim, HeldLock};
 use crate::session::cancel::CancelToken;
 use crate::session::clean_up::CleanUps;
 use crate::session::head::{Head, Step};
@@ -231,6 +230,11 @@ impl Lifecycle {
         self.queues.has_waiters(&keys.channels)
     }
 
+    /// The lock `claim` asked for, granted with `fence` elsewhere (by the wire).
+    pub(super) fn granted(&self, claim: Claim, fence: u64) -> HeldLock {
+        claim.granted(fence, self.drift_factor)
+    }
+
     /// Tells local waiters that `lock` was released elsewhere (by the wire).
     pub(super) fn announce_release(&self, lock: &HeldLock) {
         self.queues.released_here(&lock.keys.channels, &lock.token);
@@ -370,20 +374,15 @@ impl Lifecycle {
     ) -> Result<Result<HeldLock, Refused>, LockError> {
         // The SET may land even though no answer comes back (the connection failed, or the
         // waiter went away meanwhile, its future dropped): `undo` then gives it back by token.
-        let undo = GiveBack::new(&self.clean_ups, keys, new_token());
-        let started = SystemTime::now();
+        let undo = GiveBack::new(&self.clean_ups, Claim::new(keys.clone(), options.ttl));
         match self
             .topology
             .try_acquire(keys, undo.token(), options.ttl)
             .await
         {
-            Ok(Attempt::Acquired { fence }) => Ok(Ok(HeldLock {
-                keys: keys.clone(),
-                token: undo.keep(),
-                fence,
-                ttl: options.ttl,
-                expires_at: valid_until(started, options.ttl, self.drift_factor),
-            })),
+            Ok(Attempt::Acquired { fence }) => {
+                Ok(Ok(undo.keep().granted(fence, self.drift_factor)))
+            }
             Ok(Attempt::Busy {
                 retry_after,
                 foreign,
@@ -423,10 +422,9 @@ impl Lifecycle {
     /// Whenever the head does not get it, its receiver fails and it attempts as after a release.
     async fn hand_over(&self, lock: &HeldLock, mut handing: Handing) -> Result<bool, LockError> {
         let ttl = handing.ttl();
-        let started = SystemTime::now();
         // Should this call be dropped while the script is on its way, or the script fail, whatever
         // it set is given back.
-        let undo = GiveBack::new(&self.clean_ups, &lock.keys, new_token());
+        let undo = GiveBack::new(&self.clean_ups, Claim::new(lock.keys.clone(), ttl));
         let outcome = self
             .topology
             .hand_over(
@@ -446,13 +444,7 @@ impl Lifecycle {
                         what: format!("the topology answered a hand-over with {done:?}"),
                     });
                 };
-                handing.deliver(HeldLock {
-                    keys: lock.keys.clone(),
-                    token: undo.keep(),
-                    fence,
-                    ttl,
-                    expires_at: valid_until(started, ttl, self.drift_factor),
-                });
+                handing.deliver(undo.keep().granted(fence, self.drift_factor));
                 Ok(true)
             }
             Ok(HandOver::NotHeld) => {
@@ -517,37 +509,35 @@ struct Refused {
     foreign: bool,
 }
 
-/// The token of an attempt or hand-over on its way: dropped before [`GiveBack::keep`], whatever
-/// the token took of `keys` is given back (queued, so it needs no runtime where it is dropped).
+/// The claim of an attempt or hand-over on its way: dropped before [`GiveBack::keep`], whatever
+/// its token took of its keys is given back (queued, so it needs no runtime where it is dropped).
 struct GiveBack<'a> {
     clean_ups: &'a CleanUps,
-    keys: &'a Arc<LockKeys>,
-    token: Option<String>,
+    claim: Option<Claim>,
 }
 
 impl<'a> GiveBack<'a> {
-    fn new(clean_ups: &'a CleanUps, keys: &'a Arc<LockKeys>, token: String) -> Self {
+    fn new(clean_ups: &'a CleanUps, claim: Claim) -> Self {
         Self {
             clean_ups,
-            keys,
-            token: Some(token),
+            claim: Some(claim),
         }
     }
 
     fn token(&self) -> &str {
-        self.token.as_deref().expect("kept only once")
+        &self.claim.as_ref().expect("kept only once").token
     }
 
-    /// The outcome is known and nothing is to be given back: the token, to hold or drop.
-    fn keep(mut self) -> String {
-        self.token.take().expect("kept only once")
+    /// The outcome is known and nothing is to be given back: the claim, to hold or drop.
+    fn keep(mut self) -> Claim {
+        self.claim.take().expect("kept only once")
     }
 }
 
 impl Drop for GiveBack<'_> {
     fn drop(&mut self) {
-        if let Some(token) = self.token.take() {
-            self.clean_ups.give_back(self.keys.clone(), token);
+        if let Some(claim) = self.claim.take() {
+            self.clean_ups.give_back(claim.keys, claim.token);
         }
     }
 }

@@ -13,7 +13,7 @@ use crate::session::lifecycle::Lifecycle;
 use crate::session::on_wire::{LockWire, WireOutput};
 use crate::session::operations::Operations;
 use crate::session::request::{CompletionSink, Request};
-use crate::transport::wire::Wire;
+use crate::topology::WireCalls;
 
 pub struct Locker {
     operations: Arc<Operations>,
@@ -30,7 +30,7 @@ impl Locker {
         runtime: Handle,
     ) -> Result<Self, String> {
         let wire = match &config.target {
-            Target::Single(node) => Some(Wire::new(node, config.drift_factor)),
+            Target::Single(node) => Some(WireCalls::new(node)),
             _ => None,
         };
         let lifecycle = {
@@ -96,7 +96,10 @@ impl Locker {
         out
     }
 
-    /// Ends the wait of operation `op`, if it still waits.
+    /// Ends the wait of operation `op`, if it still waits; the lock it may have been granted
+    /// meanwhile, on either connection, is given back here (its completion reports it aborted,
+    /// or, if already on its way, is to be ignored). Only for a caller that has not read `op`'s
+    /// completion: a lock it was granted and still holds would be given back too.
     pub fn cancel(&self, op: u32) {
         self.operations.cancel(op);
     }
@@ -127,12 +130,12 @@ impl Locker {
             return WireOutput::default();
         };
         let mut out = Vec::new();
-        let mut events = Vec::new();
-        let broken = wire.feed(bytes, &mut out, &mut events).err();
+        let mut answers = Vec::new();
+        let broken = wire.feed(bytes, &mut out, &mut answers).err();
         if let Some(reason) = &broken {
-            wire.fail(reason, false, &mut events);
+            wire.fail(reason, false, &mut answers);
         }
-        self.operations.wire_output(wire, events, out, broken)
+        self.operations.wire_output(wire, answers, out, broken)
     }
 
     /// The wire's socket closed or failed. With `retry` (the socket closed under it, Redis may
@@ -143,12 +146,13 @@ impl Locker {
         let Some(mut wire) = self.lock_wire() else {
             return WireOutput::default();
         };
-        let mut events = Vec::new();
-        wire.fail(reason, false, &mut events);
+        let mut answers = Vec::new();
+        wire.fail(reason, false, &mut answers);
         if retry {
-            events = self.operations.retry_on_runtime(events);
+            self.operations
+                .retry_on_runtime(std::mem::take(&mut answers));
         }
-        self.operations.wire_output(wire, events, Vec::new(), None)
+        self.operations.wire_output(wire, answers, Vec::new(), None)
     }
 
     /// The locker is closing: what the wire carried fails as closed.
@@ -156,9 +160,9 @@ impl Locker {
         let Some(mut wire) = self.lock_wire() else {
             return WireOutput::default();
         };
-        let mut events = Vec::new();
-        wire.fail("the locker was closed", true, &mut events);
-        self.operations.wire_output(wire, events, Vec::new(), None)
+        let mut answers = Vec::new();
+        wire.fail("the locker was closed", true, &mut answers);
+        self.operations.wire_output(wire, answers, Vec::new(), None)
     }
 
     fn lock_wire(&self) -> Option<MutexGuard<'_, LockWire>> {

@@ -1,28 +1,33 @@
-//! Which operations the wire carries, and what its events become.
+//! Which operations the wire carries, and what its answers become.
 //!
 //! On one Redis, the hot path never leaves the caller's thread: one-key acquire attempts and the
 //! releases of one-key locks nobody here waits for go on the wire, whose socket the caller drives
-//! ([`crate::transport::wire`]). An attempt that finds the lock busy queues on the runtime like
-//! any other waiter; what the wire carried when its socket closed runs again on the runtime.
+//! ([`crate::transport::wire`]), as calls the topology builds and reads
+//! ([`crate::topology::WireCalls`]). The session decides the rest as for the runtime's
+//! connection: the attempt's claim (its token), the lock it grants, what a busy attempt becomes
+//! (it queues on the runtime like any other waiter), the give-back of an attempt whose caller
+//! cancelled or that failed, and what the wire carried when its socket closed (it runs again on
+//! the runtime).
 
 use std::sync::{Arc, MutexGuard};
 
 use tokio::time::Instant;
 
-use crate::error::Doing;
-use crate::protocol::keys::LockKeys;
+use crate::error::{Doing, LockError};
+use crate::protocol::lock::Claim;
+use crate::protocol::script_reply::Attempt;
 use crate::session::lifecycle::FirstTurn;
 use crate::session::operations::{Job, Operations};
 use crate::session::options::AcquireOptions;
 use crate::session::request::{Completion, Outcome};
 use crate::session::wait::FirstAttempt;
 use crate::session::watchdog::Upkeep;
-use crate::transport::wire::{Event, Wire};
+use crate::topology::{WireAnswer, WireCalls};
 
 /// What the locker needs back when a wire acquire finishes.
 pub struct AcquireTag {
     op: u32,
-    keys: Arc<LockKeys>,
+    claim: Claim,
     options: AcquireOptions,
     upkeep: Option<Upkeep>,
     deadline: Option<Instant>,
@@ -37,10 +42,10 @@ pub struct ReleaseTag {
     id: u32,
 }
 
-/// The protocol state of a locker's wire.
-pub type LockWire = Wire<AcquireTag, ReleaseTag>;
+/// The calls of a locker's wire.
+pub type LockWire = WireCalls<AcquireTag, ReleaseTag>;
 
-type WireEvent = Event<AcquireTag, ReleaseTag>;
+type Answer = WireAnswer<AcquireTag, ReleaseTag>;
 
 /// What a wire call gives back to the caller that drives the socket.
 #[derive(Debug, Default)]
@@ -56,6 +61,18 @@ pub struct WireOutput {
     pub broken: Option<String>,
 }
 
+impl std::fmt::Debug for AcquireTag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AcquireTag").field("op", &self.op).finish()
+    }
+}
+
+impl std::fmt::Debug for ReleaseTag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReleaseTag").field("op", &self.op).finish()
+    }
+}
+
 impl Operations {
     /// Puts `job` on the wire if the wire carries it; otherwise gives it back for the runtime.
     pub(super) fn onto_wire(&self, wire: &mut LockWire, job: Job) -> Option<Job> {
@@ -67,18 +84,21 @@ impl Operations {
                 upkeep,
                 first: FirstTurn::Attempt { place: first },
             } if keys.redis_keys.len() == 1 => {
-                let ttl = options.ttl;
-                let deadline = options.deadline(Instant::now());
+                let claim = Claim::new(keys, options.ttl);
+                let (token, ttl) = (claim.token.clone(), claim.ttl);
+                let keys = claim.keys.clone();
                 let tag = AcquireTag {
                     op,
-                    keys: keys.clone(),
+                    claim,
+                    deadline: options.deadline(Instant::now()),
                     options,
                     upkeep,
-                    deadline,
                     first,
                 };
-                wire.acquire(tag, keys, ttl);
-                None
+                match wire.acquire(tag, &keys, &token, ttl) {
+                    Ok(()) => None,
+                    Err(tag) => Some(tag.into_job()),
+                }
             }
             Job::Release { op, id } => {
                 let mut held = self.held.lock().expect("held table");
@@ -86,67 +106,48 @@ impl Operations {
                     return Some(job);
                 };
                 // A lapsed lock is not released: the runtime answers for it.
-                if entry.lock.keys.redis_keys.len() != 1
-                    || entry.has_lapsed()
-                    || self.lifecycle.has_waiters(&entry.lock.keys)
-                {
+                if entry.has_lapsed() || self.lifecycle.has_waiters(&entry.lock.keys) {
                     return Some(job);
                 }
-                entry.watchdog = None;
-                wire.release(ReleaseTag { op, id }, &entry.lock);
-                None
+                match wire.release(ReleaseTag { op, id }, &entry.lock.keys, &entry.lock.token) {
+                    Ok(()) => {
+                        entry.watchdog = None;
+                        None
+                    }
+                    Err(_) => Some(job),
+                }
             }
             other => Some(other),
         }
     }
 
-    /// Sends the operations of failed `events` to the runtime instead, giving back what the
-    /// attempts may have taken; returns the events that are not failures (none, today).
-    pub(super) fn retry_on_runtime(self: &Arc<Self>, events: Vec<WireEvent>) -> Vec<WireEvent> {
-        let mut jobs = Vec::new();
-        let mut rest = Vec::new();
-        let now = Instant::now();
-        for event in events {
-            match event {
-                Event::AcquireFailed { tag, give_back, .. } => {
-                    if let Some((keys, token)) = give_back {
-                        self.lifecycle.give_back(keys, token);
-                    }
-                    let AcquireTag {
-                        op,
-                        mut options,
-                        upkeep,
-                        deadline,
-                        keys,
-                        first,
-                    } = tag;
-                    options.wait = deadline.map(|deadline| deadline.saturating_duration_since(now));
-                    // Attempted again on the runtime, at the place it held.
-                    jobs.push(Job::Acquire {
-                        op,
-                        keys,
-                        options,
-                        upkeep,
-                        first: FirstTurn::Attempt { place: first },
-                    });
+    /// Sends the operations of failed `answers` to the runtime instead, giving back what the
+    /// attempts may have taken.
+    pub(super) fn retry_on_runtime(self: &Arc<Self>, answers: Vec<Answer>) {
+        let jobs = answers
+            .into_iter()
+            .map(|answer| match answer {
+                WireAnswer::Attempted { tag, .. } => {
+                    let claim = &tag.claim;
+                    self.lifecycle
+                        .give_back(claim.keys.clone(), claim.token.clone());
+                    tag.into_job()
                 }
-                Event::ReleaseFailed { tag, .. } => jobs.push(Job::Release {
+                WireAnswer::Released { tag, .. } => Job::Release {
                     op: tag.op,
                     id: tag.id,
-                }),
-                other => rest.push(other),
-            }
-        }
+                },
+            })
+            .collect::<Vec<_>>();
         if !jobs.is_empty() {
             self.start(jobs);
         }
-        rest
     }
 
     pub(super) fn wire_output(
         self: &Arc<Self>,
         wire: MutexGuard<'_, LockWire>,
-        events: Vec<WireEvent>,
+        answers: Vec<Answer>,
         write: Vec<u8>,
         broken: Option<String>,
     ) -> WireOutput {
@@ -155,9 +156,9 @@ impl Operations {
         // Watchdogs spawn their tasks from the caller's thread.
         let _runtime = self.runtime.enter();
         WireOutput {
-            completions: events
+            completions: answers
                 .into_iter()
-                .filter_map(|event| self.settle(event))
+                .filter_map(|answer| self.settle(answer))
                 .collect(),
             write,
             ready,
@@ -168,59 +169,98 @@ impl Operations {
 
     /// The completion of a finished wire operation; `None` when it goes on waiting on the
     /// runtime.
-    fn settle(self: &Arc<Self>, event: WireEvent) -> Option<Completion> {
-        match event {
-            Event::Acquired { tag, lock } => {
-                if let Some(first) = tag.first {
-                    first.took_lock(lock.ttl);
+    fn settle(self: &Arc<Self>, answer: Answer) -> Option<Completion> {
+        match answer {
+            WireAnswer::Attempted { tag, outcome } => self.attempted(tag, outcome),
+            WireAnswer::Released { tag, outcome } => Some(match outcome {
+                Ok(released) => {
+                    let entry = self.held.lock().expect("held table").remove(tag.id);
+                    if let (true, Some(entry)) = (released, entry) {
+                        self.lifecycle.announce_release(&entry.lock);
+                    }
+                    Completion {
+                        op: tag.op,
+                        outcome: Outcome::Released { released },
+                    }
                 }
-                Some(self.acquired(tag.op, Ok(lock), &tag.options, tag.upkeep))
-            }
-            Event::Busy {
-                tag,
-                keys,
-                retry_after,
-            } => {
-                if let Err(busy) = self
-                    .lifecycle
-                    .still_waiting(&keys, tag.deadline, retry_after)
-                {
-                    return Some(self.acquired(tag.op, Err(busy), &tag.options, tag.upkeep));
+                Err(error) => Completion::failed(tag.op, error, Doing::Releasing),
+            }),
+        }
+    }
+
+    /// A wire attempt's outcome, as [`crate::session::lifecycle::Lifecycle::acquire_from`]
+    /// settles the runtime's: a lock whose caller cancelled meanwhile, or an attempt that failed,
+    /// is given back here.
+    fn attempted(
+        self: &Arc<Self>,
+        tag: AcquireTag,
+        outcome: Result<Attempt, LockError>,
+    ) -> Option<Completion> {
+        let AcquireTag {
+            op,
+            claim,
+            options,
+            upkeep,
+            deadline,
+            first,
+        } = tag;
+        let result = match outcome {
+            _ if options.is_cancelled() => {
+                if !matches!(outcome, Ok(Attempt::Busy { .. })) {
+                    self.lifecycle.give_back(claim.keys.clone(), claim.token);
                 }
-                self.start(vec![Job::Queue {
-                    op: tag.op,
-                    keys,
-                    options: tag.options,
-                    upkeep: tag.upkeep,
-                    deadline: tag.deadline,
-                    retry_after,
-                    place: tag.first,
-                }]);
-                None
-            }
-            Event::AcquireFailed {
-                tag,
-                error,
-                give_back,
-            } => {
-                if let Some((keys, token)) = give_back {
-                    self.lifecycle.give_back(keys, token);
-                }
-                Some(self.acquired(tag.op, Err(error), &tag.options, tag.upkeep))
-            }
-            Event::Released { tag, released } => {
-                let entry = self.held.lock().expect("held table").remove(tag.id);
-                if let (true, Some(entry)) = (released, entry) {
-                    self.lifecycle.announce_release(&entry.lock);
-                }
-                Some(Completion {
-                    op: tag.op,
-                    outcome: Outcome::Released { released },
+                Err(LockError::Aborted {
+                    key: claim.keys.first().to_owned(),
                 })
             }
-            Event::ReleaseFailed { tag, error } => {
-                Some(Completion::failed(tag.op, error, Doing::Releasing))
+            Ok(Attempt::Acquired { fence }) => {
+                let lock = self.lifecycle.granted(claim, fence);
+                if let Some(first) = first {
+                    first.took_lock(lock.ttl);
+                }
+                Ok(lock)
             }
+            Ok(Attempt::Busy { retry_after, .. }) => {
+                let keys = claim.keys;
+                match self.lifecycle.still_waiting(&keys, deadline, retry_after) {
+                    Err(busy) => Err(busy),
+                    Ok(()) => {
+                        self.start(vec![Job::Queue {
+                            op,
+                            keys,
+                            options,
+                            upkeep,
+                            deadline,
+                            retry_after,
+                            place: first,
+                        }]);
+                        return None;
+                    }
+                }
+            }
+            Err(error) => {
+                self.lifecycle.give_back(claim.keys, claim.token);
+                Err(error)
+            }
+        };
+        Some(self.acquired(op, result, &options, upkeep))
+    }
+}
+
+impl AcquireTag {
+    /// The acquire again, to attempt on the runtime at the place it held, with what is left of
+    /// its wait.
+    fn into_job(self) -> Job {
+        let mut options = self.options;
+        options.wait = self
+            .deadline
+            .map(|deadline| deadline.saturating_duration_since(Instant::now()));
+        Job::Acquire {
+            op: self.op,
+            keys: self.claim.keys,
+            options,
+            upkeep: self.upkeep,
+            first: FirstTurn::Attempt { place: self.first },
         }
     }
 }

@@ -157,10 +157,18 @@ impl Operations {
         Some(job)
     }
 
-    /// Ends the wait of operation `op`, if it still waits.
-    pub(super) fn cancel(&self, op: u32) {
+    /// Ends the wait of operation `op`, if it still waits. Its caller cancels only before it has
+    /// read the acquire's completion: a lock granted meanwhile, whose completion is still on its
+    /// way, is given back here.
+    pub(super) fn cancel(self: &Arc<Self>, op: u32) {
         if let Some(token) = self.cancels.lock().expect("cancel table").remove(&op) {
             token.cancel();
+            return;
+        }
+        let granted = self.held.lock().expect("held table").granted_to(op);
+        if let Some(id) = granted {
+            // Op 0: nobody waits for this release.
+            self.start(vec![Job::Release { op: 0, id }]);
         }
     }
 
@@ -246,11 +254,12 @@ impl Operations {
         options: &AcquireOptions,
         upkeep: Option<Upkeep>,
     ) -> Completion {
-        if options.cancel.is_some() {
+        let cancellable = options.cancel.is_some();
+        if cancellable {
             self.cancels.lock().expect("cancel table").remove(&op);
         }
         match result {
-            Ok(lock) => self.hold(op, lock, upkeep),
+            Ok(lock) => self.hold(op, lock, upkeep, cancellable),
             Err(LockError::Busy { retry_after, .. }) => Completion {
                 op,
                 outcome: Outcome::Busy { retry_after },
@@ -325,8 +334,15 @@ impl Operations {
         }
     }
 
-    /// Records `lock` as held (watched as `upkeep` says) and completes its acquire.
-    fn hold(self: &Arc<Self>, op: u32, lock: HeldLock, upkeep: Option<Upkeep>) -> Completion {
+    /// Records `lock` as held (watched as `upkeep` says) and completes its acquire; a
+    /// `cancellable` one stays known by its operation (see [`Operations::cancel`]).
+    fn hold(
+        self: &Arc<Self>,
+        op: u32,
+        lock: HeldLock,
+        upkeep: Option<Upkeep>,
+        cancellable: bool,
+    ) -> Completion {
         let outcome = |id| Outcome::Acquired {
             id,
             token: lock.token.clone(),
@@ -337,6 +353,7 @@ impl Operations {
         let id = held.insert(HeldEntry {
             lock: lock.clone(),
             watchdog: None,
+            granted_to: cancellable.then_some(op),
         });
         let outcome = outcome(id);
         if let Some(upkeep) = upkeep {

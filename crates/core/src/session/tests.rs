@@ -81,7 +81,7 @@ fn locker(store: &str) -> (Locker, Arc<Collected>) {
     let store = store.to_owned();
     let locker = Locker::with_topology(
         move |listener| Ok(Arc::new(Memory::new(Some(&store), listener)) as Arc<dyn Topology>),
-        Some(LockWire::new(&NodeConfig::default(), 0.01)),
+        Some(LockWire::new(&NodeConfig::default())),
         sink.clone(),
         Handle::current(),
     )
@@ -351,6 +351,113 @@ async fn a_cancelled_wait_ends_aborted() {
     ));
 }
 
+fn cancellable(mut request: Request) -> Request {
+    if let Request::Acquire { cancellable, .. } = &mut request {
+        *cancellable = true;
+    }
+    request
+}
+
+/// Waits up to a second for the token of `name` in `store` to be given back.
+async fn given_back(store: &str, name: &str, token: &str) -> bool {
+    for _ in 0..100 {
+        if !store_holds(store, name, token).await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn a_wire_attempt_cancelled_on_its_way_is_given_back_by_the_core() {
+    let store = "session-cancel-on-the-wire";
+    let (locker, sink) = locker(store);
+    let out = locker.submit([cancellable(acquire(1, "a", Some(Duration::from_secs(5))))]);
+    let token = tokens(&out)[0].clone();
+    redis_grants(store, "a", &token).await;
+    locker.cancel(1);
+    let output = locker.wire_read(b"*2\r\n:1\r\n:1\r\n");
+    assert!(
+        matches!(
+            output.completions[..],
+            [Completion {
+                op: 1,
+                outcome: Outcome::Failed {
+                    error: LockError::Aborted { .. },
+                    ..
+                }
+            }]
+        ),
+        "not reported as taken: {:?}",
+        output.completions
+    );
+    assert!(given_back(store, "a", &token).await, "still held");
+    assert!(sink.is_empty());
+}
+
+#[tokio::test]
+async fn a_lock_granted_before_a_cancel_arrived_is_given_back_by_the_core() {
+    let store = "session-cancel-after-grant";
+    let (locker, sink) = locker(store);
+    // Two keys: the runtime's connection, whose completion reaches the caller later.
+    let request = Request::Acquire {
+        op: 1,
+        names: vec!["a".to_owned(), "b".to_owned()],
+        ttl: Duration::from_secs(10),
+        wait: Some(Duration::from_secs(5)),
+        cancellable: true,
+        upkeep: None,
+    };
+    assert!(locker.submit([request]).is_empty());
+    let (token, id) = match sink.next().await {
+        Completion {
+            op: 1,
+            outcome: Outcome::Acquired { id, token, .. },
+        } => (token, id),
+        other => panic!("expected op 1 acquired, got {other:?}"),
+    };
+    // The caller cancels before it has read that completion.
+    locker.cancel(1);
+    assert!(given_back(store, "a", &token).await, "a still held");
+    assert!(!store_holds(store, "b", &token).await, "b still held");
+    assert!(matches!(
+        sink.next().await,
+        Completion {
+            op: 0,
+            outcome: Outcome::Released { released: true }
+        }
+    ));
+    // Released once: a release the caller asks for later finds it gone.
+    locker.submit([Request::Release { op: 2, id }]);
+    assert!(matches!(
+        sink.next().await,
+        Completion {
+            op: 2,
+            outcome: Outcome::Released { released: false }
+        }
+    ));
+}
+
+#[tokio::test]
+async fn a_cancel_after_the_lock_was_released_gives_nothing_back() {
+    let store = "session-cancel-after-read";
+    let (locker, _sink) = locker(store);
+    let out = locker.submit([cancellable(acquire(1, "a", Some(Duration::from_secs(5))))]);
+    let token = tokens(&out)[0].clone();
+    redis_grants(store, "a", &token).await;
+    let output = locker.wire_read(b"*2\r\n:1\r\n:1\r\n");
+    let id = acquired_id(&output.completions[0], 1);
+    // The lock was released and op 1 is over: a stray cancel of it must not touch a lock.
+    locker.submit([Request::Release { op: 2, id }]);
+    assert!(stranger(store).release(&keys("a"), &token).await.unwrap());
+    locker.wire_read(b"*1\r\n:1\r\n");
+    redis_grants(store, "a", "someone else").await;
+    locker.cancel(1);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(store_holds(store, "a", "someone else").await);
+}
+
 #[tokio::test]
 async fn releasing_an_unknown_lock_reports_it_was_not_ours() {
     let (locker, sink) = locker("session-unknown-release");
@@ -561,7 +668,7 @@ async fn a_request_keeps_the_place_it_arrived_at_until_the_runtime_starts_it() {
     let store_name = store.to_owned();
     let locker = Locker::with_topology(
         move |listener| Ok(Arc::new(Memory::new(Some(&store_name), listener)) as Arc<dyn Topology>),
-        Some(LockWire::new(&NodeConfig::default(), 0.01)),
+        Some(LockWire::new(&NodeConfig::default())),
         sink.clone(),
         Handle::current(),
     )

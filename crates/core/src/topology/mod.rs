@@ -12,7 +12,7 @@ use std::time::Duration;
 
 pub use memory::Memory;
 pub use redlock::Redlock;
-pub use single::Single;
+pub use single::{Single, WireAnswer, WireCalls};
 
 use crate::error::LockError;
 use crate::protocol::keys::LockKeys;

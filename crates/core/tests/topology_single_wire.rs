@@ -1,5 +1,6 @@
-//! The sans-IO wire driven over a plain blocking socket against a real `redis-server`, the way
-//! `lib/wire.js` drives it over Node's.
+//! One Redis's calls over the sans-IO wire (`WireCalls` over `transport::wire`), driven over a
+//! plain blocking socket against a real `redis-server`, the way `lib/wire.js` drives them over
+//! Node's.
 
 mod support;
 
@@ -8,11 +9,20 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ironlock_core::transport::wire::{Event, Wire, CLIENT_NAME};
-use ironlock_core::{HeldLock, LockKeys};
+use ironlock_core::protocol::lock::Claim;
+use ironlock_core::topology::{Attempt, WireAnswer, WireCalls};
+use ironlock_core::transport::wire::CLIENT_NAME;
+use ironlock_core::LockKeys;
 use support::RedisServer;
 
-type TestWire = Wire<usize, usize>;
+type TestWire = WireCalls<usize, usize>;
+type Answer = WireAnswer<usize, usize>;
+
+/// What a lock the tests took is known by: its claim (keys and token) and fence.
+struct Taken {
+    claim: Claim,
+    fence: u64,
+}
 
 struct Connection {
     wire: TestWire,
@@ -26,7 +36,7 @@ impl Connection {
             .set_read_timeout(Some(Duration::from_secs(5)))
             .expect("read timeout");
         let mut connection = Self {
-            wire: TestWire::new(&server.node(), 0.01),
+            wire: TestWire::new(&server.node()),
             socket,
         };
         let mut out = Vec::new();
@@ -39,28 +49,44 @@ impl Connection {
     }
 
     /// Sends what is queued and reads until every answer is in.
-    fn round_trip(&mut self) -> Vec<Event<usize, usize>> {
+    /// Queues an attempt at the one-key lock `name`; the claim holds its token.
+    fn acquire(&mut self, tag: usize, name: &str, ttl: Duration) -> Claim {
+        let claim = Claim::new(keys(name), ttl);
+        self.wire
+            .acquire(tag, &claim.keys, &claim.token, ttl)
+            .expect("a one-key lock");
+        claim
+    }
+
+    fn release(&mut self, tag: usize, taken: &Taken) {
+        let claim = &taken.claim;
+        self.wire
+            .release(tag, &claim.keys, &claim.token)
+            .expect("a one-key lock");
+    }
+
+    fn round_trip(&mut self) -> Vec<Answer> {
         let mut out = Vec::new();
         self.wire.flush(&mut out);
         self.socket.write_all(&out).expect("write");
-        let mut events = Vec::new();
+        let mut answers = Vec::new();
         while self.wire.in_flight() > 0 {
-            events.extend(self.read());
+            answers.extend(self.read());
         }
-        events
+        answers
     }
 
-    fn read(&mut self) -> Vec<Event<usize, usize>> {
+    fn read(&mut self) -> Vec<Answer> {
         let mut buffer = [0; 4096];
         let read = self.socket.read(&mut buffer).expect("read");
         assert!(read > 0, "redis closed the connection");
         let mut out = Vec::new();
-        let mut events = Vec::new();
+        let mut answers = Vec::new();
         self.wire
-            .feed(&buffer[..read], &mut out, &mut events)
+            .feed(&buffer[..read], &mut out, &mut answers)
             .expect("valid answers");
         self.socket.write_all(&out).expect("write again");
-        events
+        answers
     }
 }
 
@@ -68,9 +94,12 @@ fn keys(name: &str) -> Arc<LockKeys> {
     Arc::new(LockKeys::new("", [name.to_owned()]))
 }
 
-fn acquired(event: Event<usize, usize>) -> HeldLock {
-    match event {
-        Event::Acquired { lock, .. } => lock,
+fn acquired(claim: Claim, answer: Answer) -> Taken {
+    match answer {
+        WireAnswer::Attempted {
+            outcome: Ok(Attempt::Acquired { fence }),
+            ..
+        } => Taken { claim, fence },
         other => panic!("expected a lock, got {other:?}"),
     }
 }
@@ -82,20 +111,25 @@ fn takes_refuses_and_gives_back_locks_on_a_real_server() {
     let mut second = Connection::open(&server);
     let ttl = Duration::from_millis(10_000);
 
-    first.wire.acquire(0, keys("order:1"), ttl);
-    first.wire.acquire(1, keys("order:2"), ttl);
-    let mut events = first.round_trip().into_iter();
-    let one = acquired(events.next().expect("an answer for order:1"));
-    let two = acquired(events.next().expect("an answer for order:2"));
+    let claims = (
+        first.acquire(0, "order:1", ttl),
+        first.acquire(1, "order:2", ttl),
+    );
+    let mut answers = first.round_trip().into_iter();
+    let one = acquired(claims.0, answers.next().expect("an answer for order:1"));
+    let two = acquired(claims.1, answers.next().expect("an answer for order:2"));
     let stored: String = server.query(&["GET", "order:1"]);
-    server.check_eq(stored, one.token.clone(), "the lock holds its token");
+    server.check_eq(stored, one.claim.token.clone(), "the lock holds its token");
 
-    second.wire.acquire(7, keys("order:1"), ttl);
+    second.acquire(7, "order:1", ttl);
     match &second.round_trip()[..] {
-        [Event::Busy {
+        [WireAnswer::Attempted {
             tag: 7,
-            retry_after: Some(left),
-            ..
+            outcome:
+                Ok(Attempt::Busy {
+                    retry_after: Some(left),
+                    foreign: false,
+                }),
         }] => server.check(
             *left > Duration::from_millis(9_000) && *left <= ttl,
             format!("the holder's remaining TTL, got {left:?}"),
@@ -103,15 +137,15 @@ fn takes_refuses_and_gives_back_locks_on_a_real_server() {
         other => server.fail(format_args!("expected busy, got {other:?}")),
     }
 
-    second.wire.release(3, &one);
-    first.wire.release(4, &two);
+    second.release(3, &one);
+    first.release(4, &two);
     let stranger = second.round_trip();
     server.check(
         matches!(
             stranger[..],
-            [Event::Released {
+            [WireAnswer::Released {
                 tag: 3,
-                released: true
+                outcome: Ok(true)
             }]
         ),
         "the token decides, not the connection",
@@ -121,8 +155,8 @@ fn takes_refuses_and_gives_back_locks_on_a_real_server() {
     let after: i64 = server.query(&["EXISTS", "order:1", "order:2"]);
     server.check_eq((exists, after), (1, 0), "keys left before and after");
 
-    second.wire.acquire(8, keys("order:1"), ttl);
-    let again = acquired(second.round_trip().remove(0));
+    let claim = second.acquire(8, "order:1", ttl);
+    let again = acquired(claim, second.round_trip().remove(0));
     server.check(
         again.fence > one.fence,
         "the fence grows with every acquisition",
@@ -133,28 +167,27 @@ fn takes_refuses_and_gives_back_locks_on_a_real_server() {
 fn a_flushed_script_cache_costs_one_more_round_trip_not_a_failure() {
     let server = RedisServer::start();
     let mut connection = Connection::open(&server);
-    connection
-        .wire
-        .acquire(0, keys("a"), Duration::from_secs(10));
-    let lock = acquired(connection.round_trip().remove(0));
+    let claim = connection.acquire(0, "a", Duration::from_secs(10));
+    let lock = acquired(claim, connection.round_trip().remove(0));
     let _: () = server.query(&["SCRIPT", "FLUSH"]);
-    connection.wire.release(0, &lock);
-    connection
-        .wire
-        .acquire(1, keys("b"), Duration::from_secs(10));
-    let events = connection.round_trip();
+    connection.release(0, &lock);
+    connection.acquire(1, "b", Duration::from_secs(10));
+    let answers = connection.round_trip();
     server.check(
         matches!(
-            events[..],
+            answers[..],
             [
-                Event::Acquired { tag: 1, .. },
-                Event::Released {
+                WireAnswer::Attempted {
+                    tag: 1,
+                    outcome: Ok(Attempt::Acquired { .. })
+                },
+                WireAnswer::Released {
                     tag: 0,
-                    released: true
+                    outcome: Ok(true)
                 }
             ]
         ),
-        format!("both went through after NOSCRIPT: {events:?}"),
+        format!("both went through after NOSCRIPT: {answers:?}"),
     );
 }
 
@@ -190,7 +223,7 @@ fn a_server_that_is_not_redis_breaks_the_wire_with_a_message_saying_so() {
         port,
         ..NodeConfig::default()
     };
-    let mut wire = TestWire::new(&node, 0.01);
+    let mut wire = TestWire::new(&node);
     let mut socket = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     socket
         .set_read_timeout(Some(Duration::from_secs(5)))
@@ -198,20 +231,25 @@ fn a_server_that_is_not_redis_breaks_the_wire_with_a_message_saying_so() {
     let mut out = Vec::new();
     wire.connected(&mut out);
     // Queued before the set-up is answered, as the wire allows.
-    wire.acquire(1, keys("k"), Duration::from_secs(1));
+    let claim = Claim::new(keys("k"), Duration::from_secs(1));
+    wire.acquire(1, &claim.keys, &claim.token, claim.ttl)
+        .expect("a one-key lock");
     wire.flush(&mut out);
     socket.write_all(&out).expect("write");
     let mut answer = [0; 1024];
     let read = socket.read(&mut answer).expect("read");
     http.join().expect("http server");
-    let mut events = Vec::new();
+    let mut answers = Vec::new();
     let broken = wire
-        .feed(&answer[..read], &mut Vec::new(), &mut events)
+        .feed(&answer[..read], &mut Vec::new(), &mut answers)
         .expect_err("HTTP is not RESP");
-    wire.fail(&broken, false, &mut events);
+    wire.fail(&broken, false, &mut answers);
     let expected = format!("the server at 127.0.0.1:{port} did not answer as Redis");
-    match &events[..] {
-        [Event::AcquireFailed { tag: 1, error, .. }] => assert_eq!(
+    match &answers[..] {
+        [WireAnswer::Attempted {
+            tag: 1,
+            outcome: Err(error),
+        }] => assert_eq!(
             error.message_while(Doing::Locking),
             format!("Redis unavailable while locking \"k\": {expected}")
         ),

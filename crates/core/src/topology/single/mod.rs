@@ -1,5 +1,11 @@
 //! One Redis server: the lock protocol's script calls on one node connection, with one-key
-//! acquires and releases asked together travelling as one call.
+//! acquires and releases asked together travelling as one call ([`one_key`]). The same calls
+//! also travel on the wire, the JS thread's own socket, built and read by [`WireCalls`].
+
+mod one_key;
+mod wire_calls;
+
+pub use wire_calls::{WireAnswer, WireCalls};
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -10,13 +16,14 @@ use super::subscriber::Subscriber;
 use super::{handed_key, Attempt, BoxFuture, HandOver, ReleaseListener, Topology};
 use crate::config::NodeConfig;
 use crate::error::LockError;
-use crate::protocol::keys::{release_channel, LockKeys};
+use crate::protocol::keys::LockKeys;
 use crate::protocol::resp;
 use crate::protocol::script_call::ScriptCall;
 use crate::protocol::script_reply::{self, Refusal};
 use crate::protocol::scripts;
 use crate::transport::batch::{self, Batch, Reply};
 use crate::transport::node::{NodeConnection, Resend};
+use one_key::{Acquires, OneKeyAcquire, OneKeyRelease, Releases};
 
 pub struct Single {
     server: Arc<Server>,
@@ -36,25 +43,6 @@ struct FenceLift {
     name: String,
     counter: String,
     fence: String,
-}
-
-/// A one-key lock to take, waiting in [`Server::acquires`].
-struct OneKeyAcquire {
-    /// The key as the caller named it, for errors.
-    name: String,
-    key: String,
-    fence_key: String,
-    token: String,
-    /// The TTL in ms, rendered once: the call borrows it.
-    ttl_arg: String,
-}
-
-/// A key to delete if it still holds `token`, waiting in [`Server::releases`].
-struct OneKeyRelease {
-    name: String,
-    key: String,
-    channel: String,
-    token: String,
 }
 
 impl Single {
@@ -141,7 +129,7 @@ impl Server {
 
     /// Queues a one-key acquire; its batch leaves once the tasks runnable now have queued theirs.
     async fn acquire_one(self: &Arc<Self>, item: OneKeyAcquire) -> Result<Attempt, LockError> {
-        let name = item.name.clone();
+        let name = item.name().to_owned();
         let (answer, first) = self.acquires.push(item);
         if first {
             tokio::spawn(self.clone().flush_acquires());
@@ -150,7 +138,7 @@ impl Server {
     }
 
     async fn release_one(self: &Arc<Self>, item: OneKeyRelease) -> Result<bool, LockError> {
-        let name = item.name.clone();
+        let name = item.name().to_owned();
         let (answer, first) = self.releases.push(item);
         if first {
             tokio::spawn(self.clone().flush_releases());
@@ -188,72 +176,35 @@ impl Server {
     }
 
     async fn acquire_chunk(self: &Arc<Self>, chunk: Vec<(OneKeyAcquire, Reply<Attempt>)>) {
-        let mut call = ScriptCall::new(&scripts::ACQUIRE_EACH, 2 * chunk.len(), 2 * chunk.len());
-        for (item, _) in &chunk {
-            call.key(&item.key).key(&item.fence_key);
-        }
-        for (item, _) in &chunk {
-            call.arg(&item.token).arg(&item.ttl_arg);
-        }
-        let name = &chunk[0].0.name;
-        let mut outcomes = self
-            .run(name, &call, Resend::Never)
-            .await
-            .and_then(|reply| {
-                script_reply::acquire_each(reply, chunk.len())
-                    .map_err(|refusal| self.refused(std::slice::from_ref(name), refusal))
-            });
-        for (item, reply) in chunk {
-            let outcome = match &mut outcomes {
-                Ok(outcomes) => outcomes
-                    .next()
-                    .expect("one outcome per lock")
-                    .map_err(|refusal| self.refused(std::slice::from_ref(&item.name), refusal)),
-                Err(error) => Err(error.for_key(&item.name)),
-            };
-            if let Err(Ok(Attempt::Acquired { .. }) | Err(_)) = reply.send(outcome) {
+        let acquires = Acquires(chunk);
+        let reply = self
+            .run(acquires.first_name(), &acquires.call(), Resend::Never)
+            .await;
+        let refused = |names: &[String], refusal| self.refused(names, refusal);
+        for (attempt, reply_to, outcome) in acquires.answers(reply, &refused) {
+            if let Err(Ok(Attempt::Acquired { .. }) | Err(_)) = reply_to.send(outcome) {
                 // Its caller gave up while the lock was being taken: give back whatever the
                 // attempt may have set (a failed one may have, before Redis refused the rest).
                 let server = self.clone();
                 tokio::spawn(async move {
-                    let _ = server
-                        .release_one(OneKeyRelease {
-                            channel: release_channel(&item.key),
-                            name: item.name,
-                            key: item.key,
-                            token: item.token,
-                        })
-                        .await;
+                    let _ = server.release_one(attempt.undo()).await;
                 });
             }
         }
     }
 
     async fn release_chunk(&self, chunk: Vec<(OneKeyRelease, Reply<bool>)>) {
-        let mut call = ScriptCall::new(&scripts::RELEASE_EACH, chunk.len(), 2 * chunk.len());
-        for (item, _) in &chunk {
-            call.key(&item.key);
-        }
-        for (item, _) in &chunk {
-            call.arg(&item.token).arg(&item.channel);
-        }
-        let name = &chunk[0].0.name;
-        let mut outcomes = self
-            .run(name, &call, Resend::OnDroppedConnection)
-            .await
-            .and_then(|reply| {
-                script_reply::release_each(reply, chunk.len())
-                    .map_err(|refusal| self.refused(std::slice::from_ref(name), refusal))
-            });
-        for (item, reply) in chunk {
-            let outcome = match &mut outcomes {
-                Ok(outcomes) => outcomes
-                    .next()
-                    .expect("one outcome per key")
-                    .map_err(|refusal| self.refused(std::slice::from_ref(&item.name), refusal)),
-                Err(error) => Err(error.for_key(&item.name)),
-            };
-            let _ = reply.send(outcome);
+        let releases = Releases(chunk);
+        let reply = self
+            .run(
+                releases.first_name(),
+                &releases.call(),
+                Resend::OnDroppedConnection,
+            )
+            .await;
+        let refused = |names: &[String], refusal| self.refused(names, refusal);
+        for (_, reply_to, outcome) in releases.answers(reply, &refused) {
+            let _ = reply_to.send(outcome);
         }
     }
 }
@@ -266,19 +217,10 @@ impl Topology for Single {
         ttl: Duration,
     ) -> BoxFuture<'a, Result<Attempt, LockError>> {
         Box::pin(async move {
-            let ttl_arg = ttl.as_millis().to_string();
-            if let ([key], [fence_key]) = (&keys.redis_keys[..], &keys.fence_keys[..]) {
-                return self
-                    .server
-                    .acquire_one(OneKeyAcquire {
-                        name: keys.first().to_owned(),
-                        key: key.clone(),
-                        fence_key: fence_key.clone(),
-                        token: token.to_owned(),
-                        ttl_arg,
-                    })
-                    .await;
+            if let Some(attempt) = OneKeyAcquire::new(keys, token, ttl) {
+                return self.server.acquire_one(attempt).await;
             }
+            let ttl_arg = ttl.as_millis().to_string();
             let lock_keys = keys.redis_keys.len().to_string();
             let all_keys = keys.redis_keys.len() + keys.fence_keys.len();
             let mut call = ScriptCall::new(&scripts::ACQUIRE_ALL, all_keys, 3);
@@ -299,18 +241,10 @@ impl Topology for Single {
         token: &'a str,
     ) -> BoxFuture<'a, Result<bool, LockError>> {
         Box::pin(async move {
-            let releases = keys
-                .redis_keys
-                .iter()
-                .zip(&keys.channels)
-                .map(|(key, channel)| {
-                    self.server.release_one(OneKeyRelease {
-                        name: keys.first().to_owned(),
-                        key: key.clone(),
-                        channel: channel.clone(),
-                        token: token.to_owned(),
-                    })
-                });
+            let releases = (0..keys.redis_keys.len()).map(|index| {
+                self.server
+                    .release_one(OneKeyRelease::new(keys, index, token))
+            });
             let mut all_ours = true;
             for (released, name) in join_all(releases).await.into_iter().zip(&keys.names) {
                 all_ours &= released.map_err(|error| match error {

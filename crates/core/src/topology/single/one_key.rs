@@ -1,0 +1,199 @@
+//! One-key locks asked for together travel as one script call (at most [`chunks::MAX_BATCH`]
+//! locks): how such a call is written and how its reply reads, lock by lock, whichever connection
+//! carries it (the runtime's, [`super::Single`]; the JS thread's, [`super::WireCalls`]).
+
+use std::time::Duration;
+
+use crate::error::LockError;
+use crate::protocol::chunks;
+use crate::protocol::keys::{release_channel, LockKeys};
+use crate::protocol::resp::Reply;
+use crate::protocol::script_call::ScriptCall;
+use crate::protocol::script_reply::{self, Attempt, Refusal};
+use crate::protocol::scripts;
+
+/// One lock key to take with `token`, and its fencing counter.
+pub struct OneKeyAcquire {
+    /// The key as the caller named it, for errors.
+    name: String,
+    key: String,
+    fence_key: String,
+    token: String,
+    /// The TTL in ms, rendered once: the call borrows it.
+    ttl_arg: String,
+}
+
+impl OneKeyAcquire {
+    /// The attempt at a one-key lock; `None` for a lock of several keys, which goes as one call
+    /// of its own.
+    pub fn new(keys: &LockKeys, token: &str, ttl: Duration) -> Option<Self> {
+        match (&keys.redis_keys[..], &keys.fence_keys[..]) {
+            ([key], [fence_key]) => Some(Self {
+                name: keys.first().to_owned(),
+                key: key.clone(),
+                fence_key: fence_key.clone(),
+                token: token.to_owned(),
+                ttl_arg: ttl.as_millis().to_string(),
+            }),
+            _ => None,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The release that undoes this attempt, whatever it took.
+    pub fn undo(self) -> OneKeyRelease {
+        OneKeyRelease {
+            channel: release_channel(&self.key),
+            name: self.name,
+            key: self.key,
+            token: self.token,
+        }
+    }
+}
+
+/// One lock key to delete if it still holds `token`, announcing it on `channel`.
+pub struct OneKeyRelease {
+    name: String,
+    key: String,
+    channel: String,
+    token: String,
+}
+
+impl OneKeyRelease {
+    /// The release of key `index` of `keys` (each key of a lock goes as a release of its own),
+    /// named for errors by the lock's first key, as the lock's other errors are.
+    pub fn new(keys: &LockKeys, index: usize, token: &str) -> Self {
+        Self {
+            name: keys.first().to_owned(),
+            key: keys.redis_keys[index].clone(),
+            channel: keys.channels[index].clone(),
+            token: token.to_owned(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// How a refused script call becomes the error of the lock of `names`: the connection's words.
+pub type Refused<'a> = &'a dyn Fn(&[String], Refusal) -> LockError;
+
+/// Attempts asked for together, each with the tag `T` its caller knows it by: one
+/// [`scripts::ACQUIRE_EACH`] call.
+pub struct Acquires<T>(pub Vec<(OneKeyAcquire, T)>);
+
+impl<T> Acquires<T> {
+    /// `attempts` in calls of at most [`chunks::MAX_BATCH`].
+    pub fn split(attempts: Vec<(OneKeyAcquire, T)>) -> impl Iterator<Item = Self> {
+        chunks::split(attempts).map(Self)
+    }
+
+    /// The key the call's connection errors name.
+    pub fn first_name(&self) -> &str {
+        self.0[0].0.name()
+    }
+
+    pub fn call(&self) -> ScriptCall<'_> {
+        let attempts = &self.0;
+        let mut call = ScriptCall::new(
+            &scripts::ACQUIRE_EACH,
+            2 * attempts.len(),
+            2 * attempts.len(),
+        );
+        for (attempt, _) in attempts {
+            call.key(&attempt.key).key(&attempt.fence_key);
+        }
+        for (attempt, _) in attempts {
+            call.arg(&attempt.token).arg(&attempt.ttl_arg);
+        }
+        call
+    }
+
+    /// Each attempt with its tag and outcome, read from the call's `reply` (an `Err`: the call
+    /// failed, and with it every attempt it carried).
+    pub fn answers(
+        self,
+        reply: Result<Reply, LockError>,
+        refused: Refused<'_>,
+    ) -> Vec<(OneKeyAcquire, T, Result<Attempt, LockError>)> {
+        let count = self.0.len();
+        let outcomes = reply.and_then(|reply| {
+            script_reply::acquire_each(reply, count)
+                .map(Iterator::collect::<Vec<_>>)
+                .map_err(|refusal| refused(std::slice::from_ref(&self.0[0].0.name), refusal))
+        });
+        answer_each(self.0, outcomes, OneKeyAcquire::name, refused)
+    }
+}
+
+/// Releases asked for together: one [`scripts::RELEASE_EACH`] call.
+pub struct Releases<T>(pub Vec<(OneKeyRelease, T)>);
+
+impl<T> Releases<T> {
+    /// `releases` in calls of at most [`chunks::MAX_BATCH`].
+    pub fn split(releases: Vec<(OneKeyRelease, T)>) -> impl Iterator<Item = Self> {
+        chunks::split(releases).map(Self)
+    }
+
+    pub fn first_name(&self) -> &str {
+        self.0[0].0.name()
+    }
+
+    pub fn call(&self) -> ScriptCall<'_> {
+        let releases = &self.0;
+        let mut call = ScriptCall::new(&scripts::RELEASE_EACH, releases.len(), 2 * releases.len());
+        for (release, _) in releases {
+            call.key(&release.key);
+        }
+        for (release, _) in releases {
+            call.arg(&release.token).arg(&release.channel);
+        }
+        call
+    }
+
+    /// Each release with its tag and whether the key was still ours and is now deleted.
+    pub fn answers(
+        self,
+        reply: Result<Reply, LockError>,
+        refused: Refused<'_>,
+    ) -> Vec<(OneKeyRelease, T, Result<bool, LockError>)> {
+        let count = self.0.len();
+        let outcomes = reply.and_then(|reply| {
+            script_reply::release_each(reply, count)
+                .map(Iterator::collect::<Vec<_>>)
+                .map_err(|refusal| refused(std::slice::from_ref(&self.0[0].0.name), refusal))
+        });
+        answer_each(self.0, outcomes, OneKeyRelease::name, refused)
+    }
+}
+
+/// Pairs each request with its own outcome, or with the whole call's error, named by its own key.
+fn answer_each<I, T, A>(
+    items: Vec<(I, T)>,
+    outcomes: Result<Vec<Result<A, Refusal>>, LockError>,
+    name: fn(&I) -> &str,
+    refused: Refused<'_>,
+) -> Vec<(I, T, Result<A, LockError>)> {
+    match outcomes {
+        Ok(outcomes) => items
+            .into_iter()
+            .zip(outcomes)
+            .map(|((item, tag), outcome)| {
+                let outcome =
+                    outcome.map_err(|refusal| refused(&[name(&item).to_owned()], refusal));
+                (item, tag, outcome)
+            })
+            .collect(),
+        Err(error) => items
+            .into_iter()
+            .map(|(item, tag)| {
+                let error = error.for_key(name(&item));
+                (item, tag, Err(error))
+            })
+            .collect(),
+    }
+}
