@@ -140,6 +140,12 @@ describe('every field keeps its name from the API to Redis and back', () => {
     expect(await redis.exists(c)).toBe(0)
     expect(await redis.exists(a, b)).toBe(2)
     expect(await single.release()).toBe(false)
+    // KeyCount and the key of an extend: the native side, which no longer knows a released
+    // lock, words the error from the key the extend carried.
+    const released = await locker.extend(single).catch((error) => error)
+    expect(released).toBeInstanceOf(LockLostError)
+    expect(released.key).toBe(c)
+    expect(released.message).toBe(`lock "${c}" is no longer ours: it was released already`)
     expect(await pair.release()).toBe(true)
     expect(await redis.exists(a, b)).toBe(0)
   }

@@ -107,11 +107,13 @@ class Dispatcher {
     this.added()
   }
 
-  /** Queues an extension of lock `lock` by `ttl` ms (0: its own TTL). */
-  extend(op, lock, ttl) {
+  /** Queues an extension of lock `lock` (first key `key`) by `ttl` ms (0: its own TTL). */
+  extend(op, lock, ttl, key) {
     const at = this.add(Kind.Extend, op)
     this.requests[at + RequestAt.Lock] = lock
     this.requests[at + RequestAt.Ttl] = ttl
+    this.requests[at + RequestAt.KeyCount] = 1
+    this.keys.push(key)
     this.added()
   }
 

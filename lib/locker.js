@@ -184,7 +184,7 @@ class Locker {
       const id = Locker.#self(this).#ownLock(lock, 'lock')
       const ms = ttl === undefined ? 0 : Math.ceil(durationArgument(ttl, 'ttl'))
       return this.#call(
-        (op) => this.#dispatch.extend(op, id, ms),
+        (op) => this.#dispatch.extend(op, id, ms, lock.key),
         (completion) => Lock.extended(lock, completion.expiresAt),
         lock.key,
       )
@@ -312,7 +312,8 @@ class Locker {
     return new Promise((resolve, reject) => {
       const op = this.#dispatch.start({
         resolve: (completion) => resolve(settle(completion)),
-        reject: (failure) => reject(fromNative(key && !failure.key ? withKey(failure, key) : failure)),
+        // Only the failures JS makes itself (a locker closing under the call) lack the key.
+        reject: (failure) => reject(fromNative(failure.key ? failure : { ...failure, key })),
       })
       start(op)
     })
@@ -384,16 +385,6 @@ class Locker {
       this.#dispatch.acquire(op, keys, ttl, wait === Infinity ? WAIT_FOREVER : wait, flags)
     })
   }
-}
-
-/**
- * `failure` about `key`, for one the native side reported without it. An ELOCKLOST without a key
- * is for a lock it no longer knew: its record goes once a release has been answered, so the lock
- * was released already (and its message, written without the key, is rewritten here).
- */
-function withKey(failure, key) {
-  if (failure.code !== 'ELOCKLOST') return { ...failure, key }
-  return { ...failure, key, message: `lock "${key}" is no longer ours: it was released already` }
 }
 
 /** Tells operators, not the caller, that a finished `using` could not release its lock. */

@@ -38,7 +38,8 @@ pub enum RequestField {
     Wait = 4,
     /// Acquire: its [`AcquireFlag`]s.
     Flags = 5,
-    /// Acquire: how many of the next strings in the key array are its keys.
+    /// Acquire: how many of the next strings in the key array are its keys. Extend: 1, its
+    /// lock's first key, which its error names should the lock be released already.
     KeyCount = 6,
 }
 
@@ -123,7 +124,8 @@ pub enum RequestKind {
     Acquire = 0,
     /// Uses `Lock`. Completes [`CompletionStatus::Done`].
     Release = 1,
-    /// Uses `Lock` and `Ttl`. Completes [`CompletionStatus::Extended`].
+    /// Uses `Lock`, `Ttl` and `KeyCount` (1: the lock's first key is next in the key array).
+    /// Completes [`CompletionStatus::Extended`].
     Extend = 2,
     /// Uses `Lock`: stop extending it and let its lease run out. Completes nothing (`Op` is
     /// unused): its loss is still reported as [`CompletionStatus::Lost`] when the lease can have

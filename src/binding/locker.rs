@@ -143,6 +143,11 @@ impl NativeLocker {
                         op,
                         id: lock,
                         ttl: (record[Field::Ttl] > 0.0).then(|| millis(record[Field::Ttl])),
+                        key: keys
+                            .by_ref()
+                            .take(record[Field::KeyCount] as usize)
+                            .next()
+                            .unwrap_or_default(),
                     },
                     RequestKind::LetLapse => Request::LetLapse { id: lock },
                 }

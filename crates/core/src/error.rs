@@ -86,6 +86,8 @@ pub enum LockError {
     },
     /// The lock is no longer held by this token.
     Lost { key: String },
+    /// The lock was released already (by this process): nothing of it is left to extend.
+    Released { key: String },
     /// Redlock could not win a majority.
     Quorum { key: String, votes: QuorumVotes },
     /// Redis could not be reached, or a command timed out.
@@ -134,6 +136,7 @@ impl LockError {
         match self {
             Self::Busy { key, .. }
             | Self::Lost { key }
+            | Self::Released { key }
             | Self::Quorum { key, .. }
             | Self::Connection { key, .. }
             | Self::Aborted { key }
@@ -149,6 +152,7 @@ impl LockError {
         match &mut error {
             Self::Busy { key, .. }
             | Self::Lost { key }
+            | Self::Released { key }
             | Self::Quorum { key, .. }
             | Self::Connection { key, .. }
             | Self::Aborted { key }
@@ -164,7 +168,7 @@ impl LockError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::Busy { .. } => "ELOCKBUSY",
-            Self::Lost { .. } => "ELOCKLOST",
+            Self::Lost { .. } | Self::Released { .. } => "ELOCKLOST",
             Self::Quorum { .. } => "EQUORUM",
             Self::Connection { .. } | Self::Closed { .. } => "ECONNECTION",
             Self::Aborted { .. } => "ABORT_ERR",
@@ -204,6 +208,10 @@ impl fmt::Display for Described<'_> {
             LockError::Lost { key } => write!(
                 f,
                 "lock \"{key}\" is no longer ours: it expired or was taken by another holder"
+            ),
+            LockError::Released { key } => write!(
+                f,
+                "lock \"{key}\" is no longer ours: it was released already"
             ),
             LockError::Quorum { key, votes } => {
                 match verb {

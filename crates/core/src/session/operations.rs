@@ -65,6 +65,7 @@ pub(super) enum Job {
         op: u32,
         id: u32,
         ttl: Option<Duration>,
+        key: String,
     },
 }
 
@@ -78,11 +79,15 @@ impl Job {
         }
     }
 
-    /// The keys of an acquire, for the error should it fail unexpectedly.
-    fn keys(&self) -> Option<Arc<LockKeys>> {
+    /// The key its error names should it fail unexpectedly (a release's, from the lock it
+    /// releases while the locker still knows it).
+    fn key(&self, held: &HeldTable) -> String {
         match self {
-            Self::Acquire { keys, .. } | Self::Queue { keys, .. } => Some(keys.clone()),
-            Self::Release { .. } | Self::Extend { .. } => None,
+            Self::Acquire { keys, .. } | Self::Queue { keys, .. } => keys.first().to_owned(),
+            Self::Release { id, .. } => held
+                .get(*id)
+                .map_or_else(String::new, |entry| entry.lock.key().to_owned()),
+            Self::Extend { key, .. } => key.clone(),
         }
     }
 
@@ -145,7 +150,7 @@ impl Operations {
                 }
             }
             Request::Release { op, id } => Job::Release { op, id },
-            Request::Extend { op, id, ttl } => Job::Extend { op, id, ttl },
+            Request::Extend { op, id, ttl, key } => Job::Extend { op, id, ttl, key },
             Request::LetLapse { id } => {
                 let held = self.held.lock().expect("held table");
                 if let Some(watchdog) = held.get(id).and_then(|entry| entry.watchdog.as_ref()) {
@@ -201,13 +206,12 @@ impl Operations {
     /// Runs one job and always completes it: a panic becomes a failed operation, so a bug
     /// surfaces as a rejected promise, never as one left pending or as a crash of the host.
     async fn run(self: Arc<Self>, job: Job) {
-        let (op, doing, keys) = (job.op(), job.doing(), job.keys());
+        let (op, doing) = (job.op(), job.doing());
+        let key = job.key(&self.held.lock().expect("held table"));
         let completion = AssertUnwindSafe(self.clone().complete(job))
             .catch_unwind()
             .await
             .unwrap_or_else(|_| {
-                // A held lock's release or extend: the caller, who knows the key, names it.
-                let key = keys.map_or_else(String::new, |keys| keys.first().to_owned());
                 let what = "the operation panicked".into();
                 Completion::failed(op, LockError::Internal { key, what }, doing)
             });
@@ -242,7 +246,7 @@ impl Operations {
                 self.acquired(op, result, &options, upkeep)
             }
             Job::Release { op, id } => self.release(op, id).await,
-            Job::Extend { op, id, ttl } => self.extend(op, id, ttl).await,
+            Job::Extend { op, id, ttl, key } => self.extend(op, id, ttl, key).await,
         }
     }
 
@@ -303,7 +307,7 @@ impl Operations {
         }
     }
 
-    async fn extend(&self, op: u32, id: u32, ttl: Option<Duration>) -> Completion {
+    async fn extend(&self, op: u32, id: u32, ttl: Option<Duration>, key: String) -> Completion {
         let lock = self
             .held
             .lock()
@@ -311,8 +315,8 @@ impl Operations {
             .get(id)
             .map(|held| held.lock.clone());
         let Some(lock) = lock else {
-            // Released already (see `release`): the caller, who knows the key, words the message.
-            let error = LockError::Lost { key: String::new() };
+            // Its record goes once a release has been answered (see `release`).
+            let error = LockError::Released { key };
             return Completion::failed(op, error, Doing::Extending);
         };
         let ttl = ttl.unwrap_or(lock.ttl);

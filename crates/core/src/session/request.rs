@@ -30,6 +30,9 @@ pub enum Request {
         id: u32,
         /// The new TTL; `None` renews the lock's own.
         ttl: Option<Duration>,
+        /// The lock's first key, as the caller named it: its error names it should the lock be
+        /// released already, when the locker no longer knows it.
+        key: String,
     },
     /// Stops extending lock `id` and lets its lease run out: its loss is still reported when the
     /// lease can have ended, and a release after that is answered `false` without reaching

@@ -512,6 +512,7 @@ async fn a_lock_taken_on_the_wire_is_extended_until_someone_else_holds_it() {
         op: 2,
         id,
         ttl: Some(Duration::from_secs(60)),
+        key: "a".to_owned(),
     }]);
     assert!(matches!(
         sink.next().await,
@@ -529,6 +530,7 @@ async fn a_lock_taken_on_the_wire_is_extended_until_someone_else_holds_it() {
         op: 3,
         id,
         ttl: None,
+        key: "a".to_owned(),
     }]);
     assert!(matches!(
         sink.next().await,
