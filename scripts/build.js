@@ -17,8 +17,8 @@
 //   cannot compile mimalloc.
 //
 // Every other host or target is a plain `napi build`. IRONLOCK_BUILD_HOST_GLIBC=1 builds against
-// this machine's glibc instead (offline, say); __test__/native.test.js then fails on the result,
-// as it should: that binary does not load on older distributions.
+// this machine's glibc instead (offline, say); __test__/packaging/native.test.js then fails on the
+// result, as it should: that binary does not load on older distributions.
 //
 // docs/RELEASING.md has the whole picture.
 
@@ -35,7 +35,7 @@ const TOOLCHAIN = {
   integrity:
     'sha512-lecoghCfoTAX9MLFcIx9/nL9M8xdkZ9n8Pki8qjKUNzjiq1zbECdEbzIZAMMHRtrXxifK9dAyYuh8gSxNbr2og==',
   archive: 'package/x86_64-unknown-linux-gnu.tar.xz',
-  // What the toolchain links against; __test__/native.test.js holds the binary to it.
+  // What the toolchain links against; __test__/packaging/native.test.js holds the binary to it.
   glibc: '2.17',
 }
 const WINDOWS = process.platform === 'win32'

@@ -4,8 +4,8 @@ const os = require('node:os')
 
 // The runtimes `npm run test:runtimes` (scripts/test-runtimes.js) proves ironlock on, pinned in
 // this one place. package.json's `engines`, the README's Platforms section and the release
-// workflow's test matrices name the same Node majors; __test__/runtimes/declared.test.js holds
-// them to this list.
+// workflow's test matrices name the same Node majors; __test__/packaging/runtimes/declared.test.js
+// holds them to this list.
 //
 // Each runtime comes from the npm registry, never from its own download site, so the script runs
 // wherever `npm ci` does. `package` is what users install (`npm install node@22`, `bun`, `deno`);

@@ -1,9 +1,9 @@
 #!/usr/bin/env node
 'use strict'
 
-// Runs ironlock's behaviour suite (__test__/runtimes/behaviour.cjs) under every runtime pinned in
-// scripts/runtimes.js: `npm run test:runtimes`, or `node scripts/test-runtimes.js [name…]` for
-// some of them (e.g. `bun deno`).
+// Runs ironlock's behaviour suite (__test__/packaging/runtimes/behaviour.cjs) under every runtime
+// pinned in scripts/runtimes.js: `npm run test:runtimes`, or `node scripts/test-runtimes.js
+// [name…]` for some of them (e.g. `bun deno`).
 //
 // - Each runtime's binary is fetched from the npm registry with `npm pack`, checked against its
 //   pinned integrity and unpacked once into node_modules/.cache/ironlock-runtimes/ (kept between
@@ -27,7 +27,7 @@ const { runtimes } = require('./runtimes')
 
 const ROOT = path.resolve(__dirname, '..')
 const CACHE = path.join(ROOT, 'node_modules', '.cache', 'ironlock-runtimes')
-const SUITE = path.join(ROOT, '__test__', 'runtimes', 'behaviour.cjs')
+const SUITE = path.join(ROOT, '__test__', 'packaging', 'runtimes', 'behaviour.cjs')
 const SUITE_TIMEOUT_MS = 180000
 // How long a suite may take to exit after printing its summary line.
 const EXIT_GRACE_MS = 10000
