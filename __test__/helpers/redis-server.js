@@ -1,8 +1,9 @@
 'use strict'
 
-// Starts throwaway redis-server processes for tests (in the spirit of redis-rs's
-// `redis-test` crate). Every server binds 127.0.0.1 on a free port, keeps its data
-// and log in its own temp dir, and is tracked in a registry so that `stopAll()`,
+// Starts throwaway redis-server processes (in the spirit of redis-rs's `redis-test`
+// crate) for the jest suites and for plain Node scripts: the bench (bench/redis.js)
+// and the release rehearsal. Every server binds 127.0.0.1 on a free port, keeps its
+// data and log in its own temp dir, and is tracked in a registry so that `stopAll()`,
 // the jest environment (environment.js) and an exit hook can clean up after it.
 
 const { execFile, spawn } = require('node:child_process')
