@@ -359,18 +359,26 @@ class Locker {
         },
       }
       const op = this.#dispatch.start(record)
+      let requested = false
       if (signal) {
         onAbort = () => {
           if (onAbort === undefined) return
           // Read first: if it throws, nothing has changed and the call goes on.
           const { reason } = signal
-          // The request must have reached the native side for the cancel to find it.
-          this.#dispatch.flush()
-          this.#native.cancel(op)
-          // Whatever arrives after the abort is not ours to read: a lock granted meanwhile is
-          // given back by the native side, which the cancel told.
-          record.resolve = () => {}
-          record.reject = () => {}
+          onAbort = undefined
+          if (requested) {
+            // The request must have reached the native side for the cancel to find it.
+            this.#dispatch.flush()
+            this.#native.cancel(op)
+            // Whatever arrives after the abort is not ours to read: a lock granted meanwhile is
+            // given back by the native side, which the cancel told.
+            record.resolve = () => {}
+            record.reject = () => {}
+          } else {
+            // Aborted while its listener was being added (a signal that calls it at once):
+            // nothing was requested, so forgetting the operation is all it takes.
+            this.#dispatch.finish(op)
+          }
           reject(reason)
         }
         try {
@@ -380,9 +388,11 @@ class Locker {
           this.#dispatch.finish(op)
           throw error
         }
+        if (onAbort === undefined) return
       }
       const flags = (signal === undefined ? 0 : Flags.Cancellable) | watch
       this.#dispatch.acquire(op, keys, ttl, wait === Infinity ? WAIT_FOREVER : wait, flags)
+      requested = true
     })
   }
 }

@@ -211,6 +211,18 @@ describe.each(targets)('%s', (_, backend) => {
       expect(await held('k')).toBe(false)
     })
 
+    test('a signal that aborts as its listener is added rejects with its reason and leaves the key free', async () => {
+      // Duck-typed signals are accepted; this one calls its listener at once, before the
+      // acquire was requested: nothing may be taken (nobody would ever release it).
+      const reason = new Error('gone at once')
+      const signal = { aborted: false, reason, addEventListener(type, listener) { listener() }, removeEventListener() {} }
+      await expect(locker.acquire('k', { signal, ttl: 20000 })).rejects.toBe(reason)
+      await sleep(150)
+      expect(await held('k')).toBe(false)
+      const next = await locker.acquire('k', { wait: 0 })
+      await next.release()
+    })
+
     test('AbortSignal.timeout bounds a wait', async () => {
       await locker.acquire('k')
       const started = Date.now()

@@ -2,7 +2,7 @@
 //! each field's position in its record is a variant of [`RequestField`] or [`CompletionField`],
 //! exported to JS (and into `binding.d.ts`) with the record sizes, the request kinds, the acquire
 //! flags and the completion statuses. Both sides read and write every field by its name, never by
-//! a number of their own (`__test__/layout.test.js` walks each field through both sides by name).
+//! a number of their own (`__test__/binding/layout.test.js` walks each field through both sides by name).
 //!
 //! **Requests** (JS → Rust, [`NativeLocker::submit`](super::locker::NativeLocker::submit)): a
 //! `Float64Array` of [`REQUEST_FIELDS`] numbers per request, laid out as [`RequestField`] says,
