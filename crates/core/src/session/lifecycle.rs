@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use tokio::runtime::Handle;
 use tokio::time::Instant;
 
-use crate::config::{LockerConfig, Target};
+use crate::config::LockerConfig;
 use crate::error::LockError;
 use crate::protocol::keys::LockKeys;
 use crate::protocol::lock::{valid_until, Claim, HeldLock};
@@ -15,7 +15,7 @@ use crate::session::clean_up::CleanUps;
 use crate::session::head::{Head, Step};
 use crate::session::options::AcquireOptions;
 use crate::session::wait::{Arrival, FirstAttempt, Handing, Ticket, WaitQueues};
-use crate::topology::{Attempt, HandOver, Memory, Redlock, ReleaseListener, Single, Topology};
+use crate::topology::{self, Attempt, HandOver, ReleaseListener, Topology};
 
 pub struct Lifecycle {
     topology: Arc<dyn Topology>,
@@ -34,22 +34,7 @@ impl Lifecycle {
     /// elsewhere, as `tokio::spawn` does).
     pub fn new(config: &LockerConfig) -> Result<Self, String> {
         Self::with_topology(&config.key_prefix, config.drift_factor, |listener| {
-            Ok(match &config.target {
-                Target::Single(node) => Arc::new(Single::new(
-                    node,
-                    config.connect_timeout,
-                    config.command_timeout,
-                    listener,
-                )?),
-                Target::Redlock(nodes) => Arc::new(Redlock::new(
-                    nodes,
-                    config.connect_timeout,
-                    config.command_timeout,
-                    config.drift_factor,
-                    listener,
-                )?),
-                Target::Memory { name } => Arc::new(Memory::new(name.as_deref(), listener)),
-            })
+            topology::for_target(config, listener)
         })
     }
 

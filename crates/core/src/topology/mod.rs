@@ -8,12 +8,14 @@ mod subscriber;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 pub use memory::Memory;
 pub use redlock::Redlock;
 pub use single::{Single, WireAnswer, WireCalls};
 
+use crate::config::{LockerConfig, Target};
 use crate::error::LockError;
 use crate::protocol::keys::LockKeys;
 pub use crate::protocol::script_reply::{Attempt, HandOver};
@@ -27,6 +29,31 @@ pub trait ReleaseListener: Send + Sync {
     fn released(&self, channel: &str, token: &str);
     /// Announcements may have been missed (the subscriber reconnected): everyone should look again.
     fn resync(&self);
+}
+
+/// The topology `config`'s target names, telling `listener` of the releases it hears. No
+/// connection opens before the first call; built inside the tokio runtime its background work
+/// runs on.
+pub fn for_target(
+    config: &LockerConfig,
+    listener: Weak<dyn ReleaseListener>,
+) -> Result<Arc<dyn Topology>, String> {
+    Ok(match &config.target {
+        Target::Single(node) => Arc::new(Single::new(
+            node,
+            config.connect_timeout,
+            config.command_timeout,
+            listener,
+        )?),
+        Target::Redlock(nodes) => Arc::new(Redlock::new(
+            nodes,
+            config.connect_timeout,
+            config.command_timeout,
+            config.drift_factor,
+            listener,
+        )?),
+        Target::Memory { name } => Arc::new(Memory::new(name.as_deref(), listener)),
+    })
 }
 
 /// The lock key and fencing counter of a one-key lock, the only kind a hand-over takes: the
