@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::session::foreign_poll::ForeignPoll;
 use crate::session::handover::CHAIN_END_PAUSE;
-use crate::session::wait::{ForeignPoll, Turn};
+use crate::session::wait::Turn;
 
 /// How long a head sleeps for a holder without a TTL, which only a release frees: it wakes on
 /// the release, and looks again this often should the announcement be lost.
@@ -141,7 +142,7 @@ impl Head {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::wait::FOREIGN_POLL_FIRST;
+    use crate::session::foreign_poll::FOREIGN_POLL_FIRST;
 
     const SECOND: Duration = Duration::from_secs(1);
 

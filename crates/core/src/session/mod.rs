@@ -3,6 +3,7 @@
 
 pub mod cancel;
 mod clean_up;
+mod foreign_poll;
 pub mod handover;
 mod head;
 mod held;
