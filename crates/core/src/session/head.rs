@@ -1,8 +1,8 @@
 //! What the head of a local queue does next, decided without I/O or timers: the driver
-//! ([`crate::session::lifecycle::Lifecycle`]'s wait) does the [`Step`] it is given (an attempt on
-//! the topology, a sleep on the queue) and reports what came of it, with the time. So every
-//! decision of the wait (when to attempt, when to only look, how long to sleep, when to give up)
-//! is unit-tested here with made-up outcomes and clocks.
+//! (`wait_driver.rs`) does the [`Step`] it is given (an attempt on the topology, a sleep on the
+//! queue) and reports what came of it, with the time. So every decision of the wait (when to
+//! attempt, when to only look, how long to sleep, when to give up) is unit-tested here with
+//! made-up outcomes and clocks.
 
 use std::time::Duration;
 

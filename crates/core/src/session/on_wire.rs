@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use crate::error::{Doing, LockError};
 use crate::protocol::lock::Claim;
 use crate::protocol::script_reply::Attempt;
-use crate::session::lifecycle::FirstTurn;
+use crate::session::acquire::FirstTurn;
 use crate::session::operations::{Job, Operations};
 use crate::session::options::AcquireOptions;
 use crate::session::request::{Completion, Outcome};
