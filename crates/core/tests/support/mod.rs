@@ -6,6 +6,8 @@
 // Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
+pub mod locker;
+
 use std::fmt::{self, Debug};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
