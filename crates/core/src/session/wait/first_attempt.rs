@@ -22,19 +22,36 @@ pub struct FirstAttempt {
     identity: Option<String>,
 }
 
-impl FirstAttempt {
-    pub(super) fn new(queues: Arc<WaitQueues>, identity: String) -> Self {
-        Self {
-            queues,
-            identity: Some(identity),
+impl WaitQueues {
+    /// Gives a request for `channels` its place as it arrives: a first attempt, which holds the
+    /// place while it tries Redis, when nobody in this process waits for or is trying the same
+    /// keys; else a ticket behind them. Decided under one lock, so nobody comes in between.
+    pub fn arrive(self: &Arc<Self>, channels: &[String]) -> Arrival {
+        let mut places = self.places();
+        match Self::start_attempt(&mut places, channels) {
+            Some(identity) => Arrival::Attempt(FirstAttempt {
+                queues: self.clone(),
+                identity: Some(identity),
+            }),
+            None => Arrival::Wait(Ticket::new(
+                self.clone(),
+                self.join_in(&mut places, channels),
+            )),
         }
     }
+}
 
+impl FirstAttempt {
     /// The attempt found the lock busy: it waits at its place, ahead of the requests that
     /// arrived meanwhile (at the tail of a new queue for `channels` when none did).
     pub fn wait(mut self, channels: &[String]) -> Ticket {
         let identity = self.identity.take().expect("a first attempt leaves once");
-        self.queues.wait_after_attempt(identity, channels)
+        let mut places = self.queues.places();
+        let spot = match self.queues.leave_attempt(&mut places, identity) {
+            Some(place) => place,
+            None => self.queues.join_in(&mut places, channels),
+        };
+        Ticket::new(self.queues.clone(), spot)
     }
 
     /// The attempt took the lock for `ttl`: requests that queued meanwhile wait for its release
@@ -46,10 +63,13 @@ impl FirstAttempt {
     }
 
     /// Gives up the attempt's place: the ticket of it when requests queued behind it, to keep or
-    /// drop.
+    /// drop once the places are unlocked.
     fn leave(&mut self) -> Option<Ticket> {
         let identity = self.identity.take()?;
-        self.queues.end_attempt(identity)
+        let spot = self
+            .queues
+            .leave_attempt(&mut self.queues.places(), identity)?;
+        Some(Ticket::new(self.queues.clone(), spot))
     }
 }
 

@@ -1,40 +1,45 @@
-//! A hand-over under way ([`Handing`]), and the lock it hands to the head ([`HandedLock`]).
+//! [`Handing`]: a hand-over under way, from the release that took the head's offer to the lock
+//! it delivers.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::offer::Offer;
+use super::offer::{HandedLock, Offer};
 use super::queue::Queue;
 use super::queues::WaitQueues;
 use crate::protocol::lock::HeldLock;
+use crate::session::clean_up::CleanUps;
 use crate::session::handover::Link;
 use crate::topology::HandOver;
 
 /// A hand-over under way: the head's offer, taken by a release of the lock it waits for.
 /// Dropped without [`Handing::deliver`], the head learns the hand-over failed and attempts.
 pub struct Handing {
-    queues: Arc<WaitQueues>,
     queue: Arc<Queue>,
     offer: Offer,
     /// Taken once the hand-over is done.
     link: Option<Link>,
+    /// Where the lock goes back should the head not take it.
+    clean_ups: Option<CleanUps>,
 }
 
-impl Handing {
-    pub(super) fn new(
-        queues: Arc<WaitQueues>,
-        queue: Arc<Queue>,
-        offer: Offer,
-        link: Link,
-    ) -> Self {
-        Self {
-            queues,
+impl WaitQueues {
+    /// Takes the offer of the head waiting for the one-key lock on `channel` that `token` holds,
+    /// when it makes sense to hand the lock over; `None`: release it normally. A chain that has
+    /// run its length ends here: the head will pause before its next attempt.
+    pub fn hand_over(&self, channel: &str, token: &str) -> Option<Handing> {
+        let queue = self.one_key_queue(channel)?;
+        let (offer, link) = queue.state().hand_overs.take_for_release(token)?;
+        Some(Handing {
             queue,
             offer,
             link: Some(link),
-        }
+            clean_ups: self.clean_ups().cloned(),
+        })
     }
+}
 
+impl Handing {
     /// The TTL the waiting head asked for.
     pub fn ttl(&self) -> Duration {
         self.offer.ttl
@@ -72,32 +77,8 @@ impl Handing {
     /// Sends the lock to the head. Should the head have left meanwhile, or leave before it takes
     /// the lock, the lock is given back (and the queue woken) so nothing stays locked.
     pub fn deliver(self, lock: HeldLock) {
-        let handed = HandedLock {
-            lock: Some(lock),
-            queues: self.queues.clone(),
-        };
+        let handed = HandedLock::new(lock, self.clean_ups);
         // On failure the lock comes back and its drop releases it.
         let _ = self.offer.deliver.send(handed);
-    }
-}
-
-/// A lock handed over to a waiting head. Dropped before [`HandedLock::into_lock`] (its waiter
-/// gave up in the meantime, perhaps on a thread without a runtime), it is given back.
-pub struct HandedLock {
-    lock: Option<HeldLock>,
-    queues: Arc<WaitQueues>,
-}
-
-impl HandedLock {
-    pub fn into_lock(mut self) -> HeldLock {
-        self.lock.take().expect("a handed lock is taken once")
-    }
-}
-
-impl Drop for HandedLock {
-    fn drop(&mut self) {
-        if let (Some(lock), Some(clean_ups)) = (self.lock.take(), self.queues.clean_ups()) {
-            clean_ups.give_back(lock.keys, lock.token);
-        }
     }
 }

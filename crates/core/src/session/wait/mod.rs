@@ -9,13 +9,16 @@
 //! topology: a release of the same lock in this process then hands it straight to the head
 //! instead of deleting it (see [`crate::session::handover`]).
 //!
-//! [`WaitQueues`] keeps a queue per set of keys (`queues.rs`); a request gets a [`FirstAttempt`]
-//! or a [`Ticket`] there. A queue's state (`queue.rs`) is four parts, each with its own file: its
-//! waiters in order (`line.rs`), the releases announced for its keys (`releases.rs`), what it last
-//! saw of the holder (`holder.rs`), and the head's offer with the key's hand-over chain
-//! (`offer.rs`, and `handing.rs` for a hand-over under way).
+//! [`WaitQueues`] (`queues.rs`) keeps the places: a queue per set of keys, or a first attempt
+//! that makes none. A queue's state (`queue.rs`) is four parts, each with its own file: its
+//! waiters in order (`line.rs`), the releases announced for its keys (`releases.rs`), what it
+//! last saw of the holder (`holder.rs`), and the head's offer with the key's hand-over chain
+//! (`hand_overs.rs`; `offer.rs` what the offer asks and receives). What a request holds is made
+//! in its own file, over `queues.rs`: a [`FirstAttempt`], a [`Ticket`], a [`Handing`]. Imports go
+//! one way: those handles → `queues` → `queue` → its parts.
 
 mod first_attempt;
+mod hand_overs;
 mod handing;
 mod holder;
 mod line;
@@ -26,9 +29,11 @@ mod releases;
 mod ticket;
 
 pub use first_attempt::{Arrival, FirstAttempt};
-pub use handing::{HandedLock, Handing};
+pub use handing::Handing;
+pub use offer::HandedLock;
+pub use queue::Turn;
 pub use queues::WaitQueues;
-pub use ticket::{Ticket, Turn};
+pub use ticket::Ticket;
 
 #[cfg(test)]
 mod tests;

@@ -1,19 +1,27 @@
-//! [`Queue`]: the local waiters for one set of keys, and the state they share.
+//! [`Queue`]: the local waiters for one set of keys, the state they share, and the [`Turn`] its
+//! head takes.
 
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
+use super::hand_overs::HandOvers;
 use super::holder::Holder;
 use super::line::Line;
-use super::offer::HandOvers;
 use super::releases::Releases;
-use super::ticket::Turn;
 
 pub(super) struct Queue {
     /// The queue's name among the [`super::WaitQueues`] (see `queues.rs`'s `identity`).
     pub(super) identity: String,
     pub(super) channels: Vec<String>,
     state: Mutex<QueueState>,
+}
+
+/// What the head of a queue should do next.
+pub enum Turn {
+    /// Try to take the lock now; after `pause`, when a hand-over chain just ended.
+    Attempt { generation: u64, pause: bool },
+    /// A local waiter took the lock just before us: wait for its release first.
+    AwaitRelease { generation: u64, bound: Duration },
 }
 
 /// A queue's state, under one lock: four parts that change for their own reasons.

@@ -1,5 +1,6 @@
-//! [`WaitQueues`]: a locker's queues of local waiters, one per set of lock keys, and where each
-//! request finds its place among them.
+//! [`WaitQueues`]: a locker's queues of local waiters, one per set of lock keys, the places of the
+//! first attempts, and the routing of announced releases to the queues they concern. The handles
+//! a request gets (a ticket, a first attempt, a hand-over) are made in their own files.
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -7,10 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 
-use super::first_attempt::{Arrival, FirstAttempt};
-use super::handing::Handing;
+use tokio::sync::Notify;
+
 use super::queue::Queue;
-use super::ticket::Ticket;
 use crate::session::clean_up::CleanUps;
 use crate::topology::{ReleaseListener, Topology};
 
@@ -18,7 +18,7 @@ use crate::topology::{ReleaseListener, Topology};
 pub struct WaitQueues {
     /// What this process has under way on each set of keys, by identity: a request arriving
     /// while anything is there queues behind it, in arrival order.
-    places: Mutex<HashMap<String, Place>>,
+    places: Mutex<Places>,
     /// How many queues wait on more than one key: only those need a search to route a release.
     multi_key_queues: AtomicUsize,
     topology: OnceLock<Weak<dyn Topology>>,
@@ -26,8 +26,10 @@ pub struct WaitQueues {
     clean_ups: OnceLock<CleanUps>,
 }
 
+pub(super) type Places = HashMap<String, Place>;
+
 /// What this process has under way on one set of keys.
-enum Place {
+pub(super) enum Place {
     /// A first attempt with nobody behind it: the uncontended case, which makes no queue.
     Attempting,
     /// Local waiters in arrival order, the first of them perhaps a first attempt still in flight.
@@ -43,7 +45,12 @@ impl Place {
     }
 }
 
-type Places = HashMap<String, Place>;
+/// A waiter's spot in a queue: the queue, its ticket, and what wakes it.
+pub(super) struct Spot {
+    pub(super) queue: Arc<Queue>,
+    pub(super) id: u64,
+    pub(super) wake: Arc<Notify>,
+}
 
 impl WaitQueues {
     /// The topology that subscribes the queues' release channels (held weakly: it holds us), and
@@ -61,23 +68,9 @@ impl WaitQueues {
         self.clean_ups.get()
     }
 
-    fn places(&self) -> MutexGuard<'_, Places> {
+    /// The places, locked: whatever is decided under this lock, nobody comes in between.
+    pub(super) fn places(&self) -> MutexGuard<'_, Places> {
         self.places.lock().expect("wait queues")
-    }
-
-    /// Gives a request for `channels` its place as it arrives: a first attempt, which holds the
-    /// place while it tries Redis, when nobody in this process waits for or is trying the same
-    /// keys; else a ticket behind them. Decided under one lock, so nobody comes in between.
-    pub fn arrive(self: &Arc<Self>, channels: &[String]) -> Arrival {
-        let mut places = self.places();
-        match places.entry(identity(channels)) {
-            Entry::Vacant(vacant) => {
-                let identity = vacant.key().clone();
-                vacant.insert(Place::Attempting);
-                Arrival::Attempt(FirstAttempt::new(self.clone(), identity))
-            }
-            Entry::Occupied(_) => Arrival::Wait(self.join_in(&mut places, channels)),
-        }
     }
 
     /// Whether a queue waits on any of `channels`.
@@ -93,15 +86,22 @@ impl WaitQueues {
                     .any(|queue| queue.channels.iter().any(|own| channels.contains(own))))
     }
 
-    /// Joins the queue for `channels` at its tail.
-    pub fn join(self: &Arc<Self>, channels: &[String]) -> Ticket {
-        let mut places = self.places();
-        self.join_in(&mut places, channels)
+    /// Holds the place of `channels` for a first attempt when nothing is under way on those
+    /// keys: the place's identity, or `None` when the request must queue.
+    pub(super) fn start_attempt(places: &mut Places, channels: &[String]) -> Option<String> {
+        match places.entry(identity(channels)) {
+            Entry::Vacant(vacant) => {
+                let identity = vacant.key().clone();
+                vacant.insert(Place::Attempting);
+                Some(identity)
+            }
+            Entry::Occupied(_) => None,
+        }
     }
 
-    /// [`WaitQueues::join`] under the lock of `places`. The first request to queue behind a
+    /// A spot at the tail of the queue for `channels`. The first request to queue behind a
     /// first attempt makes the queue, with the attempt's place at its head.
-    fn join_in(self: &Arc<Self>, places: &mut Places, channels: &[String]) -> Ticket {
+    pub(super) fn join_in(&self, places: &mut Places, channels: &[String]) -> Spot {
         let identity = identity(channels);
         let queue = match places.get(&identity) {
             Some(Place::Queue(queue)) => queue.clone(),
@@ -118,34 +118,12 @@ impl WaitQueues {
             }
         };
         let (id, wake) = queue.state().line.enqueue();
-        Ticket::new(self.clone(), queue, id, wake)
+        Spot { queue, id, wake }
     }
 
-    /// The first attempt on `identity` found the lock busy: the ticket of its place, ahead of
-    /// the requests that arrived meanwhile (at the tail of a new queue for `channels` when none
-    /// did).
-    pub(super) fn wait_after_attempt(
-        self: &Arc<Self>,
-        identity: String,
-        channels: &[String],
-    ) -> Ticket {
-        let mut places = self.places();
-        match self.leave_attempt(&mut places, identity) {
-            Some(place) => place,
-            None => self.join_in(&mut places, channels),
-        }
-    }
-
-    /// The first attempt on `identity` ends: the ticket of its place when requests queued behind
-    /// it (to keep, or to drop once the places are unlocked, which moves the next one up).
-    pub(super) fn end_attempt(self: &Arc<Self>, identity: String) -> Option<Ticket> {
-        let mut places = self.places();
-        self.leave_attempt(&mut places, identity)
-    }
-
-    /// Removes the first attempt on `identity` from `places`: the ticket of its place when
+    /// Removes the first attempt on `identity` from `places`: the spot of its place when
     /// requests queued behind it.
-    fn leave_attempt(self: &Arc<Self>, places: &mut Places, identity: String) -> Option<Ticket> {
+    pub(super) fn leave_attempt(&self, places: &mut Places, identity: String) -> Option<Spot> {
         let queue = match places.get(&identity)? {
             Place::Attempting => {
                 places.remove(&identity);
@@ -154,7 +132,7 @@ impl WaitQueues {
             Place::Queue(queue) => queue.clone(),
         };
         let (id, wake) = queue.state().line.take_attempt_place()?;
-        Some(Ticket::new(self.clone(), queue, id, wake))
+        Some(Spot { queue, id, wake })
     }
 
     /// Takes waiter `id` out of `queue` (it took the lock for `took_lock`, if set). The last to
@@ -177,13 +155,9 @@ impl WaitQueues {
         }
     }
 
-    /// Takes the offer of the head waiting for the one-key lock on `channel` that `token` holds,
-    /// when it makes sense to hand the lock over; `None`: release it normally. A chain that has
-    /// run its length ends here: the head will pause before its next attempt.
-    pub fn hand_over(self: &Arc<Self>, channel: &str, token: &str) -> Option<Handing> {
-        let queue = self.places().get(channel)?.queue()?.clone();
-        let (offer, link) = queue.state().hand_overs.take_for_release(token)?;
-        Some(Handing::new(self.clone(), queue, offer, link))
+    /// The queue waiting for the one-key lock on `channel`, if any.
+    pub(super) fn one_key_queue(&self, channel: &str) -> Option<Arc<Queue>> {
+        self.places().get(channel)?.queue().cloned()
     }
 
     /// Called after this process released a lock: wakes its waiters at once.

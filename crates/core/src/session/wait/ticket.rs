@@ -6,21 +6,12 @@ use std::time::Duration;
 use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 
-use super::handing::HandedLock;
-use super::offer::Offer;
-use super::queue::Queue;
-use super::queues::WaitQueues;
+use super::offer::{HandedLock, Offer};
+use super::queue::{Queue, Turn};
+use super::queues::{Spot, WaitQueues};
 
 /// Longest sleep of a head whose release channel could not be subscribed.
 const UNSUBSCRIBED_POLL: Duration = Duration::from_millis(250);
-
-/// What the head of a queue should do next.
-pub enum Turn {
-    /// Try to take the lock now; after `pause`, when a hand-over chain just ended.
-    Attempt { generation: u64, pause: bool },
-    /// A local waiter took the lock just before us: wait for its release first.
-    AwaitRelease { generation: u64, bound: Duration },
-}
 
 /// A place in a queue. Dropping it leaves the queue and hands the head to the next waiter.
 pub struct Ticket {
@@ -31,13 +22,16 @@ pub struct Ticket {
     took_lock: Option<Duration>,
 }
 
+impl WaitQueues {
+    /// Joins the queue for `channels` at its tail.
+    pub fn join(self: &Arc<Self>, channels: &[String]) -> Ticket {
+        let spot = self.join_in(&mut self.places(), channels);
+        Ticket::new(self.clone(), spot)
+    }
+}
+
 impl Ticket {
-    pub(super) fn new(
-        queues: Arc<WaitQueues>,
-        queue: Arc<Queue>,
-        id: u64,
-        wake: Arc<Notify>,
-    ) -> Self {
+    pub(super) fn new(queues: Arc<WaitQueues>, Spot { queue, id, wake }: Spot) -> Self {
         Self {
             queues,
             queue,
