@@ -1,10 +1,10 @@
 //! The ironlock lock protocol over Redis, with no knowledge of Node.
 //!
-//! Data flows one way: a [`Locker`] takes requests and gives back completions; its
+//! Data flows one way: a [`Locker`](session::Locker) takes requests and gives back completions; its
 //! [`session`] decides every lock's life (attempt, queue, hand-over, hold, watchdog, release,
 //! loss); a [`topology`] says where each command goes (one Redis, Redlock, memory); the
 //! [`transport`]s carry the commands, encoded and decoded by one [`protocol`]. The napi binding
-//! (the crate one level up) only converts JS values into [`Request`]s and [`Completion`]s back.
+//! (the crate one level up) only converts JS values into [`Request`](session::Request)s and [`Completion`](session::Completion)s back.
 
 pub mod config;
 pub mod defaults;

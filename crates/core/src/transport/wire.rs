@@ -5,7 +5,7 @@
 //! writes the script calls a topology built, sends a call again with its script's source when
 //! Redis did not know the script, and hands each reply back with the call it answers. What a call
 //! means, and what its reply says of a lock, is the topology's
-//! ([`crate::topology::single::WireCalls`]). Driven from Node's own socket on the JS thread, a
+//! ([`crate::topology::WireCalls`]). Driven from Node's own socket on the JS thread, a
 //! lock cycle crosses no thread at all.
 
 use std::collections::VecDeque;
