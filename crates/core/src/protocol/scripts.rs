@@ -70,17 +70,38 @@ end
 /// replica that lagged behind) starts again above every token handed out before it, as long as
 /// the server's clock did not go back and no counter was drawn faster than a million per second.
 /// Lua numbers are doubles: exact for microsecond clocks until the year 2255.
+///
+/// The clock is read once per script call, when its first lock needs it: `TIME` costs Redis
+/// more than a write, and one call carries up to [`crate::protocol::chunks::MAX_BATCH`] locks. A
+/// counter behind the clock (the usual case: its slot was last drawn a microsecond ago or more)
+/// is set to it with one `GETSET`, which also says where it was; one at or ahead of the clock (a
+/// hand-over chain's block, a Redlock lift from a node whose clock runs ahead, a second lock of
+/// its slot in the same call) counts on from where it was with an `INCRBY`.
 macro_rules! next_fence_lua {
     () => {
         r#"
-local function next_fence(counter, n)
-  local last = redis.call('INCRBY', counter, n)
-  local now = redis.call('TIME')
-  local first = tonumber(now[1]) * 1000000 + tonumber(now[2])
-  if last - n + 1 < first then
-    last = redis.call('INCRBY', counter, first - (last - n + 1))
+local clock_now, clock_digits
+local function server_clock()
+  if not clock_now then
+    local now = redis.call('TIME')
+    clock_now = tonumber(now[1]) * 1000000 + tonumber(now[2])
+    clock_digits = now[1] .. string.rep('0', 6 - #now[2]) .. now[2]
   end
-  return last
+  return clock_now, clock_digits
+end
+local function next_fence(counter, n)
+  local now, now_digits = server_clock()
+  local last = now + n - 1
+  local previous = redis.call('GETSET', counter, n == 1 and now_digits or string.format('%.0f', last))
+  if not previous then return last end
+  local counted = tonumber(previous)
+  if not counted then
+    -- Not a number: put back for INCRBY to refuse, as it always did.
+    redis.call('SET', counter, previous)
+    return redis.call('INCRBY', counter, n)
+  end
+  if counted < now then return last end
+  return redis.call('INCRBY', counter, counted - now + 1)
 end
 "#
     };
