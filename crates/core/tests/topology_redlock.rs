@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ironlock_core::protocol::scripts;
 use ironlock_core::session::handover::MAX_LINKS;
 use ironlock_core::{AcquireOptions, HeldLock, Lifecycle, LockerConfig, Target};
 use support::RedisServer;
@@ -277,6 +278,55 @@ async fn a_hand_over_fences_above_the_old_fence_where_the_counters_disagree() {
     nodes.first().check(
         next.fence > last,
         format_args!("next fence {} not above {last}", next.fence),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_lifts_only_the_counters_behind_its_fence() {
+    let nodes = Nodes::start();
+    let locker = nodes.locker();
+    let counter = locker.keys(vec![KEY.into()]).fence_keys[0].clone();
+    // Known to every node, so each script call is one EVALSHA.
+    for server in &nodes.servers {
+        for script in [
+            &scripts::ACQUIRE_EACH,
+            &scripts::RELEASE_EACH,
+            &scripts::LIFT_FENCES,
+        ] {
+            let _: String = server.query(&["SCRIPT", "LOAD", script.source()]);
+        }
+    }
+    nodes.reset_stats();
+    let lock = acquire(&nodes, &locker, &options(Some(0))).await;
+    let _ = locker.release(&lock).await;
+    // A node's lift leaves before the release: once every node has run the release, it has run
+    // the lift, if it got one.
+    nodes.until_free("after the release").await;
+
+    let counters = nodes.counters(&counter);
+    let calls: Vec<u64> = nodes
+        .servers
+        .iter()
+        .map(|server| server.calls_of("evalsha"))
+        .collect();
+    let server = nodes.first();
+    server.check(
+        counters.iter().all(|count| *count >= lock.fence),
+        format_args!("counters {counters:?} below the fence {}", lock.fence),
+    );
+    // Every node ran the attempt and the release (a node that granted late, also an undo), and
+    // a lift where its counter was behind the fence: the node that gave the fence, no lift.
+    let unlifted: Vec<_> = calls
+        .iter()
+        .zip(&counters)
+        .filter(|(calls, _)| **calls == 2)
+        .collect();
+    server.check(
+        !unlifted.is_empty() && unlifted.iter().all(|(_, count)| **count == lock.fence),
+        format_args!(
+            "script calls per node {calls:?}, counters {counters:?}, fence {}",
+            lock.fence
+        ),
     );
 }
 

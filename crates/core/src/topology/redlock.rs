@@ -223,10 +223,13 @@ impl Redlock {
     /// Lifts every node's fencing counters for `keys` to `fence`, without waiting. Each node's
     /// lift leaves on its connection before anything the holder sends it later (a release), so
     /// the next holder's fence is higher on whichever majority grants it, while every node
-    /// keeps its data.
-    fn lift_fences(&self, keys: &LockKeys, fence: u64) {
-        for node in &self.nodes {
-            node.lift_fences(keys, fence);
+    /// keeps its data. `granted` is each node's fence in this round, if it gave one: a node
+    /// that gave `fence` itself counts it already (counters only ever rise), and is left out.
+    fn lift_fences(&self, keys: &LockKeys, fence: u64, granted: &[Option<u64>]) {
+        for (node, granted) in self.nodes.iter().zip(granted) {
+            if *granted != Some(fence) {
+                node.lift_fences(keys, fence);
+            }
         }
     }
 
@@ -392,15 +395,15 @@ impl Topology for Redlock {
                 .checked_sub(started.elapsed() + drift(ttl, self.drift_factor))
                 .unwrap_or_default();
             if votes.granted >= self.quorum && !validity.is_zero() {
-                let fence = answers
+                let granted: Vec<_> = answers
                     .iter()
-                    .filter_map(|answer| match answer {
+                    .map(|answer| match answer {
                         Some(Ok(Attempt::Acquired { fence })) => Some(*fence),
                         _ => None,
                     })
-                    .max()
-                    .unwrap_or(0);
-                self.lift_fences(keys, fence);
+                    .collect();
+                let fence = granted.iter().flatten().copied().max().unwrap_or(0);
+                self.lift_fences(keys, fence, &granted);
                 return Ok(Attempt::Acquired { fence });
             }
             let key_of_another_type = self.key_of_another_type(&answers);
@@ -499,14 +502,14 @@ impl Topology for Redlock {
                 .await;
             let votes = self.votes(&answers, NodeHandOver::replaced);
             if votes.granted >= self.quorum {
-                let fence = answers
+                let granted: Vec<_> = answers
                     .iter()
-                    .filter_map(|answer| match answer {
-                        Some(Ok(granted)) => granted.fence(),
+                    .map(|answer| match answer {
+                        Some(Ok(switched)) => switched.fence(),
                         _ => None,
                     })
-                    .max()
-                    .unwrap_or(0);
+                    .collect();
+                let fence = granted.iter().flatten().copied().max().unwrap_or(0);
                 let validity = ttl
                     .checked_sub(started.elapsed() + drift(ttl, self.drift_factor))
                     .unwrap_or_default();
@@ -516,7 +519,7 @@ impl Topology for Redlock {
                     return Ok(HandOver::Released);
                 }
                 if fence > old_fence + 1 {
-                    self.lift_fences(keys, fence);
+                    self.lift_fences(keys, fence, &granted);
                 }
                 return Ok(HandOver::Fenced { fence });
             }
