@@ -154,6 +154,34 @@ async fn keys_across_slots_are_taken_all_or_nothing() {
         holder.release(&next).await.expect("release");
     }
 
+    // Busy on its first slot, the attempt reports the longest hold among all its keys.
+    let short = AcquireOptions {
+        ttl: Duration::from_secs(1),
+        ..options(Some(Duration::ZERO))
+    };
+    let first = holder.acquire(holder.keys(vec![low.into()]), &short).await;
+    let last = acquire(&cluster, &holder, &[high]).await;
+    let middle = keys[1].as_str();
+    match try_acquire(&locker, &[low, middle, high]).await {
+        Err(LockError::Busy {
+            retry_after: Some(left),
+            ..
+        }) => cluster.check(left > TTL / 2, format_args!("retryAfter {left:?}")),
+        other => cluster.fail(format_args!("busy across slots: {other:?}")),
+    }
+    cluster.check_eq(
+        cluster
+            .master_of(middle)
+            .query::<Option<String>>(&["GET", middle]),
+        None,
+        "a slot after the busy one is only looked at",
+    );
+    holder
+        .release(&first.expect("acquire"))
+        .await
+        .expect("release");
+    holder.release(&last).await.expect("release");
+
     let tagged = ["{cart:9}:a", "{cart:9}:b"];
     let one_slot = acquire(&cluster, &locker, &tagged).await;
     let master = cluster.master_of(tagged[0]);

@@ -133,36 +133,52 @@ return out
     ))
 });
 
+/// The Lua function `held_by_others(n, token)`: what an attempt at the first `n` of KEYS finds,
+/// writing nothing: `{0, pttl}` when some are held (the longest pttl among them, -1 when one has
+/// no TTL), `{2, pttl}` when one of the holders is not ironlock's, `{3, type, i}` when key `i`
+/// (from 1) holds a value of another Redis type than a string, `nil` when all are free. A key
+/// holding `token` counts as free (see [`ACQUIRE_EACH`]).
+macro_rules! held_by_others_lua {
+    () => {
+        r#"
+local function held_by_others(n, token)
+  local longest = -2
+  local code = 0
+  for i = 1, n do
+    local left = redis.call('PTTL', KEYS[i])
+    if left ~= -2 then
+      local holder = redis.pcall('GET', KEYS[i])
+      if type(holder) == 'table' and holder.err then
+        return {3, other_type(KEYS[i], holder), i}
+      end
+      if holder ~= token then
+        code = math.max(code, busy_code(holder))
+        if left == -1 or (left > longest and longest ~= -1) then longest = left end
+      end
+    end
+  end
+  if longest ~= -2 then return {code, longest} end
+  return nil
+end
+"#
+    };
+}
+
 /// Sets every key of a multi-key lock or none, then bumps the fencing counters.
 ///
 /// KEYS: the n lock keys, then the fencing counters. ARGV: token, ttl in ms, n.
 /// Returns `{1, fence}` when taken (a key holding the token already counts as free, as in
-/// [`ACQUIRE_EACH`]), `{0, pttl}` when busy: the longest pttl among the held keys,
-/// -1 when one of them has no TTL; `{2, pttl}` when one of the holders is not ironlock's;
-/// `{3, type, i}` when lock key `i` (from 1) holds a value of another Redis type than a string.
+/// [`ACQUIRE_EACH`]), or what `held_by_others` found (busy, or a key of another type).
 pub static ACQUIRE_ALL: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         next_fence_lua!(),
         busy_code_lua!(),
         other_type_lua!(),
+        held_by_others_lua!(),
         r#"
 local n = tonumber(ARGV[3])
-local longest = -2
-local code = 0
-for i = 1, n do
-  local left = redis.call('PTTL', KEYS[i])
-  if left ~= -2 then
-    local holder = redis.pcall('GET', KEYS[i])
-    if type(holder) == 'table' and holder.err then
-      return {3, other_type(KEYS[i], holder), i}
-    end
-    if holder ~= ARGV[1] then
-      code = math.max(code, busy_code(holder))
-      if left == -1 or (left > longest and longest ~= -1) then longest = left end
-    end
-  end
-end
-if longest ~= -2 then return {code, longest} end
+local busy = held_by_others(n, ARGV[1])
+if busy then return busy end
 for i = 1, n do redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2]) end
 local fence = 0
 local counters = {}
@@ -175,6 +191,22 @@ for i = n + 1, #KEYS do
   if counters[i] < fence then redis.call('SET', KEYS[i], string.format('%.0f', fence)) end
 end
 return {1, fence}
+"#
+    ))
+});
+
+/// What [`ACQUIRE_ALL`] would find busy at the lock keys, writing nothing: on Redis Cluster, a
+/// lock across slots that found one slot busy asks this of the slots after it, so that its
+/// `retryAfter` is the longest hold among all its keys without holding any of them.
+///
+/// KEYS: the lock keys. Returns `held_by_others`' answer, or `{}` when every key is free.
+pub static HELD_BY_OTHERS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        busy_code_lua!(),
+        other_type_lua!(),
+        held_by_others_lua!(),
+        r#"
+return held_by_others(#KEYS, false) or {}
 "#
     ))
 });

@@ -3,7 +3,8 @@
 //!
 //! A slot found busy gives back the slots taken before it, so a lock not won holds nothing; since
 //! every locker takes the slots in the same order, two lockers whose key sets overlap meet first
-//! on their lowest shared slot and one of them steps back there. The fence is the highest of the
+//! on their lowest shared slot and one of them steps back there. The slots after it are only
+//! asked who holds them (for the longest hold, the busy answer's `retryAfter`), never taken. The fence is the highest of the
 //! slots' fences, and every slot's counter is raised to it before the lock is granted, so each key
 //! still gets a higher fence next time, whichever lock takes it. An attempt that fails midway is
 //! given back by the session, by its token, as on one Redis.
@@ -33,7 +34,7 @@ pub(super) async fn acquire(
             Attempt::Acquired { fence: slot_fence } => fence = fence.max(slot_fence),
             busy => {
                 give_back(shards, &parts[..taken], token).await?;
-                return Ok(busy);
+                return longest_hold(shards, busy, &parts[taken + 1..]).await;
             }
         }
     }
@@ -71,6 +72,43 @@ pub(super) async fn extend(
         shards.release(keys, token).await?;
     }
     Ok(all_ours)
+}
+
+/// `busy`, the first slot's answer that was busy, with the longest hold among the keys of the
+/// slots after it, asked without taking any (as on one Redis, `retryAfter` is the longest).
+async fn longest_hold(
+    shards: &Arc<Shards>,
+    busy: Attempt,
+    rest: &[SlotKeys],
+) -> Result<Attempt, LockError> {
+    let held = join_all(rest.iter().map(|part| shards.held_by_others(part))).await;
+    let mut longest = busy;
+    for part in held {
+        if let Some(other) = part? {
+            longest = longer(longest, other);
+        }
+    }
+    Ok(longest)
+}
+
+/// The longer of two busy answers (no TTL is longest); foreign if either holder is.
+fn longer(one: Attempt, other: Attempt) -> Attempt {
+    match (one, other) {
+        (
+            Attempt::Busy {
+                retry_after: a,
+                foreign: foreign_a,
+            },
+            Attempt::Busy {
+                retry_after: b,
+                foreign: foreign_b,
+            },
+        ) => Attempt::Busy {
+            retry_after: a.zip(b).map(|(a, b)| a.max(b)),
+            foreign: foreign_a || foreign_b,
+        },
+        (busy @ Attempt::Busy { .. }, _) | (_, busy) => busy,
+    }
 }
 
 async fn give_back(shards: &Arc<Shards>, parts: &[SlotKeys], token: &str) -> Result<(), LockError> {

@@ -87,6 +87,18 @@ impl Shards {
             .map_err(|refusal| self.connection.refused(&keys.names, refusal))
     }
 
+    /// What an attempt at `part` (one slot) would find busy, writing nothing; `None`: all free.
+    async fn held_by_others(&self, part: &SlotKeys) -> Result<Option<Attempt>, LockError> {
+        let keys = &part.keys;
+        let mut call = ScriptCall::new(&scripts::HELD_BY_OTHERS, keys.redis_keys.len(), 0);
+        for key in &keys.redis_keys {
+            call.key(key);
+        }
+        let reply = self.connection.run(keys.first(), part.slot, &call).await?;
+        script_reply::held_by_others(reply)
+            .map_err(|refusal| self.connection.refused(&keys.names, refusal))
+    }
+
     /// Resets the TTL of every key of `part` (one slot), only if all still hold `token`.
     async fn extend(&self, part: &SlotKeys, token: &str, ttl: Duration) -> Result<bool, LockError> {
         let keys = &part.keys;
