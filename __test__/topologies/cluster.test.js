@@ -1,9 +1,9 @@
 'use strict'
 
 // Redis Cluster, 3 masters with a replica each, from every target form: locks on every master,
-// exclusion between processes, a waiter in one process woken by a release in another, a master
-// killed while locks are held and waited on, and a slot migrated under them. The API's behaviour
-// on a Cluster is behaviour.test.js's.
+// exclusion between processes, ironlock/redlock on an ioredis Cluster next to redlock 5, a waiter
+// in one process woken by a release in another, a master killed while locks are held and waited
+// on, and a slot migrated under them. The API's behaviour on a Cluster is behaviour.test.js's.
 
 const { execFile, spawn } = require('node:child_process')
 const path = require('node:path')
@@ -132,6 +132,43 @@ describe('one cluster', () => {
     const counter = cluster.admin(await cluster.masterOf('counter'))
     expect(await counter.get('counter')).toBe('100')
   }, 90000)
+
+  test('ironlock/redlock from an ioredis Cluster client works as redlock 5 does there, and excludes it', async () => {
+    const Redlock = require('ironlock/redlock')
+    const Redlock5 = require('@sesamecare-oss/redlock').Redlock
+    const client = new Redis.Cluster(cluster.seeds)
+    const redlock = new Redlock([client], { retryCount: 0 })
+    const redlock5 = new Redlock5([client], { retryCount: 0 })
+    const waiter = new Locker(cluster.url, TIMEOUTS)
+    try {
+      for (const key of await cluster.keyOnEachMaster('sku')) {
+        const lock = await redlock.acquire([key], 5000)
+        expect(await tokenOn(cluster, key)).toBe(lock.value)
+        await expect(redlock5.acquire([key], 5000)).rejects.toThrow()
+        await (await lock.extend(5000)).release()
+        const theirs = await redlock5.acquire([key], 5000)
+        await expect(redlock.acquire([key], 5000)).rejects.toThrow(Redlock.ExecutionError)
+        await theirs.release()
+      }
+      // Resources sharing a hash tag, as redlock 5 asks for on a cluster; ironlock also takes
+      // resources across slots.
+      await (await redlock.acquire(['{cart:1}:a', '{cart:1}:b'], 5000)).release()
+      await (await redlock.acquire(['sku:0', 'sku:1', 'sku:2'], 5000)).release()
+
+      // A lock rebuilt from stored values is released through the client, announced on its
+      // shard to an ironlock waiter.
+      const held = await redlock.acquire(['stored'], 30000)
+      const waited = waiter.acquire('stored', { wait: 20000 })
+      await untilSubscribed(cluster, 'stored')
+      const releasedAt = Date.now()
+      await new Redlock.Lock(redlock, ['stored'], held.value, [], Date.now() + 30000).release()
+      await (await waited).release()
+      expect(Date.now() - releasedAt).toBeLessThan(2000)
+    } finally {
+      await waiter.close()
+      await redlock.quit()
+    }
+  })
 
   test('a waiter in one process is woken by a release in another', async () => {
     const locker = new Locker(cluster.url, TIMEOUTS)
