@@ -135,7 +135,7 @@ export declare const DEFAULT_WAIT: number
 
 /** Everything a native locker needs to reach its servers. */
 export interface LockerOptions {
-  /** `"single"`, `"redlock"`, or `"memory"` (no nodes). */
+  /** `"single"`, `"redlock"`, `"cluster"` (the nodes are its seeds), or `"memory"` (no nodes). */
   mode: string
   nodes: Array<NodeOptions>
   /**

@@ -6,6 +6,7 @@
 // never held), as `redlock` would have sent it.
 
 const { clientOptions } = require('./target')
+const { invalidArgValue } = require('./errors')
 
 /** node-redis 4+ keeps its address under `socket` (or a `url` it has parsed into `socket`). */
 function isNodeRedis4(options) {
@@ -33,32 +34,55 @@ function connectionOptionsOf(client) {
 }
 
 /**
- * What ironlock's Locker is given for one client: its connection options, with `db` when the
- * shim was given one. A client without options (a jest or vitest auto-mock) reads as ioredis's
- * defaults; it connects only if used. A Cluster client stays a Cluster for ironlock to refuse.
+ * What ironlock's Locker is given for one client of `count`: its connection options, with `db`
+ * when the shim was given one. A client without options (a jest or vitest auto-mock) reads as
+ * ioredis's defaults; it connects only if used. An ioredis Cluster is given as it is, a Redis
+ * Cluster target, when it is the only client: ironlock takes no Redlock over several clusters.
  */
-function targetOf(client, index, db) {
+function targetOf(client, index, db, count) {
   if (client === null || typeof client !== 'object') {
     const error = new TypeError(`The "clients[${index}]" argument must be a Redis client (ioredis or node-redis).`)
     error.code = 'ERR_INVALID_ARG_TYPE'
     throw error
   }
-  if (client.isCluster === true) return client
+  if (client.isCluster === true) {
+    if (count > 1) {
+      throw invalidArgValue(`clients[${index}]`, 'is a Redis Cluster client: ironlock/redlock locks on one Cluster client, or on several independent masters, not on several clusters')
+    }
+    return client
+  }
   const options = connectionOptionsOf(client)
   return clientOptions(db === undefined ? options : { ...options, db })
 }
 
-/** `host:port` of a client, to match ironlock's per-node errors to clients. */
+/** `host:port` of a client (a Cluster's startup nodes, comma-separated), to match ironlock's per-node errors to clients. */
 function addressOf(client) {
   if (client === null || typeof client !== 'object') return null
+  if (client.isCluster === true) {
+    const nodes = Array.isArray(client.startupNodes) ? client.startupNodes : []
+    return nodes.map(startupNodeAddress).join(',')
+  }
   const { host, port } = connectionOptionsOf(client)
   return `${host ?? '127.0.0.1'}:${port ?? 6379}`
 }
 
-/** `redis://host:port`: a client as inspect shows it (never its password). */
+/** `host:port` of one of an ioredis Cluster's startup nodes: an object, a port or a URL. */
+function startupNodeAddress(node) {
+  if (typeof node === 'number') return `127.0.0.1:${node}`
+  if (typeof node === 'object' && node !== null) return `${node.host ?? '127.0.0.1'}:${node.port ?? 6379}`
+  try {
+    const url = new URL(String(node))
+    return `${url.hostname || '127.0.0.1'}:${url.port || 6379}`
+  } catch {
+    return String(node).replace(/^.*@/, '')
+  }
+}
+
+/** `redis://host:port` (`redis+cluster://host:port,…` for a Cluster): a client as inspect shows it (never its password). */
 function labelOf(client) {
-  const { tls } = connectionOptionsOf(client)
-  return `${tls ? 'rediss' : 'redis'}://${addressOf(client)}`
+  const cluster = client?.isCluster === true
+  const { tls } = cluster ? client.options?.redisOptions ?? {} : connectionOptionsOf(client)
+  return `${tls ? 'rediss' : 'redis'}${cluster ? '+cluster' : ''}://${addressOf(client)}`
 }
 
 /**
@@ -91,18 +115,23 @@ function runScript(client, source, keys, args, timeout) {
 // A lock rebuilt from stored values is released and extended by comparing its value, as ironlock's
 // own scripts do: another holder's lock is never deleted or extended.
 
-/** Deletes the keys that still hold ARGV[1] and announces each release to ironlock's waiters. */
-const RELEASE_BY_VALUE = `
+/**
+ * Deletes the keys that still hold ARGV[1] and announces each release to ironlock's waiters with
+ * `publish`: PUBLISH, or on a Redis Cluster SPUBLISH, on the key's shard, where ironlock listens.
+ */
+const releaseByValueScript = (publish) => `
 local released = 0
 for i, key in ipairs(KEYS) do
   if redis.call('GET', key) == ARGV[1] then
     redis.call('DEL', key)
-    if ARGV[i + 1] ~= '' then redis.call('PUBLISH', ARGV[i + 1], ARGV[1]) end
+    if ARGV[i + 1] ~= '' then redis.call('${publish}', ARGV[i + 1], ARGV[1]) end
     released = released + 1
   end
 end
 return released
 `
+const RELEASE_BY_VALUE = releaseByValueScript('PUBLISH')
+const RELEASE_BY_VALUE_SHARDED = releaseByValueScript('SPUBLISH')
 
 /** Gives every key ARGV[2] ms more, only if all still hold ARGV[1]. */
 const EXTEND_BY_VALUE = `
@@ -131,7 +160,8 @@ function releaseChannel(redisKey) {
 async function releaseByValue(client, keys, value, timeout) {
   const prefix = connectionOptionsOf(client).keyPrefix ?? ''
   const channels = keys.map((key) => releaseChannel(`${prefix}${key}`))
-  return Number(await runScript(client, RELEASE_BY_VALUE, keys, [value, ...channels], timeout))
+  const script = client.isCluster === true ? RELEASE_BY_VALUE_SHARDED : RELEASE_BY_VALUE
+  return Number(await runScript(client, script, keys, [value, ...channels], timeout))
 }
 
 /** Resolves how many of `keys` were extended by `ttl` ms: all of them, or 0 if one no longer held `value`. */

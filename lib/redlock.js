@@ -254,7 +254,7 @@ class Redlock extends EventEmitter {
 
     // Without a `db` setting each client's own database holds its locks, as in redlock 4.
     const db = settings !== null && typeof settings === 'object' && isDbIndex(settings.db) ? settings.db : undefined
-    const targets = [...this.clients].map((client, index) => targetOf(client, index, db))
+    const targets = [...this.clients].map((client, index) => targetOf(client, index, db, this.clients.size))
     this.#addresses = [...this.clients].map(addressOf)
     this.#lockerDrift = this.settings.driftFactor
     const locker = new Locker(targets.length === 1 ? targets[0] : targets, { driftFactor: this.settings.driftFactor })

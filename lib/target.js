@@ -13,6 +13,14 @@ const LOCKER_DEFAULTS = Object.freeze([...Object.keys(LOCK_DEFAULTS), ...Object.
 const NODE_OPTIONS = Object.freeze([
   'host', 'port', 'username', 'password', 'db', 'tls', 'family', 'connectTimeout', 'commandTimeout', 'keyPrefix',
 ])
+/** What a Redis Cluster target written as options may set: its seeds, and what every node shares. */
+const CLUSTER_OPTIONS = Object.freeze([
+  'cluster', 'username', 'password', 'tls', 'connectTimeout', 'commandTimeout', 'keyPrefix',
+])
+/** What one seed of a Cluster target written as options may set. */
+const SEED_OPTIONS = Object.freeze(['host', 'port', 'username', 'password', 'db', 'tls'])
+/** `redis+cluster://host:port,host:port` (`rediss+cluster://` with TLS): a cluster by its seeds. */
+const CLUSTER_URL = /^(rediss?)\+cluster:\/\//i
 
 // An ioredis client's options as the redlock shim passes them (with its `db` setting): read like a
 // client's, whose options hold many more names than ironlock reads, not checked like a user's.
@@ -132,6 +140,85 @@ function connectionOverrides(options) {
   return overrides
 }
 
+/** Whether `target` names a Redis Cluster: an ioredis `Cluster`, `{ cluster }` or a cluster URL. */
+function isClusterTarget(target) {
+  if (typeof target === 'string') return CLUSTER_URL.test(target)
+  if (target === null || typeof target !== 'object') return false
+  return target.isCluster === true || (target[CLIENT_OPTIONS] === undefined && !isIoredisClient(target) && target.cluster !== undefined)
+}
+
+/**
+ * A Redis Cluster target → its seeds (nodes a locker finds the rest through) and its connection
+ * overrides: `redis+cluster://` URLs, `{ cluster: [seeds], …shared }` and ioredis `Cluster` clients.
+ */
+function parseCluster(target, name) {
+  if (typeof target === 'string') return { seeds: checkedSeeds(parseClusterUrl(target, name), name), overrides: {} }
+  if (target.isCluster === true) return parseClusterClient(target, name)
+  knownOptions(target, CLUSTER_OPTIONS, name)
+  if (!Array.isArray(target.cluster)) {
+    throw invalidArgType(`${name}.cluster`, 'an array of seed nodes (redis:// URLs or { host, port } objects)', target.cluster)
+  }
+  const shared = { username: target.username, password: target.password, tls: target.tls }
+  const seeds = Array.from(target.cluster, (seed, index) => {
+    const seedName = `${name}.cluster[${index}]`
+    if (typeof seed === 'string') return { ...parseNodeOptions(shared, name), ...definedFields(parseUrl(seed, seedName)) }
+    if (seed === null || typeof seed !== 'object') {
+      throw invalidArgType(seedName, 'a redis:// URL or a { host, port } object', seed)
+    }
+    knownOptions(seed, SEED_OPTIONS, seedName)
+    return parseNodeOptions({ ...shared, ...definedFields(seed) }, seedName)
+  })
+  return { seeds: checkedSeeds(seeds, name), overrides: connectionOverrides(target) }
+}
+
+/** An ioredis `Cluster`: its startup nodes over its `redisOptions`, as its own connections use them. */
+function parseClusterClient(cluster, name) {
+  const options = cluster.options ?? {}
+  const shared = options.redisOptions ?? {}
+  const startupNodes = Array.isArray(cluster.startupNodes) ? cluster.startupNodes : []
+  const seeds = startupNodes.map((node, index) => {
+    const seedName = `${name}.startupNodes[${index}]`
+    const given = typeof node === 'string' ? definedFields(parseUrl(node, seedName))
+      : typeof node === 'number' ? { port: node } : node
+    return parseNodeOptions({ ...shared, db: undefined, ...definedFields(given) }, seedName)
+  })
+  const overrides = connectionOverrides({ ...shared, keyPrefix: options.keyPrefix ?? shared.keyPrefix })
+  return { seeds: checkedSeeds(seeds, name), overrides }
+}
+
+/** `redis+cluster://[user:pass@]host:port[,host:port…]` → one node per host, sharing the user info. */
+function parseClusterUrl(text, name) {
+  const [, scheme] = CLUSTER_URL.exec(text)
+  const rest = text.slice(scheme.length + '+cluster://'.length)
+  const at = rest.lastIndexOf('@')
+  const userinfo = at >= 0 ? `${rest.slice(0, at)}@` : ''
+  const hosts = at >= 0 ? rest.slice(at + 1) : rest
+  const [authority, path = ''] = hosts.split(/(?=[/?#])/, 2)
+  const seeds = authority.split(',')
+  if (seeds.length > 1 && seeds.includes('')) {
+    throw invalidArgValue(name, `has an empty seed between its commas. Received '${redactUrl(text)}'`)
+  }
+  return seeds.map((host) => parseUrl(`${scheme.toLowerCase()}://${userinfo}${host}${path}`, name))
+}
+
+/** `seeds`, checked to be one cluster's: a node of database 0, the same credentials and TLS on each. */
+function checkedSeeds(seeds, name) {
+  if (seeds.length === 0) throw invalidArgValue(name, 'must list at least one seed node of the cluster')
+  const shared = ({ username, password, tls }) => JSON.stringify([username, password, tls])
+  for (const seed of seeds) {
+    if (seed.db !== 0) throw invalidArgValue(name, `names database ${seed.db}, but a Redis Cluster has only database 0`)
+    if (shared(seed) !== shared(seeds[0])) {
+      throw invalidArgValue(name, 'must give every seed the same username, password and TLS settings: the nodes of a cluster share them')
+    }
+  }
+  return seeds
+}
+
+/** `object` without its undefined fields, so they do not hide the ones it is spread over. */
+function definedFields(object) {
+  return Object.fromEntries(Object.entries(object).filter(([, value]) => value !== undefined))
+}
+
 function parseNode(target, name) {
   if (typeof target === 'string') return { node: parseUrl(target, name), overrides: {} }
   if (target === null || typeof target !== 'object') {
@@ -139,9 +226,6 @@ function parseNode(target, name) {
   }
   const fromClient = target[CLIENT_OPTIONS]
   const client = fromClient !== undefined || isIoredisClient(target)
-  if (target.isCluster === true || (!client && target.cluster !== undefined)) {
-    throw invalidArgValue(name, 'is a Redis Cluster target, which this version of ironlock does not support yet')
-  }
   const options = fromClient ?? (client ? target.options : target)
   if (options.sentinels != null || options.sentinel != null) {
     throw invalidArgValue(name, 'is a Sentinel target, which this version of ironlock does not support yet')
@@ -185,7 +269,9 @@ function resolveTarget(given, defaults) {
   const { target, origin } = chooseTarget(given)
   const settings = knownOptions(objectArgument(defaults, 'defaults'), LOCKER_DEFAULTS, 'defaults')
   const memory = parseMemory(target)
-  const parsed = memory ? [] : Array.isArray(target) ? parseNodes(target) : [parseNode(target, 'target')]
+  const cluster = memory || !isClusterTarget(target) ? undefined : parseCluster(target, 'target')
+  const parsed = memory ? [] : cluster ? [{ overrides: cluster.overrides }]
+    : Array.isArray(target) ? parseNodes(target) : [parseNode(target, 'target')]
   const connection = { ...CONNECTION_DEFAULTS }
   for (const field of Object.keys(CONNECTION_DEFAULTS)) {
     if (settings[field] !== undefined) connection[field] = settings[field]
@@ -199,18 +285,22 @@ function resolveTarget(given, defaults) {
   if (typeof connection.driftFactor !== 'number' || !(connection.driftFactor >= 0 && connection.driftFactor < 1)) {
     throw invalidArgValue('driftFactor', `must be a number from 0 to below 1.${describe(connection.driftFactor)}`)
   }
+  const lockDefaults = {
+    ttl: settings.ttl ?? LOCK_DEFAULTS.ttl,
+    wait: settings.wait ?? LOCK_DEFAULTS.wait,
+    autoExtend: settings.autoExtend ?? LOCK_DEFAULTS.autoExtend,
+  }
+  if (memory) return { native: { mode: 'memory', nodes: [], store: memory.store, ...connection }, lockDefaults, description: target }
+  if (cluster) {
+    const { seeds } = cluster
+    return { native: { mode: 'cluster', nodes: seeds, ...connection }, lockDefaults, description: `cluster[${seeds.map(describeNode).join(', ')}]` }
+  }
   // A Redlock node is named by its address alone: it can only have been given.
   const nodes = parsed.length === 1 ? [{ ...parsed[0].node, origin }] : parsed.map(({ node }) => node)
   return {
-    native: memory
-      ? { mode: 'memory', nodes: [], store: memory.store, ...connection }
-      : { mode: nodes.length === 1 ? 'single' : 'redlock', nodes, ...connection },
-    lockDefaults: {
-      ttl: settings.ttl ?? LOCK_DEFAULTS.ttl,
-      wait: settings.wait ?? LOCK_DEFAULTS.wait,
-      autoExtend: settings.autoExtend ?? LOCK_DEFAULTS.autoExtend,
-    },
-    description: memory ? target : nodes.length === 1 ? describeNode(nodes[0]) : `redlock[${nodes.map(describeNode).join(', ')}]`,
+    native: { mode: nodes.length === 1 ? 'single' : 'redlock', nodes, ...connection },
+    lockDefaults,
+    description: nodes.length === 1 ? describeNode(nodes[0]) : `redlock[${nodes.map(describeNode).join(', ')}]`,
   }
 }
 
@@ -221,7 +311,13 @@ function resolveTarget(given, defaults) {
 function parseNodes(targets) {
   if (targets.length === 0) throw invalidArgValue('target', 'must list at least one server. Received an empty array')
   // Every index: `map` would skip holes, leaving nodes undefined.
-  return Array.from(targets, (each, index) => parseNode(each, `target[${index}]`))
+  return Array.from(targets, (each, index) => {
+    const name = `target[${index}]`
+    if (isClusterTarget(each)) {
+      throw invalidArgValue(name, 'is a Redis Cluster, which is a target on its own, not a node of Redlock (Redlock takes independent masters)')
+    }
+    return parseNode(each, name)
+  })
 }
 
 /** `redis://user:***@host:port/db`: how a target shows in inspect output and messages. */

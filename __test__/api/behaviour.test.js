@@ -1,10 +1,12 @@
 'use strict'
 
-// One behavioural suite, two targets: every test here runs against a real Redis and against
-// `memory://`, so the in-process store cannot drift from Redis. Tests that need to look at Redis
-// itself (raw keys, pub/sub, server failures) belong in the other files, not here.
+// One behavioural suite, three targets: every test here runs against a real Redis, a Redis
+// Cluster and `memory://`, so neither the Cluster nor the in-process store can drift from one
+// Redis. Tests that need to look at Redis itself (raw keys, pub/sub, server failures) belong in
+// the other files, not here.
 
 const { startRedis, stopAll } = require('../helpers/redis-server')
+const { startCluster } = require('../helpers/redis-cluster')
 const ironlock = require('../..')
 const { Locker, LockError, LockBusyError, LockLostError, LockConnectionError } = ironlock
 
@@ -23,6 +25,15 @@ const targets = [
     },
     reset() {
       return this.redis.flushall()
+    },
+  }],
+  ['cluster', {
+    async setup() {
+      this.cluster = await startCluster()
+      return this.cluster.url
+    },
+    reset() {
+      return this.cluster.flushAll()
     },
   }],
   ['memory', {

@@ -36,7 +36,7 @@ pub struct NodeOptions {
 /// Everything a native locker needs to reach its servers.
 #[napi(object)]
 pub struct LockerOptions {
-    /// `"single"`, `"redlock"`, or `"memory"` (no nodes).
+    /// `"single"`, `"redlock"`, `"cluster"` (the nodes are its seeds), or `"memory"` (no nodes).
     pub mode: String,
     pub nodes: Vec<NodeOptions>,
     /// `"memory"` mode: the name of a store shared by every locker on it (`memory://<name>`);
@@ -58,6 +58,7 @@ impl TryFrom<LockerOptions> for LockerConfig {
         let target = match options.mode.as_str() {
             "single" => Target::Single(nodes.next().ok_or("a single target needs one node")?),
             "redlock" => Target::Redlock(nodes.collect()),
+            "cluster" => Target::Cluster(nodes.collect()),
             "memory" => Target::Memory {
                 name: options.store.filter(|name| !name.is_empty()),
             },

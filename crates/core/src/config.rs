@@ -105,6 +105,9 @@ pub enum Target {
     Single(NodeConfig),
     /// Independent masters; a lock needs a majority of them.
     Redlock(Vec<NodeConfig>),
+    /// One Redis Cluster, found through these seed nodes: each key lives on the master that owns
+    /// its hash slot. Every node takes the first seed's credentials and TLS settings.
+    Cluster(Vec<NodeConfig>),
     /// `memory://`: an in-process store with the same semantics, excluding only within this
     /// process. `name` (`memory://<name>`) shares one store among every locker on that name;
     /// without it the locker has a store of its own.

@@ -2,8 +2,8 @@
 
 // What a Redlock shows of its settings and internals, as redlock 4 and @sesamecare-oss/redlock
 // have them: `settings.db` (0 by default), redlock 4's `_lock`, construction from a jest
-// auto-mock of ioredis (as unit tests of code using redlock do), a clear refusal of Cluster
-// clients, and a warning that redlock 4's script options are not run.
+// auto-mock of ioredis (as unit tests of code using redlock do), a Cluster client (a Redis Cluster
+// target; several are refused), and a warning that redlock 4's script options are not run.
 
 const IORedis = require('ioredis')
 const { startRedis, stopAll } = require('../../../helpers/redis-server')
@@ -69,11 +69,12 @@ test('a jest auto-mock of an ioredis client is taken as a client, not a Cluster'
   expect(redlock.settings).toMatchObject({ db: 2, retryCount: 10 })
 })
 
-test('a Cluster client is refused with a clear error (Redis Cluster is not supported yet)', () => {
-  const cluster = new IORedis.Cluster([{ host: server.host, port: server.port }], { lazyConnect: true })
-  expect(() => new Redlock([cluster])).toThrow(expect.objectContaining({
+test('one Cluster client is a Redis Cluster target; several are refused with a clear error', () => {
+  const cluster = () => new IORedis.Cluster([{ host: server.host, port: server.port }], { lazyConnect: true })
+  expect(shim([cluster()]).locker).toBeDefined()
+  expect(() => new Redlock([cluster(), cluster()])).toThrow(expect.objectContaining({
     code: 'ERR_INVALID_ARG_VALUE',
-    message: expect.stringContaining('Redis Cluster'),
+    message: expect.stringContaining('clients[0]\' is a Redis Cluster client'),
   }))
 })
 

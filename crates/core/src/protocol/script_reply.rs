@@ -79,6 +79,15 @@ pub fn acquire_all(reply: Reply) -> Result<Attempt, Refusal> {
     }
 }
 
+/// [`crate::protocol::scripts::HELD_BY_OTHERS`]'s reply: `None` when every key is free, else what
+/// an attempt would find, read as [`acquire_all`] reads it.
+pub fn held_by_others(reply: Reply) -> Result<Option<Attempt>, Refusal> {
+    if matches!(&reply, Reply::Array(Some(values)) if values.is_empty()) {
+        return Ok(None);
+    }
+    acquire_all(reply).map(Some)
+}
+
 /// `1, fence`: taken; `0, pttl` (an ironlock holder) or `2, pttl` (any other): busy, pttl -1
 /// meaning a holder without TTL; `3, type`: a value of another type; anything else carries the
 /// text of a refused command.
@@ -314,6 +323,27 @@ mod tests {
             Ok(Attempt::Busy {
                 retry_after: Some(Duration::from_millis(300)),
                 foreign: true,
+            })
+        );
+    }
+
+    #[test]
+    fn reads_held_by_others_as_free_busy_or_of_another_type() {
+        assert_eq!(held_by_others(array(vec![])), Ok(None));
+        let busy = array(vec![Reply::Int(0), Reply::Int(-1)]);
+        assert_eq!(
+            held_by_others(busy),
+            Ok(Some(Attempt::Busy {
+                retry_after: None,
+                foreign: false,
+            }))
+        );
+        let hash = array(vec![Reply::Int(3), bulk("hash"), Reply::Int(2)]);
+        assert_eq!(
+            held_by_others(hash),
+            Err(Refusal::OtherType {
+                index: 1,
+                found: "hash".into()
             })
         );
     }

@@ -112,8 +112,9 @@ end
 /// while the previous calls were on their way, so a burst costs Redis one script run.
 ///
 /// KEYS: lock key and fencing counter, per lock. ARGV: token and ttl in ms, per lock.
-/// Returns two values per lock: `1, fence` when taken; `0, pttl` when busy with an ironlock
-/// holder, `2, pttl` when busy with any other (pttl -1: a holder without TTL); `3, type` when the
+/// Returns two values per lock: `1, fence` when taken (also when the key holds the token already:
+/// a call that reached Redis before and goes again, as a cluster connection resends after a
+/// dropped connection); `0, pttl` when busy with an ironlock holder, `2, pttl` when busy with any other (pttl -1: a holder without TTL); `3, type` when the
 /// key holds a value of another Redis type than a string; `-1, message` when Redis refused a
 /// command (the other locks are unaffected).
 pub static ACQUIRE_EACH: LazyLock<Script> = LazyLock::new(|| {
@@ -134,7 +135,7 @@ local function take(key, counter, token, ttl)
       if type(holder) == 'table' and holder.err then return 3, other_type(key, holder) end
     end
   end
-  if not holder then
+  if not holder or holder == token then
     return 1, next_fence(counter, 1)
   end
   return busy_code(holder), redis.call('PTTL', key)
@@ -153,33 +154,52 @@ return out
     ))
 });
 
+/// The Lua function `held_by_others(n, token)`: what an attempt at the first `n` of KEYS finds,
+/// writing nothing: `{0, pttl}` when some are held (the longest pttl among them, -1 when one has
+/// no TTL), `{2, pttl}` when one of the holders is not ironlock's, `{3, type, i}` when key `i`
+/// (from 1) holds a value of another Redis type than a string, `nil` when all are free. A key
+/// holding `token` counts as free (see [`ACQUIRE_EACH`]).
+macro_rules! held_by_others_lua {
+    () => {
+        r#"
+local function held_by_others(n, token)
+  local longest = -2
+  local code = 0
+  for i = 1, n do
+    local left = redis.call('PTTL', KEYS[i])
+    if left ~= -2 then
+      local holder = redis.pcall('GET', KEYS[i])
+      if type(holder) == 'table' and holder.err then
+        return {3, other_type(KEYS[i], holder), i}
+      end
+      if holder ~= token then
+        code = math.max(code, busy_code(holder))
+        if left == -1 or (left > longest and longest ~= -1) then longest = left end
+      end
+    end
+  end
+  if longest ~= -2 then return {code, longest} end
+  return nil
+end
+"#
+    };
+}
+
 /// Sets every key of a multi-key lock or none, then bumps the fencing counters.
 ///
 /// KEYS: the n lock keys, then the fencing counters. ARGV: token, ttl in ms, n.
-/// Returns `{1, fence}` when taken, `{0, pttl}` when busy: the longest pttl among the held keys,
-/// -1 when one of them has no TTL; `{2, pttl}` when one of the holders is not ironlock's;
-/// `{3, type, i}` when lock key `i` (from 1) holds a value of another Redis type than a string.
+/// Returns `{1, fence}` when taken (a key holding the token already counts as free, as in
+/// [`ACQUIRE_EACH`]), or what `held_by_others` found (busy, or a key of another type).
 pub static ACQUIRE_ALL: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         next_fence_lua!(),
         busy_code_lua!(),
         other_type_lua!(),
+        held_by_others_lua!(),
         r#"
 local n = tonumber(ARGV[3])
-local longest = -2
-local code = 0
-for i = 1, n do
-  local left = redis.call('PTTL', KEYS[i])
-  if left ~= -2 then
-    local holder = redis.pcall('GET', KEYS[i])
-    if type(holder) == 'table' and holder.err then
-      return {3, other_type(KEYS[i], holder), i}
-    end
-    code = math.max(code, busy_code(holder))
-  end
-  if left == -1 or (left > longest and longest ~= -1) then longest = left end
-end
-if longest ~= -2 then return {code, longest} end
+local busy = held_by_others(n, ARGV[1])
+if busy then return busy end
 for i = 1, n do redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2]) end
 local fence = 0
 local counters = {}
@@ -196,22 +216,36 @@ return {1, fence}
     ))
 });
 
-/// Deletes lock keys that still hold their token and announces each on its channel. Like
-/// [`ACQUIRE_EACH`], one call carries every release asked for meanwhile.
+/// What [`ACQUIRE_ALL`] would find busy at the lock keys, writing nothing: on Redis Cluster, a
+/// lock across slots that found one slot busy asks this of the slots after it, so that its
+/// `retryAfter` is the longest hold among all its keys without holding any of them.
 ///
-/// KEYS: the lock keys. ARGV: token and channel, per key. Returns per key 1 when it was ours and
-/// is deleted, 0 when it was not ours, `{3, type}` when it holds a value of another Redis type
-/// than a string, or the message of a command Redis refused.
-pub static RELEASE_EACH: LazyLock<Script> = LazyLock::new(|| {
+/// KEYS: the lock keys. Returns `held_by_others`' answer, or `{}` when every key is free.
+pub static HELD_BY_OTHERS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
+        busy_code_lua!(),
         other_type_lua!(),
+        held_by_others_lua!(),
         r#"
+return held_by_others(#KEYS, false) or {}
+"#
+    ))
+});
+
+/// The Lua of [`RELEASE_EACH`], announcing with `$publish`.
+macro_rules! release_each_lua {
+    ($publish:literal) => {
+        concat!(
+            other_type_lua!(),
+            r#"
 local function release(key, token, channel)
   local holder = redis.pcall('GET', key)
   if type(holder) == 'table' and holder.err then return {3, other_type(key, holder)} end
   if holder ~= token then return 0 end
   redis.call('DEL', key)
-  redis.call('PUBLISH', channel, token)
+  redis.call('"#,
+            $publish,
+            r#"', channel, token)
   return 1
 end
 local out = {}
@@ -225,8 +259,24 @@ for i = 1, #KEYS do
 end
 return out
 "#
-    ))
-});
+        )
+    };
+}
+
+/// Deletes lock keys that still hold their token and announces each on its channel. Like
+/// [`ACQUIRE_EACH`], one call carries every release asked for meanwhile.
+///
+/// KEYS: the lock keys. ARGV: token and channel, per key. Returns per key 1 when it was ours and
+/// is deleted, 0 when it was not ours, `{3, type}` when it holds a value of another Redis type
+/// than a string, or the message of a command Redis refused.
+pub static RELEASE_EACH: LazyLock<Script> =
+    LazyLock::new(|| Script::new(release_each_lua!("PUBLISH")));
+
+/// [`RELEASE_EACH`] on Redis Cluster: each release announced with `SPUBLISH`, on its key's shard
+/// only (a channel shares its key's slot, see [`crate::protocol::keys::release_channel`]), where
+/// `PUBLISH` would go to every node of the cluster. Redis 7 and later.
+pub static RELEASE_EACH_SHARDED: LazyLock<Script> =
+    LazyLock::new(|| Script::new(release_each_lua!("SPUBLISH")));
 
 /// Resets the TTL of every lock key, only if all still hold our token.
 ///
@@ -252,8 +302,8 @@ return 1
 /// A chain of hand-overs reserves its fencing tokens as one block (see `crate::session::handover`).
 ///
 /// KEYS: lock key, fencing counter. ARGV: old token, new token, new ttl in ms, how many fencing
-/// tokens to reserve (0: none). Returns `{0}` when the key no longer holds the old token, `{1}`
-/// when handed over, `{1, counter}` when handed over with a block reserved (`counter` its last),
+/// tokens to reserve (0: none). Returns `{0}` when the key holds neither token, `{1}` when handed
+/// over (also when it holds the new token already: a call that reached Redis before goes again), `{1, counter}` when handed over with a block reserved (`counter` its last),
 /// `{3, type, 1}` when the key holds a value of another Redis type than a string.
 pub static HAND_OVER: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
@@ -262,7 +312,7 @@ pub static HAND_OVER: LazyLock<Script> = LazyLock::new(|| {
         r#"
 local holder = redis.pcall('GET', KEYS[1])
 if type(holder) == 'table' and holder.err then return {3, other_type(KEYS[1], holder), 1} end
-if holder ~= ARGV[1] then return {0} end
+if holder ~= ARGV[1] and holder ~= ARGV[2] then return {0} end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 local reserve = tonumber(ARGV[4])
 if reserve > 0 then return {1, next_fence(KEYS[2], reserve)} end

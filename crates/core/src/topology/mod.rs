@@ -1,6 +1,7 @@
 //! Where locks are stored. Every topology speaks the same small protocol; the locker adds waiting,
 //! validity and the watchdog on top, once for all of them.
 
+mod cluster;
 mod memory;
 mod redlock;
 mod single;
@@ -11,6 +12,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+pub use cluster::Cluster;
 pub use memory::Memory;
 pub use redlock::Redlock;
 pub use single::{Single, WireAnswer, WireCalls};
@@ -50,6 +52,12 @@ pub fn for_target(
             config.connect_timeout,
             config.command_timeout,
             config.drift_factor,
+            listener,
+        )?),
+        Target::Cluster(seeds) => Arc::new(Cluster::new(
+            seeds,
+            config.connect_timeout,
+            config.command_timeout,
             listener,
         )?),
         Target::Memory { name } => Arc::new(Memory::new(name.as_deref(), listener)),

@@ -196,7 +196,7 @@ impl Subscriber {
 }
 
 /// Drops one use of `channel`; `true` when that was the last.
-fn release_use(channels: &mut HashMap<String, usize>, channel: &str) -> bool {
+pub(super) fn release_use(channels: &mut HashMap<String, usize>, channel: &str) -> bool {
     match channels.get_mut(channel) {
         Some(uses) if *uses > 1 => {
             *uses -= 1;

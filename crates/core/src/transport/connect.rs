@@ -5,11 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::{
-    Client, ConnectionAddr, ErrorKind, IntoConnectionInfo, RedisConnectionInfo, RedisError,
+    Client, ClientTlsConfig, ConnectionAddr, ConnectionInfo, ErrorKind, IntoConnectionInfo,
+    RedisConnectionInfo, RedisError, TlsCertificates,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::config::NodeConfig;
+use crate::config::{NodeConfig, TlsConfig};
 use crate::error::{MAYBE_ONLY_TLS, NOT_REDIS, NOT_TLS, REFUSED};
 
 /// How long a TLS handshake may take before a plain-text question asks whether the server is a
@@ -77,6 +78,15 @@ pub(crate) fn driver_error(error: &RedisError) -> String {
 
 /// The redis-rs client for `node`: its address, database, credentials and TLS settings.
 pub(super) fn client_for(node: &NodeConfig) -> Result<Client, RedisError> {
+    let info = connection_info(node)?;
+    match node.tls.as_ref().and_then(certificates) {
+        Some(certificates) => Client::build_with_tls(info, certificates),
+        None => Client::open(info),
+    }
+}
+
+/// How redis-rs reaches `node`: its address, TLS mode, database and credentials.
+pub(super) fn connection_info(node: &NodeConfig) -> Result<ConnectionInfo, RedisError> {
     if node.tls.is_some() {
         // Once per process; an `Err` only says another provider is already installed.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -97,23 +107,24 @@ pub(super) fn client_for(node: &NodeConfig) -> Result<Client, RedisError> {
             tls_params: None,
         },
     };
-    let info = addr.into_connection_info()?.set_redis_settings(redis);
-    match &node.tls {
-        Some(tls) if tls.ca.is_some() || tls.cert.is_some() => Client::build_with_tls(
-            info,
-            redis::TlsCertificates {
-                client_tls: match (&tls.cert, &tls.key) {
-                    (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
-                        client_cert: cert.clone(),
-                        client_key: key.clone(),
-                    }),
-                    _ => None,
-                },
-                root_cert: tls.ca.clone(),
-            },
-        ),
-        _ => Client::open(info),
+    Ok(addr.into_connection_info()?.set_redis_settings(redis))
+}
+
+/// The CA and client certificate `tls` asks for, if any; `None`: the default web roots.
+pub(super) fn certificates(tls: &TlsConfig) -> Option<TlsCertificates> {
+    if tls.ca.is_none() && tls.cert.is_none() {
+        return None;
     }
+    Some(TlsCertificates {
+        client_tls: match (&tls.cert, &tls.key) {
+            (Some(cert), Some(key)) => Some(ClientTlsConfig {
+                client_cert: cert.clone(),
+                client_key: key.clone(),
+            }),
+            _ => None,
+        },
+        root_cert: tls.ca.clone(),
+    })
 }
 
 /// An error text with the node's password blanked, should a driver ever echo it.

@@ -1,8 +1,9 @@
 //! What carries the commands: the wire (the sans-IO half of the JS thread's socket), the runtime's
-//! redis-rs connection to each node with the batching of its requests, and the runtime that
-//! connection lives on.
+//! redis-rs connection to each node (or to a Redis Cluster) with the batching of its requests,
+//! and the runtime that connection lives on.
 
 pub mod batch;
+pub mod cluster;
 pub(crate) mod connect;
 pub mod node;
 pub mod runtime;

@@ -6,6 +6,7 @@
 // Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod locker;
 
 use std::fmt::{self, Debug};
@@ -31,14 +32,22 @@ pub struct RedisServer {
     process: Child,
     port: u16,
     dir: PathBuf,
+    /// Arguments beyond the defaults (`spawn`), kept for a restart.
+    extra_args: Vec<String>,
 }
 
 impl RedisServer {
     /// Starts a server on a free port and returns once it answers PING.
     pub fn start() -> Self {
+        Self::start_with(&[], free_port)
+    }
+
+    /// Starts a server with `extra_args` on the port `port` finds, retrying with another port
+    /// when the first is taken meanwhile.
+    pub fn start_with(extra_args: &[&str], port: fn() -> u16) -> Self {
         let mut failures = Vec::new();
         for _ in 0..START_ATTEMPTS {
-            match Self::try_start() {
+            match Self::try_start(extra_args, port()) {
                 Ok(server) => return server,
                 // Usually another process took the port between probing and binding it.
                 Err(failure) => failures.push(failure),
@@ -50,17 +59,22 @@ impl RedisServer {
         );
     }
 
-    fn try_start() -> Result<Self, String> {
-        let port = free_port();
+    fn try_start(extra_args: &[&str], port: u16) -> Result<Self, String> {
+        let extra_args: Vec<String> = extra_args.iter().map(|arg| (*arg).to_owned()).collect();
         let dir = std::env::temp_dir().join(format!(
             "ironlock-core-test-{}-{}",
             std::process::id(),
             NEXT_SERVER.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&dir).map_err(|error| format!("create {dir:?}: {error}"))?;
-        let process = spawn(port, &dir)?;
+        let process = spawn(port, &dir, &extra_args)?;
         // From here on, Drop kills the process and removes the directory on every early return.
-        let mut server = Self { process, port, dir };
+        let mut server = Self {
+            process,
+            port,
+            dir,
+            extra_args,
+        };
         server.wait_until_ready()?;
         Ok(server)
     }
@@ -69,7 +83,7 @@ impl RedisServer {
     /// without persistence does to its data.
     pub fn restart_empty(&mut self) {
         self.stop();
-        self.process = spawn(self.port, &self.dir)
+        self.process = spawn(self.port, &self.dir, &self.extra_args)
             .unwrap_or_else(|error| panic!("restart on port {}: {error}", self.port));
         if let Err(error) = self.wait_until_ready() {
             panic!("restart on port {}: {error}", self.port);
@@ -246,7 +260,7 @@ impl Drop for RedisServer {
     }
 }
 
-fn spawn(port: u16, dir: &std::path::Path) -> Result<Child, String> {
+fn spawn(port: u16, dir: &std::path::Path, extra_args: &[String]) -> Result<Child, String> {
     Command::new(REDIS_SERVER)
         .args(["--port", &port.to_string()])
         .args(["--bind", "127.0.0.1"])
@@ -256,6 +270,7 @@ fn spawn(port: u16, dir: &std::path::Path) -> Result<Child, String> {
         .arg(dir)
         .arg("--logfile")
         .arg(dir.join("redis.log"))
+        .args(extra_args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

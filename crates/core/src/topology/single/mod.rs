@@ -5,6 +5,7 @@
 mod one_key;
 mod wire_calls;
 
+pub(super) use one_key::{Acquires, OneKeyAcquire, OneKeyRelease, Releases};
 pub use wire_calls::{WireAnswer, WireCalls};
 
 use std::sync::{Arc, Weak};
@@ -23,7 +24,6 @@ use crate::protocol::script_reply::{self, Refusal};
 use crate::protocol::scripts;
 use crate::transport::batch::{self, Batch, Reply};
 use crate::transport::node::{NodeConnection, Resend};
-use one_key::{Acquires, OneKeyAcquire, OneKeyRelease, Releases};
 
 pub struct Single {
     server: Arc<Server>,

@@ -1,16 +1,17 @@
 //! One-key locks asked for together travel as one script call (at most [`chunks::MAX_BATCH`]
 //! locks): how such a call is written and how its reply reads, lock by lock, whichever connection
-//! carries it (the runtime's, [`super::Single`]; the JS thread's, [`super::WireCalls`]).
+//! carries it (the runtime's, [`super::Single`]; the JS thread's, [`super::WireCalls`]; a Redis
+//! Cluster's, one call per hash slot, `crate::topology::Cluster`).
 
 use std::time::Duration;
 
 use crate::error::LockError;
 use crate::protocol::chunks;
-use crate::protocol::keys::{release_channel, LockKeys};
+use crate::protocol::keys::{hash_slot, release_channel, LockKeys};
 use crate::protocol::resp::Reply;
 use crate::protocol::script_call::ScriptCall;
 use crate::protocol::script_reply::{self, Attempt, Refusal};
-use crate::protocol::scripts;
+use crate::protocol::scripts::{self, Script};
 
 /// One lock key to take with `token`, and its fencing counter.
 pub struct OneKeyAcquire {
@@ -41,6 +42,11 @@ impl OneKeyAcquire {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The Redis Cluster hash slot of the key (and of its fencing counter).
+    pub fn slot(&self) -> u16 {
+        hash_slot(&self.key)
     }
 
     /// The release that undoes this attempt, whatever it took.
@@ -76,6 +82,11 @@ impl OneKeyRelease {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The Redis Cluster hash slot of the key (and of its channel).
+    pub fn slot(&self) -> u16 {
+        hash_slot(&self.key)
     }
 }
 
@@ -144,8 +155,17 @@ impl<T> Releases<T> {
     }
 
     pub fn call(&self) -> ScriptCall<'_> {
+        self.call_of(&scripts::RELEASE_EACH)
+    }
+
+    /// The call on Redis Cluster, announcing on the keys' shard (every key in one slot).
+    pub fn sharded_call(&self) -> ScriptCall<'_> {
+        self.call_of(&scripts::RELEASE_EACH_SHARDED)
+    }
+
+    fn call_of(&self, script: &'static Script) -> ScriptCall<'_> {
         let releases = &self.0;
-        let mut call = ScriptCall::new(&scripts::RELEASE_EACH, releases.len(), 2 * releases.len());
+        let mut call = ScriptCall::new(script, releases.len(), 2 * releases.len());
         for (release, _) in releases {
             call.key(&release.key);
         }

@@ -1,0 +1,326 @@
+//! Redis Cluster: the one-Redis protocol, each call on the master that owns its keys' hash slot,
+//! over redis-rs's cluster connection ([`ClusterConnection`]), with releases announced and heard
+//! on the key's shard ([`ShardSubscriber`]).
+//!
+//! Every helper name of a lock shares its key's slot (see [`crate::protocol::keys`]), so a
+//! one-key lock and a lock whose keys share a slot (a hash tag: `{order:7}:items`) are one script
+//! call, atomic, as on one Redis. Keys across slots are taken slot by slot in ascending slot
+//! order, all or nothing ([`across_slots`]). One-key acquires and releases asked for together
+//! travel as one call per slot, as on one Redis (see `super::single`).
+//!
+//! Fencing tokens come from one counter per slot on the slot's master, which moves with the slot
+//! (a migration carries it with the keys) and never hands out a token below the master's clock in
+//! microseconds, so a replica promoted without the latest counter still counts on above every
+//! token given before (see `scripts::next_fence_lua`).
+
+mod across_slots;
+mod shard_subscriber;
+mod slots;
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use futures_util::future::join_all;
+
+use super::single::{Acquires, OneKeyAcquire, OneKeyRelease, Releases};
+use super::{handed_key, Attempt, BoxFuture, HandOver, ReleaseListener, Topology};
+use crate::config::NodeConfig;
+use crate::error::LockError;
+use crate::protocol::keys::{hash_slot, LockKeys};
+use crate::protocol::script_call::ScriptCall;
+use crate::protocol::script_reply;
+use crate::protocol::scripts;
+use crate::transport::batch::{self, Batch, Reply};
+use crate::transport::cluster::ClusterConnection;
+use shard_subscriber::ShardSubscriber;
+use slots::{by_slot, SlotKeys};
+
+pub struct Cluster {
+    shards: Arc<Shards>,
+    subscriber: Arc<ShardSubscriber>,
+}
+
+/// The connection and the request batches; shared with the tasks that flush the batches.
+struct Shards {
+    connection: ClusterConnection,
+    acquires: Batch<OneKeyAcquire, Attempt>,
+    releases: Batch<OneKeyRelease, bool>,
+}
+
+impl Cluster {
+    pub fn new(
+        seeds: &[NodeConfig],
+        connect_timeout: Duration,
+        command_timeout: Duration,
+        listener: Weak<dyn ReleaseListener>,
+    ) -> Result<Self, String> {
+        Ok(Self {
+            shards: Arc::new(Shards {
+                connection: ClusterConnection::new(seeds, connect_timeout, command_timeout)?,
+                acquires: Batch::default(),
+                releases: Batch::default(),
+            }),
+            subscriber: ShardSubscriber::new(seeds, connect_timeout, command_timeout, listener),
+        })
+    }
+}
+
+impl Shards {
+    /// Takes every key of `part` (one slot) or none: one script call.
+    async fn acquire_all(
+        &self,
+        part: &SlotKeys,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<Attempt, LockError> {
+        let keys = &part.keys;
+        let ttl_arg = ttl.as_millis().to_string();
+        let lock_keys = keys.redis_keys.len().to_string();
+        let all_keys = keys.redis_keys.len() + keys.fence_keys.len();
+        let mut call = ScriptCall::new(&scripts::ACQUIRE_ALL, all_keys, 3);
+        for key in keys.redis_keys.iter().chain(&keys.fence_keys) {
+            call.key(key);
+        }
+        call.arg(token).arg(&ttl_arg).arg(&lock_keys);
+        let reply = self.connection.run(keys.first(), part.slot, &call).await?;
+        script_reply::acquire_all(reply)
+            .map_err(|refusal| self.connection.refused(&keys.names, refusal))
+    }
+
+    /// What an attempt at `part` (one slot) would find busy, writing nothing; `None`: all free.
+    async fn held_by_others(&self, part: &SlotKeys) -> Result<Option<Attempt>, LockError> {
+        let keys = &part.keys;
+        let mut call = ScriptCall::new(&scripts::HELD_BY_OTHERS, keys.redis_keys.len(), 0);
+        for key in &keys.redis_keys {
+            call.key(key);
+        }
+        let reply = self.connection.run(keys.first(), part.slot, &call).await?;
+        script_reply::held_by_others(reply)
+            .map_err(|refusal| self.connection.refused(&keys.names, refusal))
+    }
+
+    /// Resets the TTL of every key of `part` (one slot), only if all still hold `token`.
+    async fn extend(&self, part: &SlotKeys, token: &str, ttl: Duration) -> Result<bool, LockError> {
+        let keys = &part.keys;
+        let ttl_arg = ttl.as_millis().to_string();
+        let mut call = ScriptCall::new(&scripts::EXTEND, keys.redis_keys.len(), 2);
+        for key in &keys.redis_keys {
+            call.key(key);
+        }
+        call.arg(token).arg(&ttl_arg);
+        let reply = self.connection.run(keys.first(), part.slot, &call).await?;
+        script_reply::extend(reply).map_err(|refusal| self.connection.refused(&keys.names, refusal))
+    }
+
+    /// Raises the fencing counters of `part` (one slot) to at least `fence`.
+    async fn lift_fences(&self, part: &SlotKeys, fence: &str) -> Result<(), LockError> {
+        let counters = &part.keys.fence_keys;
+        let mut call = ScriptCall::new(&scripts::LIFT_FENCES, counters.len(), counters.len());
+        for counter in counters {
+            call.key(counter);
+        }
+        for _ in counters {
+            call.arg(fence);
+        }
+        self.connection
+            .run(part.keys.first(), part.slot, &call)
+            .await
+            .map(drop)
+    }
+
+    /// Deletes every key of `keys` that still holds `token`; `true` when all did.
+    async fn release(self: &Arc<Self>, keys: &LockKeys, token: &str) -> Result<bool, LockError> {
+        let releases = (0..keys.redis_keys.len())
+            .map(|index| self.release_one(OneKeyRelease::new(keys, index, token)));
+        let mut all_ours = true;
+        for (released, name) in join_all(releases).await.into_iter().zip(&keys.names) {
+            all_ours &= released.map_err(|error| match error {
+                // Each key went as a lock of its own, named by the first: name this one.
+                LockError::KeyType { found, .. } => LockError::KeyType {
+                    key: name.clone(),
+                    found,
+                },
+                other => other,
+            })?;
+        }
+        Ok(all_ours)
+    }
+
+    /// Queues a one-key acquire; its batch leaves once the tasks runnable now have queued theirs.
+    async fn acquire_one(self: &Arc<Self>, item: OneKeyAcquire) -> Result<Attempt, LockError> {
+        let name = item.name().to_owned();
+        let (answer, first) = self.acquires.push(item);
+        if first {
+            tokio::spawn(self.clone().flush_acquires());
+        }
+        batch::answer(answer, &name).await
+    }
+
+    async fn release_one(self: &Arc<Self>, item: OneKeyRelease) -> Result<bool, LockError> {
+        let name = item.name().to_owned();
+        let (answer, first) = self.releases.push(item);
+        if first {
+            tokio::spawn(self.clone().flush_releases());
+        }
+        batch::answer(answer, &name).await
+    }
+
+    /// Sends what was queued, one call per slot (and chunk).
+    async fn flush_acquires(self: Arc<Self>) {
+        let queued = self.acquires.take().into_iter().flatten();
+        let calls = per_slot(queued, |(attempt, _)| attempt.slot());
+        join_all(
+            calls
+                .into_iter()
+                .map(|(slot, chunk)| self.acquire_chunk(slot, chunk)),
+        )
+        .await;
+    }
+
+    async fn flush_releases(self: Arc<Self>) {
+        let queued = self.releases.take().into_iter().flatten();
+        let calls = per_slot(queued, |(release, _)| release.slot());
+        join_all(
+            calls
+                .into_iter()
+                .map(|(slot, chunk)| self.release_chunk(slot, chunk)),
+        )
+        .await;
+    }
+
+    async fn acquire_chunk(
+        self: &Arc<Self>,
+        slot: u16,
+        chunk: Vec<(OneKeyAcquire, Reply<Attempt>)>,
+    ) {
+        let acquires = Acquires(chunk);
+        let reply = self
+            .connection
+            .run(acquires.first_name(), slot, &acquires.call())
+            .await;
+        let refused = |names: &[String], refusal| self.connection.refused(names, refusal);
+        for (attempt, reply_to, outcome) in acquires.answers(reply, &refused) {
+            if let Err(Ok(Attempt::Acquired { .. }) | Err(_)) = reply_to.send(outcome) {
+                // Its caller gave up while the lock was being taken: give back whatever the
+                // attempt may have set.
+                let shards = self.clone();
+                tokio::spawn(async move {
+                    let _ = shards.release_one(attempt.undo()).await;
+                });
+            }
+        }
+    }
+
+    async fn release_chunk(&self, slot: u16, chunk: Vec<(OneKeyRelease, Reply<bool>)>) {
+        let releases = Releases(chunk);
+        let reply = self
+            .connection
+            .run(releases.first_name(), slot, &releases.sharded_call())
+            .await;
+        let refused = |names: &[String], refusal| self.connection.refused(names, refusal);
+        for (_, reply_to, outcome) in releases.answers(reply, &refused) {
+            let _ = reply_to.send(outcome);
+        }
+    }
+}
+
+/// `queued` requests grouped by the slot `slot_of` says, each group in calls of at most
+/// [`crate::protocol::chunks::MAX_BATCH`], in the order they were asked for.
+fn per_slot<T>(queued: impl Iterator<Item = T>, slot_of: fn(&T) -> u16) -> Vec<(u16, Vec<T>)> {
+    let mut groups: Vec<(u16, Vec<T>)> = Vec::new();
+    for item in queued {
+        let slot = slot_of(&item);
+        match groups.iter_mut().find(|(each, _)| *each == slot) {
+            Some((_, group)) => group.push(item),
+            None => groups.push((slot, vec![item])),
+        }
+    }
+    groups
+        .into_iter()
+        .flat_map(|(slot, group)| {
+            crate::protocol::chunks::split(group).map(move |chunk| (slot, chunk))
+        })
+        .collect()
+}
+
+impl Topology for Cluster {
+    fn try_acquire<'a>(
+        &'a self,
+        keys: &'a LockKeys,
+        token: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Attempt, LockError>> {
+        Box::pin(async move {
+            if let Some(attempt) = OneKeyAcquire::new(keys, token, ttl) {
+                return self.shards.acquire_one(attempt).await;
+            }
+            across_slots::acquire(&self.shards, &by_slot(keys), token, ttl).await
+        })
+    }
+
+    /// Each key goes as its own release; every one must have been ours.
+    fn release<'a>(
+        &'a self,
+        keys: &'a LockKeys,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<bool, LockError>> {
+        Box::pin(self.shards.release(keys, token))
+    }
+
+    fn extend<'a>(
+        &'a self,
+        keys: &'a LockKeys,
+        token: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, LockError>> {
+        Box::pin(across_slots::extend(&self.shards, keys, token, ttl))
+    }
+
+    fn hand_over<'a>(
+        &'a self,
+        keys: &'a LockKeys,
+        old_token: &'a str,
+        _old_fence: u64,
+        new_token: &'a str,
+        ttl: Duration,
+        reserve: u64,
+    ) -> BoxFuture<'a, Result<HandOver, LockError>> {
+        Box::pin(async move {
+            let (key, fence_key) = handed_key(keys)?;
+            let (ttl_arg, reserve_arg) = (ttl.as_millis().to_string(), reserve.to_string());
+            let mut call = ScriptCall::new(&scripts::HAND_OVER, 2, 4);
+            call.key(key)
+                .key(fence_key)
+                .arg(old_token)
+                .arg(new_token)
+                .arg(&ttl_arg)
+                .arg(&reserve_arg);
+            let connection = &self.shards.connection;
+            let reply = connection.run(keys.first(), hash_slot(key), &call).await?;
+            script_reply::hand_over(reply, reserve)
+                .map_err(|refusal| connection.refused(&keys.names, refusal))
+        })
+    }
+
+    fn watch_releases<'a>(
+        &'a self,
+        channels: &'a [String],
+    ) -> BoxFuture<'a, Result<(), LockError>> {
+        Box::pin(async move {
+            let key = channels.first().map_or("", String::as_str);
+            self.subscriber
+                .watch(channels)
+                .await
+                .map_err(|message| self.shards.connection.failure(key, &message))
+        })
+    }
+
+    fn unwatch_releases(&self, channels: &[String]) {
+        self.subscriber.unwatch(channels);
+    }
+
+    fn close(&self) {
+        self.shards.connection.close();
+        self.subscriber.close();
+    }
+}
