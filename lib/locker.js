@@ -325,7 +325,7 @@ class Locker {
    */
   #acquire(key, settings, watch, onHeld) {
     const keys = keysArgument(key)
-    const { signal, ttl, wait } = settings
+    const { signal, ttl, wait, replicas, replicasTimeout } = settings
     if (this.#closed) return Promise.reject(lockClosedError(keys[0]))
     if (signal && signal.aborted) return Promise.reject(signal.reason)
     return new Promise((resolve, reject) => {
@@ -391,7 +391,7 @@ class Locker {
         if (onAbort === undefined) return
       }
       const flags = (signal === undefined ? 0 : Flags.Cancellable) | watch
-      this.#dispatch.acquire(op, keys, ttl, wait === Infinity ? WAIT_FOREVER : wait, flags)
+      this.#dispatch.acquire(op, keys, ttl, wait === Infinity ? WAIT_FOREVER : wait, flags, replicas, replicasTimeout)
       requested = true
     })
   }

@@ -209,6 +209,8 @@ function resolveTarget(given, defaults) {
       ttl: settings.ttl ?? LOCK_DEFAULTS.ttl,
       wait: settings.wait ?? LOCK_DEFAULTS.wait,
       autoExtend: settings.autoExtend ?? LOCK_DEFAULTS.autoExtend,
+      replicas: settings.replicas ?? LOCK_DEFAULTS.replicas,
+      replicasTimeout: settings.replicasTimeout ?? LOCK_DEFAULTS.replicasTimeout,
     },
     description: memory ? target : nodes.length === 1 ? describeNode(nodes[0]) : `redlock[${nodes.map(describeNode).join(', ')}]`,
   }
