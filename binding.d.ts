@@ -127,6 +127,12 @@ export declare const DEFAULT_HOST: string
 /** The port of a target that names none. */
 export declare const DEFAULT_PORT: number
 
+/** How many replicas must acknowledge a lock before it is granted. */
+export declare const DEFAULT_REPLICAS: number
+
+/** ms an acquire with `replicas` waits for their acknowledgements. */
+export declare const DEFAULT_REPLICAS_TIMEOUT: number
+
 /** ms a lock lives unless extended. */
 export declare const DEFAULT_TTL: number
 
@@ -156,7 +162,10 @@ export interface LockerOptions {
  * Made only for failures: the success path carries numbers and tokens alone.
  */
 export interface NativeFailure {
-  /** `ELOCKBUSY`, `ELOCKLOST`, `EQUORUM`, `ECONNECTION`, `EKEYTYPE`, `EINTERNAL` or `ABORT_ERR`. */
+  /**
+   * `ELOCKBUSY`, `ELOCKLOST`, `EQUORUM`, `ECONNECTION`, `EKEYTYPE`, `EREPLICAS`, `EINTERNAL`
+   * or `ABORT_ERR`.
+   */
   code: string
   key: string
   message: string
@@ -171,6 +180,10 @@ export interface NativeFailure {
   detail?: string
   /** EKEYTYPE: the Redis type found at the key (`hash`, `list`…). */
   type?: string
+  /** EREPLICAS: how many replicas acknowledged the lock in time. */
+  acknowledged?: number
+  /** EREPLICAS: how many replicas the acquire asked for. */
+  wanted?: number
 }
 
 export interface NativeNodeError {
@@ -237,11 +250,18 @@ export declare const enum RequestField {
    * lock's first key, which its error names should the lock be released already.
    */
   KeyCount = 6,
+  /** Acquire: how many replicas must acknowledge the lock before it is granted (0: none). */
+  Replicas = 7,
+  /** Acquire with `Replicas` > 0: ms to wait for their acknowledgements. */
+  ReplicasTimeout = 8,
 }
 
 /** The kind of a request, in its [`RequestField::Kind`]. */
 export declare const enum RequestKind {
-  /** Uses `Ttl`, `Wait`, `Flags` and `KeyCount`; its keys are next in the key array. */
+  /**
+   * Uses `Ttl`, `Wait`, `Flags`, `KeyCount`, `Replicas` and `ReplicasTimeout`; its keys are
+   * next in the key array.
+   */
   Acquire = 0,
   /** Uses `Lock`. Completes [`CompletionStatus::Done`]. */
   Release = 1,

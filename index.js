@@ -10,6 +10,7 @@ const {
   QuorumError,
   LockConnectionError,
   LockKeyTypeError,
+  ReplicationError,
 } = require('./lib/errors')
 
 let defaultLocker = null
@@ -45,6 +46,7 @@ module.exports = {
   QuorumError,
   LockConnectionError,
   LockKeyTypeError,
+  ReplicationError,
   configure,
   close,
   getDefaultLocker,

@@ -10,6 +10,7 @@ export const {
   QuorumError,
   LockConnectionError,
   LockKeyTypeError,
+  ReplicationError,
   configure,
   close,
   getDefaultLocker,

@@ -10,6 +10,8 @@ const LOCK_DEFAULTS = Object.freeze({
   ttl: binding.DEFAULT_TTL,
   wait: binding.DEFAULT_WAIT,
   autoExtend: binding.DEFAULT_AUTO_EXTEND,
+  replicas: binding.DEFAULT_REPLICAS,
+  replicasTimeout: binding.DEFAULT_REPLICAS_TIMEOUT,
 })
 
 /** Connection options that `defaults` may set for every node. */

@@ -90,13 +90,18 @@ class Dispatcher {
     this.completion = new CompletionView()
   }
 
-  /** Queues an acquire of `keys`: `ttl` ms, waiting up to `wait` ms (< 0: forever), with AcquireFlags `flags`. */
-  acquire(op, keys, ttl, wait, flags) {
+  /**
+   * Queues an acquire of `keys`: `ttl` ms, waiting up to `wait` ms (< 0: forever), with AcquireFlags
+   * `flags`, granted once `replicas` replicas acknowledged it within `replicasTimeout` ms.
+   */
+  acquire(op, keys, ttl, wait, flags, replicas = 0, replicasTimeout = 0) {
     const at = this.add(Kind.Acquire, op)
     this.requests[at + RequestAt.Ttl] = ttl
     this.requests[at + RequestAt.Wait] = wait
     this.requests[at + RequestAt.Flags] = flags
     this.requests[at + RequestAt.KeyCount] = keys.length
+    this.requests[at + RequestAt.Replicas] = replicas
+    this.requests[at + RequestAt.ReplicasTimeout] = replicasTimeout
     for (const key of keys) this.keys.push(key)
     this.added()
   }

@@ -46,6 +46,15 @@ class LockKeyTypeError extends LockError {
   }
 }
 
+class ReplicationError extends LockError {
+  constructor(message, { key, acknowledged, wanted }) {
+    super(message, { code: 'EREPLICAS', key })
+    // How many replicas acknowledged the lock in time, of the `wanted` asked for (`replicas`).
+    this.acknowledged = acknowledged
+    this.wanted = wanted
+  }
+}
+
 /**
  * The LockBusyError about `key` for a busy completion, which carries only `retryAfter` (ms until
  * the holder's TTL ends; -1: none). Its message is the core's (`LockError::Busy`), as those of the
@@ -69,9 +78,10 @@ function abortError() {
 
 /**
  * Builds the error a native failure describes: a `NativeFailure` (src/binding/completions.rs),
- * `{ code, key, message, retryAfter?, votes?, detail?, type? }`, or one JS made (with a `cause`).
+ * `{ code, key, message, retryAfter?, votes?, detail?, type?, acknowledged?, wanted? }`, or one JS
+ * made (with a `cause`).
  */
-function fromNative({ code, key, message, retryAfter, votes, detail, type, cause }) {
+function fromNative({ code, key, message, retryAfter, votes, detail, type, acknowledged, wanted, cause }) {
   switch (code) {
     case 'ELOCKBUSY':
       return new LockBusyError(message, { key, retryAfter })
@@ -81,6 +91,8 @@ function fromNative({ code, key, message, retryAfter, votes, detail, type, cause
       return new QuorumError(message, { key, votes })
     case 'EKEYTYPE':
       return new LockKeyTypeError(message, { key, type })
+    case 'EREPLICAS':
+      return new ReplicationError(message, { key, acknowledged, wanted })
     case 'EINTERNAL':
       // A bug in ironlock (its message says so and asks for a report), not a fault of Redis.
       return new LockError(message, { code, key })
@@ -148,6 +160,7 @@ module.exports = {
   QuorumError,
   LockConnectionError,
   LockKeyTypeError,
+  ReplicationError,
   lockBusyError,
   lockClosedError,
   abortError,

@@ -289,6 +289,8 @@ function resolveTarget(given, defaults) {
     ttl: settings.ttl ?? LOCK_DEFAULTS.ttl,
     wait: settings.wait ?? LOCK_DEFAULTS.wait,
     autoExtend: settings.autoExtend ?? LOCK_DEFAULTS.autoExtend,
+    replicas: settings.replicas ?? LOCK_DEFAULTS.replicas,
+    replicasTimeout: settings.replicasTimeout ?? LOCK_DEFAULTS.replicasTimeout,
   }
   if (memory) return { native: { mode: 'memory', nodes: [], store: memory.store, ...connection }, lockDefaults, description: target }
   if (cluster) {

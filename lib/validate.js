@@ -73,7 +73,19 @@ function isAbortSignal(value) {
 }
 
 /** The options of `acquire`, `tryAcquire` and `using`. */
-const ACQUIRE_OPTIONS = Object.freeze(['ttl', 'wait', 'signal', 'autoExtend'])
+const ACQUIRE_OPTIONS = Object.freeze(['ttl', 'wait', 'signal', 'autoExtend', 'replicas', 'replicasTimeout'])
+
+// The most replicas an acquire may wait for: what the request record's number holds (a u32).
+const MAX_REPLICAS = 2 ** 32 - 1
+
+/** A count of replicas: an integer from 0 (wait for none) up. */
+function replicasArgument(value, name) {
+  if (typeof value !== 'number') throw invalidArgType(name, 'of type number', value)
+  if (!Number.isInteger(value) || value < 0 || value > MAX_REPLICAS) {
+    throw outOfRange(name, `an integer >= 0 and <= ${MAX_REPLICAS}`, value)
+  }
+  return value
+}
 
 /**
  * `given`, if each of its own names is one of `known`: a typo such as `tll` must not silently
@@ -129,7 +141,17 @@ function acquireOptions(options, defaults, name = 'options') {
   if (signal !== undefined && !isAbortSignal(signal)) throw invalidArgType(`${name}.signal`, 'an instance of AbortSignal', signal)
   const autoExtend = given.autoExtend ?? defaults.autoExtend
   if (typeof autoExtend !== 'boolean') throw invalidArgType(`${name}.autoExtend`, 'of type boolean', autoExtend)
-  return { ttl: wholeMilliseconds(ttl), wait: wholeMilliseconds(wait), signal, autoExtend }
+  const replicas = replicasArgument(given.replicas ?? defaults.replicas, `${name}.replicas`)
+  // Never 0 nor Infinity: Redis's WAIT with a timeout of 0 blocks until the replicas answer.
+  const replicasTimeout = durationArgument(given.replicasTimeout ?? defaults.replicasTimeout, `${name}.replicasTimeout`)
+  return {
+    ttl: wholeMilliseconds(ttl),
+    wait: wholeMilliseconds(wait),
+    signal,
+    autoExtend,
+    replicas,
+    replicasTimeout: wholeMilliseconds(replicasTimeout),
+  }
 }
 
 function functionArgument(fn, name) {

@@ -190,8 +190,37 @@ describe('a duration of the wrong type says it is a number of milliseconds', () 
 
   test('a fraction is rounded up to whole milliseconds, the one rule of every duration', () => {
     const { acquireOptions } = require('../../lib/validate')
-    expect(acquireOptions({ ttl: 0.2, wait: 1000.01 }, { ttl: 1, wait: 1, autoExtend: true })).toMatchObject({ ttl: 1, wait: 1001 })
-    expect(acquireOptions({ wait: Infinity }, { ttl: 1, wait: 1, autoExtend: true })).toMatchObject({ wait: Infinity })
+    const defaults = { ttl: 1, wait: 1, autoExtend: true, replicas: 0, replicasTimeout: 1 }
+    expect(acquireOptions({ ttl: 0.2, wait: 1000.01, replicasTimeout: 0.5 }, defaults)).toMatchObject({ ttl: 1, wait: 1001, replicasTimeout: 1 })
+    expect(acquireOptions({ wait: Infinity }, defaults)).toMatchObject({ wait: Infinity })
+  })
+})
+
+describe('replicas and replicasTimeout are checked like every option, naming it', () => {
+  test.each([
+    [{ replicas: '1' }, 'TypeError', 'ERR_INVALID_ARG_TYPE', 'The "options.replicas" argument must be of type number. Received type string (\'1\')'],
+    [{ replicas: 1.5 }, 'RangeError', 'ERR_OUT_OF_RANGE', 'The value of "options.replicas" is out of range. It must be an integer >= 0 and <= 4294967295. Received 1.5'],
+    [{ replicas: -1 }, 'RangeError', 'ERR_OUT_OF_RANGE', 'The value of "options.replicas" is out of range. It must be an integer >= 0 and <= 4294967295. Received -1'],
+    [{ replicas: Infinity }, 'RangeError', 'ERR_OUT_OF_RANGE', 'The value of "options.replicas" is out of range. It must be an integer >= 0 and <= 4294967295. Received Infinity'],
+    // WAIT with a timeout of 0 would block until the replicas answer, however long.
+    [{ replicasTimeout: 0 }, 'RangeError', 'ERR_OUT_OF_RANGE', 'The value of "options.replicasTimeout" is out of range. It must be a number of milliseconds > 0 and finite. Received 0'],
+    [{ replicasTimeout: Infinity }, 'RangeError', 'ERR_OUT_OF_RANGE', 'The value of "options.replicasTimeout" is out of range. It must be a number of milliseconds > 0 and finite. Received Infinity'],
+    [{ replicasTimeout: '1s' }, 'TypeError', 'ERR_INVALID_ARG_TYPE', 'The "options.replicasTimeout" argument must be a number of milliseconds. Received type string (\'1s\')'],
+  ])('%p', async (options, name, code, message) => {
+    for (const call of [
+      () => lockers.redis.acquire('replicas-input', options),
+      () => lockers.redis.tryAcquire('replicas-input', options),
+      () => lockers.memory.using('replicas-input', options, () => {}),
+    ]) {
+      const error = await call().catch((e) => e)
+      expect(error).toMatchObject({ name, code, message })
+    }
+    const asDefault = thrownBy(() => new Locker(server.url, options))
+    expect(asDefault).toMatchObject({ name, code, message: message.replace('options.', 'defaults.') })
+    // Refused before anything was asked of Redis: the key is free.
+    const lock = await lockers.redis.tryAcquire('replicas-input')
+    expect(lock).not.toBeNull()
+    await lock.release()
   })
 })
 

@@ -9,7 +9,7 @@
 const { setTimeout: sleep } = require('node:timers/promises')
 const { binding } = require('../../lib/native')
 const { Dispatcher, Status, Kind, Flags, RequestAt, CompletionAt } = require('../../lib/dispatch')
-const { fromNative, LockBusyError, LockLostError } = require('../../lib/errors')
+const { fromNative, LockBusyError, LockLostError, ReplicationError } = require('../../lib/errors')
 const { startRedis, stopAll } = require('../helpers/redis-server')
 const { Locker } = require('../..')
 
@@ -149,6 +149,23 @@ describe('every field keeps its name from the API to Redis and back', () => {
     expect(await pair.release()).toBe(true)
     expect(await redis.exists(a, b)).toBe(0)
   }
+
+  test('Replicas and ReplicasTimeout become WAIT\'s arguments; a shortfall comes back with acknowledged and wanted', async () => {
+    locker = new Locker(server.url)
+    const monitor = await server.client().monitor()
+    const waits = []
+    monitor.on('monitor', (time, args) => {
+      if (args[0].toLowerCase() === 'wait') waits.push(args.slice(1))
+    })
+    const error = await locker.acquire('layout:replicated', { replicas: 3, replicasTimeout: 222 }).catch((e) => e)
+    await sleep(50)
+    monitor.disconnect()
+    expect(waits).toEqual([['3', '222']])
+    expect(error).toBeInstanceOf(ReplicationError)
+    expect(error).toMatchObject({ code: 'EREPLICAS', key: 'layout:replicated', acknowledged: 0, wanted: 3 })
+    expect(error.message).toContain('0 of the 3 replicas')
+    expect(await redis.exists('layout:replicated')).toBe(0)
+  })
 
   test('Flags ask for the watchdog, and a loss names the lock it is about', async () => {
     locker = new Locker(server.url)

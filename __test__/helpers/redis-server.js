@@ -25,6 +25,8 @@ const CLUSTER_POLL_MS = 100
 const CLUSTER_CREATE_TIMEOUT_MS = 30000
 // Redis Cluster's bus listens on the client port + 10000, so that port must be free too.
 const CLUSTER_BUS_PORT_OFFSET = 10000
+const REPLICA_READY_TIMEOUT_MS = 10000
+const REPLICA_POLL_MS = 50
 const MAX_PORT = 65535
 const MAX_PORT_ATTEMPTS = 5
 const MAX_STDERR_CHARS = 16 * 1024
@@ -204,6 +206,8 @@ class RedisServer {
       `bind ${HOST}`,
       'save ""',
       'appendonly no',
+      // A replica (startReplica) syncs at once, not after Redis 7's default 5 s.
+      'repl-diskless-sync-delay 0',
       `dir ${quoteConfigValue(this.dir)}`,
       `logfile ${quoteConfigValue(this.#logPath)}`
     ]
@@ -336,6 +340,57 @@ function startRedisSet (count, options = {}) {
   return Promise.all(Array.from({ length: count }, () => startRedis(options)))
 }
 
+/**
+ * Starts a replica of `master` (`--replicaof`) and resolves once a write on the master reached it
+ * (WAIT): from then on WAIT counts it at once. Its `master_link_status:up`, and even
+ * `state=online` on the master, come earlier: Redis 7 streams writes to a new replica only after
+ * its first acknowledgement, which it sends once a second.
+ * @param {RedisServer} master
+ * @param {object} [options] as for startRedis
+ * @returns {Promise<RedisServer>}
+ */
+async function startReplica (master, options = {}) {
+  const args = [...(options.args ?? []), '--replicaof', master.host, String(master.port)]
+  const replica = await startRedis({ ...options, args })
+  try {
+    await waitUntilStreaming(master, replica)
+  } catch (error) {
+    await replica.stop()
+    throw error
+  }
+  return replica
+}
+
+async function waitUntilStreaming (master, replica) {
+  // Not the master's client(): a test may kill the master, and stop() disconnecting a client of a
+  // killed server leaves ioredis a timer that jest reports as an open handle.
+  const client = new Redis(master.url, { maxRetriesPerRequest: 1 })
+  client.on('error', () => {})
+  const online = `port=${replica.port},state=online`
+  const deadline = Date.now() + REPLICA_READY_TIMEOUT_MS
+  try {
+    for (;;) {
+      const info = await client.info('replication').catch((error) => error.message)
+      if (info.includes(online) && (await writeReachesAReplica(client))) return
+      if (Date.now() > deadline) {
+        throw new Error(`replica ${replica.host}:${replica.port} not fed by its master after ` +
+          `${REPLICA_READY_TIMEOUT_MS} ms:\n${info}\n--- the replica's log ---\n${replica.log()}`)
+      }
+      await delay(REPLICA_POLL_MS)
+    }
+  } finally {
+    client.disconnect()
+  }
+}
+
+/** Whether a write (set, then deleted) on `client`'s connection reaches a replica within a second. */
+async function writeReachesAReplica (client) {
+  const probe = 'ironlock-test:replica-probe'
+  await client.set(probe, '1')
+  await client.del(probe)
+  return (await client.wait(1, 1000)) >= 1
+}
+
 /** Starts `masters` cluster nodes, assigns all slots and waits for cluster_state:ok. */
 async function startCluster ({ masters = 3 } = {}) {
   const nodes = await startRedisSet(masters, { cluster: true })
@@ -391,4 +446,4 @@ function freePort () {
   return probePort(0)
 }
 
-module.exports = { startRedis, startRedisSet, startCluster, stopAll, freePort }
+module.exports = { startRedis, startRedisSet, startReplica, startCluster, stopAll, freePort }

@@ -2,7 +2,7 @@
 
 const fs = require('node:fs')
 const Redis = require('ioredis')
-const { startRedis, startRedisSet, startCluster, stopAll } = require('./redis-server')
+const { startRedis, startRedisSet, startReplica, startCluster, stopAll } = require('./redis-server')
 
 // The developer's own Redis; the harness must never use it.
 const RESERVED_PORT = 6379
@@ -126,6 +126,17 @@ test('startRedisSet starts independent masters', async () => {
     expect(await client.info('replication')).toMatch(/role:master/)
   }
   await Promise.all(servers.map((server) => server.stop()))
+})
+
+test('startReplica returns a replica whose link is up: the master counts it in WAIT', async () => {
+  const master = await startRedis()
+  const replica = await startReplica(master)
+  const [writer, reader] = [master.client(), replica.client()]
+  await writer.set('key', 'value')
+  expect(await writer.wait(1, 1000)).toBe(1)
+  expect(await reader.get('key')).toBe('value')
+  expect(await reader.info('replication')).toMatch(/role:slave[\s\S]*master_link_status:up/)
+  await Promise.all([replica.stop(), master.stop()])
 })
 
 test('a failed start rejects with the server diagnostics', async () => {

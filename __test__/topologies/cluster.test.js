@@ -81,6 +81,19 @@ describe('Cluster targets', () => {
   })
 })
 
+test('replicas are refused on a Cluster target, as a default and per call, naming the option', async () => {
+  const target = 'redis+cluster://127.0.0.1:1'
+  expect(() => new Locker(target, { replicas: 1 })).toThrow(expect.objectContaining({
+    code: 'ERR_INVALID_ARG_VALUE', message: expect.stringContaining('defaults.replicas'),
+  }))
+  const locker = new Locker(target)
+  await expect(locker.acquire('k', { replicas: 1 })).rejects.toMatchObject({
+    code: 'ERR_INVALID_ARG_VALUE', message: expect.stringContaining('options.replicas'),
+  })
+  await expect(locker.using('k', { replicas: 2 }, async () => {})).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' })
+  await locker.close()
+})
+
 describe('one cluster', () => {
   let cluster
 

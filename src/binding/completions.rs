@@ -30,7 +30,8 @@ use super::messages::busy_message;
 /// Made only for failures: the success path carries numbers and tokens alone.
 #[napi(object, object_from_js = false)]
 pub struct NativeFailure {
-    /// `ELOCKBUSY`, `ELOCKLOST`, `EQUORUM`, `ECONNECTION`, `EKEYTYPE`, `EINTERNAL` or `ABORT_ERR`.
+    /// `ELOCKBUSY`, `ELOCKLOST`, `EQUORUM`, `ECONNECTION`, `EKEYTYPE`, `EREPLICAS`, `EINTERNAL`
+    /// or `ABORT_ERR`.
     pub code: String,
     pub key: String,
     pub message: String,
@@ -44,6 +45,10 @@ pub struct NativeFailure {
     /// EKEYTYPE: the Redis type found at the key (`hash`, `list`…).
     #[napi(js_name = "type")]
     pub found: Option<String>,
+    /// EREPLICAS: how many replicas acknowledged the lock in time.
+    pub acknowledged: Option<u32>,
+    /// EREPLICAS: how many replicas the acquire asked for.
+    pub wanted: Option<u32>,
 }
 
 /// The votes of a quorum error.
@@ -74,6 +79,8 @@ impl NativeFailure {
             votes: None,
             detail: None,
             found: None,
+            acknowledged: None,
+            wanted: None,
         };
         match error {
             LockError::Busy { key, retry_after } => {
@@ -98,6 +105,14 @@ impl NativeFailure {
             }
             LockError::Connection { message, .. } => failure.detail = Some(message.clone()),
             LockError::KeyType { found, .. } => failure.found = Some(found.clone()),
+            LockError::Replication {
+                acknowledged,
+                wanted,
+                ..
+            } => {
+                failure.acknowledged = Some(*acknowledged);
+                failure.wanted = Some(*wanted);
+            }
             _ => {}
         }
         failure

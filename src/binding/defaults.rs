@@ -13,6 +13,12 @@ pub const DEFAULT_WAIT: u32 = defaults::WAIT_MS;
 /// Whether `using` extends the lock while its work runs.
 #[napi]
 pub const DEFAULT_AUTO_EXTEND: bool = defaults::AUTO_EXTEND;
+/// How many replicas must acknowledge a lock before it is granted.
+#[napi]
+pub const DEFAULT_REPLICAS: u32 = defaults::REPLICAS;
+/// ms an acquire with `replicas` waits for their acknowledgements.
+#[napi]
+pub const DEFAULT_REPLICAS_TIMEOUT: u32 = defaults::REPLICAS_TIMEOUT_MS;
 /// ms to wait for a connection.
 #[napi]
 pub const DEFAULT_CONNECT_TIMEOUT: u32 = defaults::CONNECT_TIMEOUT_MS;

@@ -41,11 +41,15 @@ pub enum RequestField {
     /// Acquire: how many of the next strings in the key array are its keys. Extend: 1, its
     /// lock's first key, which its error names should the lock be released already.
     KeyCount = 6,
+    /// Acquire: how many replicas must acknowledge the lock before it is granted (0: none).
+    Replicas = 7,
+    /// Acquire with `Replicas` > 0: ms to wait for their acknowledgements.
+    ReplicasTimeout = 8,
 }
 
 /// Numbers per request: one per [`RequestField`].
 #[napi]
-pub const REQUEST_FIELDS: u32 = RequestField::KeyCount as u32 + 1;
+pub const REQUEST_FIELDS: u32 = RequestField::ReplicasTimeout as u32 + 1;
 
 /// Where each number of a completion sits among its [`COMPLETION_FIELDS`].
 #[napi]
@@ -120,7 +124,8 @@ pub fn retry_after_ms(retry_after: Option<Duration>) -> f64 {
 #[napi]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RequestKind {
-    /// Uses `Ttl`, `Wait`, `Flags` and `KeyCount`; its keys are next in the key array.
+    /// Uses `Ttl`, `Wait`, `Flags`, `KeyCount`, `Replicas` and `ReplicasTimeout`; its keys are
+    /// next in the key array.
     Acquire = 0,
     /// Uses `Lock`. Completes [`CompletionStatus::Done`].
     Release = 1,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use ironlock_core::session::{Locker, Request, WireOutput};
 use ironlock_core::transport::runtime::RUNTIME;
-use ironlock_core::{LockerConfig, Upkeep};
+use ironlock_core::{LockerConfig, Replicas, Upkeep};
 use napi::bindgen_prelude::{BufferSlice, Float64ArraySlice, Function, FunctionRef};
 use napi::{CleanupEnvHook, Env};
 use napi_derive::napi;
@@ -137,6 +137,10 @@ impl NativeLocker {
                         wait: (record[Field::Wait] >= 0.0).then(|| millis(record[Field::Wait])),
                         cancellable: AcquireFlag::Cancellable.is_in(record[Field::Flags]),
                         upkeep: upkeep(record[Field::Flags]),
+                        replicas: Replicas {
+                            wanted: record[Field::Replicas] as u32,
+                            timeout: millis(record[Field::ReplicasTimeout]),
+                        },
                     },
                     RequestKind::Release => Request::Release { op, id: lock },
                     RequestKind::Extend => Request::Extend {

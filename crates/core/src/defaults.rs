@@ -10,6 +10,13 @@ pub const TTL_MS: u32 = 30_000;
 pub const WAIT_MS: u32 = 10_000;
 /// Whether `using` (and the Express and Nest helpers) extend the lock while the work runs.
 pub const AUTO_EXTEND: bool = true;
+/// How many replicas must acknowledge a lock (and its fence) before it is granted; 0 grants it
+/// as soon as the master wrote it.
+pub const REPLICAS: u32 = 0;
+/// How long an acquire that asks for replicas waits for their acknowledgements, in ms: a
+/// replica on the same network answers within a few ms, and one that takes a second is behind
+/// or cut off. Redisson's `slavesSyncTimeout` is the same second.
+pub const REPLICAS_TIMEOUT_MS: u32 = 1_000;
 /// How long to wait for a connection, in ms.
 pub const CONNECT_TIMEOUT_MS: u32 = 10_000;
 /// How long to wait for any one command, in ms.

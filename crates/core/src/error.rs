@@ -100,6 +100,14 @@ pub enum LockError {
     /// `list`…), where no lock can live: data of something else under the same name. No wait
     /// would help, as no holder will release it.
     KeyType { key: String, found: String },
+    /// Fewer than the `wanted` replicas acknowledged the lock (and its fence) within the time
+    /// allowed (`WAIT`): the lock was given back rather than granted, since a failover to a
+    /// replica without it could grant it again.
+    Replication {
+        key: String,
+        acknowledged: u32,
+        wanted: u32,
+    },
     /// A bug in ironlock: its own code asked for something it never should (`what`: what, in
     /// ironlock's terms), such as handing over a multi-key lock. Never met in normal use; it is
     /// its own kind so that it is not mistaken for a fault of Redis or of the caller.
@@ -142,6 +150,7 @@ impl LockError {
             | Self::Aborted { key }
             | Self::Closed { key }
             | Self::KeyType { key, .. }
+            | Self::Replication { key, .. }
             | Self::Internal { key, .. } => key,
         }
     }
@@ -157,6 +166,7 @@ impl LockError {
             | Self::Connection { key, .. }
             | Self::Aborted { key }
             | Self::Closed { key }
+            | Self::Replication { key, .. }
             | Self::Internal { key, .. } => *key = other.to_owned(),
             // It names the key of another type, whichever lock met it.
             Self::KeyType { .. } => {}
@@ -173,6 +183,7 @@ impl LockError {
             Self::Connection { .. } | Self::Closed { .. } => "ECONNECTION",
             Self::Aborted { .. } => "ABORT_ERR",
             Self::KeyType { .. } => "EKEYTYPE",
+            Self::Replication { .. } => "EREPLICAS",
             Self::Internal { .. } => "EINTERNAL",
         }
     }
@@ -250,6 +261,17 @@ impl fmt::Display for Described<'_> {
                      delete the key if nothing uses it"
                 )
             }
+            LockError::Replication {
+                key,
+                acknowledged,
+                wanted,
+            } => write!(
+                f,
+                "lock \"{key}\" was given back, not granted: {acknowledged} of the {wanted} \
+                 replicas asked for acknowledged it in time (replicas, replicasTimeout); a \
+                 failover could have lost it. Check the replicas (INFO replication), or ask for \
+                 fewer"
+            ),
             LockError::Internal { key, what } => {
                 match verb {
                     Some((gerund, _, _)) => write!(f, "internal error while {gerund}")?,
@@ -347,6 +369,24 @@ mod tests {
             .starts_with("key \"b\" holds a Redis hash"));
         let text = LockError::refused(&names, "127.0.0.1:7000", Refusal::Text("OOM".into()));
         assert_eq!(text, LockError::connection("a", "127.0.0.1:7000", "OOM"));
+    }
+
+    #[test]
+    fn a_replication_shortfall_says_the_lock_was_given_back_with_both_counts() {
+        let error = LockError::Replication {
+            key: "k".into(),
+            acknowledged: 1,
+            wanted: 2,
+        };
+        assert_eq!(error.code(), "EREPLICAS");
+        assert_eq!(error.for_key("j").key(), "j");
+        assert_eq!(
+            error.message_while(Doing::Locking),
+            "lock \"k\" was given back, not granted: 1 of the 2 replicas asked for acknowledged it \
+             in time (replicas, replicasTimeout); a failover could have lost it. Check the \
+             replicas (INFO replication), or ask for fewer"
+        );
+        assert_eq!(error.to_string(), error.message_while(Doing::Locking));
     }
 
     #[test]

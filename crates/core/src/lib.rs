@@ -22,4 +22,4 @@ pub use session::cancel::CancelToken;
 pub use session::lifecycle::Lifecycle;
 pub use session::options::AcquireOptions;
 pub use session::watchdog::{loss_margin, Upkeep, Watchdog};
-pub use topology::{Attempt, Topology};
+pub use topology::{Attempt, Replicas, Topology};

@@ -4,12 +4,10 @@
 mod support;
 
 use std::collections::HashSet;
-use std::time::Duration;
 
 use ironlock_core::protocol::keys::hash_slot;
 use support::locker::{acquire, locker, options};
 use support::RedisServer;
-use tokio::time::Instant;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fences_strictly_increase_per_key() {
@@ -107,31 +105,16 @@ async fn fences_keep_rising_after_redis_restarts_empty() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fences_keep_rising_after_failover_to_a_replica_that_lagged() {
     let primary = RedisServer::start();
-    let replica = RedisServer::start();
-    let port = primary.port().to_string();
-    // Redis 7 delays a diskless full sync by 5 s by default, as long as the WAIT below.
-    primary.query::<()>(&["CONFIG", "SET", "repl-diskless-sync-delay", "0"]);
-    replica.query::<()>(&["REPLICAOF", "127.0.0.1", &port]);
     // Locks taken while the full sync runs may reach the replica in its snapshot and their
     // release only later: start once the replica follows the stream.
-    let synced = Instant::now();
-    while !replica
-        .query::<String>(&["INFO", "replication"])
-        .contains("master_link_status:up")
-    {
-        replica.check(
-            synced.elapsed() < Duration::from_secs(15),
-            "the replica did not sync within 15 s",
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let replica = RedisServer::start_replica_of(&primary);
     let on_primary = locker(&primary);
     let first = acquire(&primary, &on_primary, &["seat"], &options(1_000, Some(0))).await;
     let _ = on_primary.release(&first).await;
     // The replica has the counter as it was after the first lock…
     let replicated: i64 = primary.query(&["WAIT", "1", "15000"]);
     primary.check_eq(replicated, 1, "replicas that acknowledged");
-    replica.query::<()>(&["REPLICAOF", "NO", "ONE"]);
+    replica.promote();
     // …and misses what the primary handed out after it.
     let mut last = 0;
     for _ in 0..5 {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use ironlock_core::session::handover::MAX_LINKS;
 use ironlock_core::{
-    AcquireOptions, CancelToken, HeldLock, Lifecycle, LockError, LockerConfig, Target,
+    AcquireOptions, CancelToken, HeldLock, Lifecycle, LockError, LockerConfig, Replicas, Target,
 };
 use support::RedisServer;
 use tokio::time::Instant;
@@ -36,6 +36,7 @@ fn options(wait_ms: Option<u64>) -> AcquireOptions {
         ttl: Duration::from_millis(TTL_MS),
         wait: wait_ms.map(Duration::from_millis),
         cancel: None,
+        replicas: Replicas::NONE,
     }
 }
 
@@ -202,6 +203,7 @@ fn spawn_cancellable_acquire(
     let locker = locker.clone();
     let options = AcquireOptions {
         cancel: Some(cancel.clone()),
+        replicas: Replicas::NONE,
         ..options(Some(30_000))
     };
     tokio::spawn(async move {
@@ -560,6 +562,7 @@ async fn normal_use_never_meets_an_internal_error() {
                     }
                     let options = AcquireOptions {
                         cancel: Some(cancel),
+                        replicas: Replicas::NONE,
                         ..options(Some(30_000))
                     };
                     match locker.acquire(keys, &options).await {

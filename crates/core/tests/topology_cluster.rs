@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use ironlock_core::protocol::keys::{hash_slot, release_channel, LockKeys};
 use ironlock_core::topology::{Attempt, Cluster, HandOver, ReleaseListener, Topology};
-use ironlock_core::{AcquireOptions, HeldLock, Lifecycle, LockError, LockerConfig, Target};
+use ironlock_core::{
+    AcquireOptions, HeldLock, Lifecycle, LockError, LockerConfig, Replicas, Target,
+};
 use support::cluster::RedisCluster;
 use tokio::time::Instant;
 
@@ -38,6 +40,7 @@ fn options(wait: Option<Duration>) -> AcquireOptions {
         ttl: TTL,
         wait,
         cancel: None,
+        replicas: Replicas::NONE,
     }
 }
 
@@ -250,8 +253,12 @@ async fn a_call_that_reaches_redis_twice_does_what_it_did_once() {
     let token = "10c4ed00-0000-4000-8000-000000000001";
     for names in [vec!["twice"], vec!["{both}:a", "{both}:b"]] {
         let keys = LockKeys::new("", names.iter().map(|name| (*name).to_owned()));
-        let first = topology.try_acquire(&keys, token, TTL).await;
-        let again = topology.try_acquire(&keys, token, TTL).await;
+        let first = topology
+            .try_acquire(&keys, token, TTL, Replicas::NONE)
+            .await;
+        let again = topology
+            .try_acquire(&keys, token, TTL, Replicas::NONE)
+            .await;
         match (first, again) {
             (Ok(Attempt::Acquired { fence: one }), Ok(Attempt::Acquired { fence: two })) => {
                 cluster.check(one < two, format_args!("{names:?}: fences {one}, {two}"))
@@ -262,7 +269,9 @@ async fn a_call_that_reaches_redis_twice_does_what_it_did_once() {
     let keys = LockKeys::new("", ["twice".to_owned()]);
     let next = "10c4ed00-0000-4000-8000-000000000002";
     for round in ["first", "again"] {
-        let handed = topology.hand_over(&keys, token, 1, next, TTL, 0).await;
+        let handed = topology
+            .hand_over(&keys, token, 1, next, TTL, 0, Replicas::NONE)
+            .await;
         cluster.check_eq(handed, Ok(HandOver::Done { reserved: None }), round);
     }
     topology.close();

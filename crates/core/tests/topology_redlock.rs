@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use ironlock_core::protocol::scripts;
 use ironlock_core::session::handover::MAX_LINKS;
-use ironlock_core::{AcquireOptions, HeldLock, Lifecycle, LockerConfig, Target};
+use ironlock_core::{AcquireOptions, HeldLock, Lifecycle, LockerConfig, Replicas, Target};
 use support::RedisServer;
 use tokio::time::Instant;
 
@@ -139,6 +139,7 @@ fn options(wait_ms: Option<u64>) -> AcquireOptions {
         ttl: Duration::from_millis(TTL_MS),
         wait: wait_ms.map(Duration::from_millis),
         cancel: None,
+        replicas: Replicas::NONE,
     }
 }
 

@@ -6,6 +6,7 @@ pub mod chunks;
 pub mod handshake;
 pub mod keys;
 pub mod lock;
+pub mod replicas;
 pub mod resp;
 pub mod script_call;
 pub mod script_reply;

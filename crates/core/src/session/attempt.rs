@@ -34,7 +34,7 @@ impl Lifecycle {
         let undo = GiveBack::new(&self.clean_ups, Claim::new(keys.clone(), options.ttl));
         match self
             .topology
-            .try_acquire(keys, undo.token(), options.ttl)
+            .try_acquire(keys, undo.token(), options.ttl, options.replicas)
             .await
         {
             Ok(Attempt::Acquired { fence }) => {
@@ -50,7 +50,28 @@ impl Lifecycle {
                     foreign,
                 }))
             }
+            Err(error @ LockError::Replication { .. }) => {
+                self.give_back_now(undo).await;
+                Err(error)
+            }
             Err(error) => Err(error),
+        }
+    }
+
+    /// Gives back what `undo`'s token took before the caller hears why it is not granted (too
+    /// few replicas acknowledged it), so the keys are free by then. Should the release fail, or
+    /// this call be dropped meanwhile, `undo` queues the give-back as usual.
+    pub(super) async fn give_back_now(&self, undo: GiveBack<'_>) {
+        let claim = undo.claim();
+        match self.topology.release(&claim.keys, &claim.token).await {
+            Ok(released) => {
+                let claim = undo.keep();
+                if released {
+                    self.queues
+                        .released_here(&claim.keys.channels, &claim.token);
+                }
+            }
+            Err(_) => drop(undo),
         }
     }
 }

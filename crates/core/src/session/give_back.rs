@@ -19,7 +19,12 @@ impl<'a> GiveBack<'a> {
     }
 
     pub(super) fn token(&self) -> &str {
-        &self.claim.as_ref().expect("kept only once").token
+        &self.claim().token
+    }
+
+    /// The armed claim: its keys and token.
+    pub(super) fn claim(&self) -> &Claim {
+        self.claim.as_ref().expect("kept only once")
     }
 
     /// The outcome is known and nothing is to be given back: the claim, to hold or drop.

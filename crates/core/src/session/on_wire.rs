@@ -7,7 +7,8 @@
 //! connection: the attempt's claim (its token), the lock it grants, what a busy attempt becomes
 //! (it queues on the runtime like any other waiter), the give-back of an attempt whose caller
 //! cancelled or that failed, and what the wire carried when its socket closed (it runs again on
-//! the runtime).
+//! the runtime). An attempt that waits for replicas stays off the wire: its `WAIT` would block
+//! the socket every other attempt shares.
 
 use std::sync::{Arc, MutexGuard};
 
@@ -83,7 +84,7 @@ impl Operations {
                 options,
                 upkeep,
                 first: FirstTurn::Attempt { place: first },
-            } if keys.redis_keys.len() == 1 => {
+            } if keys.redis_keys.len() == 1 && !options.replicas.are_wanted() => {
                 let claim = Claim::new(keys, options.ttl);
                 let (token, ttl) = (claim.token.clone(), claim.ttl);
                 let keys = claim.keys.clone();

@@ -130,6 +130,7 @@ impl Operations {
                 wait,
                 cancellable,
                 upkeep,
+                replicas,
             } => {
                 let cancel = cancellable.then(|| {
                     let token = CancelToken::default();
@@ -140,7 +141,12 @@ impl Operations {
                     token
                 });
                 let keys = self.lifecycle.keys(names);
-                let options = AcquireOptions { ttl, wait, cancel };
+                let options = AcquireOptions {
+                    ttl,
+                    wait,
+                    cancel,
+                    replicas,
+                };
                 let first = self.lifecycle.first_turn(&keys, &options);
                 Job::Acquire {
                     op,

@@ -5,6 +5,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::session::cancel::CancelToken;
+use crate::topology::Replicas;
 
 #[derive(Clone, Debug)]
 pub struct AcquireOptions {
@@ -13,6 +14,9 @@ pub struct AcquireOptions {
     /// How long to wait while the lock is busy; `None` waits until acquired or cancelled.
     pub wait: Option<Duration>,
     pub cancel: Option<CancelToken>,
+    /// How many replicas must acknowledge the lock before it is granted, and how long to wait
+    /// for them; such an acquire never goes on the wire, whose socket `WAIT` would block.
+    pub replicas: Replicas,
 }
 
 impl AcquireOptions {

@@ -53,6 +53,7 @@ impl Lifecycle {
                 undo.token(),
                 ttl,
                 handing.reserve(),
+                handing.replicas(),
             )
             .await;
         match outcome {
@@ -73,6 +74,12 @@ impl Lifecycle {
             // The old lock is released but not handed: dropping `handing` makes the head attempt.
             Ok(HandOver::Released) => {
                 undo.keep();
+                Ok(true)
+            }
+            // The old lock is gone, replaced by the new token, which too few replicas
+            // acknowledged: given back, the head attempts and hears it from its own attempt.
+            Err(LockError::Replication { .. }) => {
+                self.give_back_now(undo).await;
                 Ok(true)
             }
             Err(error) => Err(error),

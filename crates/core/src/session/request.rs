@@ -4,6 +4,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::error::{Doing, LockError};
 use crate::session::watchdog::Upkeep;
+use crate::topology::Replicas;
 
 /// One operation asked of a locker. `op` is the caller's number for it; its [`Completion`]
 /// carries it back. Held locks are named by the `id` their acquisition completed with.
@@ -20,6 +21,8 @@ pub enum Request {
         cancellable: bool,
         /// What to watch while the lock is held.
         upkeep: Option<Upkeep>,
+        /// How many replicas must acknowledge the lock before it is granted.
+        replicas: Replicas,
     },
     Release {
         op: u32,

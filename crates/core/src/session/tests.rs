@@ -15,7 +15,7 @@ use crate::error::LockError;
 use crate::protocol::keys::LockKeys;
 use crate::protocol::token::TOKEN_MARK;
 use crate::session::watchdog::Upkeep;
-use crate::topology::{Attempt, BoxFuture, HandOver, Memory, ReleaseListener, Topology};
+use crate::topology::{Attempt, BoxFuture, HandOver, Memory, ReleaseListener, Replicas, Topology};
 
 /// Completions that finished on the runtime, in order.
 #[derive(Default)]
@@ -69,7 +69,7 @@ async fn held_by_a_stranger(store: &str, keys: &LockKeys) -> (Memory, String) {
     let holder = stranger(store);
     let token = crate::protocol::token::new_token();
     holder
-        .try_acquire(keys, &token, Duration::from_secs(30))
+        .try_acquire(keys, &token, Duration::from_secs(30), Replicas::NONE)
         .await
         .unwrap();
     (holder, token)
@@ -99,6 +99,7 @@ fn acquire(op: u32, name: &str, wait: Option<Duration>) -> Request {
         wait,
         cancellable: false,
         upkeep: None,
+        replicas: Replicas::NONE,
     }
 }
 
@@ -117,7 +118,7 @@ fn keys(name: &str) -> LockKeys {
 /// What Redis does with an attempt the wire sent: the store takes `token`'s lock.
 async fn redis_grants(store: &str, name: &str, token: &str) {
     let attempt = stranger(store)
-        .try_acquire(&keys(name), token, Duration::from_secs(10))
+        .try_acquire(&keys(name), token, Duration::from_secs(10), Replicas::NONE)
         .await
         .unwrap();
     assert!(matches!(attempt, Attempt::Acquired { .. }), "{attempt:?}");
@@ -170,6 +171,32 @@ async fn a_free_one_key_lock_is_taken_and_released_on_the_wire() {
         }]
     ));
     assert!(sink.is_empty(), "nothing ran on the runtime");
+}
+
+#[tokio::test]
+async fn an_acquire_that_waits_for_replicas_never_goes_on_the_wire() {
+    let (locker, sink) = locker("session-replicated-off-the-wire");
+    let mut replicated = acquire(1, "a", Some(Duration::from_secs(1)));
+    if let Request::Acquire { replicas, .. } = &mut replicated {
+        // memory:// grants it as is: it has no replicas to wait for.
+        *replicas = Replicas {
+            wanted: 1,
+            timeout: Duration::from_millis(100),
+        };
+    }
+    let out = locker.submit([replicated]);
+    assert!(
+        out.is_empty(),
+        "WAIT would block the wire's socket: {}",
+        String::from_utf8_lossy(&out)
+    );
+    acquired_id(&sink.next().await, 1);
+    let out = locker.submit([acquire(2, "b", Some(Duration::from_secs(1)))]);
+    assert_eq!(
+        tokens(&out).len(),
+        1,
+        "without replicas, on the wire as before"
+    );
 }
 
 #[tokio::test]
@@ -310,6 +337,7 @@ async fn a_lock_taken_on_the_wire_is_watched_and_its_loss_reported() {
         wait: None,
         cancellable: false,
         upkeep: Some(Upkeep::WatchOnly),
+        replicas: Replicas::NONE,
     }]);
     redis_grants(store, "a", &tokens(&out)[0]).await;
     let id = acquired_id(&locker.wire_read(b"*2\r\n:1\r\n:1\r\n").completions[0], 1);
@@ -328,7 +356,7 @@ async fn a_cancelled_wait_ends_aborted() {
     let (locker, sink) = locker(store);
     let token = crate::protocol::token::new_token();
     stranger(store)
-        .try_acquire(&keys("a"), &token, Duration::from_secs(30))
+        .try_acquire(&keys("a"), &token, Duration::from_secs(30), Replicas::NONE)
         .await
         .unwrap();
     let mut request = acquire(1, "a", None);
@@ -408,6 +436,7 @@ async fn a_lock_granted_before_a_cancel_arrived_is_given_back_by_the_core() {
         wait: Some(Duration::from_secs(5)),
         cancellable: true,
         upkeep: None,
+        replicas: Replicas::NONE,
     };
     assert!(locker.submit([request]).is_empty());
     let (token, id) = match sink.next().await {
@@ -478,7 +507,12 @@ async fn a_wait_runs_out_busy_with_the_holders_remaining_ttl() {
     let store = "session-wait-runs-out";
     let (locker, sink) = locker(store);
     stranger(store)
-        .try_acquire(&keys("a"), "stranger", Duration::from_secs(30))
+        .try_acquire(
+            &keys("a"),
+            "stranger",
+            Duration::from_secs(30),
+            Replicas::NONE,
+        )
         .await
         .unwrap();
     let started = std::time::Instant::now();
@@ -558,6 +592,7 @@ async fn held_on_wire(
         wait: None,
         cancellable: false,
         upkeep: Some(upkeep),
+        replicas: Replicas::NONE,
     }]);
     let token = tokens(&out)[0].clone();
     redis_grants(store, "a", &token).await;
@@ -727,10 +762,11 @@ impl Topology for Gated {
         keys: &'a LockKeys,
         token: &'a str,
         ttl: Duration,
+        replicas: Replicas,
     ) -> BoxFuture<'a, Result<Attempt, LockError>> {
         Box::pin(async move {
             self.permits.acquire().await.unwrap().forget();
-            self.store.try_acquire(keys, token, ttl).await
+            self.store.try_acquire(keys, token, ttl, replicas).await
         })
     }
 
@@ -759,9 +795,11 @@ impl Topology for Gated {
         new_token: &'a str,
         ttl: Duration,
         reserve: u64,
+        replicas: Replicas,
     ) -> BoxFuture<'a, Result<HandOver, LockError>> {
-        self.store
-            .hand_over(keys, old_token, old_fence, new_token, ttl, reserve)
+        self.store.hand_over(
+            keys, old_token, old_fence, new_token, ttl, reserve, replicas,
+        )
     }
 
     fn watch_releases<'a>(
@@ -810,6 +848,7 @@ async fn requests_behind_a_busy_attempt_on_the_runtime_are_served_in_arrival_ord
         wait: Some(Duration::from_secs(5)),
         cancellable: false,
         upkeep: None,
+        replicas: Replicas::NONE,
     };
 
     locker.submit([request(1)]);

@@ -137,7 +137,7 @@ impl Lifecycle {
         until: Instant,
         subscribed: bool,
     ) -> Woke {
-        let mut handed = ticket.offer(options.ttl);
+        let mut handed = ticket.offer(options.ttl, options.replicas);
         let outcome = tokio::select! {
             biased;
             outcome = &mut handed => outcome,

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{handed_key, Attempt, BoxFuture, HandOver, ReleaseListener, Topology};
+use super::{handed_key, Attempt, BoxFuture, HandOver, ReleaseListener, Replicas, Topology};
 use crate::error::LockError;
 use crate::protocol::keys::LockKeys;
 
@@ -170,11 +170,13 @@ fn expiry(now: Instant, ttl: Duration) -> Option<Instant> {
 }
 
 impl Topology for Memory {
+    /// `replicas` asks nothing of a store that has no replicas and no failover to lose a lock in.
     fn try_acquire<'a>(
         &'a self,
         keys: &'a LockKeys,
         token: &'a str,
         ttl: Duration,
+        _replicas: Replicas,
     ) -> BoxFuture<'a, Result<Attempt, LockError>> {
         Box::pin(async move {
             let store = self.store(keys.first())?;
@@ -293,6 +295,7 @@ impl Topology for Memory {
         new_token: &'a str,
         ttl: Duration,
         reserve: u64,
+        _replicas: Replicas,
     ) -> BoxFuture<'a, Result<HandOver, LockError>> {
         Box::pin(async move {
             let store = self.store(keys.first())?;
@@ -381,7 +384,7 @@ mod tests {
 
     async fn fence(topology: &Memory, names: &[&str], token: &str, ttl: Duration) -> u64 {
         match topology
-            .try_acquire(&keys(names), token, ttl)
+            .try_acquire(&keys(names), token, ttl, Replicas::NONE)
             .await
             .unwrap()
         {
@@ -392,7 +395,7 @@ mod tests {
 
     async fn retry_after(topology: &Memory, names: &[&str]) -> Option<Duration> {
         match topology
-            .try_acquire(&keys(names), "other", 1000 * MS)
+            .try_acquire(&keys(names), "other", 1000 * MS, Replicas::NONE)
             .await
             .unwrap()
         {
@@ -573,7 +576,10 @@ mod tests {
         topology.close();
         let k = keys(&["k"]);
         let closed = LockError::Closed { key: "k".into() };
-        assert_eq!(topology.try_acquire(&k, "u", MS).await, Err(closed.clone()));
+        assert_eq!(
+            topology.try_acquire(&k, "u", MS, Replicas::NONE).await,
+            Err(closed.clone())
+        );
         assert_eq!(topology.release(&k, "t").await, Err(closed.clone()));
         assert_eq!(topology.extend(&k, "t", MS).await, Err(closed));
         assert!(matches!(
@@ -586,7 +592,12 @@ mod tests {
     async fn a_zero_ttl_is_refused_like_redis() {
         let (topology, _) = topology();
         let error = topology
-            .try_acquire(&keys(&["k"]), "t", Duration::from_micros(500))
+            .try_acquire(
+                &keys(&["k"]),
+                "t",
+                Duration::from_micros(500),
+                Replicas::NONE,
+            )
             .await
             .unwrap_err();
         assert_eq!(error.code(), "ECONNECTION");
@@ -634,7 +645,7 @@ mod tests {
         let first = fence(&topology, &["k"], "old", 1000 * MS).await;
         assert_eq!(
             topology
-                .hand_over(&k, "stranger", first, "new", 1000 * MS, 64)
+                .hand_over(&k, "stranger", first, "new", 1000 * MS, 64, Replicas::NONE)
                 .await
                 .unwrap(),
             HandOver::NotHeld
@@ -642,7 +653,7 @@ mod tests {
         assert!(holds(&topology, "k", "old"));
         assert_eq!(
             topology
-                .hand_over(&k, "old", first, "new", 1000 * MS, 64)
+                .hand_over(&k, "old", first, "new", 1000 * MS, 64, Replicas::NONE)
                 .await
                 .unwrap(),
             HandOver::Done {
@@ -652,7 +663,7 @@ mod tests {
         assert!(holds(&topology, "k", "new"), "the key was never free");
         assert_eq!(
             topology
-                .hand_over(&k, "new", first + 1, "newer", 1000 * MS, 0)
+                .hand_over(&k, "new", first + 1, "newer", 1000 * MS, 0, Replicas::NONE)
                 .await
                 .unwrap(),
             HandOver::Done { reserved: None }
@@ -664,7 +675,15 @@ mod tests {
             "the next acquisition is fenced above the whole block"
         );
         assert!(topology
-            .hand_over(&keys(&["k", "l"]), "next", 0, "n", 1000 * MS, 0)
+            .hand_over(
+                &keys(&["k", "l"]),
+                "next",
+                0,
+                "n",
+                1000 * MS,
+                0,
+                Replicas::NONE
+            )
             .await
             .is_err());
     }
@@ -676,7 +695,15 @@ mod tests {
         tokio::time::sleep(40 * MS).await;
         assert_eq!(
             topology
-                .hand_over(&keys(&["k"]), "old", 1, "new", 1000 * MS, 64)
+                .hand_over(
+                    &keys(&["k"]),
+                    "old",
+                    1,
+                    "new",
+                    1000 * MS,
+                    64,
+                    Replicas::NONE
+                )
                 .await
                 .unwrap(),
             HandOver::NotHeld
@@ -707,6 +734,7 @@ mod tests {
             ttl: Duration::from_secs(10),
             wait: Some(Duration::from_secs(5)),
             cancel: None,
+            replicas: Replicas::NONE,
         };
         let holder = locker
             .acquire(locker.keys(names()), &options)
@@ -751,6 +779,7 @@ mod tests {
             ttl: Duration::from_secs(10),
             wait: Some(Duration::from_secs(5)),
             cancel: None,
+            replicas: Replicas::NONE,
         };
         let mut lock = locker
             .acquire(locker.keys(vec!["k".into()]), &options)
@@ -793,6 +822,7 @@ mod tests {
             ttl: Duration::from_secs(10),
             wait: Some(Duration::from_secs(5)),
             cancel: None,
+            replicas: Replicas::NONE,
         };
         let holder = holding
             .acquire(holding.keys(vec!["k".into()]), &options)

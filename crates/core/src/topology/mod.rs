@@ -20,6 +20,7 @@ pub use single::{Single, WireAnswer, WireCalls};
 use crate::config::{LockerConfig, Target};
 use crate::error::LockError;
 use crate::protocol::keys::LockKeys;
+pub use crate::protocol::replicas::Replicas;
 pub use crate::protocol::script_reply::{Attempt, HandOver};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -80,11 +81,16 @@ pub(crate) fn handed_key(keys: &LockKeys) -> Result<(&str, &str), LockError> {
 }
 
 pub trait Topology: Send + Sync + 'static {
+    /// Takes every key of `keys` for `token`, or none. With `replicas` wanted, a grant counts
+    /// only once that many replicas acknowledged it (`WAIT` on the connection that wrote it),
+    /// else the attempt fails with [`LockError::Replication`] (the session gives the token back);
+    /// a topology with nothing to replicate to (`memory://`) grants as without.
     fn try_acquire<'a>(
         &'a self,
         keys: &'a LockKeys,
         token: &'a str,
         ttl: Duration,
+        replicas: Replicas,
     ) -> BoxFuture<'a, Result<Attempt, LockError>>;
 
     /// `true` when every key still held our token and is now deleted.
@@ -123,7 +129,12 @@ pub trait Topology: Send + Sync + 'static {
     /// on a one-key lock, without the key ever being free; with `reserve > 0`, also reserves that
     /// many fencing tokens in one go, where the topology uses blocks (one Redis). Every topology
     /// hands over: one Redis and `memory://` in one script (or its equivalent), Redlock node by
-    /// node, the new token needing a majority like an attempt.
+    /// node, the new token needing a majority like an attempt. `replicas`: what the waiting
+    /// head asked of its attempts, which the new token must meet as they would (a topology that
+    /// cannot wait for replicas during a hand-over releases instead: [`HandOver::Released`]).
+    // The old holder's token and fence, the new one's token, TTL and replicas, the block: each
+    // a different thing the topology needs.
+    #[allow(clippy::too_many_arguments)]
     fn hand_over<'a>(
         &'a self,
         keys: &'a LockKeys,
@@ -132,6 +143,7 @@ pub trait Topology: Send + Sync + 'static {
         new_token: &'a str,
         ttl: Duration,
         reserve: u64,
+        replicas: Replicas,
     ) -> BoxFuture<'a, Result<HandOver, LockError>>;
 
     /// Subscribes the release channels `channels` (counting uses), returning once confirmed.

@@ -18,7 +18,9 @@ use futures_util::future::join_all;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use rand::Rng;
 
-use super::{handed_key, Attempt, BoxFuture, HandOver, ReleaseListener, Single, Topology};
+use super::{
+    handed_key, Attempt, BoxFuture, HandOver, ReleaseListener, Replicas, Single, Topology,
+};
 use crate::config::NodeConfig;
 use crate::error::{LockError, QuorumVotes};
 use crate::protocol::keys::LockKeys;
@@ -341,11 +343,16 @@ fn is_granted(attempt: &Attempt) -> bool {
 }
 
 impl Topology for Redlock {
+    /// With `replicas` wanted, each node's grant counts only once that many of its own replicas
+    /// acknowledged it ([`Single`]'s `WAIT`); a node whose replicas fell short votes with its
+    /// [`LockError::Replication`], so too few such grants lose the round as a
+    /// [`LockError::Quorum`] whose votes say why.
     fn try_acquire<'a>(
         &'a self,
         keys: &'a LockKeys,
         token: &'a str,
         ttl: Duration,
+        replicas: Replicas,
     ) -> BoxFuture<'a, Result<Attempt, LockError>> {
         Box::pin(async move {
             let started = Instant::now();
@@ -381,10 +388,10 @@ impl Topology for Redlock {
             };
             let answers = self
                 .round(
-                    self.node_timeout(ttl),
+                    self.node_timeout(ttl) + replicas.timeout,
                     |node| {
                         let (keys, token) = (shared_keys.clone(), owned_token.clone());
-                        async move { node.try_acquire(&keys, &token, ttl).await }
+                        async move { node.try_acquire(&keys, &token, ttl, replicas).await }
                     },
                     majority_decided(self.quorum, is_granted),
                     undo_late_grants,
@@ -470,6 +477,9 @@ impl Topology for Redlock {
     /// fence, as the last acquisition's lift or link left them), each of them now counts the new
     /// fence, and every node that grants later at least as much: no lift is needed. Otherwise
     /// the counters are lifted, as after an attempt.
+    ///
+    /// A head that waits for replicas is not handed the lock: the lock is released, and the head
+    /// attempts with its `WAIT`s as after any release (the hand-over's script has none).
     fn hand_over<'a>(
         &'a self,
         keys: &'a LockKeys,
@@ -478,9 +488,17 @@ impl Topology for Redlock {
         new_token: &'a str,
         ttl: Duration,
         _reserve: u64,
+        replicas: Replicas,
     ) -> BoxFuture<'a, Result<HandOver, LockError>> {
         Box::pin(async move {
             handed_key(keys)?;
+            if replicas.are_wanted() {
+                return Ok(if self.release(keys, old_token).await? {
+                    HandOver::Released
+                } else {
+                    HandOver::NotHeld
+                });
+            }
             let started = Instant::now();
             let shared_keys = Arc::new(keys.clone());
             let tokens = Arc::new((old_token.to_owned(), new_token.to_owned()));

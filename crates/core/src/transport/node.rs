@@ -16,6 +16,7 @@ use redis::{Client, RedisError, Value};
 use super::connect::{answers_in_plain_text, client_for, connect_error, driver_error, redact};
 use crate::config::NodeConfig;
 use crate::error::{connect_timed_out, server_name, LockError, NOT_TLS};
+use crate::protocol::replicas::Replicas;
 use crate::protocol::resp;
 use crate::protocol::script_call::{Naming, ScriptCall};
 use crate::protocol::script_reply::Refusal;
@@ -48,6 +49,10 @@ pub struct NodeConnection {
     plain_address: Option<(String, u16)>,
     connect_timeout: Duration,
     command_timeout: Duration,
+    /// redis-rs's own bound on each answer: `command_timeout`, except on a connection that
+    /// waits for replicas, whose `WAIT` Redis holds on purpose (each call then has its own
+    /// bound, see [`NodeConnection::run_then_wait`]).
+    response_timeout: Option<Duration>,
     state: Mutex<ConnectionState>,
     /// Serializes connection set-up so a burst of first calls opens one connection.
     connecting: tokio::sync::Mutex<()>,
@@ -68,8 +73,23 @@ impl NodeConnection {
             plain_address: node.tls.as_ref().map(|_| (node.host.clone(), node.port)),
             connect_timeout,
             command_timeout,
+            response_timeout: Some(command_timeout),
             state: Mutex::new(ConnectionState::Idle),
             connecting: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// A connection of its own for the writes that wait for replicas ([`Self::run_then_wait`]):
+    /// `WAIT` blocks the connection it runs on until it answers, and counts what that
+    /// connection wrote, so it never shares the connection other calls use.
+    pub fn for_replicated_writes(
+        node: &NodeConfig,
+        connect_timeout: Duration,
+        command_timeout: Duration,
+    ) -> Result<Self, String> {
+        Ok(Self {
+            response_timeout: None,
+            ..Self::new(node, connect_timeout, command_timeout)?
         })
     }
 
@@ -126,6 +146,45 @@ impl NodeConnection {
             .unwrap_or_else(|_| Err(self.failure(key, &self.no_answer())))
     }
 
+    /// Runs one script call for the lock `key` followed at once by `WAIT` for `replicas` on the
+    /// same connection (a pipeline, one round trip), and answers the script's reply with how many
+    /// replicas acknowledged everything this connection wrote, the call included. Not resent
+    /// after a dropped connection: only attempts and hand-overs wait, and their token decides.
+    /// The call may take `replicas.timeout` longer than any other, the time `WAIT` may hold it.
+    pub async fn run_then_wait(
+        &self,
+        key: &str,
+        call: &ScriptCall<'_>,
+        replicas: Replicas,
+    ) -> Result<(resp::Reply, u32), LockError> {
+        let run = async {
+            let mut connection = self.connection(key).await?;
+            let mut answers = send_then_wait(&mut connection, call, Naming::ByHash, replicas).await;
+            if let Ok((Value::ServerError(error), _)) = &answers {
+                if let Some(naming) = Naming::ByHash.resend_after(error.code()) {
+                    answers = send_then_wait(&mut connection, call, naming, replicas).await;
+                }
+            }
+            let (script, waited) =
+                answers.map_err(|error| self.failure(key, &self.command_error(&error)))?;
+            let reply = script
+                .extract_error()
+                .map(resp::Reply::from)
+                .map_err(|error| self.failure(key, &self.command_error(&error)))?;
+            let waited = waited
+                .extract_error()
+                .map(resp::Reply::from)
+                .map_err(|error| self.failure(key, &self.command_error(&error)))?;
+            let acknowledged = Replicas::acknowledged(&waited).ok_or_else(|| {
+                self.failure(key, &format!("WAIT answered {waited:?}, not a count"))
+            })?;
+            Ok((reply, acknowledged))
+        };
+        tokio::time::timeout(self.call_timeout() + replicas.timeout, run)
+            .await
+            .unwrap_or_else(|_| Err(self.failure(key, &self.no_answer())))
+    }
+
     /// Later calls fail with [`LockError::Closed`]; the connection ends with its last user.
     pub fn close(&self) {
         *self.state.lock().expect("connection state lock") = ConnectionState::Closed;
@@ -154,7 +213,7 @@ impl NodeConnection {
         }
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
-            .set_response_timeout(Some(self.command_timeout))
+            .set_response_timeout(self.response_timeout)
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
         let tls = self.plain_address.is_some();
@@ -213,4 +272,34 @@ async fn send(
         }
     }
     answer
+}
+
+/// Sends `call` named `naming`-wise and `WAIT` for `replicas` right behind it, in one pipeline:
+/// the script's answer and `WAIT`'s.
+async fn send_then_wait(
+    connection: &mut ConnectionManager,
+    call: &ScriptCall<'_>,
+    naming: Naming,
+    replicas: Replicas,
+) -> Result<(Value, Value), RedisError> {
+    let mut script = redis::Cmd::new();
+    for word in call.command(naming) {
+        script.arg(word);
+    }
+    let mut pipeline = redis::pipe();
+    pipeline
+        .add_command(script)
+        .cmd("WAIT")
+        .arg(&replicas.wait_args());
+    let mut answers = connection
+        .send_packed_commands(&pipeline, 0, 2)
+        .await?
+        .into_iter();
+    match (answers.next(), answers.next()) {
+        (Some(script), Some(waited)) => Ok((script, waited)),
+        _ => Err(RedisError::from((
+            redis::ErrorKind::UnexpectedReturnType,
+            "a script call and WAIT answered with fewer than two replies",
+        ))),
+    }
 }

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use ironlock_core::{AcquireOptions, HeldLock, Lifecycle, LockError, LockerConfig, Target};
+use ironlock_core::{
+    AcquireOptions, HeldLock, Lifecycle, LockError, LockerConfig, Replicas, Target,
+};
 
 use super::RedisServer;
 
@@ -35,6 +37,7 @@ pub fn options(ttl_ms: u64, wait_ms: Option<u64>) -> AcquireOptions {
         ttl: Duration::from_millis(ttl_ms),
         wait: wait_ms.map(Duration::from_millis),
         cancel: None,
+        replicas: Replicas::NONE,
     }
 }
 

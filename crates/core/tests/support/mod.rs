@@ -22,6 +22,8 @@ use ironlock_core::NodeConfig;
 const REDIS_SERVER: &str = "/usr/bin/redis-server";
 const START_ATTEMPTS: usize = 5;
 const READY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a new replica may take to be online on its master (a full sync of an empty one).
+const REPLICA_LINK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bound on the helper's own round trips, so a check on a wedged server fails instead of hanging.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -77,6 +79,37 @@ impl RedisServer {
         };
         server.wait_until_ready()?;
         Ok(server)
+    }
+
+    /// Starts a server that replicates `master` and returns once a write on the master reached it
+    /// (`WAIT`): from then on `WAIT` counts it at once. Its `master_link_status:up`, and even
+    /// `state=online` on the master, come earlier: Redis 7 streams writes to a new replica only
+    /// after its first acknowledgement, which it sends once a second.
+    pub fn start_replica_of(master: &RedisServer) -> Self {
+        // Redis 7 delays a diskless full sync by 5 s by default.
+        master.query::<()>(&["CONFIG", "SET", "repl-diskless-sync-delay", "0"]);
+        let replica = Self::start();
+        replica.query::<()>(&["REPLICAOF", "127.0.0.1", &master.port.to_string()]);
+        let online = format!("port={},state=online", replica.port);
+        let deadline = Instant::now() + REPLICA_LINK_TIMEOUT;
+        loop {
+            let info: String = master.query(&["INFO", "replication"]);
+            if info.contains(&online) && master.write_reaches_a_replica() {
+                return replica;
+            }
+            if Instant::now() >= deadline {
+                replica.fail(format_args!(
+                    "not online on the master (port {}) within {REPLICA_LINK_TIMEOUT:?}:\n{info}",
+                    master.port
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Makes a replica a master of its own (`REPLICAOF NO ONE`), as a failover promotes one.
+    pub fn promote(&self) {
+        self.query::<()>(&["REPLICAOF", "NO", "ONE"]);
     }
 
     /// Kills the server and starts it again on the same port, empty: what a crash of a Redis
@@ -178,12 +211,37 @@ impl RedisServer {
     }
 
     fn try_query<T: redis::FromRedisValue>(&self, command: &[&str]) -> redis::RedisResult<T> {
+        let (name, args) = command.split_first().expect("a command name");
+        redis::cmd(name).arg(args).query(&mut self.connection()?)
+    }
+
+    /// Whether a write (set, then deleted) reaches a replica within a second: `WAIT` counts the
+    /// writes of its own connection, so all three go on one.
+    fn write_reaches_a_replica(&self) -> bool {
+        const PROBE: &str = "ironlock-test:replica-probe";
+        let acknowledged = self.connection().and_then(|mut connection| {
+            redis::pipe()
+                .cmd("SET")
+                .arg(PROBE)
+                .arg(1)
+                .ignore()
+                .cmd("DEL")
+                .arg(PROBE)
+                .ignore()
+                .cmd("WAIT")
+                .arg(1)
+                .arg(1000)
+                .query::<(i64,)>(&mut connection)
+        });
+        matches!(acknowledged, Ok((count,)) if count >= 1)
+    }
+
+    fn connection(&self) -> redis::RedisResult<redis::Connection> {
         let client = redis::Client::open(self.url())?;
-        let mut connection = client.get_connection_with_timeout(QUERY_TIMEOUT)?;
+        let connection = client.get_connection_with_timeout(QUERY_TIMEOUT)?;
         connection.set_read_timeout(Some(QUERY_TIMEOUT))?;
         connection.set_write_timeout(Some(QUERY_TIMEOUT))?;
-        let (name, args) = command.split_first().expect("a command name");
-        redis::cmd(name).arg(args).query(&mut connection)
+        Ok(connection)
     }
 
     /// Per command (`evalsha`, `set`, `client|setinfo`, …): how many times Redis ran it since it

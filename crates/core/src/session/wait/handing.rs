@@ -10,7 +10,7 @@ use super::queues::WaitQueues;
 use crate::protocol::lock::HeldLock;
 use crate::session::clean_up::CleanUps;
 use crate::session::handover::Link;
-use crate::topology::HandOver;
+use crate::topology::{HandOver, Replicas};
 
 /// A hand-over under way: the head's offer, taken by a release of the lock it waits for.
 /// Dropped without [`Handing::deliver`], the head learns the hand-over failed and attempts.
@@ -43,6 +43,11 @@ impl Handing {
     /// The TTL the waiting head asked for.
     pub fn ttl(&self) -> Duration {
         self.offer.ttl
+    }
+
+    /// How many replicas must acknowledge the handed lock, as the head's attempts would ask.
+    pub fn replicas(&self) -> Replicas {
+        self.offer.replicas
     }
 
     /// How many fencing tokens the hand-over should reserve.

@@ -7,11 +7,14 @@ use tokio::sync::oneshot;
 
 use crate::protocol::lock::HeldLock;
 use crate::session::clean_up::CleanUps;
+use crate::topology::Replicas;
 
-/// A head ready to take the lock over: the ticket, the TTL it asks for, and where to send it.
+/// A head ready to take the lock over: the ticket, the TTL and replicas it asks for, and where to
+/// send it.
 pub(super) struct Offer {
     pub(super) ticket: u64,
     pub(super) ttl: Duration,
+    pub(super) replicas: Replicas,
     pub(super) deliver: oneshot::Sender<HandedLock>,
 }
 

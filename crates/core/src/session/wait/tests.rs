@@ -7,7 +7,7 @@ use super::{Arrival, FirstAttempt, Ticket, Turn, WaitQueues};
 use crate::protocol::keys::LockKeys;
 use crate::protocol::lock::HeldLock;
 use crate::session::handover::{FENCE_BLOCK, MAX_LINKS};
-use crate::topology::ReleaseListener;
+use crate::topology::{ReleaseListener, Replicas};
 
 const TTL: Duration = Duration::from_millis(500);
 
@@ -155,7 +155,7 @@ async fn only_an_offering_head_is_handed_the_lock() {
         "no offer"
     );
 
-    let handed = head.offer(TTL);
+    let handed = head.offer(TTL, Replicas::NONE);
     let (token, fence) = hand_over(&queues, &keys, "t", &mut counter).expect("handed over");
     assert!(!head.withdraw_offer(), "the offer was taken");
     let lock = handed.await.expect("delivered").into_lock();
@@ -165,7 +165,7 @@ async fn only_an_offering_head_is_handed_the_lock() {
 
     // The next head's turn: wait for the release of the lock just handed over.
     assert!(matches!(behind.turn(), Turn::AwaitRelease { bound, .. } if bound == TTL));
-    let _withdrawn = behind.offer(TTL);
+    let _withdrawn = behind.offer(TTL, Replicas::NONE);
     assert!(behind.withdraw_offer());
     assert!(
         hand_over(&queues, &keys, &token, &mut counter).is_none(),
@@ -177,7 +177,7 @@ async fn only_an_offering_head_is_handed_the_lock() {
 async fn a_failed_hand_over_tells_the_head_to_attempt() {
     let (queues, keys) = setup();
     let head = queues.join(&keys.channels);
-    let handed = head.offer(TTL);
+    let handed = head.offer(TTL, Replicas::NONE);
     let handing = queues.hand_over(&keys.channels[0], "t").expect("an offer");
     // The key no longer held "t": the hand-over is dropped undelivered.
     drop(handing);
@@ -190,7 +190,7 @@ async fn a_departed_head_takes_its_offer_along() {
     let (queues, keys) = setup();
     let head = queues.join(&keys.channels);
     let _behind = queues.join(&keys.channels);
-    let handed = head.offer(TTL);
+    let handed = head.offer(TTL, Replicas::NONE);
     drop(head);
     drop(handed);
     assert!(queues.hand_over(&keys.channels[0], "t").is_none());
@@ -206,7 +206,7 @@ async fn a_chain_ends_after_its_links_and_the_head_pauses() {
     loop {
         // Someone always waits behind: the queue, and its chain, stay.
         let behind = queues.join(&keys.channels);
-        let handed = head.offer(TTL);
+        let handed = head.offer(TTL, Replicas::NONE);
         match hand_over(&queues, &keys, &token, &mut counter) {
             Some((next, fence)) => {
                 let lock = handed.await.expect("delivered").into_lock();

@@ -9,6 +9,7 @@ use tokio::time::Instant;
 use super::offer::{HandedLock, Offer};
 use super::queue::{Queue, Turn};
 use super::queues::{Spot, WaitQueues};
+use crate::topology::Replicas;
 
 /// Longest sleep of a head whose release channel could not be subscribed.
 const UNSUBSCRIBED_POLL: Duration = Duration::from_millis(250);
@@ -83,14 +84,15 @@ impl Ticket {
         self.queue.state().turn()
     }
 
-    /// Offers to take the lock over, for `ttl`, from a release in this process; the lock
-    /// arrives on the receiver, which fails when a hand-over was tried and did not work. Only
-    /// the head offers, while it sleeps.
-    pub fn offer(&self, ttl: Duration) -> oneshot::Receiver<HandedLock> {
+    /// Offers to take the lock over, for `ttl` and with `replicas`, from a release in this
+    /// process; the lock arrives on the receiver, which fails when a hand-over was tried and did
+    /// not work. Only the head offers, while it sleeps.
+    pub fn offer(&self, ttl: Duration, replicas: Replicas) -> oneshot::Receiver<HandedLock> {
         let (deliver, handed) = oneshot::channel();
         self.queue.state().hand_overs.offer(Offer {
             ticket: self.id,
             ttl,
+            replicas,
             deliver,
         });
         handed

@@ -23,7 +23,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 
 use super::single::{Acquires, OneKeyAcquire, OneKeyRelease, Releases};
-use super::{handed_key, Attempt, BoxFuture, HandOver, ReleaseListener, Topology};
+use super::{handed_key, Attempt, BoxFuture, HandOver, ReleaseListener, Replicas, Topology};
 use crate::config::NodeConfig;
 use crate::error::LockError;
 use crate::protocol::keys::{hash_slot, LockKeys};
@@ -244,13 +244,19 @@ fn per_slot<T>(queued: impl Iterator<Item = T>, slot_of: fn(&T) -> u16) -> Vec<(
 }
 
 impl Topology for Cluster {
+    /// `replicas` are refused on a Cluster before they reach here (JS says so as the option is
+    /// given): the shards' `WAIT` is not built yet.
     fn try_acquire<'a>(
         &'a self,
         keys: &'a LockKeys,
         token: &'a str,
         ttl: Duration,
+        replicas: Replicas,
     ) -> BoxFuture<'a, Result<Attempt, LockError>> {
         Box::pin(async move {
+            if replicas.are_wanted() {
+                return Err(replicas_unsupported(keys));
+            }
             if let Some(attempt) = OneKeyAcquire::new(keys, token, ttl) {
                 return self.shards.acquire_one(attempt).await;
             }
@@ -284,8 +290,12 @@ impl Topology for Cluster {
         new_token: &'a str,
         ttl: Duration,
         reserve: u64,
+        replicas: Replicas,
     ) -> BoxFuture<'a, Result<HandOver, LockError>> {
         Box::pin(async move {
+            if replicas.are_wanted() {
+                return Err(replicas_unsupported(keys));
+            }
             let (key, fence_key) = handed_key(keys)?;
             let (ttl_arg, reserve_arg) = (ttl.as_millis().to_string(), reserve.to_string());
             let mut call = ScriptCall::new(&scripts::HAND_OVER, 2, 4);
@@ -322,5 +332,13 @@ impl Topology for Cluster {
     fn close(&self) {
         self.shards.connection.close();
         self.subscriber.close();
+    }
+}
+
+/// `replicas` asked of a Cluster, which the JS layer refuses as the option is given: a bug if met.
+fn replicas_unsupported(keys: &LockKeys) -> LockError {
+    LockError::Internal {
+        key: keys.first().to_owned(),
+        what: "replicas were asked of a Redis Cluster, which does not wait for them yet".into(),
     }
 }

@@ -1,8 +1,10 @@
 //! One Redis server: the lock protocol's script calls on one node connection, with one-key
 //! acquires and releases asked together travelling as one call ([`one_key`]). The same calls
-//! also travel on the wire, the JS thread's own socket, built and read by [`WireCalls`].
+//! also travel on the wire, the JS thread's own socket, built and read by [`WireCalls`]. Writes
+//! that wait for replicas go on a connection of their own ([`replicated`]).
 
 mod one_key;
+mod replicated;
 mod wire_calls;
 
 pub(super) use one_key::{Acquires, OneKeyAcquire, OneKeyRelease, Releases};
@@ -14,7 +16,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 
 use super::subscriber::Subscriber;
-use super::{handed_key, Attempt, BoxFuture, HandOver, ReleaseListener, Topology};
+use super::{handed_key, Attempt, BoxFuture, HandOver, ReleaseListener, Replicas, Topology};
 use crate::config::NodeConfig;
 use crate::error::LockError;
 use crate::protocol::keys::LockKeys;
@@ -24,16 +26,20 @@ use crate::protocol::script_reply::{self, Refusal};
 use crate::protocol::scripts;
 use crate::transport::batch::{self, Batch, Reply};
 use crate::transport::node::{NodeConnection, Resend};
+use replicated::ReplicatedAcquire;
 
 pub struct Single {
     server: Arc<Server>,
     subscriber: Arc<Subscriber>,
 }
 
-/// The connection and the request batches; shared with the tasks that flush the batches.
+/// The connections and the request batches; shared with the tasks that flush the batches.
 struct Server {
     connection: NodeConnection,
+    /// Only for the writes that wait for replicas (see [`replicated`]); opened on first use.
+    replicated: NodeConnection,
     acquires: Batch<OneKeyAcquire, Attempt>,
+    replicated_acquires: Batch<ReplicatedAcquire, Attempt>,
     releases: Batch<OneKeyRelease, bool>,
     lifts: Batch<FenceLift, ()>,
 }
@@ -53,6 +59,8 @@ impl Single {
         listener: Weak<dyn ReleaseListener>,
     ) -> Result<Self, String> {
         let connection = NodeConnection::new(node, connect_timeout, command_timeout)?;
+        let replicated =
+            NodeConnection::for_replicated_writes(node, connect_timeout, command_timeout)?;
         Ok(Self {
             subscriber: Subscriber::new(
                 connection.client().clone(),
@@ -61,7 +69,9 @@ impl Single {
             ),
             server: Arc::new(Server {
                 connection,
+                replicated,
                 acquires: Batch::default(),
+                replicated_acquires: Batch::default(),
                 releases: Batch::default(),
                 lifts: Batch::default(),
             }),
@@ -120,6 +130,21 @@ impl Server {
         resend: Resend,
     ) -> Result<resp::Reply, LockError> {
         self.connection.run(key, call, resend).await
+    }
+
+    /// Runs a call that takes a lock (never resent: its token decides), followed by `WAIT` when
+    /// `replicas` are wanted: the reply, and how many replicas acknowledged it if asked.
+    async fn run_for(
+        &self,
+        key: &str,
+        call: &ScriptCall<'_>,
+        replicas: Replicas,
+    ) -> Result<(resp::Reply, Option<u32>), LockError> {
+        if replicas.are_wanted() {
+            let (reply, acknowledged) = self.run_then_wait(key, call, replicas).await?;
+            return Ok((reply, Some(acknowledged)));
+        }
+        Ok((self.run(key, call, Resend::Never).await?, None))
     }
 
     /// The error of a script call for the lock of `names` that was refused with `refusal`.
@@ -215,9 +240,13 @@ impl Topology for Single {
         keys: &'a LockKeys,
         token: &'a str,
         ttl: Duration,
+        replicas: Replicas,
     ) -> BoxFuture<'a, Result<Attempt, LockError>> {
         Box::pin(async move {
             if let Some(attempt) = OneKeyAcquire::new(keys, token, ttl) {
+                if replicas.are_wanted() {
+                    return self.server.acquire_one_replicated(attempt, replicas).await;
+                }
                 return self.server.acquire_one(attempt).await;
             }
             let ttl_arg = ttl.as_millis().to_string();
@@ -228,9 +257,13 @@ impl Topology for Single {
                 call.key(key);
             }
             call.arg(token).arg(&ttl_arg).arg(&lock_keys);
-            let reply = self.server.run(keys.first(), &call, Resend::Never).await?;
-            script_reply::acquire_all(reply)
-                .map_err(|refusal| self.server.refused(&keys.names, refusal))
+            let (reply, acknowledged) = self.server.run_for(keys.first(), &call, replicas).await?;
+            let attempt = script_reply::acquire_all(reply)
+                .map_err(|refusal| self.server.refused(&keys.names, refusal))?;
+            if let (Attempt::Acquired { .. }, Some(acknowledged)) = (&attempt, acknowledged) {
+                replicas.check(keys.first(), acknowledged)?;
+            }
+            Ok(attempt)
         })
     }
 
@@ -289,6 +322,7 @@ impl Topology for Single {
         new_token: &'a str,
         ttl: Duration,
         reserve: u64,
+        replicas: Replicas,
     ) -> BoxFuture<'a, Result<HandOver, LockError>> {
         Box::pin(async move {
             let (key, fence_key) = handed_key(keys)?;
@@ -302,9 +336,15 @@ impl Topology for Single {
                 .arg(&reserve_arg);
             // Not resent: a hand-over that ran gave the lock a new token; `Lifecycle::hand_over`
             // gives it back when the call fails.
-            let reply = self.server.run(keys.first(), &call, Resend::Never).await?;
-            script_reply::hand_over(reply, reserve)
-                .map_err(|refusal| self.server.refused(&keys.names, refusal))
+            let (reply, acknowledged) = self.server.run_for(keys.first(), &call, replicas).await?;
+            let handed = script_reply::hand_over(reply, reserve)
+                .map_err(|refusal| self.server.refused(&keys.names, refusal))?;
+            if let (HandOver::Done { .. } | HandOver::Fenced { .. }, Some(acknowledged)) =
+                (&handed, acknowledged)
+            {
+                replicas.check(keys.first(), acknowledged)?;
+            }
+            Ok(handed)
         })
     }
 
@@ -327,6 +367,7 @@ impl Topology for Single {
 
     fn close(&self) {
         self.server.connection.close();
+        self.server.replicated.close();
         self.subscriber.close();
     }
 }
