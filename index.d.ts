@@ -43,12 +43,22 @@ export interface IoredisLike {
 export type NodeTarget = string | RedisOptions | IoredisLike
 
 /**
+ * A Redis Cluster, found from its seed nodes: `{ cluster: [seeds], …shared options }` (seeds as
+ * URLs or `{ host, port }`; username, password and TLS the same for all), a
+ * `'redis+cluster://[user:pass@]host:port,host:port'` (or `rediss+cluster://`) URL, or an ioredis
+ * `Cluster` instance (its startup nodes and options are read). Database 0 only.
+ */
+export type ClusterTarget =
+  | (Omit<RedisOptions, 'host' | 'port' | 'db'> & { cluster: Array<string | { host: string; port: number }> })
+  | { isCluster: boolean; options: object }
+
+/**
  * Where the locks live: one Redis (also as an array of one), an array of 2+ independent masters
  * (Redlock, quorum `floor(N/2)+1`), or `'memory://'` / `'memory://<name>'`: an in-process store
  * that excludes only within this process (`memory://` is the locker's own; a named one is shared
  * by every locker on that name).
  */
-export type Target = NodeTarget | NodeTarget[]
+export type Target = NodeTarget | NodeTarget[] | ClusterTarget
 
 export interface AcquireOptions {
   /**
@@ -66,6 +76,14 @@ export interface AcquireOptions {
   signal?: AbortSignal
   /** using(): keep extending while fn runs. Default true. */
   autoExtend?: boolean
+  /**
+   * Grant only once this many replicas acknowledged the lock and its fence (`WAIT` after the
+   * acquire); otherwise the lock is given back and the call rejects with `ReplicationError`.
+   * Default 0. One Redis with replicas, and each Redlock node; not on a Redis Cluster target yet.
+   */
+  replicas?: number
+  /** ms to wait for the replicas' acknowledgements when `replicas` > 0. Default 1000. */
+  replicasTimeout?: number
 }
 
 /** Defaults for every acquire of a locker, and connection settings for every node. */
@@ -73,6 +91,8 @@ export interface LockerDefaults {
   ttl?: number
   wait?: number
   autoExtend?: boolean
+  replicas?: number
+  replicasTimeout?: number
   /** ms to open a connection (TCP, TLS, AUTH and SELECT). Default 10000. */
   connectTimeout?: number
   /**
@@ -187,6 +207,18 @@ export declare class LockKeyTypeError extends LockError {
   readonly key: string
   /** The Redis type found at the key: `'hash'`, `'list'`, `'set'`, `'zset'`, `'stream'`… */
   readonly type: string
+}
+
+/**
+ * `EREPLICAS`: `replicas: n` was asked and fewer replicas acknowledged the lock within
+ * `replicasTimeout`; the lock was given back before the rejection.
+ */
+export declare class ReplicationError extends LockError {
+  readonly code: 'EREPLICAS'
+  /** How many replicas acknowledged in time. */
+  readonly acknowledged: number
+  /** How many were asked for (`replicas`). */
+  readonly wanted: number
 }
 
 /** Points the top-level functions at `target`, closing the previous default locker. */
