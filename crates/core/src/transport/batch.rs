@@ -37,6 +37,24 @@ impl<T, R> Batch<T, R> {
         (answer, pending.len() == 1)
     }
 
+    /// Queues `item` (of the lock `key`) and waits for its answer; the first item of a new batch
+    /// spawns `flush()`, which takes the batch once the tasks runnable now have queued theirs.
+    pub async fn queue<F>(
+        &self,
+        item: T,
+        key: &str,
+        flush: impl FnOnce() -> F,
+    ) -> Result<R, LockError>
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let (reply, first) = self.push(item);
+        if first {
+            tokio::spawn(flush());
+        }
+        answer(reply, key).await
+    }
+
     /// Everything queued so far, in chunks of at most [`chunks::MAX_BATCH`].
     pub fn take(&self) -> Vec<Vec<(T, Reply<R>)>> {
         let pending = std::mem::take(&mut *self.pending.lock().expect("batch queue"));

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 
-use super::single::{Acquires, OneKeyAcquire, OneKeyRelease, Releases};
+use super::single::{all_released, Acquires, OneKeyAcquire, OneKeyRelease, Releases};
 use super::{handed_key, Attempt, BoxFuture, HandOver, ReleaseListener, Replicas, Topology};
 use crate::config::NodeConfig;
 use crate::error::LockError;
@@ -30,7 +30,7 @@ use crate::protocol::keys::{hash_slot, LockKeys};
 use crate::protocol::script_call::ScriptCall;
 use crate::protocol::script_reply;
 use crate::protocol::scripts;
-use crate::transport::batch::{self, Batch, Reply};
+use crate::transport::batch::{Batch, Reply};
 use crate::transport::cluster::ClusterConnection;
 use shard_subscriber::ShardSubscriber;
 use slots::{by_slot, SlotKeys};
@@ -132,37 +132,20 @@ impl Shards {
     async fn release(self: &Arc<Self>, keys: &LockKeys, token: &str) -> Result<bool, LockError> {
         let releases = (0..keys.redis_keys.len())
             .map(|index| self.release_one(OneKeyRelease::new(keys, index, token)));
-        let mut all_ours = true;
-        for (released, name) in join_all(releases).await.into_iter().zip(&keys.names) {
-            all_ours &= released.map_err(|error| match error {
-                // Each key went as a lock of its own, named by the first: name this one.
-                LockError::KeyType { found, .. } => LockError::KeyType {
-                    key: name.clone(),
-                    found,
-                },
-                other => other,
-            })?;
-        }
-        Ok(all_ours)
+        all_released(join_all(releases).await, keys)
     }
 
     /// Queues a one-key acquire; its batch leaves once the tasks runnable now have queued theirs.
     async fn acquire_one(self: &Arc<Self>, item: OneKeyAcquire) -> Result<Attempt, LockError> {
         let name = item.name().to_owned();
-        let (answer, first) = self.acquires.push(item);
-        if first {
-            tokio::spawn(self.clone().flush_acquires());
-        }
-        batch::answer(answer, &name).await
+        let flush = || self.clone().flush_acquires();
+        self.acquires.queue(item, &name, flush).await
     }
 
     async fn release_one(self: &Arc<Self>, item: OneKeyRelease) -> Result<bool, LockError> {
         let name = item.name().to_owned();
-        let (answer, first) = self.releases.push(item);
-        if first {
-            tokio::spawn(self.clone().flush_releases());
-        }
-        batch::answer(answer, &name).await
+        let flush = || self.clone().flush_releases();
+        self.releases.queue(item, &name, flush).await
     }
 
     /// Sends what was queued, one call per slot (and chunk).

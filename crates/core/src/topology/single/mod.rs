@@ -7,7 +7,7 @@ mod one_key;
 mod replicated;
 mod wire_calls;
 
-pub(super) use one_key::{Acquires, OneKeyAcquire, OneKeyRelease, Releases};
+pub(super) use one_key::{all_released, Acquires, OneKeyAcquire, OneKeyRelease, Releases};
 pub use wire_calls::{WireAnswer, WireCalls};
 
 use std::sync::{Arc, Weak};
@@ -24,7 +24,7 @@ use crate::protocol::resp;
 use crate::protocol::script_call::ScriptCall;
 use crate::protocol::script_reply::{self, Refusal};
 use crate::protocol::scripts;
-use crate::transport::batch::{self, Batch, Reply};
+use crate::transport::batch::{Batch, Reply};
 use crate::transport::node::{NodeConnection, Resend};
 use replicated::ReplicatedAcquire;
 
@@ -155,20 +155,14 @@ impl Server {
     /// Queues a one-key acquire; its batch leaves once the tasks runnable now have queued theirs.
     async fn acquire_one(self: &Arc<Self>, item: OneKeyAcquire) -> Result<Attempt, LockError> {
         let name = item.name().to_owned();
-        let (answer, first) = self.acquires.push(item);
-        if first {
-            tokio::spawn(self.clone().flush_acquires());
-        }
-        batch::answer(answer, &name).await
+        let flush = || self.clone().flush_acquires();
+        self.acquires.queue(item, &name, flush).await
     }
 
     async fn release_one(self: &Arc<Self>, item: OneKeyRelease) -> Result<bool, LockError> {
         let name = item.name().to_owned();
-        let (answer, first) = self.releases.push(item);
-        if first {
-            tokio::spawn(self.clone().flush_releases());
-        }
-        batch::answer(answer, &name).await
+        let flush = || self.clone().flush_releases();
+        self.releases.queue(item, &name, flush).await
     }
 
     async fn flush_acquires(self: Arc<Self>) {
@@ -278,18 +272,7 @@ impl Topology for Single {
                 self.server
                     .release_one(OneKeyRelease::new(keys, index, token))
             });
-            let mut all_ours = true;
-            for (released, name) in join_all(releases).await.into_iter().zip(&keys.names) {
-                all_ours &= released.map_err(|error| match error {
-                    // Each key went as a lock of its own, named by the first: name this one.
-                    LockError::KeyType { found, .. } => LockError::KeyType {
-                        key: name.clone(),
-                        found,
-                    },
-                    other => other,
-                })?;
-            }
-            Ok(all_ours)
+            all_released(join_all(releases).await, keys)
         })
     }
 

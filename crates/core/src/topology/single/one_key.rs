@@ -191,6 +191,26 @@ impl<T> Releases<T> {
     }
 }
 
+/// Whether every key of `keys` was still ours, from the releases of its keys in order. Each key
+/// went as a release of its own, named by the lock's first key: a key of another type is named
+/// by itself.
+pub fn all_released(
+    released: Vec<Result<bool, LockError>>,
+    keys: &LockKeys,
+) -> Result<bool, LockError> {
+    let mut all_ours = true;
+    for (released, name) in released.into_iter().zip(&keys.names) {
+        all_ours &= released.map_err(|error| match error {
+            LockError::KeyType { found, .. } => LockError::KeyType {
+                key: name.clone(),
+                found,
+            },
+            other => other,
+        })?;
+    }
+    Ok(all_ours)
+}
+
 /// Pairs each request with its own outcome, or with the whole call's error, named by its own key.
 fn answer_each<I, T, A>(
     items: Vec<(I, T)>,
