@@ -53,7 +53,7 @@ impl Connection {
     fn acquire(&mut self, tag: usize, name: &str, ttl: Duration) -> Claim {
         let claim = Claim::new(keys(name), ttl);
         self.wire
-            .acquire(tag, &claim.keys, &claim.token, ttl)
+            .acquire(tag, &claim.keys, claim.token.clone(), ttl)
             .expect("a one-key lock");
         claim
     }
@@ -61,7 +61,7 @@ impl Connection {
     fn release(&mut self, tag: usize, taken: &Taken) {
         let claim = &taken.claim;
         self.wire
-            .release(tag, &claim.keys, &claim.token)
+            .release(tag, &claim.keys, claim.token.clone())
             .expect("a one-key lock");
     }
 
@@ -232,7 +232,7 @@ fn a_server_that_is_not_redis_breaks_the_wire_with_a_message_saying_so() {
     wire.connected(&mut out);
     // Queued before the set-up is answered, as the wire allows.
     let claim = Claim::new(keys("k"), Duration::from_secs(1));
-    wire.acquire(1, &claim.keys, &claim.token, claim.ttl)
+    wire.acquire(1, &claim.keys, claim.token.clone(), claim.ttl)
         .expect("a one-key lock");
     wire.flush(&mut out);
     socket.write_all(&out).expect("write");

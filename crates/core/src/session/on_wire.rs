@@ -96,7 +96,7 @@ impl Operations {
                     upkeep,
                     first,
                 };
-                match wire.acquire(tag, &keys, &token, ttl) {
+                match wire.acquire(tag, &keys, token, ttl) {
                     Ok(()) => None,
                     Err(tag) => Some(tag.into_job()),
                 }
@@ -110,7 +110,11 @@ impl Operations {
                 if entry.has_lapsed() || self.lifecycle.has_waiters(&entry.lock.keys) {
                     return Some(job);
                 }
-                match wire.release(ReleaseTag { op, id }, &entry.lock.keys, &entry.lock.token) {
+                match wire.release(
+                    ReleaseTag { op, id },
+                    &entry.lock.keys,
+                    entry.lock.token.clone(),
+                ) {
                     Ok(()) => {
                         entry.watchdog = None;
                         None

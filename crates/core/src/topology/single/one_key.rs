@@ -3,22 +3,21 @@
 //! carries it (the runtime's, [`super::Single`]; the JS thread's, [`super::WireCalls`]; a Redis
 //! Cluster's, one call per hash slot, `crate::topology::Cluster`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::LockError;
 use crate::protocol::chunks;
-use crate::protocol::keys::{hash_slot, release_channel, LockKeys};
+use crate::protocol::keys::{hash_slot, LockKeys};
 use crate::protocol::resp::Reply;
 use crate::protocol::script_call::ScriptCall;
 use crate::protocol::script_reply::{self, Attempt, Refusal};
 use crate::protocol::scripts::{self, Script};
 
-/// One lock key to take with `token`, and its fencing counter.
+/// One lock key to take with `token`, and its fencing counter. It shares the lock's keys rather
+/// than copying their names: on the wire that is the hot path's every attempt.
 pub struct OneKeyAcquire {
-    /// The key as the caller named it, for errors.
-    name: String,
-    key: String,
-    fence_key: String,
+    keys: Arc<LockKeys>,
     token: String,
     /// The TTL in ms, rendered once: the call borrows it.
     ttl_arg: String,
@@ -28,43 +27,48 @@ impl OneKeyAcquire {
     /// The attempt at a one-key lock; `None` for a lock of several keys, which goes as one call
     /// of its own.
     pub fn new(keys: &LockKeys, token: &str, ttl: Duration) -> Option<Self> {
-        match (&keys.redis_keys[..], &keys.fence_keys[..]) {
-            ([key], [fence_key]) => Some(Self {
-                name: keys.first().to_owned(),
-                key: key.clone(),
-                fence_key: fence_key.clone(),
-                token: token.to_owned(),
-                ttl_arg: ttl.as_millis().to_string(),
-            }),
-            _ => None,
-        }
+        (keys.redis_keys.len() == 1)
+            .then(|| Self::shared(&Arc::new(keys.clone()), token.to_owned(), ttl))
+            .flatten()
     }
 
+    /// [`OneKeyAcquire::new`] of keys already shared.
+    pub fn shared(keys: &Arc<LockKeys>, token: String, ttl: Duration) -> Option<Self> {
+        (keys.redis_keys.len() == 1 && keys.fence_keys.len() == 1).then(|| Self {
+            keys: keys.clone(),
+            token,
+            ttl_arg: ttl.as_millis().to_string(),
+        })
+    }
+
+    /// The key as the caller named it, for errors.
     pub fn name(&self) -> &str {
-        &self.name
+        self.keys.first()
+    }
+
+    fn key(&self) -> &str {
+        &self.keys.redis_keys[0]
     }
 
     /// The Redis Cluster hash slot of the key (and of its fencing counter).
     pub fn slot(&self) -> u16 {
-        hash_slot(&self.key)
+        hash_slot(self.key())
     }
 
     /// The release that undoes this attempt, whatever it took.
     pub fn undo(self) -> OneKeyRelease {
         OneKeyRelease {
-            channel: release_channel(&self.key),
-            name: self.name,
-            key: self.key,
+            keys: self.keys,
+            index: 0,
             token: self.token,
         }
     }
 }
 
-/// One lock key to delete if it still holds `token`, announcing it on `channel`.
+/// Key `index` of a lock to delete if it still holds `token`, announcing it on its channel.
 pub struct OneKeyRelease {
-    name: String,
-    key: String,
-    channel: String,
+    keys: Arc<LockKeys>,
+    index: usize,
     token: String,
 }
 
@@ -72,21 +76,33 @@ impl OneKeyRelease {
     /// The release of key `index` of `keys` (each key of a lock goes as a release of its own),
     /// named for errors by the lock's first key, as the lock's other errors are.
     pub fn new(keys: &LockKeys, index: usize, token: &str) -> Self {
+        Self::shared(&Arc::new(keys.clone()), index, token.to_owned())
+    }
+
+    /// [`OneKeyRelease::new`] of keys already shared.
+    pub fn shared(keys: &Arc<LockKeys>, index: usize, token: String) -> Self {
         Self {
-            name: keys.first().to_owned(),
-            key: keys.redis_keys[index].clone(),
-            channel: keys.channels[index].clone(),
-            token: token.to_owned(),
+            keys: keys.clone(),
+            index,
+            token,
         }
     }
 
     pub fn name(&self) -> &str {
-        &self.name
+        self.keys.first()
     }
 
-    /// The Redis Cluster hash slot of the key (and of its channel).
+    fn key(&self) -> &str {
+        &self.keys.redis_keys[self.index]
+    }
+
+    fn channel(&self) -> &str {
+        &self.keys.channels[self.index]
+    }
+
+    /// The Redis Cluster hash slot of the key (and of its release channel).
     pub fn slot(&self) -> u16 {
-        hash_slot(&self.key)
+        hash_slot(self.key())
     }
 }
 
@@ -116,7 +132,7 @@ impl<T> Acquires<T> {
             2 * attempts.len(),
         );
         for (attempt, _) in attempts {
-            call.key(&attempt.key).key(&attempt.fence_key);
+            call.key(attempt.key()).key(&attempt.keys.fence_keys[0]);
         }
         for (attempt, _) in attempts {
             call.arg(&attempt.token).arg(&attempt.ttl_arg);
@@ -135,7 +151,7 @@ impl<T> Acquires<T> {
         let outcomes = reply.and_then(|reply| {
             script_reply::acquire_each(reply, count)
                 .map(Iterator::collect::<Vec<_>>)
-                .map_err(|refusal| refused(std::slice::from_ref(&self.0[0].0.name), refusal))
+                .map_err(|refusal| refused(&self.0[0].0.keys.names[..1], refusal))
         });
         answer_each(self.0, outcomes, OneKeyAcquire::name, refused)
     }
@@ -167,10 +183,10 @@ impl<T> Releases<T> {
         let releases = &self.0;
         let mut call = ScriptCall::new(script, releases.len(), 2 * releases.len());
         for (release, _) in releases {
-            call.key(&release.key);
+            call.key(release.key());
         }
         for (release, _) in releases {
-            call.arg(&release.token).arg(&release.channel);
+            call.arg(&release.token).arg(release.channel());
         }
         call
     }
@@ -185,7 +201,7 @@ impl<T> Releases<T> {
         let outcomes = reply.and_then(|reply| {
             script_reply::release_each(reply, count)
                 .map(Iterator::collect::<Vec<_>>)
-                .map_err(|refusal| refused(std::slice::from_ref(&self.0[0].0.name), refusal))
+                .map_err(|refusal| refused(&self.0[0].0.keys.names[..1], refusal))
         });
         answer_each(self.0, outcomes, OneKeyRelease::name, refused)
     }

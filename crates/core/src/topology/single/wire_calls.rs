@@ -3,6 +3,7 @@
 //! ([`super::one_key`]), and each reply read back into what it says of each lock. The wire only
 //! carries the calls; what they mean is decided here, as for every other transport of a topology.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::NodeConfig;
@@ -79,11 +80,11 @@ impl<A, R> WireCalls<A, R> {
     pub fn acquire(
         &mut self,
         tag: A,
-        keys: &LockKeys,
-        token: &str,
+        keys: &Arc<LockKeys>,
+        token: String,
         ttl: Duration,
     ) -> Result<(), A> {
-        match OneKeyAcquire::new(keys, token, ttl) {
+        match OneKeyAcquire::shared(keys, token, ttl) {
             Some(attempt) => {
                 self.acquires.push((attempt, tag));
                 Ok(())
@@ -94,12 +95,12 @@ impl<A, R> WireCalls<A, R> {
 
     /// Queues the release of the one-key lock `keys` held by `token`; a lock of several keys
     /// comes back.
-    pub fn release(&mut self, tag: R, keys: &LockKeys, token: &str) -> Result<(), R> {
+    pub fn release(&mut self, tag: R, keys: &Arc<LockKeys>, token: String) -> Result<(), R> {
         if keys.redis_keys.len() != 1 {
             return Err(tag);
         }
         self.releases
-            .push((OneKeyRelease::new(keys, 0, token), tag));
+            .push((OneKeyRelease::shared(keys, 0, token), tag));
         Ok(())
     }
 
@@ -228,7 +229,7 @@ mod tests {
         let ttl = Duration::from_millis(10_000);
         for (tag, name) in ["a", "b", "c"].into_iter().enumerate() {
             calls
-                .acquire(tag as u32, &keys(name), &format!("token-{name}"), ttl)
+                .acquire(tag as u32, &keys(name), format!("token-{name}"), ttl)
                 .unwrap();
         }
         let mut out = Vec::new();
@@ -264,8 +265,8 @@ mod tests {
     #[test]
     fn releases_report_whether_the_lock_was_still_ours() {
         let mut calls = ready();
-        calls.release(8, &keys("a"), "token").unwrap();
-        calls.release(9, &keys("a"), "token").unwrap();
+        calls.release(8, &keys("a"), "token".into()).unwrap();
+        calls.release(9, &keys("a"), "token".into()).unwrap();
         let mut out = Vec::new();
         calls.flush(&mut out);
         assert!(contains(&out, "{a}:released"));
@@ -287,9 +288,12 @@ mod tests {
     #[test]
     fn a_lock_of_several_keys_is_not_the_wires() {
         let mut calls = ready();
-        let two = LockKeys::new("", ["a".to_owned(), "b".to_owned()]);
-        assert_eq!(calls.acquire(1, &two, "t", Duration::from_secs(1)), Err(1));
-        assert_eq!(calls.release(2, &two, "t"), Err(2));
+        let two = Arc::new(LockKeys::new("", ["a".to_owned(), "b".to_owned()]));
+        assert_eq!(
+            calls.acquire(1, &two, "t".into(), Duration::from_secs(1)),
+            Err(1)
+        );
+        assert_eq!(calls.release(2, &two, "t".into()), Err(2));
         let mut out = Vec::new();
         calls.flush(&mut out);
         assert!(out.is_empty());
@@ -299,10 +303,10 @@ mod tests {
     fn a_lost_connection_fails_everything_it_carried_naming_the_server() {
         let mut calls = ready();
         calls
-            .acquire(1, &keys("sent"), "t1", Duration::from_secs(1))
+            .acquire(1, &keys("sent"), "t1".into(), Duration::from_secs(1))
             .unwrap();
         calls.flush(&mut Vec::new());
-        calls.release(2, &keys("queued"), "t2").unwrap();
+        calls.release(2, &keys("queued"), "t2".into()).unwrap();
         let mut answers = Vec::new();
         calls.fail("connection reset", false, &mut answers);
         match &answers[..] {
@@ -327,7 +331,7 @@ mod tests {
     fn a_closed_locker_fails_what_the_wire_carried_as_closed() {
         let mut calls = ready();
         calls
-            .acquire(1, &keys("k"), "t", Duration::from_secs(1))
+            .acquire(1, &keys("k"), "t".into(), Duration::from_secs(1))
             .unwrap();
         calls.flush(&mut Vec::new());
         let mut answers = Vec::new();
@@ -346,7 +350,12 @@ mod tests {
         let mut calls = ready();
         for tag in 0..(MAX_BATCH as u32 + 2) {
             calls
-                .acquire(tag, &keys(&format!("k{tag}")), "t", Duration::from_secs(1))
+                .acquire(
+                    tag,
+                    &keys(&format!("k{tag}")),
+                    "t".into(),
+                    Duration::from_secs(1),
+                )
                 .unwrap();
         }
         calls.flush(&mut Vec::new());
