@@ -108,10 +108,25 @@ pub enum Target {
     /// One Redis Cluster, found through these seed nodes: each key lives on the master that owns
     /// its hash slot. Every node takes the first seed's credentials and TLS settings.
     Cluster(Vec<NodeConfig>),
+    /// One Redis whose master the sentinels name: locks live on the master, which the locker
+    /// finds through them and follows across failovers.
+    Sentinel(SentinelConfig),
     /// `memory://`: an in-process store with the same semantics, excluding only within this
     /// process. `name` (`memory://<name>`) shares one store among every locker on that name;
     /// without it the locker has a store of its own.
     Memory { name: Option<String> },
+}
+
+/// Redis Sentinel: the sentinels to ask, the master's name among them, and how to reach the master.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SentinelConfig {
+    /// The sentinels, each with its own credentials and TLS settings.
+    pub sentinels: Vec<NodeConfig>,
+    /// The master's name in the sentinels' configuration (`sentinel monitor <name> …`).
+    pub name: String,
+    /// The master's credentials, database and TLS settings. Its host and port are unused: the
+    /// sentinels say where the master is.
+    pub master: NodeConfig,
 }
 
 #[derive(Clone, Debug, PartialEq)]

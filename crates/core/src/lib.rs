@@ -14,7 +14,7 @@ pub mod session;
 pub mod topology;
 pub mod transport;
 
-pub use config::{LockerConfig, NodeConfig, Secret, Target, TlsConfig};
+pub use config::{LockerConfig, NodeConfig, Secret, SentinelConfig, Target, TlsConfig};
 pub use error::{LockError, QuorumVotes};
 pub use protocol::keys::LockKeys;
 pub use protocol::lock::HeldLock;

@@ -61,6 +61,7 @@ pub fn for_target(
             config.command_timeout,
             listener,
         )?),
+        Target::Sentinel(_) => return Err("Redis Sentinel: not yet".to_owned()),
         Target::Memory { name } => Arc::new(Memory::new(name.as_deref(), listener)),
     })
 }
