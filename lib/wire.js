@@ -1,6 +1,6 @@
 'use strict'
 
-// The wire: a socket of the JS thread's own to a single Redis, for the hot path (one-key acquire
+// The wire: a socket of the JS thread's own to a single Redis (or the master Sentinel names), for the hot path (one-key acquire
 // attempts and releases). The protocol is native (`ironlock_core::wire`, through
 // `NativeLocker.wire*`): this file only moves bytes and keeps time. A lock cycle on the wire
 // crosses no thread; everything else (waiting, the watchdog, extend, multi-key locks) runs on the
@@ -17,7 +17,8 @@ const MAX_TIMER_MS = 2 ** 31 - 1
 class Wire {
   /**
    * @param native the NativeLocker
-   * @param node `{ host, port, tls }` of the Redis (the native options of a single target)
+   * @param node `{ tls }` of the Redis (the native options of its node); where it is, the native
+   *   locker says each time the wire connects (behind Sentinel, the master moves)
    * @param onComplete receives finished operations, like the native completions
    */
   constructor(native, node, { connectTimeout, commandTimeout }, onComplete) {
@@ -40,11 +41,14 @@ class Wire {
   /** Starts connecting unless connected, connecting, closed, or resting after a failure. */
   open() {
     if (this.state !== 'down' || Date.now() < this.reopenAt) return
+    // Behind Sentinel, unknown until the native connection has found the master.
+    const address = this.native.wireAddress()
+    if (!address) return
     this.state = 'connecting'
-    const { host, port } = this.node
+    const { host, port } = address
     // TLS rides on a TCP socket of our own: only a TCP socket can be reset (see `fail`).
     const tcp = net.connect({ host, port })
-    const socket = this.node.tls ? tls.connect({ ...tlsOptions(this.node), socket: tcp }) : tcp
+    const socket = this.node.tls ? tls.connect({ ...tlsOptions(host, port, this.node.tls), socket: tcp }) : tcp
     this.socket = socket
     this.tcp = tcp
     tcp.setNoDelay(true)
@@ -168,7 +172,7 @@ class Wire {
   }
 }
 
-function tlsOptions({ host, port, tls: settings }) {
+function tlsOptions(host, port, settings) {
   return {
     host,
     port,

@@ -34,6 +34,13 @@ pub struct NativeLocker {
     teardown: RefCell<Option<CleanupEnvHook<Weak<Locker>>>>,
 }
 
+/// A server's address, for the wire's socket.
+#[napi(object)]
+pub struct WireAddress {
+    pub host: String,
+    pub port: u32,
+}
+
 /// What a wire call gives back to JS.
 #[napi(object, object_from_js = false)]
 pub struct NativeWireOutput {
@@ -162,6 +169,16 @@ impl NativeLocker {
         Ok(bytes(self.locker.submit(requests)))
     }
 
+    /// Where the wire's socket connects now: one Redis's address, or behind Sentinel where the
+    /// master was last found; `null` while it is not known (the native connection finds it).
+    #[napi]
+    pub fn wire_address(&self) -> Option<WireAddress> {
+        self.locker.wire_address().map(|(host, port)| WireAddress {
+            host,
+            port: u32::from(port),
+        })
+    }
+
     /// The wire's socket connected: returns its first bytes (AUTH, SELECT; maybe none).
     #[napi(ts_return_type = "Buffer")]
     pub fn wire_connected(&self) -> CopiedBytes {
@@ -213,7 +230,7 @@ impl NativeLocker {
     ) -> napi::Result<NativeWireOutput> {
         if !self.locker.has_wire() {
             return Err(napi::Error::from_reason(
-                "this locker has no wire: its target is not one Redis",
+                "this locker has no wire: its target is neither one Redis nor Sentinel",
             ));
         }
         let output = call(&self.locker);

@@ -129,6 +129,14 @@ pub struct SentinelConfig {
     pub master: NodeConfig,
 }
 
+impl SentinelConfig {
+    /// `sentinel[host:port, …]/name`, the only way errors name the master.
+    pub fn label(&self) -> String {
+        let sentinels: Vec<String> = self.sentinels.iter().map(NodeConfig::label).collect();
+        format!("sentinel[{}]/{}", sentinels.join(", "), self.name)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct LockerConfig {
     pub target: Target,

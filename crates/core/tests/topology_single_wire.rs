@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use ironlock_core::protocol::lock::Claim;
 use ironlock_core::topology::{Attempt, WireAnswer, WireCalls};
-use ironlock_core::transport::wire::CLIENT_NAME;
+use ironlock_core::transport::wire::{Broken, CLIENT_NAME};
 use ironlock_core::LockKeys;
 use support::RedisServer;
 
@@ -243,6 +243,9 @@ fn a_server_that_is_not_redis_breaks_the_wire_with_a_message_saying_so() {
     let broken = wire
         .feed(&answer[..read], &mut Vec::new(), &mut answers)
         .expect_err("HTTP is not RESP");
+    let Broken::Failed(broken) = broken else {
+        panic!("{broken:?}");
+    };
     wire.fail(&broken, false, &mut answers);
     let expected = format!("the server at 127.0.0.1:{port} did not answer as Redis");
     match &answers[..] {

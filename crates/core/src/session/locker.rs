@@ -14,6 +14,7 @@ use crate::session::on_wire::{LockWire, WireOutput};
 use crate::session::operations::Operations;
 use crate::session::request::{CompletionSink, Request};
 use crate::topology::WireCalls;
+use crate::transport::wire::Broken;
 
 pub struct Locker {
     operations: Arc<Operations>,
@@ -31,6 +32,7 @@ impl Locker {
     ) -> Result<Self, String> {
         let wire = match &config.target {
             Target::Single(node) => Some(WireCalls::new(node)),
+            Target::Sentinel(sentinels) => Some(WireCalls::to_master(sentinels)),
             _ => None,
         };
         let lifecycle = {
@@ -124,6 +126,13 @@ impl Locker {
         out
     }
 
+    /// Where the wire's socket connects now (see [`crate::Topology::wire_address`]); `None`:
+    /// not yet, the runtime's connection carries everything meanwhile.
+    pub fn wire_address(&self) -> Option<(String, u16)> {
+        self.wire.as_ref()?;
+        self.operations.wire_address()
+    }
+
     /// Bytes read from the wire's socket: the operations they finish, and what to write back.
     pub fn wire_read(&self, bytes: &[u8]) -> WireOutput {
         let Some(mut wire) = self.lock_wire() else {
@@ -131,10 +140,20 @@ impl Locker {
         };
         let mut out = Vec::new();
         let mut answers = Vec::new();
-        let broken = wire.feed(bytes, &mut out, &mut answers).err();
-        if let Some(reason) = &broken {
-            wire.fail(reason, false, &mut answers);
-        }
+        let broken = match wire.feed(bytes, &mut out, &mut answers) {
+            Ok(()) => None,
+            Err(Broken::Failed(reason)) => {
+                wire.fail(&reason, false, &mut answers);
+                Some(reason)
+            }
+            // Nothing sent ran: it goes again on the runtime's connection, to the master.
+            Err(Broken::NotMaster(reason)) => {
+                let mut moved = Vec::new();
+                wire.fail(&reason, false, &mut moved);
+                self.operations.retry_on_runtime(moved);
+                Some(reason)
+            }
+        };
         self.operations.wire_output(wire, answers, out, broken)
     }
 

@@ -184,6 +184,11 @@ impl Operations {
         }
     }
 
+    /// Where the wire connects now (see [`Topology::wire_address`]).
+    pub(super) fn wire_address(&self) -> Option<(String, u16)> {
+        self.lifecycle.topology.wire_address()
+    }
+
     /// Stops every watchdog, ends every wait and drops the connections.
     pub(super) fn close(&self) {
         // Closing spawns clean-up tasks, which need the runtime's context on the caller's thread.

@@ -61,7 +61,12 @@ pub fn for_target(
             config.command_timeout,
             listener,
         )?),
-        Target::Sentinel(_) => return Err("Redis Sentinel: not yet".to_owned()),
+        Target::Sentinel(sentinels) => Arc::new(Single::behind_sentinels(
+            sentinels,
+            config.connect_timeout,
+            config.command_timeout,
+            listener,
+        )?),
         Target::Memory { name } => Arc::new(Memory::new(name.as_deref(), listener)),
     })
 }
@@ -153,6 +158,13 @@ pub trait Topology: Send + Sync + 'static {
 
     /// Gives back one use of each of `channels`.
     fn unwatch_releases(&self, channels: &[String]);
+
+    /// Where the wire (the JS thread's own socket, [`crate::transport::wire`]) connects now:
+    /// one Redis's address, or behind Sentinel where the master was last found; `None` for a
+    /// topology the wire does not serve, or while the master is not found yet.
+    fn wire_address(&self) -> Option<(String, u16)> {
+        None
+    }
 
     /// Drops connections; later calls fail with [`LockError::Closed`].
     fn close(&self);

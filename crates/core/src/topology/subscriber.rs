@@ -10,16 +10,16 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use redis::aio::PubSubSink;
-use redis::Client;
 
 use super::{BoxFuture, ReleaseListener};
 use crate::transport::connect::driver_error;
+use crate::transport::dial::Dial;
 
 const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(50);
 const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(2);
 
 pub struct Subscriber {
-    client: Client,
+    dial: Dial,
     timeout: Duration,
     listener: Weak<dyn ReleaseListener>,
     state: tokio::sync::Mutex<State>,
@@ -38,13 +38,9 @@ struct State {
 }
 
 impl Subscriber {
-    pub fn new(
-        client: Client,
-        timeout: Duration,
-        listener: Weak<dyn ReleaseListener>,
-    ) -> Arc<Self> {
+    pub fn new(dial: Dial, timeout: Duration, listener: Weak<dyn ReleaseListener>) -> Arc<Self> {
         Arc::new(Self {
-            client,
+            dial,
             timeout,
             listener,
             state: tokio::sync::Mutex::default(),
@@ -127,12 +123,35 @@ impl Subscriber {
         });
     }
 
+    /// Drops the connection and opens another, where the dial leads now (the master moved):
+    /// every channel is subscribed again there, and the listener told to resync.
+    pub fn redial(self: &Arc<Self>) {
+        let subscriber = self.clone();
+        tokio::spawn(async move {
+            {
+                let mut state = subscriber.state.lock().await;
+                if let Some(router) = state.router.take() {
+                    router.abort();
+                }
+                state.sink = None;
+            }
+            subscriber.reconnect().await;
+        });
+    }
+
     /// Opens the pub/sub connection and starts the task that routes its messages.
     async fn connect(self: &Arc<Self>) -> Result<(PubSubSink, tokio::task::AbortHandle), String> {
-        let pubsub = tokio::time::timeout(self.timeout, self.client.get_async_pubsub())
+        let connect = async {
+            let dialled = self.dial.dial().await?;
+            dialled
+                .client
+                .get_async_pubsub()
+                .await
+                .map_err(|error| driver_error(&error))
+        };
+        let pubsub = tokio::time::timeout(self.timeout, connect)
             .await
-            .map_err(|_| "pub/sub connect timed out".to_owned())?
-            .map_err(|error| driver_error(&error))?;
+            .map_err(|_| "pub/sub connect timed out".to_owned())??;
         let (sink, mut stream) = pubsub.split();
         let subscriber = Arc::downgrade(self);
         let listener = self.listener.clone();

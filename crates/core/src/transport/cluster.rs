@@ -6,7 +6,6 @@
 //! that meets a failover (the slot's master gone, the cluster down until a replica takes over)
 //! going again until its time is up rather than failing at once.
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
@@ -17,6 +16,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Instant;
 
 use super::connect::{certificates, connect_error, connection_info, driver_error, redact};
+use super::slot::Slot;
 use crate::config::NodeConfig;
 use crate::error::{connect_timed_out, LockError};
 use crate::protocol::resp;
@@ -26,12 +26,6 @@ use crate::protocol::script_reply::Refusal;
 /// The pause before a call that met a failover goes again: ioredis's `retryDelayOnFailover`.
 const FAILOVER_PAUSE: Duration = Duration::from_millis(100);
 
-enum ConnectionState {
-    Idle,
-    Connected(SlotRoutedConnection),
-    Closed,
-}
-
 pub struct ClusterConnection {
     client: ClusterClient,
     /// `cluster[host:port, …]`: how errors name the cluster, by its seeds.
@@ -39,9 +33,7 @@ pub struct ClusterConnection {
     tls: bool,
     connect_timeout: Duration,
     command_timeout: Duration,
-    state: Mutex<ConnectionState>,
-    /// Serializes connection set-up so a burst of first calls opens one connection.
-    connecting: tokio::sync::Mutex<()>,
+    slot: Slot<SlotRoutedConnection>,
 }
 
 impl ClusterConnection {
@@ -58,8 +50,7 @@ impl ClusterConnection {
             tls: seeds.iter().any(|seed| seed.tls.is_some()),
             connect_timeout,
             command_timeout,
-            state: Mutex::new(ConnectionState::Idle),
-            connecting: tokio::sync::Mutex::new(()),
+            slot: Slot::default(),
         })
     }
 
@@ -96,7 +87,7 @@ impl ClusterConnection {
         let deadline = Instant::now() + self.call_timeout();
         let mut last_failure = None;
         let run = async {
-            let mut connection = self.connection(key).await?;
+            let (mut connection, _) = self.slot.get_or_open(key, || self.open(key)).await?;
             loop {
                 let answer = send_by_hash(&mut connection, slot, call).await;
                 match answer {
@@ -125,7 +116,7 @@ impl ClusterConnection {
 
     /// Later calls fail with [`LockError::Closed`]; the connection ends with its last user.
     pub fn close(&self) {
-        *self.state.lock().expect("connection state lock") = ConnectionState::Closed;
+        self.slot.close();
     }
 
     fn no_answer(&self) -> String {
@@ -140,38 +131,11 @@ impl ClusterConnection {
         }
     }
 
-    async fn connection(&self, key: &str) -> Result<SlotRoutedConnection, LockError> {
-        if let Some(connection) = self.current(key)? {
-            return Ok(connection);
-        }
-        let _guard = self.connecting.lock().await;
-        if let Some(connection) = self.current(key)? {
-            return Ok(connection);
-        }
-        let opened = tokio::time::timeout(self.connect_timeout, self.client.get_async_connection())
+    async fn open(&self, key: &str) -> Result<SlotRoutedConnection, LockError> {
+        tokio::time::timeout(self.connect_timeout, self.client.get_async_connection())
             .await
             .map_err(|_| self.failure(key, &connect_timed_out(self.connect_timeout)))?
-            .map_err(|error| self.failure(key, &connect_error(&error, self.tls)))?;
-        let mut state = self.state.lock().expect("connection state lock");
-        match &*state {
-            ConnectionState::Closed => Err(LockError::Closed {
-                key: key.to_owned(),
-            }),
-            _ => {
-                *state = ConnectionState::Connected(opened.clone());
-                Ok(opened)
-            }
-        }
-    }
-
-    fn current(&self, key: &str) -> Result<Option<SlotRoutedConnection>, LockError> {
-        match &*self.state.lock().expect("connection state lock") {
-            ConnectionState::Idle => Ok(None),
-            ConnectionState::Connected(connection) => Ok(Some(connection.clone())),
-            ConnectionState::Closed => Err(LockError::Closed {
-                key: key.to_owned(),
-            }),
-        }
+            .map_err(|error| self.failure(key, &connect_error(&error, self.tls)))
     }
 }
 

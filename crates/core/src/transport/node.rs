@@ -1,25 +1,32 @@
 //! One Redis node reached through a reconnecting multiplexed redis-rs connection: connecting (TLS,
 //! handshake), running script calls under the two timeouts, and resending what the protocol says
-//! may go again. Every topology that talks to Redis nodes from the runtime builds on it.
+//! may go again. Every topology that talks to Redis nodes from the runtime builds on it. The node
+//! may also be whichever server the sentinels name master ([`Dial::Master`]): a connection then
+//! checks it reached a master, and a call that meets a failover goes again on the new one.
 //!
 //! The timeouts mean the same as on the wire (`lib/wire.js`): `connect_timeout` bounds opening a
 //! connection (TCP, TLS, AUTH and SELECT); `command_timeout` bounds each command from its sending
 //! to its answer; a call made while the connection is still opening waits for it first, so no call
 //! waits more than `connect_timeout + command_timeout` in all.
 
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, RedisError, Value};
+use redis::{RedisError, Value};
+use tokio::time::Instant;
 
-use super::connect::{answers_in_plain_text, client_for, connect_error, driver_error, redact};
+use super::connect::{answers_in_plain_text, connect_error, driver_error};
+use super::dial::{Dial, Dialled};
+use super::sentinel::Sentinels;
+use super::slot::Slot;
 use crate::config::NodeConfig;
 use crate::error::{connect_timed_out, server_name, LockError, NOT_TLS};
 use crate::protocol::replicas::Replicas;
 use crate::protocol::resp;
 use crate::protocol::script_call::{Naming, ScriptCall};
 use crate::protocol::script_reply::Refusal;
+use crate::topology::BoxFuture;
 
 /// Whether a script call that failed because the connection dropped goes once more.
 #[derive(Clone, Copy)]
@@ -32,30 +39,30 @@ pub enum Resend {
     Never,
 }
 
-enum ConnectionState {
-    Idle,
-    Connected(ConnectionManager),
-    Closed,
+/// The pause before a call that met a failover goes again (ioredis's `retryDelayOnFailover`).
+const FAILOVER_PAUSE: Duration = Duration::from_millis(100);
+
+/// A call that failed, and whether the server it went to may no longer be the master.
+struct Failure {
+    error: LockError,
+    /// The connection it failed on, to forget if the master may have moved.
+    connection: Option<u64>,
+    master_may_have_moved: bool,
 }
 
 pub struct NodeConnection {
-    client: Client,
-    /// `host:port`, as Redlock's votes name the node.
+    dial: Dial,
+    /// `host:port`, as Redlock's votes name the node (behind Sentinel: the master's name).
     label: String,
     /// How connection errors name the server (see [`server_name`]).
     name: String,
-    /// With TLS, where to ask in plain text whether a Redis without TLS answers, when the
-    /// handshake is slow to finish (see [`answers_in_plain_text`]).
-    plain_address: Option<(String, u16)>,
     connect_timeout: Duration,
     command_timeout: Duration,
     /// redis-rs's own bound on each answer: `command_timeout`, except on a connection that
     /// waits for replicas, whose `WAIT` Redis holds on purpose (each call then has its own
     /// bound, see [`NodeConnection::run_then_wait`]).
     response_timeout: Option<Duration>,
-    state: Mutex<ConnectionState>,
-    /// Serializes connection set-up so a burst of first calls opens one connection.
-    connecting: tokio::sync::Mutex<()>,
+    slot: Slot<ConnectionManager>,
 }
 
 impl NodeConnection {
@@ -66,31 +73,64 @@ impl NodeConnection {
         connect_timeout: Duration,
         command_timeout: Duration,
     ) -> Result<Self, String> {
-        Ok(Self {
-            client: client_for(node).map_err(|error| redact(&error, node))?,
-            label: node.label(),
-            name: server_name(&node.label(), node.origin),
-            plain_address: node.tls.as_ref().map(|_| (node.host.clone(), node.port)),
+        Ok(Self::dialling(
+            Dial::node(node)?,
+            node.label(),
+            server_name(&node.label(), node.origin),
+            connect_timeout,
+            command_timeout,
+        ))
+    }
+
+    /// A connection to whichever server the sentinels name master, found again after a
+    /// failover; connects lazily, on the first call.
+    pub fn to_master(
+        sentinels: &Arc<Sentinels>,
+        connect_timeout: Duration,
+        command_timeout: Duration,
+    ) -> Self {
+        let label = sentinels.label().to_owned();
+        Self::dialling(
+            Dial::Master(sentinels.clone()),
+            label.clone(),
+            label,
+            connect_timeout,
+            command_timeout,
+        )
+    }
+
+    fn dialling(
+        dial: Dial,
+        label: String,
+        name: String,
+        connect_timeout: Duration,
+        command_timeout: Duration,
+    ) -> Self {
+        Self {
+            dial,
+            label,
+            name,
             connect_timeout,
             command_timeout,
             response_timeout: Some(command_timeout),
-            state: Mutex::new(ConnectionState::Idle),
-            connecting: tokio::sync::Mutex::new(()),
-        })
+            slot: Slot::default(),
+        }
     }
 
-    /// A connection of its own for the writes that wait for replicas ([`Self::run_then_wait`]):
-    /// `WAIT` blocks the connection it runs on until it answers, and counts what that
-    /// connection wrote, so it never shares the connection other calls use.
-    pub fn for_replicated_writes(
-        node: &NodeConfig,
-        connect_timeout: Duration,
-        command_timeout: Duration,
-    ) -> Result<Self, String> {
-        Ok(Self {
+    /// The same server's connection of its own for the writes that wait for replicas
+    /// ([`Self::run_then_wait`]): `WAIT` blocks the connection it runs on until it answers,
+    /// and counts what that connection wrote, so it never shares the connection other calls use.
+    pub fn for_replicated_writes(&self) -> Self {
+        Self {
             response_timeout: None,
-            ..Self::new(node, connect_timeout, command_timeout)?
-        })
+            ..Self::dialling(
+                self.dial.clone(),
+                self.label.clone(),
+                self.name.clone(),
+                self.connect_timeout,
+                self.command_timeout,
+            )
+        }
     }
 
     /// `host:port` of the node.
@@ -98,12 +138,13 @@ impl NodeConnection {
         &self.label
     }
 
-    /// The client, for a connection of another kind to the same node (pub/sub).
-    pub fn client(&self) -> &Client {
-        &self.client
+    /// Where this connection goes, for a connection of another kind to the same server (pub/sub).
+    pub fn dial(&self) -> &Dial {
+        &self.dial
     }
 
-    /// The longest a call may wait: connecting, then the command.
+    /// The longest a call may wait: connecting, then the command (behind Sentinel, a
+    /// failover's retries included).
     pub fn call_timeout(&self) -> Duration {
         self.connect_timeout + self.command_timeout
     }
@@ -120,14 +161,22 @@ impl NodeConnection {
 
     /// Runs one script call for the lock `key`, connecting first if needed (see the module's
     /// timeouts). A script Redis does not know goes again with its source, as the protocol says.
+    /// Behind Sentinel, a call that met a failover goes again on the new master (the protocol's
+    /// scripts allow it: an attempt finding its own token took the key).
     pub async fn run(
         &self,
         key: &str,
         call: &ScriptCall<'_>,
         resend: Resend,
     ) -> Result<resp::Reply, LockError> {
-        let run = async {
-            let mut connection = self.connection(key).await?;
+        // Behind Sentinel the call goes again on a new connection, to the master found anew.
+        let resend = if self.dial.follows_failovers() {
+            Resend::Never
+        } else {
+            resend
+        };
+        self.until_answered(key, Duration::ZERO, || async move {
+            let (mut connection, number) = self.connection(key).await?;
             let mut answer = send(&mut connection, call, Naming::ByHash, resend).await;
             if let Ok(Value::ServerError(error)) = &answer {
                 if let Some(naming) = Naming::ByHash.resend_after(error.code()) {
@@ -138,119 +187,208 @@ impl NodeConnection {
             answer
                 .and_then(Value::extract_error)
                 .map(resp::Reply::from)
-                .map_err(|error| self.failure(key, &self.command_error(&error)))
-        };
-        // A hard deadline whatever happens inside: resends share the call's time.
-        tokio::time::timeout(self.call_timeout(), run)
-            .await
-            .unwrap_or_else(|_| Err(self.failure(key, &self.no_answer())))
+                .map_err(|error| self.command_failed(key, number, &error))
+        })
+        .await
     }
 
     /// Runs one script call for the lock `key` followed at once by `WAIT` for `replicas` on the
     /// same connection (a pipeline, one round trip), and answers the script's reply with how many
     /// replicas acknowledged everything this connection wrote, the call included. Not resent
-    /// after a dropped connection: only attempts and hand-overs wait, and their token decides.
-    /// The call may take `replicas.timeout` longer than any other, the time `WAIT` may hold it.
+    /// after a dropped connection (only attempts and hand-overs wait, and their token decides),
+    /// except behind Sentinel, on the new master, as [`Self::run`] does. The call may take
+    /// `replicas.timeout` longer than any other, the time `WAIT` may hold it.
     pub async fn run_then_wait(
         &self,
         key: &str,
         call: &ScriptCall<'_>,
         replicas: Replicas,
     ) -> Result<(resp::Reply, u32), LockError> {
-        let run = async {
-            let mut connection = self.connection(key).await?;
+        self.until_answered(key, replicas.timeout, || async move {
+            let (mut connection, number) = self.connection(key).await?;
             let mut answers = send_then_wait(&mut connection, call, Naming::ByHash, replicas).await;
             if let Ok((Value::ServerError(error), _)) = &answers {
                 if let Some(naming) = Naming::ByHash.resend_after(error.code()) {
                     answers = send_then_wait(&mut connection, call, naming, replicas).await;
                 }
             }
-            let (script, waited) =
-                answers.map_err(|error| self.failure(key, &self.command_error(&error)))?;
+            let failed = |error: RedisError| self.command_failed(key, number, &error);
+            let (script, waited) = answers.map_err(failed)?;
             let reply = script
                 .extract_error()
                 .map(resp::Reply::from)
-                .map_err(|error| self.failure(key, &self.command_error(&error)))?;
+                .map_err(failed)?;
             let waited = waited
                 .extract_error()
                 .map(resp::Reply::from)
-                .map_err(|error| self.failure(key, &self.command_error(&error)))?;
+                .map_err(failed)?;
             let acknowledged = Replicas::acknowledged(&waited).ok_or_else(|| {
-                self.failure(key, &format!("WAIT answered {waited:?}, not a count"))
+                Failure::final_(
+                    self.failure(key, &format!("WAIT answered {waited:?}, not a count")),
+                )
             })?;
             Ok((reply, acknowledged))
-        };
-        tokio::time::timeout(self.call_timeout() + replicas.timeout, run)
-            .await
-            .unwrap_or_else(|_| Err(self.failure(key, &self.no_answer())))
+        })
+        .await
+    }
+
+    /// Drops the connection: the next call opens another (behind Sentinel, to the master
+    /// found anew).
+    pub fn reconnect(&self) {
+        self.slot.forget_current();
     }
 
     /// Later calls fail with [`LockError::Closed`]; the connection ends with its last user.
     pub fn close(&self) {
-        *self.state.lock().expect("connection state lock") = ConnectionState::Closed;
+        self.slot.close();
+    }
+
+    /// Runs `once` until it answers, within the call's time and `extra`. Only behind Sentinel
+    /// does a failure that a failover explains go again, on a new connection, after a pause.
+    async fn until_answered<T, F, O>(
+        &self,
+        key: &str,
+        extra: Duration,
+        once: F,
+    ) -> Result<T, LockError>
+    where
+        F: Fn() -> O,
+        O: std::future::Future<Output = Result<T, Failure>>,
+    {
+        let deadline = Instant::now() + self.call_timeout() + extra;
+        let mut last_failure = None;
+        let attempts = async {
+            loop {
+                match once().await {
+                    Err(failure)
+                        if failure.master_may_have_moved
+                            && self.dial.follows_failovers()
+                            && Instant::now() + FAILOVER_PAUSE < deadline =>
+                    {
+                        if let Some(number) = failure.connection {
+                            self.slot.forget(number);
+                        }
+                        last_failure = Some(failure.error);
+                        tokio::time::sleep(FAILOVER_PAUSE).await;
+                    }
+                    outcome => return outcome.map_err(|failure| failure.error),
+                }
+            }
+        };
+        // A hard deadline whatever happens inside: resends share the call's time.
+        tokio::time::timeout_at(deadline, attempts)
+            .await
+            .unwrap_or_else(|_| {
+                Err(last_failure.unwrap_or_else(|| self.failure(key, &self.no_answer())))
+            })
     }
 
     fn no_answer(&self) -> String {
         format!("no answer within {} ms", self.command_timeout.as_millis())
     }
 
-    /// A failed command as users read it: a command that timed out says so as the wire does.
-    fn command_error(&self, error: &RedisError) -> String {
-        if error.is_timeout() {
+    /// A failed command of connection `number` as users read it: a command that timed out
+    /// says so as the wire does.
+    fn command_failed(&self, key: &str, number: u64, error: &RedisError) -> Failure {
+        let message = if error.is_timeout() {
             self.no_answer()
         } else {
             driver_error(error)
+        };
+        Failure {
+            error: self.failure(key, &message),
+            connection: Some(number),
+            // Not a timeout: the server may be alive but stalled, and the call's time is up.
+            master_may_have_moved: !error.is_timeout()
+                && (error.is_io_error()
+                    || error.is_connection_dropped()
+                    || error.is_connection_refusal()
+                    || matches!(error.code(), Some("READONLY" | "MASTERDOWN" | "LOADING"))),
         }
     }
 
-    async fn connection(&self, key: &str) -> Result<ConnectionManager, LockError> {
-        if let Some(connection) = self.current(key)? {
-            return Ok(connection);
-        }
-        let _guard = self.connecting.lock().await;
-        if let Some(connection) = self.current(key)? {
-            return Ok(connection);
-        }
+    /// The connection and its number, opened first if needed; behind Sentinel, checked to
+    /// reach a master.
+    async fn connection(&self, key: &str) -> Result<(ConnectionManager, u64), Failure> {
+        self.slot
+            .get_or_open(key, || self.open(key))
+            .await
+            .map_err(|error| Failure {
+                master_may_have_moved: !matches!(error, LockError::Closed { .. }),
+                error,
+                connection: None,
+            })
+    }
+
+    async fn open(&self, key: &str) -> Result<ConnectionManager, LockError> {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
             .set_response_timeout(self.response_timeout)
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
-        let tls = self.plain_address.is_some();
         let connect = async {
-            tokio::select! {
-                opened = ConnectionManager::new_with_config(self.client.clone(), config) => {
-                    opened.map_err(|error| self.failure(key, &connect_error(&error, tls)))
+            let dialled = self
+                .dial
+                .dial()
+                .await
+                .map_err(|message| self.failure(key, &message))?;
+            let tls = dialled.tls;
+            let mut opened = tokio::select! {
+                opened = ConnectionManager::new_with_config(dialled.client.clone(), config) => {
+                    opened.map_err(|error| self.failure(key, &connect_error(&error, tls)))?
                 }
-                () = answers_in_plain_text(self.plain_address.as_ref()) => {
-                    Err(self.failure(key, NOT_TLS))
+                () = answers_in_plain_text(dialled.plain_address()) => {
+                    return Err(self.failure(key, NOT_TLS));
                 }
+            };
+            if self.dial.follows_failovers() {
+                check_master(&mut opened, &dialled)
+                    .await
+                    .map_err(|message| self.failure(key, &message))?;
             }
+            Ok(opened)
         };
-        let opened = tokio::time::timeout(self.connect_timeout, connect)
+        // Boxed: finding the master nests futures deep enough that the topologies' own, which
+        // nest this one, overflow rustc's limits.
+        let connect: BoxFuture<'_, Result<ConnectionManager, LockError>> = Box::pin(connect);
+        tokio::time::timeout(self.connect_timeout, connect)
             .await
-            .map_err(|_| self.failure(key, &connect_timed_out(self.connect_timeout)))??;
-        let mut state = self.state.lock().expect("connection state lock");
-        match &*state {
-            ConnectionState::Closed => Err(LockError::Closed {
-                key: key.to_owned(),
-            }),
-            _ => {
-                *state = ConnectionState::Connected(opened.clone());
-                Ok(opened)
-            }
-        }
+            .map_err(|_| self.failure(key, &connect_timed_out(self.connect_timeout)))?
     }
+}
 
-    fn current(&self, key: &str) -> Result<Option<ConnectionManager>, LockError> {
-        match &*self.state.lock().expect("connection state lock") {
-            ConnectionState::Idle => Ok(None),
-            ConnectionState::Connected(connection) => Ok(Some(connection.clone())),
-            ConnectionState::Closed => Err(LockError::Closed {
-                key: key.to_owned(),
-            }),
+impl Failure {
+    /// A failure no failover explains.
+    fn final_(error: LockError) -> Self {
+        Self {
+            error,
+            connection: None,
+            master_may_have_moved: false,
         }
     }
+}
+
+/// Whether the server `connection` reached calls itself master: a master the sentinels just
+/// named may already have been demoted, or be a restarted old master they have not yet told.
+async fn check_master(connection: &mut ConnectionManager, dialled: &Dialled) -> Result<(), String> {
+    let role: Value = redis::cmd("ROLE")
+        .query_async(connection)
+        .await
+        .map_err(|error| driver_error(&error))?;
+    let said = match &role {
+        Value::Array(words) => match words.first() {
+            Some(Value::BulkString(word)) => String::from_utf8_lossy(word).into_owned(),
+            _ => String::new(),
+        },
+        _ => String::new(),
+    };
+    if said == "master" {
+        return Ok(());
+    }
+    let (host, port) = &dialled.address;
+    Err(format!(
+        "{host}:{port} is not the master (ROLE says {said:?})"
+    ))
 }
 
 /// Sends `call` named `naming`-wise, once more on a new connection if `resend` says so.

@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 pub use crate::protocol::resp::ProtocolError;
 use crate::protocol::resp::{self, Reply};
 
-use crate::config::NodeConfig;
+use crate::config::{NodeConfig, SentinelConfig};
 use crate::error::{server_name, NOT_REDIS};
 use crate::protocol::handshake::Handshake;
 use crate::protocol::script_call::{Naming, ScriptCall};
@@ -31,13 +31,27 @@ pub trait WireCall {
 enum InFlight<C> {
     /// AUTH, SELECT or CLIENT SETNAME, before anything else.
     Setup,
+    /// `ROLE`, last of the set-up, where the server must be a master (behind Sentinel).
+    RoleCheck,
     Call(C, Naming),
+}
+
+/// Why the connection is beyond repair: the caller closes it and calls [`Wire::fail`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Broken {
+    /// What was sent and not answered fails with this reason.
+    Failed(String),
+    /// The server is not (or no longer) the master: nothing sent ran there, and it all goes
+    /// again on a connection to the master.
+    NotMaster(String),
 }
 
 pub struct Wire<C> {
     /// How errors name the server (see [`server_name`]).
     server: String,
     handshake: Handshake,
+    /// Whether the set-up ends with `ROLE`, which must say master.
+    checks_role: bool,
     setup_left: usize,
     in_flight: VecDeque<InFlight<C>>,
     input: Vec<u8>,
@@ -46,9 +60,20 @@ pub struct Wire<C> {
 impl<C: WireCall> Wire<C> {
     /// A wire to `node`; TLS is the caller's socket's business, AUTH and SELECT are ours.
     pub fn new(node: &NodeConfig) -> Self {
+        Self::named(node, server_name(&node.label(), node.origin), false)
+    }
+
+    /// A wire to the master `sentinels` name, dialled wherever it is: `master` gives its
+    /// credentials, database and TLS settings, and each connection checks it reached a master.
+    pub fn to_master(sentinels: &SentinelConfig) -> Self {
+        Self::named(&sentinels.master, sentinels.label(), true)
+    }
+
+    fn named(node: &NodeConfig, server: String, checks_role: bool) -> Self {
         Self {
-            server: server_name(&node.label(), node.origin),
+            server,
             handshake: Handshake::new(node, CLIENT_NAME),
+            checks_role,
             setup_left: usize::MAX,
             in_flight: VecDeque::new(),
             input: Vec::new(),
@@ -66,6 +91,11 @@ impl<C: WireCall> Wire<C> {
         out.extend_from_slice(self.handshake.encoded());
         for _ in 0..self.setup_left {
             self.in_flight.push_back(InFlight::Setup);
+        }
+        if self.checks_role {
+            resp::encode(out, ["ROLE"]);
+            self.setup_left += 1;
+            self.in_flight.push_back(InFlight::RoleCheck);
         }
     }
 
@@ -97,7 +127,7 @@ impl<C: WireCall> Wire<C> {
         bytes: &[u8],
         out: &mut Vec<u8>,
         answered: &mut Vec<(C, Reply)>,
-    ) -> Result<(), String> {
+    ) -> Result<(), Broken> {
         self.input.extend_from_slice(bytes);
         let mut used = 0;
         let outcome = loop {
@@ -108,15 +138,35 @@ impl<C: WireCall> Wire<C> {
                 }
                 Ok(None) => break Ok(()),
                 // Not RESP: something else listens on the port (an HTTP server, say).
-                Err(ProtocolError(_)) => break Err(NOT_REDIS.to_owned()),
+                Err(ProtocolError(_)) => break Err(Broken::Failed(NOT_REDIS.to_owned())),
             };
             match self.in_flight.pop_front() {
-                None => break Err(format!("{}: an answer nobody asked for", self.server)),
+                None => {
+                    let reason = format!("{}: an answer nobody asked for", self.server);
+                    break Err(Broken::Failed(reason));
+                }
                 // The server's own words, e.g. WRONGPASS: they never echo the password.
                 Some(InFlight::Setup) => match reply {
-                    Reply::Error(message) => break Err(format!("{}: {message}", self.server)),
+                    Reply::Error(message) => {
+                        break Err(Broken::Failed(format!("{}: {message}", self.server)))
+                    }
                     _ => self.setup_left -= 1,
                 },
+                Some(InFlight::RoleCheck) => match role(&reply) {
+                    Some("master") => self.setup_left -= 1,
+                    role => {
+                        let role = role.unwrap_or("nothing a role");
+                        let reason = format!("{}: not the master (ROLE says {role})", self.server);
+                        break Err(Broken::NotMaster(reason));
+                    }
+                },
+                // A master demoted under the wire: a refused write ran nothing.
+                Some(InFlight::Call(call, naming)) if matches!(&reply, Reply::Error(message) if message.starts_with("READONLY")) =>
+                {
+                    self.in_flight.push_front(InFlight::Call(call, naming));
+                    let reason = format!("{}: no longer the master (READONLY)", self.server);
+                    break Err(Broken::NotMaster(reason));
+                }
                 Some(InFlight::Call(call, naming)) => {
                     let resend = match &reply {
                         Reply::Error(message) => naming.resend_after(message),
@@ -141,10 +191,21 @@ impl<C: WireCall> Wire<C> {
         std::mem::take(&mut self.in_flight)
             .into_iter()
             .filter_map(|sent| match sent {
-                InFlight::Setup => None,
+                InFlight::Setup | InFlight::RoleCheck => None,
                 InFlight::Call(call, _) => Some(call),
             })
             .collect()
+    }
+}
+
+/// The first word of a `ROLE` reply: `master`, `slave` or `sentinel`.
+fn role(reply: &Reply) -> Option<&str> {
+    match reply {
+        Reply::Array(Some(words)) => match words.first() {
+            Some(Reply::Bulk(Some(word))) => std::str::from_utf8(word).ok(),
+            _ => None,
+        },
+        _ => None,
     }
 }
 
@@ -225,6 +286,9 @@ mod tests {
                 &mut Vec::new(),
             )
             .unwrap_err();
+        let Broken::Failed(broken) = broken else {
+            panic!("{broken:?}");
+        };
         assert!(broken.contains("WRONGPASS"), "{broken}");
         assert!(!broken.contains("hunter2"), "{broken}");
     }
@@ -277,6 +341,77 @@ mod tests {
         let broken = wire
             .feed(b":1\r\n", &mut Vec::new(), &mut Vec::new())
             .unwrap_err();
+        let Broken::Failed(broken) = broken else {
+            panic!("{broken:?}");
+        };
         assert!(broken.contains("nobody asked for"), "{broken}");
+    }
+
+    fn sentinel_config() -> SentinelConfig {
+        SentinelConfig {
+            sentinels: vec![NodeConfig {
+                port: 26379,
+                ..NodeConfig::default()
+            }],
+            name: "mymaster".into(),
+            master: NodeConfig::default(),
+        }
+    }
+
+    #[test]
+    fn a_wire_to_the_sentinels_master_is_ready_only_once_role_says_master() {
+        let mut wire = Wire::<TestCall>::to_master(&sentinel_config());
+        let mut out = Vec::new();
+        wire.connected(&mut out);
+        assert!(contains(&out, "ROLE"), "the set-up asks the role last");
+        let (_, answered) = feed(&mut wire, b"+OK\r\n");
+        assert!(answered.is_empty());
+        assert!(!wire.is_ready(), "not ready before ROLE answered");
+        feed(&mut wire, b"*3\r\n$6\r\nmaster\r\n:0\r\n*0\r\n");
+        assert!(wire.is_ready());
+    }
+
+    #[test]
+    fn a_replica_behind_the_sentinels_address_sends_everything_elsewhere() {
+        let mut wire = Wire::<TestCall>::to_master(&sentinel_config());
+        let mut out = Vec::new();
+        wire.connected(&mut out);
+        // Sent before the set-up was answered, as the wire may.
+        wire.send(TestCall(1), &mut out);
+        let replica =
+            b"+OK\r\n*5\r\n$5\r\nslave\r\n$9\r\n127.0.0.1\r\n:6379\r\n$9\r\nconnected\r\n:1\r\n";
+        let broken = wire
+            .feed(replica, &mut Vec::new(), &mut Vec::new())
+            .unwrap_err();
+        let Broken::NotMaster(reason) = broken else {
+            panic!("{broken:?}");
+        };
+        assert!(reason.contains("ROLE says slave"), "{reason}");
+        assert!(
+            reason.contains("sentinel[127.0.0.1:26379]/mymaster"),
+            "{reason}"
+        );
+        let unanswered: Vec<u32> = wire.fail().into_iter().map(|call| call.0).collect();
+        assert_eq!(unanswered, [1], "the call goes again elsewhere");
+    }
+
+    #[test]
+    fn a_master_demoted_under_the_wire_sends_the_refused_call_elsewhere() {
+        let mut wire = ready_wire();
+        let mut out = Vec::new();
+        wire.send(TestCall(1), &mut out);
+        wire.send(TestCall(2), &mut out);
+        let (_, answered) = feed(&mut wire, b":1\r\n");
+        assert_eq!(answered.len(), 1);
+        let broken = wire
+            .feed(
+                b"-READONLY You can't write against a read only replica.\r\n",
+                &mut Vec::new(),
+                &mut Vec::new(),
+            )
+            .unwrap_err();
+        assert!(matches!(broken, Broken::NotMaster(_)), "{broken:?}");
+        let unanswered: Vec<u32> = wire.fail().into_iter().map(|call| call.0).collect();
+        assert_eq!(unanswered, [2]);
     }
 }

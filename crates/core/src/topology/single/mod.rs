@@ -17,7 +17,7 @@ use futures_util::future::join_all;
 
 use super::subscriber::Subscriber;
 use super::{handed_key, Attempt, BoxFuture, HandOver, ReleaseListener, Replicas, Topology};
-use crate::config::NodeConfig;
+use crate::config::{NodeConfig, SentinelConfig};
 use crate::error::LockError;
 use crate::protocol::keys::LockKeys;
 use crate::protocol::resp;
@@ -26,11 +26,14 @@ use crate::protocol::script_reply::{self, Refusal};
 use crate::protocol::scripts;
 use crate::transport::batch::{Batch, Reply};
 use crate::transport::node::{NodeConnection, Resend};
+use crate::transport::sentinel::Sentinels;
 use replicated::ReplicatedAcquire;
 
 pub struct Single {
     server: Arc<Server>,
     subscriber: Arc<Subscriber>,
+    /// Behind Sentinel: who say where the master is.
+    sentinels: Option<Arc<Sentinels>>,
 }
 
 /// The connections and the request batches; shared with the tasks that flush the batches.
@@ -59,23 +62,58 @@ impl Single {
         listener: Weak<dyn ReleaseListener>,
     ) -> Result<Self, String> {
         let connection = NodeConnection::new(node, connect_timeout, command_timeout)?;
-        let replicated =
-            NodeConnection::for_replicated_writes(node, connect_timeout, command_timeout)?;
-        Ok(Self {
+        Ok(Self::over(connection, None, listener))
+    }
+
+    /// The master `config`'s sentinels name, followed across failovers: when they announce a
+    /// new master, every connection goes there (the subscriber resubscribing every channel and
+    /// waking every waiter to look again), and so does the wire ([`Topology::wire_address`]).
+    pub fn behind_sentinels(
+        config: &SentinelConfig,
+        connect_timeout: Duration,
+        command_timeout: Duration,
+        listener: Weak<dyn ReleaseListener>,
+    ) -> Result<Self, String> {
+        let sentinels = Sentinels::new(config, connect_timeout)?;
+        let connection = NodeConnection::to_master(&sentinels, connect_timeout, command_timeout);
+        let single = Self::over(connection, Some(sentinels.clone()), listener);
+        let (server, subscriber) = (
+            Arc::downgrade(&single.server),
+            Arc::downgrade(&single.subscriber),
+        );
+        sentinels.on_switch(Box::new(move || {
+            if let Some(server) = server.upgrade() {
+                server.connection.reconnect();
+                server.replicated.reconnect();
+            }
+            if let Some(subscriber) = subscriber.upgrade() {
+                subscriber.redial();
+            }
+        }));
+        Ok(single)
+    }
+
+    fn over(
+        connection: NodeConnection,
+        sentinels: Option<Arc<Sentinels>>,
+        listener: Weak<dyn ReleaseListener>,
+    ) -> Self {
+        Self {
             subscriber: Subscriber::new(
-                connection.client().clone(),
+                connection.dial().clone(),
                 connection.call_timeout(),
                 listener,
             ),
             server: Arc::new(Server {
+                replicated: connection.for_replicated_writes(),
                 connection,
-                replicated,
                 acquires: Batch::default(),
                 replicated_acquires: Batch::default(),
                 releases: Batch::default(),
                 lifts: Batch::default(),
             }),
-        })
+            sentinels,
+        }
     }
 
     /// `host:port` of the server, for errors.
@@ -348,9 +386,16 @@ impl Topology for Single {
         self.subscriber.unwatch(channels);
     }
 
+    fn wire_address(&self) -> Option<(String, u16)> {
+        self.server.connection.dial().address_now()
+    }
+
     fn close(&self) {
         self.server.connection.close();
         self.server.replicated.close();
         self.subscriber.close();
+        if let Some(sentinels) = &self.sentinels {
+            sentinels.close();
+        }
     }
 }

@@ -6,13 +6,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::NodeConfig;
+use crate::config::{NodeConfig, SentinelConfig};
 use crate::error::LockError;
 use crate::protocol::keys::LockKeys;
 use crate::protocol::resp::Reply;
 use crate::protocol::script_call::ScriptCall;
 use crate::protocol::script_reply::{Attempt, Refusal};
-use crate::transport::wire::{Wire, WireCall};
+use crate::transport::wire::{Broken, Wire, WireCall};
 
 use super::one_key::{Acquires, OneKeyAcquire, OneKeyRelease, Releases};
 
@@ -53,8 +53,17 @@ pub struct WireCalls<A, R> {
 impl<A, R> WireCalls<A, R> {
     /// The calls of one Redis, `node`, over a wire to it.
     pub fn new(node: &NodeConfig) -> Self {
+        Self::over(Wire::new(node))
+    }
+
+    /// The calls to the master `sentinels` name (see [`Wire::to_master`]).
+    pub fn to_master(sentinels: &SentinelConfig) -> Self {
+        Self::over(Wire::to_master(sentinels))
+    }
+
+    fn over(wire: Wire<OneKeyCall<A, R>>) -> Self {
         Self {
-            wire: Wire::new(node),
+            wire,
             acquires: Vec::new(),
             releases: Vec::new(),
         }
@@ -122,7 +131,7 @@ impl<A, R> WireCalls<A, R> {
         bytes: &[u8],
         out: &mut Vec<u8>,
         answers: &mut Vec<WireAnswer<A, R>>,
-    ) -> Result<(), String> {
+    ) -> Result<(), Broken> {
         let mut answered = Vec::new();
         let outcome = self.wire.feed(bytes, out, &mut answered);
         for (call, reply) in answered {
