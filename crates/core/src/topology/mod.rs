@@ -1,6 +1,7 @@
 //! Where locks are stored. Every topology speaks the same small protocol; the locker adds waiting,
 //! validity and the watchdog on top, once for all of them.
 
+mod channel_uses;
 mod cluster;
 mod memory;
 mod redlock;

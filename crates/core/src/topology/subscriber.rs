@@ -4,13 +4,13 @@
 //! one to leave unsubscribes it. When the connection drops, the subscriber reconnects, subscribes
 //! every channel again, and tells the listener to resync, since announcements may have been lost.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use redis::aio::PubSubSink;
 
+use super::channel_uses::ChannelUses;
 use super::{BoxFuture, ReleaseListener};
 use crate::transport::connect::driver_error;
 use crate::transport::dial::Dial;
@@ -28,8 +28,7 @@ pub struct Subscriber {
 #[derive(Default)]
 struct State {
     sink: Option<PubSubSink>,
-    /// Subscribed channels and how many queues need each.
-    channels: HashMap<String, usize>,
+    channels: ChannelUses,
     reconnecting: bool,
     closed: bool,
     /// The task that routes the connection's messages. It owns the connection's reading half,
@@ -53,27 +52,18 @@ impl Subscriber {
         if state.closed {
             return Err("closed".into());
         }
-        let mut fresh = Vec::new();
-        for channel in channels {
-            let uses = state.channels.entry(channel.clone()).or_insert(0);
-            *uses += 1;
-            if *uses == 1 {
-                fresh.push(channel.clone());
-            }
-        }
+        let mut fresh = state.channels.add(channels);
         if state.sink.is_none() {
             if state.reconnecting {
                 // The reconnect loop subscribes every counted channel, these included.
                 return Err("reconnecting".into());
             }
             let (sink, router) = self.connect().await.inspect_err(|_| {
-                for channel in channels {
-                    release_use(&mut state.channels, channel);
-                }
+                state.channels.remove(channels);
             })?;
             state.sink = Some(sink);
             state.router = Some(router);
-            fresh = state.channels.keys().cloned().collect();
+            fresh = state.channels.all();
         }
         if fresh.is_empty() {
             return Ok(());
@@ -82,9 +72,7 @@ impl Subscriber {
         match tokio::time::timeout(self.timeout, sink.subscribe(&fresh)).await {
             Ok(Ok(())) => Ok(()),
             failure => {
-                for channel in channels {
-                    release_use(&mut state.channels, channel);
-                }
+                state.channels.remove(channels);
                 Err(match failure {
                     Ok(Err(error)) => driver_error(&error),
                     _ => "subscribe timed out".into(),
@@ -99,11 +87,7 @@ impl Subscriber {
         let channels = channels.to_vec();
         tokio::spawn(async move {
             let mut state = subscriber.state.lock().await;
-            let unused: Vec<String> = channels
-                .iter()
-                .filter(|channel| release_use(&mut state.channels, channel))
-                .cloned()
-                .collect();
+            let unused = state.channels.remove(&channels);
             if let (false, Some(sink)) = (unused.is_empty(), state.sink.as_mut()) {
                 let _ = tokio::time::timeout(subscriber.timeout, sink.unsubscribe(&unused)).await;
             }
@@ -192,7 +176,7 @@ impl Subscriber {
                     break;
                 }
                 if let Ok((mut sink, router)) = self.connect().await {
-                    let channels: Vec<String> = state.channels.keys().cloned().collect();
+                    let channels = state.channels.all();
                     if let Ok(Ok(())) =
                         tokio::time::timeout(self.timeout, sink.subscribe(&channels)).await
                     {
@@ -211,20 +195,5 @@ impl Subscriber {
                 listener.resync();
             }
         })
-    }
-}
-
-/// Drops one use of `channel`; `true` when that was the last.
-pub(super) fn release_use(channels: &mut HashMap<String, usize>, channel: &str) -> bool {
-    match channels.get_mut(channel) {
-        Some(uses) if *uses > 1 => {
-            *uses -= 1;
-            false
-        }
-        Some(_) => {
-            channels.remove(channel);
-            true
-        }
-        None => false,
     }
 }

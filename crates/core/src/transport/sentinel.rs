@@ -85,10 +85,7 @@ impl Sentinels {
                     connect_timed_out(self.connect_timeout)
                 )
             })?
-            .map_err(|error| {
-                let message = redact(driver_error(&error), &self.config);
-                format!("no sentinel named the master: {message}")
-            })?;
+            .map_err(|error| self.not_found(&error))?;
         let (host, port) = match client.get_connection_info().addr() {
             ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
                 (host.clone(), *port)
@@ -97,6 +94,18 @@ impl Sentinels {
         };
         self.saw_master(&host, port);
         Ok(self.master_at(host, port))
+    }
+
+    /// Why no master was found, as users read it.
+    fn not_found(&self, error: &RedisError) -> String {
+        if error.kind() == redis::ErrorKind::MasterNameNotFoundBySentinel {
+            return format!(
+                "no sentinel names a master {:?} that is up and calls itself master (a failover may be under way)",
+                self.config.name
+            );
+        }
+        let message = redact(driver_error(error), &self.config);
+        format!("no sentinel named the master: {message}")
     }
 
     /// Where the master was last found or announced, if anywhere yet.

@@ -11,7 +11,6 @@
 //! told to resync, since announcements may have been missed meanwhile. A missed one never strands
 //! a waiter: the holder's TTL bounds every sleep.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -21,7 +20,7 @@ use tokio::sync::mpsc;
 
 use crate::config::NodeConfig;
 use crate::protocol::keys::hash_slot;
-use crate::topology::subscriber::release_use;
+use crate::topology::channel_uses::ChannelUses;
 use crate::topology::ReleaseListener;
 use crate::transport::cluster::cluster_client;
 use crate::transport::connect::driver_error;
@@ -40,8 +39,7 @@ pub struct ShardSubscriber {
 #[derive(Default)]
 struct State {
     connection: Option<SlotRoutedConnection>,
-    /// Subscribed channels and how many queues need each.
-    channels: HashMap<String, usize>,
+    channels: ChannelUses,
     resubscribing: bool,
     closed: bool,
     /// The task that routes what the nodes push; closing aborts it.
@@ -70,14 +68,7 @@ impl ShardSubscriber {
         if state.closed {
             return Err("closed".into());
         }
-        let mut fresh = Vec::new();
-        for channel in channels {
-            let uses = state.channels.entry(channel.clone()).or_insert(0);
-            *uses += 1;
-            if *uses == 1 {
-                fresh.push(channel.clone());
-            }
-        }
+        let fresh = state.channels.add(channels);
         let subscribed = match state.connection.clone() {
             Some(connection) => self.subscribe(connection, &fresh).await,
             None => match self.connect().await {
@@ -90,9 +81,7 @@ impl ShardSubscriber {
             },
         };
         if subscribed.is_err() {
-            for channel in channels {
-                release_use(&mut state.channels, channel);
-            }
+            state.channels.remove(channels);
         }
         subscribed
     }
@@ -103,11 +92,7 @@ impl ShardSubscriber {
         let channels = channels.to_vec();
         tokio::spawn(async move {
             let mut state = subscriber.state.lock().await;
-            let unused: Vec<String> = channels
-                .iter()
-                .filter(|channel| release_use(&mut state.channels, channel))
-                .cloned()
-                .collect();
+            let unused = state.channels.remove(&channels);
             if let Some(mut connection) = state.connection.clone() {
                 for group in by_slot(&unused) {
                     let unsubscribe = connection.sunsubscribe(&group);
@@ -204,7 +189,7 @@ impl ShardSubscriber {
             let mut state = self.state.lock().await;
             if cause.kind == PushKind::SUnsubscribe {
                 let in_use = cause.data.first().and_then(text);
-                if !in_use.is_some_and(|channel| state.channels.contains_key(&channel)) {
+                if !in_use.is_some_and(|channel| state.channels.contains(&channel)) {
                     return;
                 }
             }
@@ -220,7 +205,7 @@ impl ShardSubscriber {
                 state.resubscribing = false;
                 return;
             };
-            let channels: Vec<String> = state.channels.keys().cloned().collect();
+            let channels = state.channels.all();
             if self.subscribe(connection, &channels).await.is_ok() {
                 state.resubscribing = false;
                 break;
