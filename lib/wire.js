@@ -57,7 +57,7 @@ class Wire {
     socket.unref()
     this.arm(this.connectTimeout)
     // Set-up (AUTH, SELECT, CLIENT SETNAME): the wire is ready once Redis has answered it.
-    socket.once(this.node.tls ? 'secureConnect' : 'connect', () => this.guard(socket, () => this.send(this.native.wireConnected())))
+    socket.once(this.node.tls ? 'secureConnect' : 'connect', () => this.guard(socket, () => this.send(this.native.wireConnected(host, port))))
     socket.on('data', (bytes) => this.guard(socket, () => this.received(bytes)))
     // The connection went away: what it carried goes again on the native connection.
     const onError = (error) => this.fail(socket, error.message, { retry: true })

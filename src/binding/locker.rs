@@ -179,10 +179,13 @@ impl NativeLocker {
         })
     }
 
-    /// The wire's socket connected: returns its first bytes (AUTH, SELECT; maybe none).
+    /// The wire's socket connected to `host:port` (as [`Self::wire_address`] said): returns its
+    /// first bytes (AUTH, SELECT, the client's name; behind Sentinel, ROLE).
     #[napi(ts_return_type = "Buffer")]
-    pub fn wire_connected(&self) -> CopiedBytes {
-        CopiedBytes(self.locker.wire_connected())
+    pub fn wire_connected(&self, host: String, port: u32) -> napi::Result<CopiedBytes> {
+        let port = u16::try_from(port)
+            .map_err(|_| napi::Error::from_reason(format!("port {port} is out of range")))?;
+        Ok(CopiedBytes(self.locker.wire_connected((host, port))))
     }
 
     /// Bytes read from the wire's socket: the operations they finish, and what to write back.

@@ -40,7 +40,9 @@ impl Connection {
             socket,
         };
         let mut out = Vec::new();
-        connection.wire.connected(&mut out);
+        connection
+            .wire
+            .connected(("127.0.0.1".into(), server.port()), &mut out);
         connection.socket.write_all(&out).expect("write set-up");
         while !connection.wire.is_ready() {
             assert!(connection.read().is_empty(), "no request was made yet");
@@ -229,7 +231,7 @@ fn a_server_that_is_not_redis_breaks_the_wire_with_a_message_saying_so() {
         .set_read_timeout(Some(Duration::from_secs(5)))
         .expect("read timeout");
     let mut out = Vec::new();
-    wire.connected(&mut out);
+    wire.connected(("127.0.0.1".into(), port), &mut out);
     // Queued before the set-up is answered, as the wire allows.
     let claim = Claim::new(keys("k"), Duration::from_secs(1));
     wire.acquire(1, &claim.keys, claim.token.clone(), claim.ttl)

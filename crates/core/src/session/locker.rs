@@ -21,6 +21,8 @@ pub struct Locker {
     /// One Redis: the protocol state of the socket the caller drives (see
     /// [`crate::transport::wire`]).
     wire: Option<Mutex<LockWire>>,
+    /// Behind Sentinel: the wire follows the master.
+    follows_master: bool,
 }
 
 impl Locker {
@@ -39,7 +41,14 @@ impl Locker {
             let _runtime = runtime.enter();
             Lifecycle::new(config)?
         };
-        Ok(Self::assemble(lifecycle, wire, sink, runtime))
+        let follows_master = matches!(config.target, Target::Sentinel(_));
+        Ok(Self::assemble(
+            lifecycle,
+            wire,
+            follows_master,
+            sink,
+            runtime,
+        ))
     }
 
     /// A locker over the topology `topology` makes (see [`Lifecycle::with_topology`]), with or
@@ -57,18 +66,20 @@ impl Locker {
             let _runtime = runtime.enter();
             Lifecycle::with_topology("", crate::defaults::DRIFT_FACTOR, topology)?
         };
-        Ok(Self::assemble(lifecycle, wire, sink, runtime))
+        Ok(Self::assemble(lifecycle, wire, false, sink, runtime))
     }
 
     fn assemble(
         lifecycle: Lifecycle,
         wire: Option<LockWire>,
+        follows_master: bool,
         sink: Arc<dyn CompletionSink>,
         runtime: Handle,
     ) -> Self {
         Self {
             operations: Arc::new(Operations::new(lifecycle, sink, runtime)),
             wire: wire.map(Mutex::new),
+            follows_master,
         }
     }
 
@@ -77,7 +88,14 @@ impl Locker {
     /// releases of one-key locks nobody here waits for. Everything else runs on the runtime.
     pub fn submit(&self, requests: impl IntoIterator<Item = Request>) -> Vec<u8> {
         let operations = &self.operations;
+        let mut out = Vec::new();
         let mut wire = self.lock_wire().filter(|wire| wire.is_ready());
+        if let Some(connected) = &mut wire {
+            if let Some(reason) = self.master_moved(connected) {
+                connected.retire(reason, &mut out);
+                wire = None;
+            }
+        }
         let mut jobs = Vec::new();
         for request in requests {
             let Some(job) = operations.job(request) else {
@@ -91,7 +109,6 @@ impl Locker {
         if !jobs.is_empty() {
             operations.start(jobs);
         }
-        let mut out = Vec::new();
         if let Some(mut wire) = wire {
             wire.flush(&mut out);
         }
@@ -117,11 +134,12 @@ impl Locker {
         self.wire.is_some()
     }
 
-    /// The wire's socket connected: its first bytes (AUTH, SELECT, the client's name).
-    pub fn wire_connected(&self) -> Vec<u8> {
+    /// The wire's socket connected to `address`: its first bytes (AUTH, SELECT, the client's
+    /// name; behind Sentinel, ROLE).
+    pub fn wire_connected(&self, address: (String, u16)) -> Vec<u8> {
         let mut out = Vec::new();
         if let Some(mut wire) = self.lock_wire() {
-            wire.connected(&mut out);
+            wire.connected(address, &mut out);
         }
         out
     }
@@ -182,6 +200,19 @@ impl Locker {
         let mut answers = Vec::new();
         wire.fail("the locker was closed", true, &mut answers);
         self.operations.wire_output(wire, answers, Vec::new(), None)
+    }
+
+    /// Behind Sentinel, why the wire must go: the master is no longer where it is connected
+    /// (the sentinels moved it while the old one still answers, as in a network split).
+    fn master_moved(&self, wire: &LockWire) -> Option<String> {
+        if !self.follows_master {
+            return None;
+        }
+        let (connected, now) = (wire.address()?, self.operations.wire_address()?);
+        (*connected != now).then(|| {
+            let ((was_host, was_port), (host, port)) = (connected, now);
+            format!("the sentinels moved the master from {was_host}:{was_port} to {host}:{port}")
+        })
     }
 
     fn lock_wire(&self) -> Option<MutexGuard<'_, LockWire>> {

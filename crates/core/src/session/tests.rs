@@ -86,7 +86,10 @@ fn locker(store: &str) -> (Locker, Arc<Collected>) {
         Handle::current(),
     )
     .unwrap();
-    assert!(!locker.wire_connected().is_empty(), "CLIENT SETNAME");
+    assert!(
+        !locker.wire_connected(("127.0.0.1".into(), 6379)).is_empty(),
+        "CLIENT SETNAME"
+    );
     assert!(locker.wire_read(b"+OK\r\n").ready);
     (locker, sink)
 }
@@ -310,7 +313,7 @@ async fn a_timed_out_wire_fails_what_it_carried_and_closing_fails_it_as_closed()
     ));
 
     assert!(locker.wire_read(b"+OK\r\n").completions.is_empty());
-    locker.wire_connected();
+    locker.wire_connected(("127.0.0.1".into(), 6379));
     locker.wire_read(b"+OK\r\n");
     locker.submit([acquire(2, "b", Some(Duration::from_secs(5)))]);
     let output = locker.wire_closed();
@@ -716,7 +719,7 @@ async fn a_request_keeps_the_place_it_arrived_at_until_the_runtime_starts_it() {
     // when the wire opens and the second request arrives.
     let wait = Some(Duration::from_secs(5));
     assert!(locker.submit([acquire(1, "a", wait)]).is_empty());
-    locker.wire_connected();
+    locker.wire_connected(("127.0.0.1".into(), 6379));
     assert!(locker.wire_read(b"+OK\r\n").ready);
     let out = locker.submit([acquire(2, "a", wait)]);
     assert!(

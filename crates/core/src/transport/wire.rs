@@ -33,6 +33,8 @@ enum InFlight<C> {
     Setup,
     /// `ROLE`, last of the set-up, where the server must be a master (behind Sentinel).
     RoleCheck,
+    /// A `PING` whose answer ends the connection: the master is elsewhere now.
+    Retired(String),
     Call(C, Naming),
 }
 
@@ -52,6 +54,8 @@ pub struct Wire<C> {
     handshake: Handshake,
     /// Whether the set-up ends with `ROLE`, which must say master.
     checks_role: bool,
+    /// Where the caller's socket is connected.
+    address: Option<(String, u16)>,
     setup_left: usize,
     in_flight: VecDeque<InFlight<C>>,
     input: Vec<u8>,
@@ -74,6 +78,7 @@ impl<C: WireCall> Wire<C> {
             server,
             handshake: Handshake::new(node, CLIENT_NAME),
             checks_role,
+            address: None,
             setup_left: usize::MAX,
             in_flight: VecDeque::new(),
             input: Vec::new(),
@@ -85,8 +90,10 @@ impl<C: WireCall> Wire<C> {
         &self.server
     }
 
-    /// The first bytes of a new connection. Calls may be sent before its answers arrive.
-    pub fn connected(&mut self, out: &mut Vec<u8>) {
+    /// The first bytes of a new connection, to `address`. Calls may be sent before its
+    /// answers arrive.
+    pub fn connected(&mut self, address: (String, u16), out: &mut Vec<u8>) {
+        self.address = Some(address);
         self.setup_left = self.handshake.commands();
         out.extend_from_slice(self.handshake.encoded());
         for _ in 0..self.setup_left {
@@ -102,6 +109,20 @@ impl<C: WireCall> Wire<C> {
     /// Connected, and Redis accepted the set-up commands.
     pub fn is_ready(&self) -> bool {
         self.setup_left == 0
+    }
+
+    /// Where the caller's socket is connected, once it is.
+    pub fn address(&self) -> Option<&(String, u16)> {
+        self.address.as_ref()
+    }
+
+    /// Ends the connection because the master is elsewhere now: nothing more goes on it, and
+    /// the answer to a `PING` written to `out` (after every call sent before it is answered)
+    /// breaks it with `reason`, so that the caller's socket closes and dials anew.
+    pub fn retire(&mut self, reason: String, out: &mut Vec<u8>) {
+        resp::encode(out, ["PING"]);
+        self.setup_left = usize::MAX;
+        self.in_flight.push_back(InFlight::Retired(reason));
     }
 
     /// Commands sent and not yet answered.
@@ -160,6 +181,7 @@ impl<C: WireCall> Wire<C> {
                         break Err(Broken::NotMaster(reason));
                     }
                 },
+                Some(InFlight::Retired(reason)) => break Err(Broken::NotMaster(reason)),
                 // A master demoted under the wire: a refused write ran nothing.
                 Some(InFlight::Call(call, naming)) if matches!(&reply, Reply::Error(message) if message.starts_with("READONLY")) =>
                 {
@@ -188,10 +210,11 @@ impl<C: WireCall> Wire<C> {
     pub fn fail(&mut self) -> Vec<C> {
         self.input.clear();
         self.setup_left = usize::MAX;
+        self.address = None;
         std::mem::take(&mut self.in_flight)
             .into_iter()
             .filter_map(|sent| match sent {
-                InFlight::Setup | InFlight::RoleCheck => None,
+                InFlight::Setup | InFlight::RoleCheck | InFlight::Retired(_) => None,
                 InFlight::Call(call, _) => Some(call),
             })
             .collect()
@@ -226,11 +249,15 @@ mod tests {
         }
     }
 
+    fn address() -> (String, u16) {
+        ("127.0.0.1".into(), 6379)
+    }
+
     /// A wire past its set-up, as after a real connection.
     fn ready_wire() -> Wire<TestCall> {
         let mut wire = Wire::new(&NodeConfig::default());
         let mut out = Vec::new();
-        wire.connected(&mut out);
+        wire.connected(address(), &mut out);
         wire.feed(b"+OK\r\n", &mut out, &mut Vec::new()).unwrap();
         assert!(wire.is_ready());
         wire
@@ -260,7 +287,7 @@ mod tests {
         let mut wire = Wire::<TestCall>::new(&node);
         assert!(!wire.is_ready(), "not ready before it is connected");
         let mut out = Vec::new();
-        wire.connected(&mut out);
+        wire.connected(address(), &mut out);
         assert!(contains(&out, "AUTH\r\n$3\r\napp\r\n$7\r\nhunter2"));
         assert!(contains(&out, "SELECT\r\n$1\r\n3"));
         assert!(contains(&out, CLIENT_NAME));
@@ -278,7 +305,7 @@ mod tests {
             ..NodeConfig::default()
         };
         let mut wire = Wire::<TestCall>::new(&node);
-        wire.connected(&mut Vec::new());
+        wire.connected(address(), &mut Vec::new());
         let broken = wire
             .feed(
                 b"-WRONGPASS invalid username-password pair\r\n",
@@ -362,7 +389,7 @@ mod tests {
     fn a_wire_to_the_sentinels_master_is_ready_only_once_role_says_master() {
         let mut wire = Wire::<TestCall>::to_master(&sentinel_config());
         let mut out = Vec::new();
-        wire.connected(&mut out);
+        wire.connected(address(), &mut out);
         assert!(contains(&out, "ROLE"), "the set-up asks the role last");
         let (_, answered) = feed(&mut wire, b"+OK\r\n");
         assert!(answered.is_empty());
@@ -375,7 +402,7 @@ mod tests {
     fn a_replica_behind_the_sentinels_address_sends_everything_elsewhere() {
         let mut wire = Wire::<TestCall>::to_master(&sentinel_config());
         let mut out = Vec::new();
-        wire.connected(&mut out);
+        wire.connected(address(), &mut out);
         // Sent before the set-up was answered, as the wire may.
         wire.send(TestCall(1), &mut out);
         let replica =
@@ -413,5 +440,29 @@ mod tests {
         assert!(matches!(broken, Broken::NotMaster(_)), "{broken:?}");
         let unanswered: Vec<u32> = wire.fail().into_iter().map(|call| call.0).collect();
         assert_eq!(unanswered, [2]);
+    }
+
+    #[test]
+    fn a_retired_wire_takes_nothing_more_and_breaks_once_its_calls_are_answered() {
+        let mut wire = ready_wire();
+        assert_eq!(wire.address(), Some(&address()));
+        let mut out = Vec::new();
+        wire.send(TestCall(1), &mut out);
+        let mut ping = Vec::new();
+        wire.retire("moved".into(), &mut ping);
+        assert_eq!(ping, b"*1\r\n$4\r\nPING\r\n");
+        assert!(!wire.is_ready(), "nothing more goes on it");
+        let (_, answered) = feed(&mut wire, b":1\r\n");
+        assert_eq!(
+            answered.len(),
+            1,
+            "the call sent before still has its answer"
+        );
+        let broken = wire
+            .feed(b"+PONG\r\n", &mut Vec::new(), &mut Vec::new())
+            .unwrap_err();
+        assert_eq!(broken, Broken::NotMaster("moved".into()));
+        assert!(wire.fail().is_empty());
+        assert_eq!(wire.address(), None);
     }
 }

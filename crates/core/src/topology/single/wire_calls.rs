@@ -70,8 +70,18 @@ impl<A, R> WireCalls<A, R> {
     }
 
     /// See [`Wire::connected`].
-    pub fn connected(&mut self, out: &mut Vec<u8>) {
-        self.wire.connected(out);
+    pub fn connected(&mut self, address: (String, u16), out: &mut Vec<u8>) {
+        self.wire.connected(address, out);
+    }
+
+    /// See [`Wire::address`].
+    pub fn address(&self) -> Option<&(String, u16)> {
+        self.wire.address()
+    }
+
+    /// See [`Wire::retire`].
+    pub fn retire(&mut self, reason: String, out: &mut Vec<u8>) {
+        self.wire.retire(reason, out);
     }
 
     /// See [`Wire::is_ready`].
@@ -214,7 +224,7 @@ mod tests {
     fn ready() -> TestCalls {
         let mut calls = TestCalls::new(&NodeConfig::default());
         let mut out = Vec::new();
-        calls.connected(&mut out);
+        calls.connected(("127.0.0.1".into(), 6379), &mut out);
         calls.feed(b"+OK\r\n", &mut out, &mut Vec::new()).unwrap();
         assert!(calls.is_ready());
         calls
