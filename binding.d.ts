@@ -26,8 +26,16 @@ export declare class NativeLocker {
    * of the requests (see `Locker::submit` in the core).
    */
   submit(numbers: Float64Array, keys: Array<string>): Buffer | null
-  /** The wire's socket connected: returns its first bytes (AUTH, SELECT; maybe none). */
-  wireConnected(): Buffer
+  /**
+   * Where the wire's socket connects now: one Redis's address, or behind Sentinel where the
+   * master was last found; `null` while it is not known (the native connection finds it).
+   */
+  wireAddress(): WireAddress | null
+  /**
+   * The wire's socket connected to `host:port` (as [`Self::wire_address`] said): returns its
+   * first bytes (AUTH, SELECT, the client's name; behind Sentinel, ROLE).
+   */
+  wireConnected(host: string, port: number): Buffer
   /** Bytes read from the wire's socket: the operations they finish, and what to write back. */
   wireFeed(bytes: Buffer): NativeWireOutput
   /**
@@ -289,4 +297,10 @@ export interface TlsOptions {
   key?: string
   /** `false` skips certificate checks (`lib/target.js` decides the default). */
   rejectUnauthorized: boolean
+}
+
+/** A server's address, for the wire's socket. */
+export interface WireAddress {
+  host: string
+  port: number
 }
