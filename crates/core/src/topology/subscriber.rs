@@ -23,6 +23,8 @@ pub struct Subscriber {
     timeout: Duration,
     listener: Weak<dyn ReleaseListener>,
     state: tokio::sync::Mutex<State>,
+    /// Ends the reconnect loop's pause: the master moved, so dialling again may work now.
+    redialled: tokio::sync::Notify,
 }
 
 #[derive(Default)]
@@ -43,6 +45,7 @@ impl Subscriber {
             timeout,
             listener,
             state: tokio::sync::Mutex::default(),
+            redialled: tokio::sync::Notify::new(),
         })
     }
 
@@ -114,6 +117,11 @@ impl Subscriber {
         tokio::spawn(async move {
             {
                 let mut state = subscriber.state.lock().await;
+                if state.reconnecting {
+                    // Its next dial goes to the new master, now rather than after its pause.
+                    subscriber.redialled.notify_one();
+                    return;
+                }
                 if let Some(router) = state.router.take() {
                     router.abort();
                 }
@@ -188,8 +196,10 @@ impl Subscriber {
                     router.abort();
                 }
                 drop(state);
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(RECONNECT_MAX_DELAY);
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => delay = (delay * 2).min(RECONNECT_MAX_DELAY),
+                    () = self.redialled.notified() => delay = RECONNECT_MIN_DELAY,
+                }
             }
             if let Some(listener) = self.listener.upgrade() {
                 listener.resync();
