@@ -204,20 +204,51 @@ impl NodeConnection {
         call: &ScriptCall<'_>,
         replicas: Replicas,
     ) -> Result<(resp::Reply, u32), LockError> {
+        let (answers, acknowledged) = self.run_each_then_wait(key, &[call], replicas).await?;
+        let answer = answers.into_iter().next().ok_or_else(|| {
+            self.failure(
+                key,
+                "a script call and WAIT answered with fewer than two replies",
+            )
+        })?;
+        let reply = answer.map_err(|error| self.call_error(key, &error))?;
+        Ok((reply, acknowledged))
+    }
+
+    /// [`Self::run_then_wait`] for several calls in one pipeline with one `WAIT` behind them all:
+    /// each call's reply, or the error Redis answered it with (a Redis Cluster's redirections
+    /// among them, for the caller to follow), and how many replicas acknowledged them all. A
+    /// call whose script Redis did not know goes again with its source, with `WAIT` again.
+    pub async fn run_each_then_wait(
+        &self,
+        key: &str,
+        calls: &[&ScriptCall<'_>],
+        replicas: Replicas,
+    ) -> Result<(Vec<Result<resp::Reply, RedisError>>, u32), LockError> {
         self.until_answered(key, replicas.timeout, || async move {
             let (mut connection, number) = self.connection(key).await?;
-            let mut answers = send_then_wait(&mut connection, call, Naming::ByHash, replicas).await;
-            if let Ok((Value::ServerError(error), _)) = &answers {
-                if let Some(naming) = Naming::ByHash.resend_after(error.code()) {
-                    answers = send_then_wait(&mut connection, call, naming, replicas).await;
-                }
-            }
             let failed = |error: RedisError| self.command_failed(key, number, &error);
-            let (script, waited) = answers.map_err(failed)?;
-            let reply = script
-                .extract_error()
-                .map(resp::Reply::from)
-                .map_err(failed)?;
+            let sent = send_each_then_wait(
+                &mut connection,
+                calls.iter().copied(),
+                Naming::ByHash,
+                replicas,
+            );
+            let (mut answers, mut waited) = sent.await.map_err(failed)?;
+            let unknown: Vec<usize> = (0..answers.len())
+                .filter(|&index| unknown_script(&answers[index]))
+                .collect();
+            if !unknown.is_empty() {
+                let again = unknown.iter().map(|&index| calls[index]);
+                let resent =
+                    send_each_then_wait(&mut connection, again, Naming::WithSource, replicas);
+                let (resent, resent_waited) = resent.await.map_err(failed)?;
+                for (index, answer) in unknown.into_iter().zip(resent) {
+                    answers[index] = answer;
+                }
+                // The later WAIT counts everything the connection wrote, the first calls included.
+                waited = resent_waited;
+            }
             let waited = waited
                 .extract_error()
                 .map(resp::Reply::from)
@@ -227,9 +258,28 @@ impl NodeConnection {
                     self.failure(key, &format!("WAIT answered {waited:?}, not a count")),
                 )
             })?;
-            Ok((reply, acknowledged))
+            let mut replies = Vec::with_capacity(answers.len());
+            for answer in answers {
+                match answer.extract_error() {
+                    Ok(reply) => replies.push(Ok(resp::Reply::from(reply))),
+                    Err(error) => {
+                        // Behind Sentinel, a call a demoted master refused goes again whole.
+                        let failure = failed(error.clone());
+                        if failure.master_may_have_moved && self.dial.follows_failovers() {
+                            return Err(failure);
+                        }
+                        replies.push(Err(error));
+                    }
+                }
+            }
+            Ok((replies, acknowledged))
         })
         .await
+    }
+
+    /// The error of the lock `key` for a call that failed with `error`, as users read it.
+    pub fn call_error(&self, key: &str, error: &RedisError) -> LockError {
+        self.failure(key, &self.command_message(error))
     }
 
     /// Drops the connection: the next call opens another (behind Sentinel, to the master
@@ -287,16 +337,19 @@ impl NodeConnection {
         format!("no answer within {} ms", self.command_timeout.as_millis())
     }
 
-    /// A failed command of connection `number` as users read it: a command that timed out
-    /// says so as the wire does.
-    fn command_failed(&self, key: &str, number: u64, error: &RedisError) -> Failure {
-        let message = if error.is_timeout() {
+    /// A failed command as users read it: a command that timed out says so as the wire does.
+    fn command_message(&self, error: &RedisError) -> String {
+        if error.is_timeout() {
             self.no_answer()
         } else {
             driver_error(error)
-        };
+        }
+    }
+
+    /// A failed command of connection `number`, and whether a failover may explain it.
+    fn command_failed(&self, key: &str, number: u64, error: &RedisError) -> Failure {
         Failure {
-            error: self.failure(key, &message),
+            error: self.call_error(key, error),
             connection: Some(number),
             // Not a timeout: the server may be alive but stalled, and the call's time is up.
             master_may_have_moved: !error.is_timeout()
@@ -412,32 +465,38 @@ async fn send(
     answer
 }
 
-/// Sends `call` named `naming`-wise and `WAIT` for `replicas` right behind it, in one pipeline:
-/// the script's answer and `WAIT`'s.
-async fn send_then_wait(
+/// Whether Redis answered a script call that it does not know the script (see [`Naming`]).
+fn unknown_script(answer: &Value) -> bool {
+    matches!(answer, Value::ServerError(error) if Naming::ByHash.resend_after(error.code()).is_some())
+}
+
+/// Sends `calls` named `naming`-wise and `WAIT` for `replicas` right behind them, in one
+/// pipeline: each script's answer and `WAIT`'s.
+async fn send_each_then_wait<'c>(
     connection: &mut ConnectionManager,
-    call: &ScriptCall<'_>,
+    calls: impl Iterator<Item = &'c ScriptCall<'c>>,
     naming: Naming,
     replicas: Replicas,
-) -> Result<(Value, Value), RedisError> {
-    let mut script = redis::Cmd::new();
-    for word in call.command(naming) {
-        script.arg(word);
-    }
+) -> Result<(Vec<Value>, Value), RedisError> {
     let mut pipeline = redis::pipe();
-    pipeline
-        .add_command(script)
-        .cmd("WAIT")
-        .arg(&replicas.wait_args());
+    let mut count = 0;
+    for call in calls {
+        let mut script = redis::Cmd::new();
+        for word in call.command(naming) {
+            script.arg(word);
+        }
+        pipeline.add_command(script);
+        count += 1;
+    }
+    pipeline.cmd("WAIT").arg(&replicas.wait_args());
     let mut answers = connection
-        .send_packed_commands(&pipeline, 0, 2)
-        .await?
-        .into_iter();
-    match (answers.next(), answers.next()) {
-        (Some(script), Some(waited)) => Ok((script, waited)),
+        .send_packed_commands(&pipeline, 0, count + 1)
+        .await?;
+    match answers.pop() {
+        Some(waited) if answers.len() == count => Ok((answers, waited)),
         _ => Err(RedisError::from((
             redis::ErrorKind::UnexpectedReturnType,
-            "a script call and WAIT answered with fewer than two replies",
+            "script calls and WAIT answered with fewer replies than were sent",
         ))),
     }
 }
