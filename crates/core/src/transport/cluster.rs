@@ -6,6 +6,7 @@
 //! that meets a failover (the slot's master gone, the cluster down until a replica takes over)
 //! going again until its time is up rather than failing at once.
 
+use std::future::Future;
 use std::time::Duration;
 
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
@@ -17,6 +18,7 @@ use tokio::time::Instant;
 
 use super::connect::{certificates, connect_error, connection_info, driver_error, redact};
 use super::slot::Slot;
+use super::slot_map::SlotMaster;
 use crate::config::NodeConfig;
 use crate::error::{connect_timed_out, LockError};
 use crate::protocol::resp;
@@ -84,12 +86,41 @@ impl ClusterConnection {
         slot: u16,
         call: &ScriptCall<'_>,
     ) -> Result<resp::Reply, LockError> {
+        self.ride_out(key, |mut connection| async move {
+            send_by_hash(&mut connection, slot, call).await
+        })
+        .await
+    }
+
+    /// Which master serves each slot now, as the cluster says (`CLUSTER SLOTS`), for the lock
+    /// `key` that needs to know.
+    pub async fn slot_masters(&self, key: &str) -> Result<Vec<SlotMaster>, LockError> {
+        let reply = self
+            .ride_out(key, |mut connection| async move {
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random);
+                let mut command = redis::cmd("CLUSTER");
+                command.arg("SLOTS");
+                connection.route_command(command, routing).await
+            })
+            .await?;
+        SlotMaster::read_all(reply)
+            .ok_or_else(|| self.failure(key, "CLUSTER SLOTS answered what is no slot map"))
+    }
+
+    /// Sends what `send` sends on the connection (connecting first if needed) until it is
+    /// answered, or fails for good, or the call's time is up: a call that meets a failover goes
+    /// again after a pause.
+    async fn ride_out<F, Sent>(&self, key: &str, send: F) -> Result<resp::Reply, LockError>
+    where
+        F: Fn(SlotRoutedConnection) -> Sent,
+        Sent: Future<Output = Result<Value, RedisError>>,
+    {
         let deadline = Instant::now() + self.call_timeout();
         let mut last_failure = None;
         let run = async {
-            let (mut connection, _) = self.slot.get_or_open(key, || self.open(key)).await?;
+            let (connection, _) = self.slot.get_or_open(key, || self.open(key)).await?;
             loop {
-                let answer = send_by_hash(&mut connection, slot, call).await;
+                let answer = send(connection.clone()).await;
                 match answer {
                     Err(error)
                         if rides_out(&error) && Instant::now() + FAILOVER_PAUSE < deadline =>
@@ -181,7 +212,7 @@ fn cluster_name(seeds: &[NodeConfig]) -> String {
 /// Whether a call that failed with `error` may succeed if it goes again soon: the slot's master
 /// is gone or unreachable, the cluster is down or the slot is moving. Not a timeout: the node may
 /// be alive but stalled, and the call's time is up anyway.
-fn rides_out(error: &RedisError) -> bool {
+pub fn rides_out(error: &RedisError) -> bool {
     !error.is_timeout() && !matches!(error.retry_method(), RetryMethod::NoRetry)
 }
 
