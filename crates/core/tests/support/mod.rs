@@ -215,6 +215,18 @@ impl RedisServer {
         redis::cmd(name).arg(args).query(&mut self.connection()?)
     }
 
+    /// [`RedisServer::query`] on a Redis Cluster replica, which answers a keyed read only on a
+    /// connection that said `READONLY` first (else it redirects to its master).
+    #[track_caller]
+    pub fn query_replica<T: redis::FromRedisValue>(&self, command: &[&str]) -> T {
+        let (name, args) = command.split_first().expect("a command name");
+        let answer = self.connection().and_then(|mut connection| {
+            redis::cmd("READONLY").exec(&mut connection)?;
+            redis::cmd(name).arg(args).query(&mut connection)
+        });
+        answer.unwrap_or_else(|error| self.fail(format_args!("{command:?} failed: {error}")))
+    }
+
     /// Whether a write (set, then deleted) reaches a replica within a second: `WAIT` counts the
     /// writes of its own connection, so all three go on one.
     fn write_reaches_a_replica(&self) -> bool {

@@ -18,21 +18,30 @@ use super::slots::{by_slot, SlotKeys};
 use super::Shards;
 use crate::error::LockError;
 use crate::protocol::keys::LockKeys;
-use crate::topology::Attempt;
+use crate::topology::{Attempt, Replicas};
 
-/// Takes every key of `parts` (a lock's keys by slot, in ascending slot order) with `token`, or
-/// none.
+/// Takes every key of `keys` with `token`, or none, slot by slot in ascending slot order. With
+/// `replicas` wanted, each slot's call waits for its own master's replicas, and the first that
+/// falls short refuses the lock with its count, the lowest among the masters asked.
 pub(super) async fn acquire(
     shards: &Arc<Shards>,
-    parts: &[SlotKeys],
+    keys: &LockKeys,
     token: &str,
     ttl: Duration,
+    replicas: Replicas,
 ) -> Result<Attempt, LockError> {
+    let parts = by_slot(keys);
     let mut fence = 0;
     for (taken, part) in parts.iter().enumerate() {
-        match shards.acquire_all(part, token, ttl).await? {
-            Attempt::Acquired { fence: slot_fence } => fence = fence.max(slot_fence),
-            busy => {
+        match shards.acquire_all(part, token, ttl, replicas).await? {
+            (Attempt::Acquired { fence: slot_fence }, acknowledged) => {
+                if let Some(acknowledged) = acknowledged {
+                    // The session gives back what the token took, in every slot.
+                    replicas.check(keys.first(), acknowledged)?;
+                }
+                fence = fence.max(slot_fence);
+            }
+            (busy, _) => {
                 give_back(shards, &parts[..taken], token).await?;
                 return longest_hold(shards, busy, &parts[taken + 1..]).await;
             }

@@ -8,12 +8,16 @@
 //! order, all or nothing ([`across_slots`]). One-key acquires and releases asked for together
 //! travel as one call per slot, as on one Redis (see `super::single`).
 //!
+//! Writes that wait for replicas (`replicas: n`) go on each master's connection of their own,
+//! with `WAIT` behind them ([`replicated`]).
+//!
 //! Fencing tokens come from one counter per slot on the slot's master, which moves with the slot
 //! (a migration carries it with the keys) and never hands out a token below the master's clock in
 //! microseconds, so a replica promoted without the latest counter still counts on above every
 //! token given before (see `scripts::next_fence_lua`).
 
 mod across_slots;
+mod replicated;
 mod shard_subscriber;
 mod slots;
 
@@ -22,7 +26,9 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 
-use super::single::{all_released, Acquires, OneKeyAcquire, OneKeyRelease, Releases};
+use super::single::{
+    all_released, Acquires, OneKeyAcquire, OneKeyRelease, Releases, ReplicatedAcquire,
+};
 use super::{handed_key, Attempt, BoxFuture, HandOver, ReleaseListener, Replicas, Topology};
 use crate::config::NodeConfig;
 use crate::error::LockError;
@@ -32,18 +38,22 @@ use crate::protocol::script_reply;
 use crate::protocol::scripts;
 use crate::transport::batch::{Batch, Reply};
 use crate::transport::cluster::ClusterConnection;
+use crate::transport::cluster_masters::ClusterMasters;
 use shard_subscriber::ShardSubscriber;
-use slots::{by_slot, SlotKeys};
+use slots::SlotKeys;
 
 pub struct Cluster {
     shards: Arc<Shards>,
     subscriber: Arc<ShardSubscriber>,
 }
 
-/// The connection and the request batches; shared with the tasks that flush the batches.
+/// The connections and the request batches; shared with the tasks that flush the batches.
 struct Shards {
     connection: ClusterConnection,
+    /// Only for the writes that wait for replicas (see [`replicated`]); opened on first use.
+    masters: ClusterMasters,
     acquires: Batch<OneKeyAcquire, Attempt>,
+    replicated_acquires: Batch<ReplicatedAcquire, Attempt>,
     releases: Batch<OneKeyRelease, bool>,
 }
 
@@ -57,7 +67,9 @@ impl Cluster {
         Ok(Self {
             shards: Arc::new(Shards {
                 connection: ClusterConnection::new(seeds, connect_timeout, command_timeout)?,
+                masters: ClusterMasters::new(seeds, connect_timeout, command_timeout)?,
                 acquires: Batch::default(),
+                replicated_acquires: Batch::default(),
                 releases: Batch::default(),
             }),
             subscriber: ShardSubscriber::new(seeds, connect_timeout, command_timeout, listener),
@@ -66,13 +78,15 @@ impl Cluster {
 }
 
 impl Shards {
-    /// Takes every key of `part` (one slot) or none: one script call.
+    /// Takes every key of `part` (one slot) or none: one script call, followed by `WAIT` when
+    /// `replicas` are wanted. The attempt, and how many replicas acknowledged it if asked.
     async fn acquire_all(
         &self,
         part: &SlotKeys,
         token: &str,
         ttl: Duration,
-    ) -> Result<Attempt, LockError> {
+        replicas: Replicas,
+    ) -> Result<(Attempt, Option<u32>), LockError> {
         let keys = &part.keys;
         let ttl_arg = ttl.as_millis().to_string();
         let lock_keys = keys.redis_keys.len().to_string();
@@ -82,9 +96,12 @@ impl Shards {
             call.key(key);
         }
         call.arg(token).arg(&ttl_arg).arg(&lock_keys);
-        let reply = self.connection.run(keys.first(), part.slot, &call).await?;
-        script_reply::acquire_all(reply)
-            .map_err(|refusal| self.connection.refused(&keys.names, refusal))
+        let (reply, acknowledged) = self
+            .run_for(keys.first(), part.slot, call, replicas)
+            .await?;
+        let attempt = script_reply::acquire_all(reply)
+            .map_err(|refusal| self.connection.refused(&keys.names, refusal))?;
+        Ok((attempt, acknowledged))
     }
 
     /// What an attempt at `part` (one slot) would find busy, writing nothing; `None`: all free.
@@ -183,14 +200,23 @@ impl Shards {
             .await;
         let refused = |names: &[String], refusal| self.connection.refused(names, refusal);
         for (attempt, reply_to, outcome) in acquires.answers(reply, &refused) {
-            if let Err(Ok(Attempt::Acquired { .. }) | Err(_)) = reply_to.send(outcome) {
-                // Its caller gave up while the lock was being taken: give back whatever the
-                // attempt may have set.
-                let shards = self.clone();
-                tokio::spawn(async move {
-                    let _ = shards.release_one(attempt.undo()).await;
-                });
-            }
+            self.answer_attempt(attempt, reply_to, outcome);
+        }
+    }
+
+    /// Sends `attempt`'s outcome to its caller; one that gave up while the lock was being taken
+    /// has whatever the attempt may have set given back.
+    fn answer_attempt(
+        self: &Arc<Self>,
+        attempt: OneKeyAcquire,
+        reply_to: Reply<Attempt>,
+        outcome: Result<Attempt, LockError>,
+    ) {
+        if let Err(Ok(Attempt::Acquired { .. }) | Err(_)) = reply_to.send(outcome) {
+            let shards = self.clone();
+            tokio::spawn(async move {
+                let _ = shards.release_one(attempt.undo()).await;
+            });
         }
     }
 
@@ -227,8 +253,6 @@ fn per_slot<T>(queued: impl Iterator<Item = T>, slot_of: fn(&T) -> u16) -> Vec<(
 }
 
 impl Topology for Cluster {
-    /// `replicas` are refused on a Cluster before they reach here (JS says so as the option is
-    /// given): the shards' `WAIT` is not built yet.
     fn try_acquire<'a>(
         &'a self,
         keys: &'a LockKeys,
@@ -237,13 +261,13 @@ impl Topology for Cluster {
         replicas: Replicas,
     ) -> BoxFuture<'a, Result<Attempt, LockError>> {
         Box::pin(async move {
-            if replicas.are_wanted() {
-                return Err(replicas_unsupported(keys));
-            }
             if let Some(attempt) = OneKeyAcquire::new(keys, token, ttl) {
+                if replicas.are_wanted() {
+                    return self.shards.acquire_one_replicated(attempt, replicas).await;
+                }
                 return self.shards.acquire_one(attempt).await;
             }
-            across_slots::acquire(&self.shards, &by_slot(keys), token, ttl).await
+            across_slots::acquire(&self.shards, keys, token, ttl, replicas).await
         })
     }
 
@@ -276,9 +300,6 @@ impl Topology for Cluster {
         replicas: Replicas,
     ) -> BoxFuture<'a, Result<HandOver, LockError>> {
         Box::pin(async move {
-            if replicas.are_wanted() {
-                return Err(replicas_unsupported(keys));
-            }
             let (key, fence_key) = handed_key(keys)?;
             let (ttl_arg, reserve_arg) = (ttl.as_millis().to_string(), reserve.to_string());
             let mut call = ScriptCall::new(&scripts::HAND_OVER, 2, 4);
@@ -288,10 +309,18 @@ impl Topology for Cluster {
                 .arg(new_token)
                 .arg(&ttl_arg)
                 .arg(&reserve_arg);
-            let connection = &self.shards.connection;
-            let reply = connection.run(keys.first(), hash_slot(key), &call).await?;
-            script_reply::hand_over(reply, reserve)
-                .map_err(|refusal| connection.refused(&keys.names, refusal))
+            let shards = &self.shards;
+            let (reply, acknowledged) = shards
+                .run_for(keys.first(), hash_slot(key), call, replicas)
+                .await?;
+            let handed = script_reply::hand_over(reply, reserve)
+                .map_err(|refusal| shards.connection.refused(&keys.names, refusal))?;
+            if let (HandOver::Done { .. } | HandOver::Fenced { .. }, Some(acknowledged)) =
+                (&handed, acknowledged)
+            {
+                replicas.check(keys.first(), acknowledged)?;
+            }
+            Ok(handed)
         })
     }
 
@@ -314,14 +343,7 @@ impl Topology for Cluster {
 
     fn close(&self) {
         self.shards.connection.close();
+        self.shards.masters.close();
         self.subscriber.close();
-    }
-}
-
-/// `replicas` asked of a Cluster, which the JS layer refuses as the option is given: a bug if met.
-fn replicas_unsupported(keys: &LockKeys) -> LockError {
-    LockError::Internal {
-        key: keys.first().to_owned(),
-        what: "replicas were asked of a Redis Cluster, which does not wait for them yet".into(),
     }
 }

@@ -8,6 +8,7 @@ mod replicated;
 mod wire_calls;
 
 pub(super) use one_key::{all_released, Acquires, OneKeyAcquire, OneKeyRelease, Releases};
+pub(super) use replicated::{by_replicas, granted, ReplicatedAcquire};
 pub use wire_calls::{WireAnswer, WireCalls};
 
 use std::sync::{Arc, Weak};
@@ -27,7 +28,6 @@ use crate::protocol::scripts;
 use crate::transport::batch::{Batch, Reply};
 use crate::transport::node::{NodeConnection, Resend};
 use crate::transport::sentinel::Sentinels;
-use replicated::ReplicatedAcquire;
 
 pub struct Single {
     server: Arc<Server>,

@@ -2,7 +2,8 @@
 //! with `WAIT` right behind it, on a connection of their own ([`Server::replicated`]), since
 //! `WAIT` counts what its connection wrote and blocks that connection until it answers. One-key
 //! attempts asked for together with the same [`Replicas`] share one script call and one `WAIT`,
-//! as on the shared connection ([`super::one_key`]).
+//! as on the shared connection ([`super::one_key`]). A Redis Cluster batches them the same way,
+//! per master (`crate::topology::Cluster`), with what is here.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,12 +17,52 @@ use crate::protocol::replicas::Replicas;
 use crate::protocol::resp;
 use crate::protocol::script_call::ScriptCall;
 use crate::protocol::script_reply::Attempt;
-use crate::transport::batch::{self, Reply};
+use crate::transport::batch::Reply;
 
-/// A one-key attempt waiting in [`Server::replicated_acquires`], with what it asks of replicas.
-pub(super) struct ReplicatedAcquire {
+/// A one-key attempt waiting to be sent with `WAIT` behind it, with what it asks of replicas (on
+/// one Redis and on a Redis Cluster alike).
+pub(in crate::topology) struct ReplicatedAcquire {
     attempt: OneKeyAcquire,
     replicas: Replicas,
+}
+
+impl ReplicatedAcquire {
+    pub(in crate::topology) fn new(attempt: OneKeyAcquire, replicas: Replicas) -> Self {
+        Self { attempt, replicas }
+    }
+
+    pub(in crate::topology) fn name(&self) -> &str {
+        self.attempt.name()
+    }
+}
+
+/// The attempts `queued` together, by the [`Replicas`] they ask for: one `WAIT` answers one
+/// count and one timeout.
+pub(in crate::topology) fn by_replicas(
+    queued: impl Iterator<Item = (ReplicatedAcquire, Reply<Attempt>)>,
+) -> HashMap<Replicas, Vec<(OneKeyAcquire, Reply<Attempt>)>> {
+    let mut by_replicas: HashMap<Replicas, Vec<_>> = HashMap::new();
+    for (queued, reply_to) in queued {
+        by_replicas
+            .entry(queued.replicas)
+            .or_default()
+            .push((queued.attempt, reply_to));
+    }
+    by_replicas
+}
+
+/// What `attempt` comes to once `acknowledged` replicas have it: a grant stands only with as
+/// many as `replicas` wants; a busy answer or an error stays what it was.
+pub(in crate::topology) fn granted(
+    outcome: Result<Attempt, LockError>,
+    attempt: &OneKeyAcquire,
+    replicas: Replicas,
+    acknowledged: u32,
+) -> Result<Attempt, LockError> {
+    outcome.and_then(|taken| match taken {
+        Attempt::Acquired { .. } => replicas.check(attempt.name(), acknowledged).map(|()| taken),
+        busy => Ok(busy),
+    })
 }
 
 impl Server {
@@ -43,30 +84,19 @@ impl Server {
         attempt: OneKeyAcquire,
         replicas: Replicas,
     ) -> Result<Attempt, LockError> {
-        let name = attempt.name().to_owned();
-        let (answer, first) = self
-            .replicated_acquires
-            .push(ReplicatedAcquire { attempt, replicas });
-        if first {
-            tokio::spawn(self.clone().flush_replicated_acquires());
-        }
-        batch::answer(answer, &name).await
+        let queued = ReplicatedAcquire::new(attempt, replicas);
+        let name = queued.name().to_owned();
+        let flush = || self.clone().flush_replicated_acquires();
+        self.replicated_acquires.queue(queued, &name, flush).await
     }
 
-    /// Each [`Replicas`] asked for gets its own calls: one `WAIT` answers one count and one
-    /// timeout.
     async fn flush_replicated_acquires(self: Arc<Self>) {
-        let mut by_replicas: HashMap<Replicas, Vec<(OneKeyAcquire, Reply<Attempt>)>> =
-            HashMap::new();
-        for (queued, reply_to) in self.replicated_acquires.take().into_iter().flatten() {
-            by_replicas
-                .entry(queued.replicas)
-                .or_default()
-                .push((queued.attempt, reply_to));
-        }
-        let chunks = by_replicas.into_iter().flat_map(|(replicas, attempts)| {
-            Acquires::split(attempts).map(move |chunk| (chunk, replicas))
-        });
+        let queued = self.replicated_acquires.take().into_iter().flatten();
+        let chunks = by_replicas(queued)
+            .into_iter()
+            .flat_map(|(replicas, attempts)| {
+                Acquires::split(attempts).map(move |chunk| (chunk, replicas))
+            });
         join_all(chunks.map(|(chunk, replicas)| self.replicated_chunk(chunk, replicas))).await;
     }
 
@@ -84,12 +114,7 @@ impl Server {
         };
         let refused = |names: &[String], refusal| self.refused(names, refusal);
         for (attempt, reply_to, outcome) in acquires.answers(reply, &refused) {
-            let outcome = outcome.and_then(|taken| match taken {
-                Attempt::Acquired { .. } => {
-                    replicas.check(attempt.name(), acknowledged).map(|()| taken)
-                }
-                busy => Ok(busy),
-            });
+            let outcome = granted(outcome, &attempt, replicas, acknowledged);
             if let Err(Ok(Attempt::Acquired { .. }) | Err(_)) = reply_to.send(outcome) {
                 // Its caller is gone: give back whatever the attempt may have set.
                 let server = self.clone();
