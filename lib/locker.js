@@ -117,8 +117,6 @@ class Locker {
   #dispatch
   #defaults
   #description
-  // Whether acquires may ask for replicas: not on a Redis Cluster yet (its shards' WAIT is not built).
-  #replicasRefused
   #closed = false
   // The `onLost` of every running `using` body → its key, so `close()` can abort their signals.
   #holders = new Map()
@@ -131,8 +129,6 @@ class Locker {
   constructor(target, defaults) {
     const { native, lockDefaults, description } = resolveTarget(target, defaults)
     acquireOptions(undefined, lockDefaults, 'defaults')
-    this.#replicasRefused = native.mode === 'cluster'
-    if (this.#replicasRefused && lockDefaults.replicas > 0) throw replicasOnCluster('defaults.replicas')
     this.#defaults = lockDefaults
     this.#description = description
     this.#dispatch = new Dispatcher()
@@ -330,7 +326,6 @@ class Locker {
   #acquire(key, settings, watch, onHeld) {
     const keys = keysArgument(key)
     const { signal, ttl, wait, replicas, replicasTimeout } = settings
-    if (replicas > 0 && this.#replicasRefused) throw replicasOnCluster('options.replicas')
     if (this.#closed) return Promise.reject(lockClosedError(keys[0]))
     if (signal && signal.aborted) return Promise.reject(signal.reason)
     return new Promise((resolve, reject) => {
@@ -400,10 +395,6 @@ class Locker {
       requested = true
     })
   }
-}
-
-function replicasOnCluster(name) {
-  return invalidArgValue(name, 'cannot be used on a Redis Cluster target yet: only one Redis (with replicas) waits for them')
 }
 
 /** Tells operators, not the caller, that a finished `using` could not release its lock. */

@@ -1,9 +1,10 @@
 'use strict'
 
 // Redis Cluster, 3 masters with a replica each, from every target form: locks on every master,
-// exclusion between processes, ironlock/redlock on an ioredis Cluster next to redlock 5, a waiter
-// in one process woken by a release in another, a master killed while locks are held and waited
-// on, and a slot migrated under them. The API's behaviour on a Cluster is behaviour.test.js's.
+// locks that wait for the replicas of their masters (replicas: n), exclusion between processes,
+// ironlock/redlock on an ioredis Cluster next to redlock 5, a waiter in one process woken by a
+// release in another, a master killed while locks are held and waited on, and a slot migrated
+// under them. The API's behaviour on a Cluster is behaviour.test.js's.
 
 const { execFile, spawn } = require('node:child_process')
 const path = require('node:path')
@@ -12,7 +13,7 @@ const { inspect, promisify } = require('node:util')
 const Redis = require('ioredis')
 const { startCluster } = require('../helpers/redis-cluster')
 const { stopAll } = require('../helpers/redis-server')
-const { Locker, LockLostError } = require('../..')
+const { Locker, LockLostError, ReplicationError } = require('../..')
 
 const run = promisify(execFile)
 const fixture = (name) => path.join(__dirname, '..', 'fixtures', name)
@@ -20,6 +21,8 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 
 /** Enough for a call to ride out a failover (about two seconds with the harness's node timeout). */
 const TIMEOUTS = { connectTimeout: 5000, commandTimeout: 5000 }
+/** How long WAIT may wait for replicas: short, so that a shortfall fails fast. */
+const REPLICAS_TIMEOUT = 300
 
 afterAll(() => stopAll())
 
@@ -42,6 +45,13 @@ function aborted(signal) {
 
 async function tokenOn(cluster, key) {
   return cluster.admin(await cluster.masterOf(key)).get(key)
+}
+
+/** What the replica of the master of `key` holds there (a cluster replica reads after READONLY). */
+async function tokenOnReplica(cluster, key) {
+  const replica = cluster.admin(await cluster.replicaOf(await cluster.masterOf(key)))
+  await replica.readonly()
+  return replica.get(key)
 }
 
 describe('Cluster targets', () => {
@@ -81,19 +91,6 @@ describe('Cluster targets', () => {
   })
 })
 
-test('replicas are refused on a Cluster target, as a default and per call, naming the option', async () => {
-  const target = 'redis+cluster://127.0.0.1:1'
-  expect(() => new Locker(target, { replicas: 1 })).toThrow(expect.objectContaining({
-    code: 'ERR_INVALID_ARG_VALUE', message: expect.stringContaining('defaults.replicas'),
-  }))
-  const locker = new Locker(target)
-  await expect(locker.acquire('k', { replicas: 1 })).rejects.toMatchObject({
-    code: 'ERR_INVALID_ARG_VALUE', message: expect.stringContaining('options.replicas'),
-  })
-  await expect(locker.using('k', { replicas: 2 }, async () => {})).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' })
-  await locker.close()
-})
-
 describe('one cluster', () => {
   let cluster
 
@@ -122,6 +119,37 @@ describe('one cluster', () => {
       }
     } finally {
       await locker.close()
+    }
+  })
+
+  test('replicas: a lock is granted once the replica of each master it was written to has it; too few reject ReplicationError with the key free again', async () => {
+    const locker = new Locker(cluster.url, { ...TIMEOUTS, replicasTimeout: REPLICAS_TIMEOUT })
+    const strict = new Locker(cluster.url, { ...TIMEOUTS, replicas: 2, replicasTimeout: REPLICAS_TIMEOUT })
+    try {
+      const keys = await cluster.keyOnEachMaster('replicated')
+      for (const key of keys) {
+        const lock = await locker.acquire(key, { replicas: 1 })
+        // Read at once from the replica: WAIT answered only once it had the lock.
+        expect(await tokenOnReplica(cluster, key)).toBe(lock.token)
+        expect(await lock.release()).toBe(true)
+      }
+      const across = await locker.acquire(keys, { replicas: 1 })
+      for (const key of keys) expect(await tokenOnReplica(cluster, key)).toBe(across.token)
+      expect(await across.release()).toBe(true)
+
+      for (const wanted of [keys[0], keys]) {
+        const started = Date.now()
+        const error = await strict.acquire(wanted).catch((e) => e)
+        expect(Date.now() - started).toBeGreaterThanOrEqual(REPLICAS_TIMEOUT - 5)
+        expect(error).toBeInstanceOf(ReplicationError)
+        expect(error).toMatchObject({ code: 'EREPLICAS', key: keys[0], acknowledged: 1, wanted: 2 })
+        for (const key of keys) expect(await tokenOn(cluster, key)).toBeNull()
+      }
+      const next = await strict.tryAcquire(keys, { replicas: 0 })
+      expect(next).not.toBeNull()
+      await next.release()
+    } finally {
+      await Promise.all([locker.close(), strict.close()])
     }
   })
 
