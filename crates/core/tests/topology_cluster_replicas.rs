@@ -1,7 +1,7 @@
 //! `replicas: n` on a Redis Cluster of three masters with a replica each: a lock is granted only
 //! once `n` replicas of each master it was written to acknowledged it and its fence (`WAIT` on
 //! that master's connection of its own), else given back and refused with
-//! `LockError::Replication`. One cluster for the whole file, its steps in order, the master
+//! `LockError::Replication`; slots that moved followed. One cluster for the whole file, its steps in order, the master
 //! killed last: a cluster takes seconds to start.
 
 mod support;
@@ -111,6 +111,7 @@ async fn replicas_on_a_cluster_wait_on_each_master_the_lock_was_written_to() {
     a_lock_across_slots_waits_on_every_master(&cluster, &locker).await;
     attempts_asked_together_share_one_wait_per_master(&cluster, &locker).await;
     a_lock_handed_to_a_waiter_that_asked_for_replicas_is_on_the_replica(&cluster, &locker).await;
+    a_slot_moved_since_the_map_was_read_is_followed(&cluster, &locker).await;
     a_replicated_lock_survives_the_death_of_its_master(&mut cluster, &locker).await;
 }
 
@@ -270,6 +271,29 @@ async fn a_lock_handed_to_a_waiter_that_asked_for_replicas_is_on_the_replica(
         "the handed lock's fence is above",
     );
     master.check_eq(locker.release(&handed).await, Ok(true), "release");
+}
+
+async fn a_slot_moved_since_the_map_was_read_is_followed(
+    cluster: &RedisCluster,
+    locker: &Lifecycle,
+) {
+    let key = "{moved}:k";
+    let before = acquire(cluster, locker, &[key], 1).await;
+    cluster.check_eq(locker.release(&before).await, Ok(true), "release");
+    let migration = cluster.begin_migration(key);
+    cluster.move_keys(&migration);
+    cluster.finish_migration(&migration);
+    // The map read before says the old master: it answers MOVED, and the call goes again.
+    let lock = acquire(cluster, locker, &[key], 1).await;
+    let target = cluster.target_of(&migration);
+    target.check_eq(
+        target.query::<Option<String>>(&["GET", key]),
+        Some(lock.token.clone()),
+        "the lock on the slot's new master",
+    );
+    let [_, on_replica] = on_master_and_replica(cluster, key);
+    target.check_eq(on_replica.0, Some(lock.token.clone()), "and on its replica");
+    cluster.check_eq(locker.release(&lock).await, Ok(true), "release");
 }
 
 async fn a_replicated_lock_survives_the_death_of_its_master(
