@@ -83,7 +83,7 @@ test('6 processes on a 3+3 Cluster whose masters fail over and rejoin: no overla
     abortedHolds: verdict.stats.aborted.length,
     lateAborts: `${lateAborts.length} ${JSON.stringify(lateAborts.slice(0, 10))}`,
     overlapsSeen: verdict.stats.overlaps.length,
-    overlapsExcused: verdict.excusedOverlaps,
+    overlapsExcused: `${verdict.excusedOverlaps} (${verdict.excusedByAbort} inside a holder whose signal had aborted)`,
     overlapsUnexcused: `${verdict.overlaps.length} ${JSON.stringify(verdict.overlaps.slice(0, 10))}`,
     refusedUnexcused: `${verdict.refused.length} ${JSON.stringify(verdict.refused.slice(0, 10))}`,
     fencesPerKey: Object.fromEntries(allKeys.map((key) => [key, `${verdict.history[key].length} accepted, ${verdict.history[key][0]?.fence} .. ${verdict.history[key].at(-1)?.fence}`])),

@@ -198,6 +198,7 @@ async function judge({ results, resource, keys, kills }) {
   const badExits = exits.filter((entry) => !entry.done || entry.exitedBy !== 'self' || entry.exit?.code !== 0)
   const stats = sumStats(results.filter((result) => result.done).map((result) => result.done.stats))
   const abortedAt = new Map(stats.aborted.map(({ who, abortedAt }) => [who, abortedAt]))
+  const othersAborted = (overlap) => overlap.others.every((other) => abortedAt.get(other) <= overlap.at)
   const excusedOverlap = (overlap) => overlap.others.every((other) =>
     abortedAt.get(other) <= overlap.at || lostWithData(parseWho(other).acquiredAt, overlap.at, kills, overlap.key))
   const overlaps = stats.overlaps.filter((overlap) => !excusedOverlap(overlap))
@@ -217,7 +218,17 @@ async function judge({ results, resource, keys, kills }) {
       }
     }
   }
-  return { exits, badExits, stats, overlaps, excusedOverlaps: stats.overlaps.length - overlaps.length, refused, history, acrossKills }
+  return {
+    exits,
+    badExits,
+    stats,
+    overlaps,
+    excusedOverlaps: stats.overlaps.length - overlaps.length,
+    excusedByAbort: stats.overlaps.filter(othersAborted).length,
+    refused,
+    history,
+    acrossKills,
+  }
 }
 
 /**
