@@ -25,10 +25,15 @@ async function resetCommandCounts (servers) {
   await Promise.all(servers.map((server) => server.resetStats()))
 }
 
-// `pingsPerServer`: the bench's own PINGs to each server (see ping.js), taken out.
-async function readCommandCounts (servers, { pingsPerServer = 0 } = {}) {
-  const perServer = await Promise.all(servers.map(async (server) => withoutPings(await server.commandCalls(), pingsPerServer)))
+// `pings`: the bench's own PINGs to each of the `pinged` servers (see ping.js), taken out.
+async function readCommandCounts (servers, { pings = 0, pinged = [] } = {}) {
+  const perServer = await Promise.all(servers.map(async (server) => commandCallsWithoutPings(server, { pings, pinged })))
   return summarizeCalls(mergeCalls(perServer))
+}
+
+// One server's calls per command, less the bench's PINGs if it is one of the `pinged`.
+async function commandCallsWithoutPings (server, { pings, pinged }) {
+  return withoutPings(await server.commandCalls(), pinged.includes(server) ? pings : 0)
 }
 
 // `byCommand` less the bench's own `pings`.
@@ -57,4 +62,4 @@ async function serverCpuSeconds (servers) {
   return seconds.reduce((sum, value) => sum + value, 0)
 }
 
-module.exports = { resetCommandCounts, readCommandCounts, summarizeCalls, withoutPings, serverCpuSeconds }
+module.exports = { resetCommandCounts, readCommandCounts, commandCallsWithoutPings, summarizeCalls, serverCpuSeconds }

@@ -1,18 +1,13 @@
 'use strict'
 
-// The bench's redis-server processes are the jest suites' own (__test__/helpers/redis-server.js):
-// free loopback ports, never 6379, nothing persisted, the server's log in the error when one does
-// not start, killed on exit. What is the bench's is only what it reads from them around a window.
-
-const { startRedisSet } = require('../__test__/helpers/redis-server')
+// What the bench reads from a redis-server around a measured window. The servers themselves are
+// the jest suites' own (__test__/helpers/), started and stopped by a topology (topologies/).
 
 /** A harness server and the bench's reads of it, through one admin connection. */
 class BenchServer {
-  #server
   #admin
 
   constructor (server) {
-    this.#server = server
     this.url = server.url
     this.#admin = server.client()
   }
@@ -48,16 +43,6 @@ class BenchServer {
     const seconds = (field) => Number(new RegExp(`^${field}:([\\d.]+)`, 'm').exec(info)[1])
     return seconds('used_cpu_user') + seconds('used_cpu_sys')
   }
-
-  // The harness closes the admin connection with the server.
-  stop () {
-    return this.#server.stop()
-  }
 }
 
-async function startRedisServers (count) {
-  const servers = await startRedisSet(count)
-  return servers.map((server) => new BenchServer(server))
-}
-
-module.exports = { startRedisServers }
+module.exports = { BenchServer }

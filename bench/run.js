@@ -1,12 +1,12 @@
 'use strict'
 
 // npm run bench -- [--only name1,name2] [--case uncontended,contended,contended-keys,contended-processes,foreign]
-//                   [--topology single,redlock] [--tasks 100] [--quick]
+//                   [--topology single,redlock,cluster] [--tasks 100] [--quick]
 //
-// Runs every lock implementation against the same throwaway redis-server(s),
-// case by case, all in this one process (only the contended-across-processes
-// case and the mixed fleets and rolling migration of the foreign-holder case run
-// in child processes),
+// Runs every lock implementation against the same throwaway redis-server(s) of
+// each topology (topologies/), case by case, all in this one process (only the
+// contended-across-processes case and the mixed fleets and rolling migration of
+// the foreign-holder case run in child processes),
 // then prints one table per case and writes bench/results.json.
 
 const fs = require('node:fs')
@@ -16,9 +16,9 @@ const { parseArgs } = require('node:util')
 const { setTimeout: sleep } = require('node:timers/promises')
 const adapters = require('./adapters')
 const floor = require('./floor')
-const { startRedisServers } = require('./redis')
+const topologies = require('./topologies')
 const { runUncontended } = require('./scenarios/uncontended')
-const { runContended } = require('./scenarios/contended')
+const { runContended, KEY: CONTENDED_KEY } = require('./scenarios/contended')
 const { runContendedKeys } = require('./scenarios/contended-keys')
 const { runContendedProcesses, contendedProcessesLimitMs } = require('./scenarios/contended-processes')
 const { runForeignHandOff, runMixedFleets, FLEET } = require('./scenarios/foreign')
@@ -26,13 +26,13 @@ const { runRollingMigration, ROLLING } = require('./scenarios/rolling')
 const { renderCase } = require('./report')
 
 const RESULTS_FILE = path.join(__dirname, 'results.json')
-const REDLOCK_NODES = 3
 const OURS = 'ironlock'
 const CASE_GROUPS = ['uncontended', 'contended', 'contended-keys', 'contended-processes', 'foreign']
-const TOPOLOGIES = ['single', 'redlock']
 
 const FULL = {
   uncontended: { workers: 32, warmupMs: 500, measureMs: 2000 },
+  // The same loop with one worker alone: the latency of one cycle, nothing to batch.
+  uncontendedAlone: { workers: 1 },
   contendedTasks: [10, 100, 1000],
   // Many keys at once, each held for one turn of the event loop.
   contendedKeys: { keys: 32, tasksPerKey: 8, rounds: 40 },
@@ -79,13 +79,13 @@ function parseCli () {
   })
   const only = listOption(values.only, adapters.map((adapter) => adapter.name), 'implementation')
   const groups = listOption(values.case, CASE_GROUPS, 'case')
-  const topologies = listOption(values.topology, TOPOLOGIES, 'topology')
+  const topologyKeys = listOption(values.topology, topologies.map((topology) => topology.key), 'topology')
   const tasks = values.tasks?.split(',').map((count) => {
     const tasks = Number(count)
     if (!Number.isInteger(tasks) || tasks < 1) throw new Error(`--tasks: not a positive integer: ${count}`)
     return tasks
   })
-  return { only, groups, topologies, tasks, quick: values.quick }
+  return { only, groups, topologyKeys, tasks, quick: values.quick }
 }
 
 // A comma-separated option; all of `known` when it is not given.
@@ -96,24 +96,29 @@ function listOption (value, known, what) {
   return names
 }
 
-// The cases of one topology. A case with `run` is run once per implementation;
-// one with `runAll` compares fleets rather than implementations and runs once.
-// `needsOurs`: the case measures ironlock, so it runs only when ironlock does.
-function casesFor (settings, multiNode) {
-  const { workers, measureMs } = settings.uncontended
-  const uncontended = {
+// The cases of one topology (its `key`). A case with `run` is run once per
+// implementation; one with `runAll` compares fleets rather than implementations
+// and runs once. `needsOurs`: the case measures ironlock, so it runs only when
+// ironlock does. `topologies`: where the case runs, when not everywhere.
+function casesFor (settings, topology) {
+  const { measureMs } = settings.uncontended
+  const uncontended = [settings.uncontended, { ...settings.uncontended, ...settings.uncontendedAlone }].map((loop) => ({
     kind: 'uncontended',
     group: 'uncontended',
-    title: `uncontended: ${workers} workers, one key each, ${measureMs / 1000} s`,
-    run: (locks, servers) => runUncontended(locks, servers, { ...settings.uncontended, ttlMs: settings.ttlMs })
-  }
+    title: loop.workers === 1
+      ? `uncontended: 1 worker alone, ${measureMs / 1000} s`
+      : `uncontended: ${loop.workers} workers, one key each, ${measureMs / 1000} s`,
+    run: (locks, deployment) => runUncontended(locks, deployment.servers, { ...loop, ttlMs: settings.ttlMs })
+  }))
   const contended = settings.contendedTasks.map((tasks) => ({
     kind: 'contended',
     group: 'contended',
     title: `contended: ${tasks} tasks on one key, hold ${settings.holdMs} ms (ideal ${tasks * settings.holdMs} ms)`,
-    // Measured first, as what the implementations' walls are compared with.
+    // Measured first, as what the implementations' walls are compared with; it
+    // PINGs the servers of the key the case contends.
     reference: floor,
-    run: (locks, servers) => runContended(locks, servers, { tasks, holdMs: settings.holdMs, ttlMs: settings.ttlMs })
+    key: CONTENDED_KEY,
+    run: (locks, deployment) => runContended(locks, deployment, { tasks, holdMs: settings.holdMs, ttlMs: settings.ttlMs })
   }))
   const many = settings.contendedKeys
   const contendedKeys = {
@@ -121,7 +126,7 @@ function casesFor (settings, multiNode) {
     group: 'contended-keys',
     title: `contended on many keys: ${many.keys} keys × ${many.tasksPerKey} tasks × ${many.rounds} rounds, ` +
       'each held for one event-loop turn',
-    run: (locks, servers) => runContendedKeys(locks, servers, { ...settings.contendedKeys, ttlMs: settings.ttlMs })
+    run: (locks, deployment) => runContendedKeys(locks, deployment.servers, { ...settings.contendedKeys, ttlMs: settings.ttlMs })
   }
   const { processes, tasksPerProcess } = settings.contendedProcesses
   const runCapMs = settings.caseTimeoutMs * HARD_LIMIT_FACTOR
@@ -133,7 +138,7 @@ function casesFor (settings, multiNode) {
     // The children own their adapters, so the runner creates none; the scenario
     // kills a child still running at runCapMs itself, well before this limit.
     limitMs: contendedProcessesLimitMs(runCapMs),
-    runAdapter: (adapter, servers) => runContendedProcesses(adapter, servers, {
+    runAdapter: (adapter, deployment) => runContendedProcesses(adapter, deployment, {
       processes,
       tasksPerProcess,
       holdMs: settings.holdMs,
@@ -143,34 +148,39 @@ function casesFor (settings, multiNode) {
     })
   }
   const { rounds, fleetRuns, fleetCapMs } = settings.foreign
-  const holder = multiNode ? 'an @sesamecare-oss/redlock holder' : 'a hand-rolled SET NX PX holder'
+  const holder = topology === 'redlock' ? 'an @sesamecare-oss/redlock holder' : 'a hand-rolled SET NX PX holder'
   const handOff = {
     kind: 'foreign',
     group: 'foreign',
     needsOurs: true,
+    // Its holders and fleets are built on node URLs, not on a Cluster client.
+    topologies: ['single', 'redlock'],
     title: `foreign holders: hand-off from ${holder}, ${rounds} rounds`,
     // Rounds run one after another, each some 20-50 ms: allow far more than that.
     limitMs: Math.max(settings.caseTimeoutMs * HARD_LIMIT_FACTOR, rounds * 250),
-    run: (locks, servers) => runForeignHandOff(locks, servers, { rounds })
+    run: (locks, deployment) => runForeignHandOff(locks, deployment.servers, { rounds })
   }
   const fleet = {
     kind: 'fleet',
     group: 'foreign',
     needsOurs: true,
+    topologies: ['redlock'],
     title: `foreign holders: mixed fleet, ${FLEET.workers} workers × ${FLEET.rounds} rounds on one key, ` +
       `hold ${FLEET.holdMs} ms, ${fleetRuns} runs per fleet, cap ${fleetCapMs / 1000} s`,
-    runAll: (servers) => runMixedFleets(servers, { runs: fleetRuns, capMs: fleetCapMs })
+    runAll: (deployment) => runMixedFleets(deployment.servers, { runs: fleetRuns, capMs: fleetCapMs })
   }
   const { workersPerSide, windowMs, runs } = settings.foreign.rolling
   const rolling = {
     kind: 'rolling',
     group: 'foreign',
     needsOurs: true,
+    topologies: ['single'],
     title: `foreign holders: rolling migration, ${workersPerSide} old + ${workersPerSide} ironlock processes on one key, ` +
       `hold ${ROLLING.holdMs} ms, ${windowMs / 1000} s windows, ${runs} runs per mix`,
-    runAll: (servers) => runRollingMigration(servers, settings.foreign.rolling)
+    runAll: (deployment) => runRollingMigration(deployment.servers, settings.foreign.rolling)
   }
-  return [uncontended, ...contended, contendedKeys, contendedProcesses, handOff, multiNode ? fleet : rolling]
+  return [...uncontended, ...contended, contendedKeys, contendedProcesses, handOff, fleet, rolling]
+    .filter((testCase) => !testCase.topologies || testCase.topologies.includes(topology))
 }
 
 async function withHardLimit (promise, ms) {
@@ -185,18 +195,27 @@ async function withHardLimit (promise, ms) {
   }
 }
 
+// The adapter's connection options: the deployment's, except that a reference
+// (the floor) reaches only the servers of the case's key, as a plain client.
+async function connectionFor (adapter, deployment, testCase) {
+  if (!adapter.reference) return { urls: deployment.urls, cluster: deployment.cluster }
+  const servers = await deployment.serversOf(testCase.key)
+  return { urls: servers.map((server) => server.url), cluster: false }
+}
+
 // One implementation, one case, on freshly flushed servers with zeroed stats.
-async function runCase (adapter, servers, testCase, settings) {
-  await Promise.all(servers.map((server) => server.reset()))
+async function runCase (adapter, deployment, testCase, settings) {
+  await Promise.all(deployment.servers.map((server) => server.reset()))
   let locks = null
   try {
     const limitMs = testCase.limitMs ?? settings.caseTimeoutMs * HARD_LIMIT_FACTOR
     let running
     if (testCase.runAdapter) {
-      running = testCase.runAdapter(adapter, servers)
+      running = testCase.runAdapter(adapter, deployment)
     } else {
-      locks = adapter.create({ urls: servers.map((server) => server.url), maxWaitMs: settings.caseTimeoutMs })
-      running = testCase.run(locks, servers)
+      const connection = await connectionFor(adapter, deployment, testCase)
+      locks = adapter.create({ ...connection, maxWaitMs: settings.caseTimeoutMs })
+      running = testCase.run(locks, deployment)
     }
     const figures = await withHardLimit(running, limitMs)
     return { impl: adapter.name, ...figures }
@@ -207,10 +226,10 @@ async function runCase (adapter, servers, testCase, settings) {
   }
 }
 
-async function runEach (participants, servers, testCase, settings) {
+async function runEach (participants, deployment, testCase, settings) {
   const rows = []
-  const reference = testCase.reference && await runCase(testCase.reference, servers, testCase, settings)
-  for (const adapter of participants) rows.push(await runCase(adapter, servers, testCase, settings))
+  const reference = testCase.reference && await runCase(testCase.reference, deployment, testCase, settings)
+  for (const adapter of participants) rows.push(await runCase(adapter, deployment, testCase, settings))
   if (!reference) return rows
   const floorMs = reference.error ? undefined : reference.wallMs
   for (const row of [reference, ...rows]) row.wallOverFloor = row.wallMs / floorMs
@@ -218,9 +237,9 @@ async function runEach (participants, servers, testCase, settings) {
 }
 
 // A case that is not per implementation: its rows are its own, or one error row.
-async function runFleets (servers, testCase) {
+async function runFleets (deployment, testCase) {
   try {
-    return await testCase.runAll(servers)
+    return await testCase.runAll(deployment)
   } catch (err) {
     return [{ impl: testCase.kind, error: err.message }]
   }
@@ -240,7 +259,7 @@ async function machineInfo (servers) {
 }
 
 async function main () {
-  const { only, groups, topologies: topologyNames, tasks, quick } = parseCli()
+  const { only, groups, topologyKeys, tasks, quick } = parseCli()
   const settings = { ...(quick ? QUICK : FULL), ...(tasks && { contendedTasks: tasks }) }
   const selected = adapters.filter((adapter) => only.includes(adapter.name))
   for (const adapter of selected.filter((a) => a.unavailable)) {
@@ -249,39 +268,43 @@ async function main () {
   const runnable = selected.filter((adapter) => !adapter.unavailable)
   const skipped = Object.fromEntries(selected.filter((a) => a.unavailable).map((a) => [a.name, a.unavailable]))
 
-  const servers = await startRedisServers(1 + REDLOCK_NODES)
-  try {
-    const meta = { ...(await machineInfo(servers)), quick, cases: groups, topologies: topologyNames, settings, skipped }
-    console.log(`node ${meta.node}, redis ${meta.redis}, ${meta.cpus} × ${meta.cpuModel}`)
-    const topologies = [
-      { key: 'single', name: 'single node', servers: servers.slice(0, 1) },
-      { key: 'redlock', name: `redlock (${REDLOCK_NODES} masters)`, servers: servers.slice(1) }
-    ].filter((topology) => topologyNames.includes(topology.key))
-    const results = []
-    for (const topology of topologies) {
-      const multiNode = topology.servers.length > 1
-      const participants = runnable.filter((adapter) => !multiNode || adapter.multiNode)
-      for (const adapter of runnable.filter((a) => !participants.includes(a))) {
-        console.log(`\nnote: ${adapter.name} has no multi-node mode; skipped for ${topology.name}`)
+  let meta = null
+  const results = []
+  for (const topology of topologies.filter((each) => topologyKeys.includes(each.key))) {
+    const participants = runnable.filter((adapter) => topology.admits(adapter))
+    for (const adapter of runnable.filter((a) => !participants.includes(a))) {
+      console.log(`\nnote: ${adapter.name} does not run on ${topology.name}; skipped there`)
+    }
+    const cases = casesFor(settings, topology.key).filter((testCase) => groups.includes(testCase.group))
+    if (participants.length === 0 || cases.length === 0) continue
+    // Each topology's servers run only while its cases do.
+    const deployment = await topology.start()
+    try {
+      if (!meta) {
+        meta = { ...(await machineInfo(deployment.servers)), quick, cases: groups, topologies: topologyKeys, settings, skipped }
+        console.log(`node ${meta.node}, redis ${meta.redis}, ${meta.cpus} × ${meta.cpuModel}`)
       }
-      if (participants.length === 0) continue
-      for (const testCase of casesFor(settings, multiNode).filter((c) => groups.includes(c.group))) {
+      for (const testCase of cases) {
         if (testCase.needsOurs && !participants.some((adapter) => adapter.name === OURS)) {
           console.log(`\nnote: ${topology.name} · ${testCase.title}: measures ${OURS}, which is not running; skipped`)
           continue
         }
         const rows = testCase.runAll
-          ? await runFleets(topology.servers, testCase)
-          : await runEach(participants, topology.servers, testCase, settings)
+          ? await runFleets(deployment, testCase)
+          : await runEach(participants, deployment, testCase, settings)
         console.log(renderCase(`${topology.name} · ${testCase.title}`, testCase.kind, rows))
         results.push({ topology: topology.name, scenario: testCase.kind, title: testCase.title, rows })
       }
+    } finally {
+      await deployment.stop()
     }
-    fs.writeFileSync(RESULTS_FILE, JSON.stringify({ meta, results }, null, 2) + '\n')
-    console.log(`\nwrote ${path.relative(process.cwd(), RESULTS_FILE)}`)
-  } finally {
-    await Promise.all(servers.map((server) => server.stop()))
   }
+  if (!meta) {
+    console.log('\nnothing to run: no selected implementation or case runs on the selected topologies')
+    return
+  }
+  fs.writeFileSync(RESULTS_FILE, JSON.stringify({ meta, results }, null, 2) + '\n')
+  console.log(`\nwrote ${path.relative(process.cwd(), RESULTS_FILE)}`)
 }
 
 main().catch((err) => {

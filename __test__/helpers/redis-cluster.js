@@ -4,7 +4,8 @@
 // failed test prints every node's log, and stopAll() or the jest environment kills them all),
 // joined by `redis-cli --cluster create`, ready once every node says cluster_state:ok, knows a
 // master for every slot and every replica is in sync. Plus what the Cluster tests do to one: kill
-// a master until a replica takes over, migrate a slot step by step, empty every master.
+// a master until a replica takes over and restart it as a replica, migrate a slot step by step,
+// empty every master.
 
 const { execFile } = require('node:child_process')
 const { setTimeout: delay } = require('node:timers/promises')
@@ -85,7 +86,7 @@ class RedisCluster {
     await Promise.all((await this.masters()).map((master) => this.admin(master).flushall()))
   }
 
-  /** Kills the master of `key` (SIGKILL) and resolves once a replica serves its slot. */
+  /** Kills the master of `key` (SIGKILL); resolves the killed node once a replica serves its slot. */
   async failOver (key) {
     const slot = await this.slotOf(key)
     const dead = await this.masterOf(key)
@@ -96,6 +97,21 @@ class RedisCluster {
     await this.#until(async () => {
       const port = await this.#ownerPort(slot).catch(() => null)
       return port !== null && port !== dead.port ? null : `slot ${slot} still without a new master`
+    })
+    await this.#waitUntilReady()
+    return dead
+  }
+
+  /**
+   * Restarts a node failOver() killed, empty but with its identity (nodes.conf), and resolves once
+   * it has rejoined as a replica of the master that took its place, in sync.
+   */
+  async rejoin (node) {
+    await node.restart()
+    this.#killed.delete(node)
+    await this.#until(async () => {
+      const replication = await this.admin(node).info('replication').catch((error) => error.message)
+      return replication.includes('role:slave') ? null : `${node.port} not yet a replica`
     })
     await this.#waitUntilReady()
   }

@@ -65,7 +65,7 @@ test('6 processes, 3 keys, one faulted Redis: no overlap, fences rise across res
     ...verdict.stats.total,
     acceptedInRecovery,
     overlapsSeen: verdict.stats.overlaps.length,
-    overlapsExcusedByDataLoss: verdict.excusedOverlaps,
+    overlapsExcused: verdict.excusedOverlaps,
     overlapsUnexcused: `${verdict.overlaps.length} ${JSON.stringify(verdict.overlaps.slice(0, 10))}`,
     refusedUnexcused: `${verdict.refused.length} ${JSON.stringify(verdict.refused.slice(0, 10))}`,
     fencesAcrossRestarts: verdict.acrossKills.map(({ key, killedAt, lastBefore, firstAfter }) =>

@@ -4,13 +4,14 @@
 
 const { randomUUID } = require('node:crypto')
 const { setTimeout: sleep } = require('node:timers/promises')
-const Redis = require('ioredis')
+const { redisClients } = require('./clients')
 
 const SPIN_DELAY_MS = 20
 const COMPARE_AND_DELETE = `if redis.call('get',KEYS[1])==ARGV[1] then return redis.call('del',KEYS[1]) else return 0 end`
 
-function create ({ urls, maxWaitMs }) {
-  const client = new Redis(urls[0])
+function create ({ urls, cluster, maxWaitMs }) {
+  // One node, or one Cluster client: a single SET NX either way.
+  const [client] = redisClients({ urls: cluster ? urls : urls.slice(0, 1), cluster })
   client.defineCommand('compareAndDelete', { numberOfKeys: 1, lua: COMPARE_AND_DELETE })
   return {
     name: 'nx-spin',
@@ -30,5 +31,5 @@ function create ({ urls, maxWaitMs }) {
   }
 }
 
-// Single node only: a Redlock quorum is out of scope for the baseline.
-module.exports = { name: 'nx-spin', multiNode: false, create }
+// No Redlock: a quorum is out of scope for the baseline.
+module.exports = { name: 'nx-spin', multiNode: false, cluster: true, create }

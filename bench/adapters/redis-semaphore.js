@@ -1,13 +1,13 @@
 'use strict'
 
-// redis-semaphore: Mutex on one node, RedlockMutex on several.
+// redis-semaphore: Mutex on one node or a Cluster client, RedlockMutex on several nodes.
 
-const Redis = require('ioredis')
+const { redisClients } = require('./clients')
 const { Mutex, RedlockMutex } = require('redis-semaphore')
 const { RETRY_DELAY_MS } = require('./polling')
 
-function create ({ urls, maxWaitMs }) {
-  const clients = urls.map((url) => new Redis(url))
+function create ({ urls, cluster, maxWaitMs }) {
+  const clients = redisClients({ urls, cluster })
   return {
     name: 'redis-semaphore',
     async acquire (key, ttlMs) {
@@ -32,4 +32,4 @@ function create ({ urls, maxWaitMs }) {
   }
 }
 
-module.exports = { name: 'redis-semaphore', multiNode: true, create }
+module.exports = { name: 'redis-semaphore', multiNode: true, cluster: true, create }

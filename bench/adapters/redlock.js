@@ -2,12 +2,12 @@
 
 // redlock v4 (the classic node-redlock API: lock()/unlock()).
 
-const Redis = require('ioredis')
+const { redisClients } = require('./clients')
 const Redlock = require('redlock')
 const { RETRY_DELAY_MS, RETRY_JITTER_MS, RETRIES_PER_CALL, retryUntil } = require('./polling')
 
-function create ({ urls, maxWaitMs }) {
-  const clients = urls.map((url) => new Redis(url))
+function create ({ urls, cluster, maxWaitMs }) {
+  const clients = redisClients({ urls, cluster })
   const redlock = new Redlock(clients, {
     retryCount: RETRIES_PER_CALL,
     retryDelay: RETRY_DELAY_MS,
@@ -21,4 +21,4 @@ function create ({ urls, maxWaitMs }) {
   }
 }
 
-module.exports = { name: 'redlock', multiNode: true, create }
+module.exports = { name: 'redlock', multiNode: true, cluster: true, create }

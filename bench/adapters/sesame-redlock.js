@@ -2,7 +2,7 @@
 
 // @sesamecare-oss/redlock: maintained fork of redlock v5 (acquire()/release()).
 
-const Redis = require('ioredis')
+const { redisClients } = require('./clients')
 const { Redlock } = require('@sesamecare-oss/redlock')
 const { RETRY_DELAY_MS, RETRY_JITTER_MS, RETRIES_PER_CALL, retryUntil } = require('./polling')
 
@@ -13,8 +13,8 @@ const ACQUIRE_SETTINGS = {
   retryJitter: RETRY_JITTER_MS
 }
 
-function create ({ urls, maxWaitMs }) {
-  const clients = urls.map((url) => new Redis(url))
+function create ({ urls, cluster, maxWaitMs }) {
+  const clients = redisClients({ urls, cluster })
   const redlock = new Redlock(clients)
   // Every failed attempt is emitted as 'error' (ResourceLockedError); without a
   // listener the EventEmitter would throw.
@@ -27,4 +27,4 @@ function create ({ urls, maxWaitMs }) {
   }
 }
 
-module.exports = { name: 'sesame-redlock', multiNode: true, create }
+module.exports = { name: 'sesame-redlock', multiNode: true, cluster: true, create }

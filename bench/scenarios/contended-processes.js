@@ -16,7 +16,7 @@ const path = require('node:path')
 const { setTimeout: sleep } = require('node:timers/promises')
 const { latencySummary } = require('../stats')
 const { Child, clockOffset } = require('../children')
-const { resetCommandCounts, summarizeCalls, withoutPings } = require('../commands')
+const { resetCommandCounts, summarizeCalls, commandCallsWithoutPings } = require('../commands')
 const { openPingers, closePingers, startPinging } = require('../ping')
 
 const CHILD = path.join(__dirname, 'contended-processes-child.js')
@@ -28,8 +28,8 @@ const STARTUP_MS = 15_000
 const EXIT_GRACE_MS = 5_000
 
 // Command counts per server, the parent's own PINGs taken out.
-async function commandsPerServer (servers, pingsPerServer) {
-  return Promise.all(servers.map(async (server) => summarizeCalls(withoutPings(await server.commandCalls(), pingsPerServer))))
+async function commandsPerServer (servers, pingsOf) {
+  return Promise.all(servers.map(async (server) => summarizeCalls(await commandCallsWithoutPings(server, pingsOf))))
 }
 
 function mergeCalls (perServer) {
@@ -68,9 +68,11 @@ function analyseHolds (holds) {
   }
 }
 
-async function runContendedProcesses (adapter, servers, { processes, tasksPerProcess, holdMs, ttlMs, maxWaitMs, runCapMs }) {
-  const urls = servers.map((server) => server.url)
-  const pingers = await openPingers(servers)
+// `deployment`: a topology's (topologies/index.js); the parent PINGs the servers of the key.
+async function runContendedProcesses (adapter, deployment, { processes, tasksPerProcess, holdMs, ttlMs, maxWaitMs, runCapMs }) {
+  const { servers, urls, cluster } = deployment
+  const pinged = await deployment.serversOf(KEY)
+  const pingers = await openPingers(pinged)
   const children = Array.from({ length: processes }, (_, index) => new Child(CHILD, index))
   try {
     await Promise.all(children.map((child) => {
@@ -80,6 +82,7 @@ async function runContendedProcesses (adapter, servers, { processes, tasksPerPro
         adapter: adapter.name,
         index: child.index,
         urls,
+        cluster,
         maxWaitMs,
         key: KEY,
         warmupKey: `${WARMUP_KEY}:${child.index}`,
@@ -100,7 +103,7 @@ async function runContendedProcesses (adapter, servers, { processes, tasksPerPro
     for (const child of children) child.send({ type: 'start' })
     const outcomes = await Promise.all(results)
     const pingMsList = await pinging.stop()
-    const perServer = await commandsPerServer(servers, pingMsList.length)
+    const perServer = await commandsPerServer(servers, { pings: pingMsList.length, pinged })
 
     // A child past the cap is killed; one that failed otherwise fails the row.
     const failed = outcomes.find((outcome) => outcome.err && !outcome.err.timedOut)
@@ -153,7 +156,7 @@ async function runContendedProcesses (adapter, servers, { processes, tasksPerPro
       p50OverPing: analysis.handoffMs.p50 / pingMs.p50,
       commandsPerAcquisition: total / holds.length,
       evalsPerAcquisition: evals / holds.length,
-      // Per Redlock master (one entry on a single node).
+      // Per master, Redlock's or the Cluster's (one entry on a single node).
       commandsPerAcquisitionByServer: perServer.map((counts) => counts.total / holds.length),
       cpuMs: reported.reduce((sum, { result }) => sum + result.cpuMs, 0),
       eluActiveMs: reported.reduce((sum, { result }) => sum + result.eluActiveMs, 0),

@@ -47,9 +47,12 @@ function analyseHolds (holds) {
   return { handoffMs: latencySummary(handoffs), overlaps }
 }
 
-async function runContended (locks, servers, { tasks, holdMs, ttlMs }) {
+// `deployment`: a topology's (topologies/index.js); the floor PINGs the servers of the key.
+async function runContended (locks, deployment, { tasks, holdMs, ttlMs }) {
+  const { servers } = deployment
   await warmUp(locks, ttlMs)
-  const pingers = await openPingers(servers)
+  const pinged = await deployment.serversOf(KEY)
+  const pingers = await openPingers(pinged)
   try {
     await resetCommandCounts(servers)
     const cpuBefore = process.cpuUsage()
@@ -62,7 +65,7 @@ async function runContended (locks, servers, { tasks, holdMs, ttlMs }) {
     const cpu = process.cpuUsage(cpuBefore)
     const elu = performance.eventLoopUtilization(eluBefore)
     const pingMsList = await pinging.stop()
-    const commands = await readCommandCounts(servers, { pingsPerServer: pingMsList.length })
+    const commands = await readCommandCounts(servers, { pings: pingMsList.length, pinged })
 
     const holds = outcomes.filter((o) => o.status === 'fulfilled').map((o) => o.value)
     const failures = outcomes.filter((o) => o.status === 'rejected')
@@ -94,4 +97,4 @@ async function runContended (locks, servers, { tasks, holdMs, ttlMs }) {
   }
 }
 
-module.exports = { runContended, holdOnce, analyseHolds, WARMUP_TASKS, WARMUP_HOLD_MS }
+module.exports = { runContended, holdOnce, analyseHolds, KEY, WARMUP_TASKS, WARMUP_HOLD_MS }

@@ -2,7 +2,10 @@
 
 // One of the processes that hammer a few keys while the test faults their Redis (chaos-*.test.js).
 // argv[2]: JSON config (see the test). Every critical section registers itself on the observer,
-// so an overlap is caught as it happens, and writes the fenced resource with `lock.fence`.
+// so an overlap is caught as it happens, and writes the fenced resource with `lock.fence`. A share
+// of the operations (`longShare`) takes one of `longKeys` with `using` and holds it past the TTL
+// (`longHoldMs`), so that its lease is extended while the test faults Redis; every `using` whose
+// signal aborts is reported with when.
 //
 // Messages from the test: 'hold' (quiesce, then hold one key and wait: the test pauses this
 // process past the TTL), 'go' (resumed: make the late write), 'inflight', 'stop'.
@@ -29,6 +32,7 @@ const stats = {
   unexpected: [],
   late: [],
   overlaps: [],
+  aborted: [],
   accepted: 0,
   refused: [],
   refusedTotal: 0,
@@ -53,12 +57,22 @@ function record(error) {
 }
 
 // `who` names the holder in the observer's logs: worker, sequence, fence, acquisition time.
-async function criticalSection(key, lock, signal, acquiredAt, op) {
-  const who = `w${config.id}/${op}/f${lock.fence}/a${Math.round(acquiredAt)}`
+function holder(op, lock, acquiredAt) {
+  return `w${config.id}/${op}/f${lock.fence}/a${Math.round(acquiredAt)}`
+}
+
+// When and why a holder's signal aborted: the test holds it to the next holder of the key.
+function watchAbort(signal, key, who, acquiredAt) {
+  signal.addEventListener('abort', () => {
+    if (stats.aborted.length < 500) stats.aborted.push({ key, who, acquiredAt, abortedAt: now(), reasonCode: signal.reason?.code ?? null })
+  }, { once: true })
+}
+
+async function criticalSection(key, lock, signal, who, acquiredAt, holdMs) {
   const others = await resource.enter(key, who)
   if (others.length > 0 && stats.overlaps.length < 200) stats.overlaps.push({ key, who, others, at: now() })
   try {
-    await sleep(rng.int(0, config.workMax))
+    await sleep(holdMs)
     // A holder that knows it lost the lock does not write; one that does not know is fenced off.
     if (signal?.aborted) {
       stats.skippedWrites += 1
@@ -77,8 +91,11 @@ async function criticalSection(key, lock, signal, acquiredAt, op) {
 
 async function operation() {
   const op = ++sequence
-  const key = rng.pick(config.keys)
-  const useUsing = rng() >= config.acquireShare
+  const long = config.longKeys.length > 0 && rng() < config.longShare
+  const key = rng.pick(long ? config.longKeys : config.keys)
+  // A hold past the TTL needs the extensions only `using` makes.
+  const useUsing = long || rng() >= config.acquireShare
+  const holdMs = long ? rng.int(...config.longHoldMs) : rng.int(0, config.workMax)
   const startedAt = now()
   const state = { key, kind: useUsing ? 'using' : 'acquire', startedAt, phase: 'acquiring' }
   inflight.set(op, state)
@@ -91,8 +108,10 @@ async function operation() {
         acquiredAt = now()
         state.phase = 'body'
         stats.acquired += 1
+        const who = holder(op, lock, acquiredAt)
+        watchAbort(signal, key, who, acquiredAt)
         try {
-          await criticalSection(key, lock, signal, acquiredAt, op)
+          await criticalSection(key, lock, signal, who, acquiredAt, holdMs)
         } finally {
           if (signal.aborted) stats.abortedInBody += 1
           bodyEndedAt = now()
@@ -105,7 +124,7 @@ async function operation() {
       state.phase = 'body'
       stats.acquired += 1
       try {
-        await criticalSection(key, lock, null, acquiredAt, op)
+        await criticalSection(key, lock, null, holder(op, lock, acquiredAt), acquiredAt, holdMs)
       } finally {
         bodyEndedAt = now()
         state.phase = 'releasing'

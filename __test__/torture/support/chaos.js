@@ -23,14 +23,23 @@ const BOUNDS = {
 }
 // A paused holder's watchdog runs as soon as the process does: the loss is due at once.
 const ABORT_AFTER_RESUME_MS = 1000
+// The share of operations that hold one of `longKeys` (if any) past the TTL, and for how long.
+const LONG_SHARE = 0.2
+const LONG_HOLD_MS = [TTL + 200, 3 * TTL]
 
-/** Starts the worker processes: each hammers `keys` on `target`, judged on `observer`. */
-async function startChaosPool({ target, observer, keys, seed }) {
+/**
+ * Starts the worker processes: each hammers `keys` on `target`, judged on `observer`, and now and
+ * then holds one of `longKeys` for longer than the TTL.
+ */
+async function startChaosPool({ target, observer, keys, longKeys = [], seed }) {
   const pool = new ProcessPool(WORKER, WORKERS, (id) => ({
     id,
     target,
     observer,
     keys,
+    longKeys,
+    longShare: LONG_SHARE,
+    longHoldMs: LONG_HOLD_MS,
     loops: 2,
     ttl: TTL,
     wait: WAIT,
@@ -152,12 +161,14 @@ function parseWho(who) {
 }
 
 /**
- * True if a lock taken at `acquiredAt` may have been wiped by a kill of its Redis before `at`:
- * it was taken before that server came back empty, and `at` is after the kill. Such a lock is
- * no lock any more, and only fencing protects what its holder does.
+ * True if a lock on `key` taken at `acquiredAt` may have been wiped by a kill of its Redis before
+ * `at`: it was taken before that server came back empty (or a replica that may have missed it
+ * took over), and `at` is after the kill. Such a lock is no lock any more, and only fencing
+ * protects what its holder does. A kill with `keys` wiped only those.
  */
-function lostWithData(acquiredAt, at, kills) {
-  return kills.some(({ killedAt, restartedAt }) => acquiredAt < restartedAt && at > killedAt)
+function lostWithData(acquiredAt, at, kills, key) {
+  return kills.some(({ killedAt, restartedAt, keys }) =>
+    (!keys || keys.includes(key)) && acquiredAt < restartedAt && at > killedAt)
 }
 
 /** The workers' figures summed, with the lists concatenated. */
@@ -170,14 +181,15 @@ function sumStats(stats) {
     total.maxReleaseMs = Math.max(total.maxReleaseMs, Math.round(one.maxReleaseMs))
   }
   const all = (name) => stats.flatMap((one) => one[name].map((entry) => ({ worker: one.id, ...(typeof entry === 'object' ? entry : { entry }) })))
-  return { total, unexpected: all('unexpected'), late: all('late'), overlaps: all('overlaps'), refused: all('refused') }
+  return { total, unexpected: all('unexpected'), late: all('late'), overlaps: all('overlaps'), refused: all('refused'), aborted: all('aborted') }
 }
 
 
 /**
  * Everything the chaos tests judge, from the workers' reports, the fault timeline and the
  * fenced resource's logs. `kills` are the data-loss windows that excuse an overlap or a refused
- * write (pass [] where no kill may excuse anything).
+ * write (pass [] where no kill may excuse anything). Nor is it an overlap to enter while a holder
+ * is still inside whose signal had aborted: it knows it lost the lock, and writes nothing.
  */
 async function judge({ results, resource, keys, kills }) {
   const exits = results.map(({ index, done, problem, exitedBy, exit, output }) => ({
@@ -185,9 +197,12 @@ async function judge({ results, resource, keys, kills }) {
   }))
   const badExits = exits.filter((entry) => !entry.done || entry.exitedBy !== 'self' || entry.exit?.code !== 0)
   const stats = sumStats(results.filter((result) => result.done).map((result) => result.done.stats))
-  const excusedOverlap = (overlap) => overlap.others.every((other) => lostWithData(parseWho(other).acquiredAt, overlap.at, kills))
+  const abortedAt = new Map(stats.aborted.map(({ who, abortedAt }) => [who, abortedAt]))
+  const othersAborted = (overlap) => overlap.others.every((other) => abortedAt.get(other) <= overlap.at)
+  const excusedOverlap = (overlap) => overlap.others.every((other) =>
+    abortedAt.get(other) <= overlap.at || lostWithData(parseWho(other).acquiredAt, overlap.at, kills, overlap.key))
   const overlaps = stats.overlaps.filter((overlap) => !excusedOverlap(overlap))
-  const refused = stats.refused.filter((write) => !lostWithData(write.acquiredAt, write.writeAt, kills))
+  const refused = stats.refused.filter((write) => !lostWithData(write.acquiredAt, write.writeAt, kills, write.key))
   // Fences the resource accepted, per key: increasing by construction of the script, so what
   // judges the locks is who was refused; this is for the report (how fences jumped at a restart).
   const history = {}
@@ -195,7 +210,7 @@ async function judge({ results, resource, keys, kills }) {
   for (const key of keys) {
     history[key] = await resource.accepted(key)
     const entries = history[key].map(({ fence, who }) => ({ fence, acquiredAt: parseWho(who).acquiredAt }))
-    for (const { killedAt, restartedAt } of kills) {
+    for (const { killedAt, restartedAt } of kills.filter((kill) => !kill.keys || kill.keys.includes(key))) {
       const before = entries.filter((entry) => entry.acquiredAt < killedAt).map((entry) => entry.fence)
       const after = entries.filter((entry) => entry.acquiredAt > restartedAt).map((entry) => entry.fence)
       if (before.length > 0 && after.length > 0) {
@@ -203,7 +218,46 @@ async function judge({ results, resource, keys, kills }) {
       }
     }
   }
-  return { exits, badExits, stats, overlaps, excusedOverlaps: stats.overlaps.length - overlaps.length, refused, history, acrossKills }
+  return {
+    exits,
+    badExits,
+    stats,
+    overlaps,
+    excusedOverlaps: stats.overlaps.length - overlaps.length,
+    excusedByAbort: stats.overlaps.filter(othersAborted).length,
+    refused,
+    history,
+    acrossKills,
+  }
+}
+
+/**
+ * The `using` holders whose signal aborted too late, or for another reason than a lost lock. Until
+ * a holder's lease ends nobody else can take its key, so its signal must abort (ELOCKLOST) before
+ * the key's next holder got it, unless the lock was lost with Redis's data (`kills`). Who held a
+ * key when is read from the fenced resource's logs and from the aborted holders themselves.
+ */
+async function judgeAborts({ aborted, resource, keys, kills }) {
+  const holders = {}
+  for (const key of keys) {
+    const accepted = (await resource.accepted(key)).map(({ who }) => who)
+    const refused = (await resource.refused(key)).map((entry) => entry.split(' ')[1])
+    const abortedHere = aborted.filter((hold) => hold.key === key).map(({ who }) => who)
+    holders[key] = [...accepted, ...refused, ...abortedHere].map((who) => ({ who, acquiredAt: parseWho(who).acquiredAt }))
+  }
+  const wrong = []
+  for (const hold of aborted) {
+    const { acquiredAt } = parseWho(hold.who)
+    const next = holders[hold.key]
+      .filter((other) => other.who !== hold.who && other.acquiredAt > acquiredAt)
+      .reduce((first, other) => (first === null || other.acquiredAt < first.acquiredAt ? other : first), null)
+    if (hold.reasonCode !== 'ELOCKLOST') {
+      wrong.push({ ...hold, why: `aborted with ${hold.reasonCode}` })
+    } else if (next && next.acquiredAt < hold.abortedAt && !lostWithData(acquiredAt, next.acquiredAt, kills, hold.key)) {
+      wrong.push({ ...hold, why: `${next.who} had the key ${Math.round(hold.abortedAt - next.acquiredAt)} ms before the abort` })
+    }
+  }
+  return wrong
 }
 
 /** The report of one paused holder, and what was wrong with it. */
@@ -247,4 +301,4 @@ module.exports = {
   ABORT_AFTER_RESUME_MS,
   startChaosPool,
   pauseRandomHolder,
-  admin, faultServer, pauseHolder, parseWho, lostWithData, sumStats, judge, judgeHold, describeTimeline }
+  admin, faultServer, pauseHolder, parseWho, lostWithData, sumStats, judge, judgeAborts, judgeHold, describeTimeline }
