@@ -141,6 +141,9 @@ export declare const DEFAULT_REPLICAS: number
 /** ms an acquire with `replicas` waits for their acknowledgements. */
 export declare const DEFAULT_REPLICAS_TIMEOUT: number
 
+/** The port of a sentinel that names none. */
+export declare const DEFAULT_SENTINEL_PORT: number
+
 /** ms a lock lives unless extended. */
 export declare const DEFAULT_TTL: number
 
@@ -149,9 +152,14 @@ export declare const DEFAULT_WAIT: number
 
 /** Everything a native locker needs to reach its servers. */
 export interface LockerOptions {
-  /** `"single"`, `"redlock"`, `"cluster"` (the nodes are its seeds), or `"memory"` (no nodes). */
+  /**
+   * `"single"`, `"redlock"`, `"cluster"` (the nodes are its seeds), `"sentinel"` (the nodes are
+   * the sentinels, `master` says which master of theirs), or `"memory"` (no nodes).
+   */
   mode: string
   nodes: Array<NodeOptions>
+  /** `"sentinel"` mode: the master the sentinels name. */
+  master?: MasterOptions
   /**
    * `"memory"` mode: the name of a store shared by every locker on it (`memory://<name>`);
    * absent or empty, the locker gets a store of its own.
@@ -163,6 +171,19 @@ export interface LockerOptions {
   /** Milliseconds. */
   commandTimeout?: number
   driftFactor?: number
+}
+
+/**
+ * The master of a Sentinel target: its name among the sentinels and how to log in to it. Where it
+ * is, the sentinels say.
+ */
+export interface MasterOptions {
+  /** The master's name in the sentinels' configuration (`sentinel monitor <name> …`). */
+  name: string
+  username?: string
+  password?: string
+  db?: number
+  tls?: TlsOptions
 }
 
 /**

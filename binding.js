@@ -850,6 +850,7 @@ module.exports.DEFAULT_HOST = nativeBinding.DEFAULT_HOST
 module.exports.DEFAULT_PORT = nativeBinding.DEFAULT_PORT
 module.exports.DEFAULT_REPLICAS = nativeBinding.DEFAULT_REPLICAS
 module.exports.DEFAULT_REPLICAS_TIMEOUT = nativeBinding.DEFAULT_REPLICAS_TIMEOUT
+module.exports.DEFAULT_SENTINEL_PORT = nativeBinding.DEFAULT_SENTINEL_PORT
 module.exports.DEFAULT_TTL = nativeBinding.DEFAULT_TTL
 module.exports.DEFAULT_WAIT = nativeBinding.DEFAULT_WAIT
 module.exports.REQUEST_FIELDS = nativeBinding.REQUEST_FIELDS

@@ -53,12 +53,33 @@ export type ClusterTarget =
   | { isCluster: boolean; options: object }
 
 /**
- * Where the locks live: one Redis (also as an array of one), an array of 2+ independent masters
- * (Redlock, quorum `floor(N/2)+1`), or `'memory://'` / `'memory://<name>'`: an in-process store
- * that excludes only within this process (`memory://` is the locker's own; a named one is shared
- * by every locker on that name).
+ * Redis Sentinel: locks live on the master the sentinels name. `{ sentinels: [sentinels], name,
+ * …the master's login, …the sentinels' login }` (sentinels as redis:// URLs or `{ host, port }`,
+ * port 26379 unless given), a `'redis+sentinel://[user:pass@]host:port[,host:port…]/<name>[/<db>]'`
+ * URL (its user info and database are the master's; `rediss+sentinel://` reaches the master over
+ * TLS), or an ioredis `Redis` instance configured with `sentinels` (its options are read as
+ * ioredis reads them).
  */
-export type Target = NodeTarget | NodeTarget[] | ClusterTarget
+export interface SentinelTarget extends Omit<RedisOptions, 'host' | 'port' | 'family'> {
+  /** The sentinels to ask where the master is. */
+  sentinels: Array<string | { host?: string; port?: number; family?: number }>
+  /** The master's name in the sentinels' configuration (`sentinel monitor <name> …`). */
+  name: string
+  /** The sentinels' user; `username` is the master's. */
+  sentinelUsername?: string
+  /** The sentinels' password; `password` is the master's. */
+  sentinelPassword?: string
+  /** TLS to the sentinels; `tls` is TLS to the master. */
+  sentinelTls?: boolean | TlsOptions
+}
+
+/**
+ * Where the locks live: one Redis (also as an array of one), an array of 2+ independent masters
+ * (Redlock, quorum `floor(N/2)+1`), a Redis Cluster, Redis Sentinel's master, or `'memory://'` /
+ * `'memory://<name>'`: an in-process store that excludes only within this process (`memory://` is
+ * the locker's own; a named one is shared by every locker on that name).
+ */
+export type Target = NodeTarget | NodeTarget[] | ClusterTarget | SentinelTarget
 
 export interface AcquireOptions {
   /**

@@ -5,7 +5,7 @@
 
 const { invalidArgType, invalidArgValue, describe } = require('./errors')
 const { durationArgument, wholeMilliseconds, objectArgument, wellFormedString, knownOptions } = require('./validate')
-const { LOCK_DEFAULTS, CONNECTION_DEFAULTS, DEFAULT_HOST, DEFAULT_PORT } = require('./defaults')
+const { LOCK_DEFAULTS, CONNECTION_DEFAULTS, DEFAULT_HOST, DEFAULT_PORT, DEFAULT_SENTINEL_PORT } = require('./defaults')
 
 /** What `defaults` may set: the acquire options that make sense for every call, and the connection's. */
 const LOCKER_DEFAULTS = Object.freeze([...Object.keys(LOCK_DEFAULTS), ...Object.keys(CONNECTION_DEFAULTS)])
@@ -21,6 +21,18 @@ const CLUSTER_OPTIONS = Object.freeze([
 const SEED_OPTIONS = Object.freeze(['host', 'port', 'username', 'password', 'db', 'tls'])
 /** `redis+cluster://host:port,host:port` (`rediss+cluster://` with TLS): a cluster by its seeds. */
 const CLUSTER_URL = /^(rediss?)\+cluster:\/\//i
+/**
+ * What a Sentinel target written as options may set: its sentinels, the master's name and login
+ * (`username`, `password`, `db`, `tls`), the sentinels' login, and the connection's settings.
+ */
+const SENTINEL_OPTIONS = Object.freeze([
+  'sentinels', 'name', 'username', 'password', 'db', 'tls', 'sentinelUsername', 'sentinelPassword', 'sentinelTls',
+  'connectTimeout', 'commandTimeout', 'keyPrefix',
+])
+/** What one sentinel of a Sentinel target may set: ioredis's `SentinelAddress` (`family` taken and unused, as a node's). */
+const SENTINEL_ADDRESS_OPTIONS = Object.freeze(['host', 'port', 'family'])
+/** `redis+sentinel://host:port,host:port/<name>[/<db>]` (`rediss+sentinel://`: TLS to the master). */
+const SENTINEL_URL = /^(rediss?)\+sentinel:\/\//i
 
 // An ioredis client's options as the redlock shim passes them (with its `db` setting): read like a
 // client's, whose options hold many more names than ironlock reads, not checked like a user's.
@@ -90,7 +102,7 @@ function dbArgument(db, name, received = describe(db)) {
 }
 
 /** `redis://[user:pass@]host:port[/db]` or `rediss://…` → a node plus its connection overrides. */
-function parseUrl(text, name) {
+function parseUrl(text, name, defaultPort = DEFAULT_PORT) {
   let url
   try {
     url = new URL(text)
@@ -103,7 +115,7 @@ function parseUrl(text, name) {
   const db = url.pathname && url.pathname !== '/' ? url.pathname.slice(1) : undefined
   return {
     host: url.hostname.replace(/^\[(.*)\]$/, '$1') || DEFAULT_HOST,
-    port: url.port ? portArgument(url.port, `${name} port`) : DEFAULT_PORT,
+    port: url.port ? portArgument(url.port, `${name} port`) : defaultPort,
     username: optionalString(decodeUserinfo(url.username, text, name), `${name} username`),
     password: optionalString(decodeUserinfo(url.password, text, name), `${name} password`),
     db: dbArgument(db, `${name} database`, ` Received '${redactUrl(text)}'`),
@@ -111,11 +123,11 @@ function parseUrl(text, name) {
   }
 }
 
-function decodeUserinfo(encoded, text, name) {
+function decodeUserinfo(encoded, text, name, part = 'user name or password') {
   try {
     return decodeURIComponent(encoded)
   } catch {
-    throw invalidArgValue(name, `has a malformed %-escape in its user name or password. Received '${redactUrl(text)}'`)
+    throw invalidArgValue(name, `has a malformed %-escape in its ${part}. Received '${redactUrl(text)}'`)
   }
 }
 
@@ -214,6 +226,148 @@ function checkedSeeds(seeds, name) {
   return seeds
 }
 
+/** Whether `target` names Redis Sentinel: `{ sentinels, name }`, an ioredis client with `sentinels`, or a sentinel URL. */
+function isSentinelTarget(target) {
+  if (typeof target === 'string') return SENTINEL_URL.test(target)
+  if (target === null || typeof target !== 'object' || target.isCluster === true) return false
+  const options = target[CLIENT_OPTIONS] ?? (isIoredisClient(target) ? target.options : target)
+  return options.sentinels != null
+}
+
+/**
+ * A Sentinel target → its sentinels, its master (the name the sentinels know it by, and how to
+ * log in to it) and its connection overrides: `redis+sentinel://` URLs, `{ sentinels, name,
+ * …master's login, …sentinels' login }` and ioredis clients configured with `sentinels`.
+ */
+function parseSentinel(target, name) {
+  if (typeof target === 'string') return { ...parseSentinelUrl(target, name), overrides: {} }
+  const fromClient = target[CLIENT_OPTIONS]
+  if (fromClient !== undefined || isIoredisClient(target)) return parseSentinelClient(fromClient ?? target.options, name)
+  if (target.cluster !== undefined) {
+    throw invalidArgValue(name, 'names both a Redis Cluster (cluster) and Redis Sentinel (sentinels): a target is one or the other')
+  }
+  knownOptions(target, SENTINEL_OPTIONS, name)
+  return sentinelTarget(target, name, { tls: target.tls, sentinelTls: target.sentinelTls, sentinelTlsName: `${name}.sentinelTls` })
+}
+
+/**
+ * An ioredis client's options, read as ioredis reads them: TLS to the master only with
+ * `enableTLSForSentinelMode`, `sentinelTLS` to the sentinels.
+ */
+function parseSentinelClient(options, name) {
+  if (options.role === 'slave') {
+    throw invalidArgValue(`${name}.role`, "is 'slave', but locks live on the master: give a client of the master (role 'master')")
+  }
+  return sentinelTarget(options, name, {
+    tls: options.enableTLSForSentinelMode ? options.tls : undefined,
+    sentinelTls: options.sentinelTLS,
+    sentinelTlsName: `${name}.sentinelTLS`,
+  })
+}
+
+/** `options` with the TLS settings as read for its form → `{ sentinels, master, overrides }`. */
+function sentinelTarget(options, name, { tls, sentinelTls, sentinelTlsName }) {
+  if (!Array.isArray(options.sentinels)) {
+    throw invalidArgType(`${name}.sentinels`, 'an array of sentinels (redis:// URLs or { host, port } objects)', options.sentinels)
+  }
+  const shared = {
+    username: optionalString(options.sentinelUsername, `${name}.sentinelUsername`),
+    password: optionalString(options.sentinelPassword, `${name}.sentinelPassword`, { secret: true }),
+    tls: tlsOptions(sentinelTls, sentinelTlsName),
+  }
+  // Every index: `map` would skip holes, leaving sentinels undefined.
+  const sentinels = Array.from(options.sentinels, (each, index) => sentinelAddress(each, shared, `${name}.sentinels[${index}]`))
+  if (sentinels.length === 0) throw invalidArgValue(`${name}.sentinels`, 'must list at least one sentinel. Received an empty array')
+  const master = {
+    name: masterName(options.name, `${name}.name`),
+    username: optionalString(options.username, `${name}.username`),
+    password: optionalString(options.password, `${name}.password`, { secret: true }),
+    db: dbArgument(options.db, `${name}.db`),
+    tls: tlsOptions(tls, `${name}.tls`),
+  }
+  return { sentinels, master, overrides: connectionOverrides(options) }
+}
+
+/**
+ * One sentinel: `{ host, port }`, or a redis:// URL whose login and TLS override the shared
+ * `sentinelUsername`, `sentinelPassword` and `sentinelTls`. Port 26379 unless given.
+ */
+function sentinelAddress(sentinel, shared, name) {
+  if (typeof sentinel === 'string') {
+    const { db, ...node } = parseUrl(sentinel, name, DEFAULT_SENTINEL_PORT)
+    if (db !== 0) throw invalidArgValue(name, `names database ${db}, but a sentinel has no databases. Received '${redactUrl(sentinel)}'`)
+    return { ...shared, ...definedFields(node), db: 0 }
+  }
+  if (sentinel === null || typeof sentinel !== 'object') {
+    throw invalidArgType(name, 'a redis:// URL or a { host, port } object', sentinel)
+  }
+  knownOptions(sentinel, SENTINEL_ADDRESS_OPTIONS, name)
+  return {
+    ...shared,
+    host: optionalString(sentinel.host, `${name}.host`) || DEFAULT_HOST,
+    port: sentinel.port === undefined || sentinel.port === null ? DEFAULT_SENTINEL_PORT : portArgument(sentinel.port, `${name}.port`),
+    db: 0,
+  }
+}
+
+/** The master's name in the sentinels' configuration (`sentinel monitor <name> …`). */
+function masterName(value, name) {
+  const meaning = "the master's name in the sentinels' configuration"
+  if (typeof value !== 'string') throw invalidArgType(name, `of type string (${meaning})`, value)
+  if (value === '') throw invalidArgValue(name, `must be ${meaning}. Received ''`)
+  return wellFormedString(value, name)
+}
+
+/**
+ * `redis+sentinel://[user:pass@]host:port[,host:port…]/<name>[/<db>]`: the sentinels (port 26379
+ * unless given), then the master's name and database. The user info is the master's login, and
+ * `rediss+sentinel://` reaches the master over TLS.
+ */
+function parseSentinelUrl(text, name) {
+  const [, scheme] = SENTINEL_URL.exec(text)
+  const received = ` Received '${redactUrl(text)}'`
+  const rest = text.slice(scheme.length + '+sentinel://'.length)
+  const at = rest.lastIndexOf('@')
+  const afterUserinfo = rest.slice(at + 1)
+  const pathStart = afterUserinfo.search(/[/?#]/)
+  const authority = pathStart >= 0 ? afterUserinfo.slice(0, pathStart) : afterUserinfo
+  const [path] = (pathStart >= 0 ? afterUserinfo.slice(pathStart) : '').split(/[?#]/, 1)
+  if (authority === '') throw invalidArgValue(name, `must list at least one sentinel.${received}`)
+  const hosts = authority.split(',')
+  if (hosts.includes('')) throw invalidArgValue(name, `has an empty sentinel between its commas.${received}`)
+  const sentinels = hosts.map((host) => sentinelOfUrl(host, name, received))
+  const [, encodedName = '', db, ...more] = path.split('/')
+  if (encodedName === '') {
+    throw invalidArgValue(name, `must name the master after its sentinels (${scheme}+sentinel://host:port/<name>).${received}`)
+  }
+  if (more.length > 0) throw invalidArgValue(name, `has more than the master's name and database in its path.${received}`)
+  const userinfo = at >= 0 ? rest.slice(0, at) : ''
+  const colon = userinfo.indexOf(':')
+  const master = {
+    name: masterName(decodeUserinfo(encodedName, text, name, "master's name"), `${name} master name`),
+    username: optionalString(decodeUserinfo(colon >= 0 ? userinfo.slice(0, colon) : userinfo, text, name), `${name} username`),
+    password: optionalString(colon >= 0 ? decodeUserinfo(userinfo.slice(colon + 1), text, name) : undefined, `${name} password`),
+    db: dbArgument(db, `${name} database`, received),
+    tls: scheme.toLowerCase() === 'rediss' ? tlsOptions(true) : undefined,
+  }
+  return { sentinels, master }
+}
+
+/** `host[:port]` of a sentinel URL → a sentinel without a login of its own. */
+function sentinelOfUrl(host, name, received) {
+  let url
+  try {
+    url = new URL(`redis://${host}`)
+  } catch {
+    throw invalidArgValue(name, `has a sentinel that is not host[:port]: '${host}'.${received}`)
+  }
+  return {
+    host: url.hostname.replace(/^\[(.*)\]$/, '$1') || DEFAULT_HOST,
+    port: url.port ? portArgument(url.port, `${name} port`) : DEFAULT_SENTINEL_PORT,
+    db: 0,
+  }
+}
+
 /** `object` without its undefined fields, so they do not hide the ones it is spread over. */
 function definedFields(object) {
   return Object.fromEntries(Object.entries(object).filter(([, value]) => value !== undefined))
@@ -227,9 +381,6 @@ function parseNode(target, name) {
   const fromClient = target[CLIENT_OPTIONS]
   const client = fromClient !== undefined || isIoredisClient(target)
   const options = fromClient ?? (client ? target.options : target)
-  if (options.sentinels != null || options.sentinel != null) {
-    throw invalidArgValue(name, 'is a Sentinel target, which this version of ironlock does not support yet')
-  }
   if (!client) knownOptions(options, NODE_OPTIONS, name)
   return { node: parseNodeOptions(options, name), overrides: connectionOverrides(options) }
 }
@@ -269,8 +420,10 @@ function resolveTarget(given, defaults) {
   const { target, origin } = chooseTarget(given)
   const settings = knownOptions(objectArgument(defaults, 'defaults'), LOCKER_DEFAULTS, 'defaults')
   const memory = parseMemory(target)
-  const cluster = memory || !isClusterTarget(target) ? undefined : parseCluster(target, 'target')
-  const parsed = memory ? [] : cluster ? [{ overrides: cluster.overrides }]
+  const sentinel = memory || !isSentinelTarget(target) ? undefined : parseSentinel(target, 'target')
+  const cluster = memory || sentinel || !isClusterTarget(target) ? undefined : parseCluster(target, 'target')
+  const group = sentinel ?? cluster
+  const parsed = memory ? [] : group ? [{ overrides: group.overrides }]
     : Array.isArray(target) ? parseNodes(target) : [parseNode(target, 'target')]
   const connection = { ...CONNECTION_DEFAULTS }
   for (const field of Object.keys(CONNECTION_DEFAULTS)) {
@@ -293,6 +446,10 @@ function resolveTarget(given, defaults) {
     replicasTimeout: settings.replicasTimeout ?? LOCK_DEFAULTS.replicasTimeout,
   }
   if (memory) return { native: { mode: 'memory', nodes: [], store: memory.store, ...connection }, lockDefaults, description: target }
+  if (sentinel) {
+    const { sentinels, master } = sentinel
+    return { native: { mode: 'sentinel', nodes: sentinels, master, ...connection }, lockDefaults, description: describeSentinel(sentinels, master) }
+  }
   if (cluster) {
     const { seeds } = cluster
     return { native: { mode: 'cluster', nodes: seeds, ...connection }, lockDefaults, description: `cluster[${seeds.map(describeNode).join(', ')}]` }
@@ -318,15 +475,32 @@ function parseNodes(targets) {
     if (isClusterTarget(each)) {
       throw invalidArgValue(name, 'is a Redis Cluster, which is a target on its own, not a node of Redlock (Redlock takes independent masters)')
     }
+    if (isSentinelTarget(each)) {
+      throw invalidArgValue(name, 'is a Redis Sentinel target, which is a target on its own, not a node of Redlock (Redlock takes independent masters)')
+    }
     return parseNode(each, name)
   })
 }
 
 /** `redis://user:***@host:port/db`: how a target shows in inspect output and messages. */
 function describeNode({ host, port, username, password, db, tls }) {
-  const auth = username || password ? `${username || ''}${password ? ':***' : ''}@` : ''
   const shownHost = host.includes(':') ? `[${host}]` : host
-  return `${tls ? 'rediss' : 'redis'}://${auth}${shownHost}:${port}${db ? `/${db}` : ''}`
+  return `${tls ? 'rediss' : 'redis'}://${describeLogin(username, password)}${shownHost}:${port}${db ? `/${db}` : ''}`
+}
+
+/**
+ * `sentinel[redis://host:26379, …]/mymaster`: the sentinels as nodes show, then the master by
+ * its name, written as a URL (`rediss://user:***@mymaster/2`) when it has a login, TLS or a database.
+ */
+function describeSentinel(sentinels, { name, username, password, db, tls }) {
+  const plain = !username && !password && !db && !tls
+  const master = plain ? name : `${tls ? 'rediss' : 'redis'}://${describeLogin(username, password)}${name}${db ? `/${db}` : ''}`
+  return `sentinel[${sentinels.map(describeNode).join(', ')}]/${master}`
+}
+
+/** `user:***@`, `:***@`, `user@` or nothing: a login as it shows, never its password. */
+function describeLogin(username, password) {
+  return username || password ? `${username || ''}${password ? ':***' : ''}@` : ''
 }
 
 /**

@@ -34,3 +34,6 @@ pub const DEFAULT_HOST: &str = defaults::HOST;
 /// The port of a target that names none.
 #[napi]
 pub const DEFAULT_PORT: u32 = defaults::PORT as u32;
+/// The port of a sentinel that names none.
+#[napi]
+pub const DEFAULT_SENTINEL_PORT: u32 = defaults::SENTINEL_PORT as u32;

@@ -27,6 +27,8 @@ pub const DRIFT_FACTOR: f64 = 0.01;
 pub const HOST: &str = "127.0.0.1";
 /// The Redis port a target names when it leaves out the port.
 pub const PORT: u16 = 6379;
+/// The port of a sentinel a Sentinel target names without one: Redis Sentinel's own.
+pub const SENTINEL_PORT: u16 = 26379;
 
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(CONNECT_TIMEOUT_MS as u64);
 pub const COMMAND_TIMEOUT: Duration = Duration::from_millis(COMMAND_TIMEOUT_MS as u64);
