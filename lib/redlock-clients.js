@@ -37,7 +37,8 @@ function connectionOptionsOf(client) {
  * What ironlock's Locker is given for one client of `count`: its connection options, with `db`
  * when the shim was given one. A client without options (a jest or vitest auto-mock) reads as
  * ioredis's defaults; it connects only if used. An ioredis Cluster is given as it is, a Redis
- * Cluster target, when it is the only client: ironlock takes no Redlock over several clusters.
+ * Cluster target, when it is the only client: ironlock takes no Redlock over several clusters,
+ * nor over several Sentinel setups (an ioredis client with `sentinels`).
  */
 function targetOf(client, index, db, count) {
   if (client === null || typeof client !== 'object') {
@@ -52,6 +53,9 @@ function targetOf(client, index, db, count) {
     return client
   }
   const options = connectionOptionsOf(client)
+  if (options.sentinels != null && count > 1) {
+    throw invalidArgValue(`clients[${index}]`, 'is a Redis Sentinel client: ironlock/redlock locks on one Sentinel client, or on several independent masters, not on several Sentinel setups')
+  }
   return clientOptions(db === undefined ? options : { ...options, db })
 }
 

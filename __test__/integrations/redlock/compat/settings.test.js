@@ -78,6 +78,14 @@ test('one Cluster client is a Redis Cluster target; several are refused with a c
   }))
 })
 
+test('several Sentinel clients are refused with a clear error: no Redlock over Sentinel setups', () => {
+  const sentinelClient = () => new IORedis({ sentinels: [{ host: server.host, port: 1 }], name: 'mymaster', lazyConnect: true })
+  expect(() => new Redlock([sentinelClient(), sentinelClient()])).toThrow(expect.objectContaining({
+    code: 'ERR_INVALID_ARG_VALUE',
+    message: expect.stringContaining('clients[0]\' is a Redis Sentinel client'),
+  }))
+})
+
 test('lockScript / unlockScript / extendScript: not run, and a warning says so once', async () => {
   const warning = jest.spyOn(process, 'emitWarning').mockImplementation(() => {})
   const custom = { lockScript: (script) => `${script} broken`, unlockScript: (script) => script, extendScript: (script) => script }
