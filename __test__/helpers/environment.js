@@ -48,10 +48,11 @@ class RedisTestEnvironment extends TestEnvironment {
   #printServerLogs (failedIn) {
     for (const server of this.redisRegistry?.servers ?? []) {
       const state = server.running ? `pid ${server.pid}` : 'not running'
+      const kind = server.isSentinel ? 'redis-sentinel' : 'redis-server'
       const tail = server.log().trimEnd().split('\n').slice(-LOG_TAIL_LINES).join('\n')
       process.stderr.write(
-        `\n--- redis-server ${server.host}:${server.port} (${state}), log tail, ` +
-          `after failure in ${failedIn} ---\n${tail}\n--- end of redis-server ${server.port} log ---\n`
+        `\n--- ${kind} ${server.host}:${server.port} (${state}), log tail, ` +
+          `after failure in ${failedIn} ---\n${tail}\n--- end of ${kind} ${server.port} log ---\n`
       )
     }
   }

@@ -8,6 +8,7 @@
 
 pub mod cluster;
 pub mod locker;
+pub mod sentinel;
 
 use std::fmt::{self, Debug};
 use std::io::{Read, Write};
@@ -27,6 +28,9 @@ const REPLICA_LINK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bound on the helper's own round trips, so a check on a wedged server fails instead of hanging.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A sentinel's config file, in its directory.
+const SENTINEL_CONFIG: &str = "sentinel.conf";
+
 /// Tells apart the temporary directories of servers started by one test process.
 static NEXT_SERVER: AtomicUsize = AtomicUsize::new(0);
 
@@ -36,6 +40,8 @@ pub struct RedisServer {
     dir: PathBuf,
     /// Arguments beyond the defaults (`spawn`), kept for a restart.
     extra_args: Vec<String>,
+    /// Whether it runs as a Redis Sentinel, from `sentinel.conf` in its directory.
+    sentinel: bool,
 }
 
 impl RedisServer {
@@ -47,9 +53,19 @@ impl RedisServer {
     /// Starts a server with `extra_args` on the port `port` finds, retrying with another port
     /// when the first is taken meanwhile.
     pub fn start_with(extra_args: &[&str], port: fn() -> u16) -> Self {
+        Self::start_as(extra_args, port, None)
+    }
+
+    /// Starts a Redis Sentinel on a free port with `config` (`sentinel monitor …` lines) in its
+    /// config file, which it rewrites with what it learns.
+    pub fn start_sentinel(config: &str) -> Self {
+        Self::start_as(&[], free_port, Some(config))
+    }
+
+    fn start_as(extra_args: &[&str], port: fn() -> u16, sentinel_config: Option<&str>) -> Self {
         let mut failures = Vec::new();
         for _ in 0..START_ATTEMPTS {
-            match Self::try_start(extra_args, port()) {
+            match Self::try_start(extra_args, port(), sentinel_config) {
                 Ok(server) => return server,
                 // Usually another process took the port between probing and binding it.
                 Err(failure) => failures.push(failure),
@@ -61,7 +77,11 @@ impl RedisServer {
         );
     }
 
-    fn try_start(extra_args: &[&str], port: u16) -> Result<Self, String> {
+    fn try_start(
+        extra_args: &[&str],
+        port: u16,
+        sentinel_config: Option<&str>,
+    ) -> Result<Self, String> {
         let extra_args: Vec<String> = extra_args.iter().map(|arg| (*arg).to_owned()).collect();
         let dir = std::env::temp_dir().join(format!(
             "ironlock-core-test-{}-{}",
@@ -69,13 +89,19 @@ impl RedisServer {
             NEXT_SERVER.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&dir).map_err(|error| format!("create {dir:?}: {error}"))?;
-        let process = spawn(port, &dir, &extra_args)?;
+        if let Some(config) = sentinel_config {
+            std::fs::write(dir.join(SENTINEL_CONFIG), config)
+                .map_err(|error| format!("write {SENTINEL_CONFIG} in {dir:?}: {error}"))?;
+        }
+        let sentinel = sentinel_config.is_some();
+        let process = spawn(port, &dir, &extra_args, sentinel)?;
         // From here on, Drop kills the process and removes the directory on every early return.
         let mut server = Self {
             process,
             port,
             dir,
             extra_args,
+            sentinel,
         };
         server.wait_until_ready()?;
         Ok(server)
@@ -116,7 +142,7 @@ impl RedisServer {
     /// without persistence does to its data.
     pub fn restart_empty(&mut self) {
         self.stop();
-        self.process = spawn(self.port, &self.dir, &self.extra_args)
+        self.process = spawn(self.port, &self.dir, &self.extra_args, self.sentinel)
             .unwrap_or_else(|error| panic!("restart on port {}: {error}", self.port));
         if let Err(error) = self.wait_until_ready() {
             panic!("restart on port {}: {error}", self.port);
@@ -227,9 +253,14 @@ impl RedisServer {
         answer.unwrap_or_else(|error| self.fail(format_args!("{command:?} failed: {error}")))
     }
 
-    /// Whether a write (set, then deleted) reaches a replica within a second: `WAIT` counts the
-    /// writes of its own connection, so all three go on one.
+    /// Whether a write (set, then deleted) reaches a replica within a second.
     fn write_reaches_a_replica(&self) -> bool {
+        self.replicas_acknowledging_a_write(1) >= 1
+    }
+
+    /// How many replicas, of the `wanted`, acknowledge a write (set, then deleted) within a
+    /// second: `WAIT` counts the writes of its own connection, so all three go on one.
+    fn replicas_acknowledging_a_write(&self, wanted: usize) -> usize {
         const PROBE: &str = "ironlock-test:replica-probe";
         let acknowledged = self.connection().and_then(|mut connection| {
             redis::pipe()
@@ -241,11 +272,11 @@ impl RedisServer {
                 .arg(PROBE)
                 .ignore()
                 .cmd("WAIT")
-                .arg(1)
+                .arg(wanted)
                 .arg(1000)
-                .query::<(i64,)>(&mut connection)
+                .query::<(usize,)>(&mut connection)
         });
-        matches!(acknowledged, Ok((count,)) if count >= 1)
+        acknowledged.map_or(0, |(count,)| count)
     }
 
     fn connection(&self) -> redis::RedisResult<redis::Connection> {
@@ -330,8 +361,18 @@ impl Drop for RedisServer {
     }
 }
 
-fn spawn(port: u16, dir: &std::path::Path, extra_args: &[String]) -> Result<Child, String> {
-    Command::new(REDIS_SERVER)
+fn spawn(
+    port: u16,
+    dir: &std::path::Path,
+    extra_args: &[String],
+    sentinel: bool,
+) -> Result<Child, String> {
+    let mut command = Command::new(REDIS_SERVER);
+    if sentinel {
+        // A sentinel needs a config file of its own, given first.
+        command.arg(dir.join(SENTINEL_CONFIG)).arg("--sentinel");
+    }
+    command
         .args(["--port", &port.to_string()])
         .args(["--bind", "127.0.0.1"])
         .args(["--save", ""])
