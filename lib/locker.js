@@ -134,9 +134,9 @@ class Locker {
     this.#dispatch = new Dispatcher()
     this.#native = new NativeLocker(native, this.#dispatch.onComplete)
     this.#dispatch.native = this.#native
-    if (native.mode === 'single') {
-      this.#dispatch.wire = new Wire(this.#native, native.nodes[0], native, this.#dispatch.onComplete)
-    }
+    // The fast path: one Redis, or the master the sentinels name (the native side says where it is).
+    const wireNode = native.mode === 'single' ? native.nodes[0] : native.mode === 'sentinel' ? native.master : null
+    if (wireNode) this.#dispatch.wire = new Wire(this.#native, wireNode, native, this.#dispatch.onComplete)
   }
 
   // `this`, if it is a Locker: a method called on anything else (e.g. detached) gets a Node-style error.

@@ -1,12 +1,13 @@
 'use strict'
 
-// One behavioural suite, three targets: every test here runs against a real Redis, a Redis
-// Cluster and `memory://`, so neither the Cluster nor the in-process store can drift from one
-// Redis. Tests that need to look at Redis itself (raw keys, pub/sub, server failures) belong in
+// One behavioural suite, four targets: every test here runs against a real Redis, a Redis
+// Cluster, Redis behind Sentinel and `memory://`, so neither the Cluster, Sentinel nor the
+// in-process store can drift from one Redis. Tests that need to look at Redis itself (raw keys, pub/sub, server failures) belong in
 // the other files, not here.
 
 const { startRedis, stopAll } = require('../helpers/redis-server')
 const { startCluster } = require('../helpers/redis-cluster')
+const { startSentinel } = require('../helpers/redis-sentinel')
 const ironlock = require('../..')
 const { Locker, LockError, LockBusyError, LockLostError, LockConnectionError } = ironlock
 
@@ -34,6 +35,15 @@ const targets = [
     },
     reset() {
       return this.cluster.flushAll()
+    },
+  }],
+  ['sentinel', {
+    async setup() {
+      this.sentinel = await startSentinel()
+      return this.sentinel.url
+    },
+    async reset() {
+      await this.sentinel.admin(await this.sentinel.master()).flushall()
     },
   }],
   ['memory', {
