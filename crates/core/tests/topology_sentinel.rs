@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use ironlock_core::topology::{for_target, Attempt, ReleaseListener};
 use ironlock_core::LockKeys;
-use ironlock_core::{AcquireOptions, Lifecycle, LockerConfig, Replicas, Topology};
+use ironlock_core::{AcquireOptions, Lifecycle, LockerConfig, Replicas};
 use support::sentinel::RedisSentinel;
 
 /// Long enough for a call to ride out a failover (about two to three seconds here).
