@@ -100,7 +100,7 @@ export interface AcquireOptions {
   /**
    * Grant only once this many replicas acknowledged the lock and its fence (`WAIT` after the
    * acquire); otherwise the lock is given back and the call rejects with `ReplicationError`.
-   * Default 0. One Redis with replicas, and each Redlock node; not on a Redis Cluster target yet.
+   * Default 0. One Redis with replicas, Sentinel, each master of a Redis Cluster, and each Redlock node.
    */
   replicas?: number
   /** ms to wait for the replicas' acknowledgements when `replicas` > 0. Default 1000. */
