@@ -8,6 +8,7 @@ mod support;
 use ironlock_core::protocol::scripts;
 use redis::Value;
 use support::RedisServer;
+use support::ShowsLogs;
 
 const COUNTER: &str = "ironlock:fence:{a}";
 /// A token of the length and mark of ironlock's own.

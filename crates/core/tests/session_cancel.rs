@@ -9,6 +9,7 @@ use std::time::Duration;
 use ironlock_core::{AcquireOptions, CancelToken, LockError};
 use support::locker::{acquire, exists, locker, names, options, refused, stored_token, SLACK};
 use support::RedisServer;
+use support::ShowsLogs;
 use tokio::time::Instant;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

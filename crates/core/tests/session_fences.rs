@@ -8,6 +8,7 @@ use std::collections::HashSet;
 use ironlock_core::protocol::keys::hash_slot;
 use support::locker::{acquire, locker, options};
 use support::RedisServer;
+use support::ShowsLogs;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fences_strictly_increase_per_key() {

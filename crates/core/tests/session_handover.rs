@@ -13,6 +13,7 @@ use ironlock_core::{
     AcquireOptions, CancelToken, HeldLock, Lifecycle, LockError, LockerConfig, Replicas, Target,
 };
 use support::RedisServer;
+use support::ShowsLogs;
 use tokio::time::Instant;
 
 const TIMEOUT: Duration = Duration::from_millis(1_000);

@@ -10,6 +10,7 @@ use std::time::Duration;
 use ironlock_core::{Lifecycle, LockError};
 use support::locker::{acquire, locker, names, options, refused, stored_token, SLACK};
 use support::RedisServer;
+use support::ShowsLogs;
 use tokio::time::Instant;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

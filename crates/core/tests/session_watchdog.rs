@@ -9,6 +9,7 @@ use std::time::Duration;
 use ironlock_core::{HeldLock, Lifecycle, LockError, Upkeep, Watchdog};
 use support::locker::{acquire, exists, locker, options, pttl, stored_token, SLACK};
 use support::RedisServer;
+use support::ShowsLogs;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watchdog_keeps_a_short_lock_alive_and_reports_its_loss() {

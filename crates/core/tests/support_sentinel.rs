@@ -6,6 +6,7 @@ mod support;
 
 use ironlock_core::{SentinelConfig, Target};
 use support::sentinel::{RedisSentinel, NAME};
+use support::ShowsLogs;
 
 #[test]
 fn starts_fails_over_and_takes_the_old_master_back_as_a_replica() {

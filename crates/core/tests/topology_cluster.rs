@@ -15,6 +15,7 @@ use ironlock_core::{
     AcquireOptions, HeldLock, Lifecycle, LockError, LockerConfig, Replicas, Target,
 };
 use support::cluster::RedisCluster;
+use support::ShowsLogs;
 use tokio::time::Instant;
 
 /// Long enough that no waiter in these tests wakes because a holder's TTL ran out.

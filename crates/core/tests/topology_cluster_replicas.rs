@@ -14,6 +14,7 @@ use ironlock_core::{
     AcquireOptions, HeldLock, Lifecycle, LockError, LockerConfig, Replicas, Target,
 };
 use support::cluster::RedisCluster;
+use support::ShowsLogs;
 use tokio::time::Instant;
 
 /// Covers a failover (about two seconds with the harness's node timeout) within one call.

@@ -12,6 +12,7 @@ use ironlock_core::protocol::scripts;
 use ironlock_core::session::handover::MAX_LINKS;
 use ironlock_core::{AcquireOptions, HeldLock, Lifecycle, LockerConfig, Replicas, Target};
 use support::RedisServer;
+use support::ShowsLogs;
 use tokio::time::Instant;
 
 const TIMEOUT: Duration = Duration::from_millis(1_000);

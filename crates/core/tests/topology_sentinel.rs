@@ -11,6 +11,7 @@ use ironlock_core::topology::{for_target, Attempt, ReleaseListener};
 use ironlock_core::LockKeys;
 use ironlock_core::{AcquireOptions, Lifecycle, LockerConfig, Replicas};
 use support::sentinel::RedisSentinel;
+use support::ShowsLogs;
 
 /// Long enough for a call to ride out a failover (about two to three seconds here).
 const TIMEOUT: Duration = Duration::from_secs(5);

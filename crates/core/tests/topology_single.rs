@@ -12,6 +12,7 @@ use support::locker::{
     CONNECT_TIMEOUT, SLACK,
 };
 use support::RedisServer;
+use support::ShowsLogs;
 use tokio::time::Instant;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

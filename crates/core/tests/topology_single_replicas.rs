@@ -11,6 +11,7 @@ use ironlock_core::{
     AcquireOptions, HeldLock, Lifecycle, LockError, LockerConfig, Replicas, Target,
 };
 use support::RedisServer;
+use support::ShowsLogs;
 use tokio::time::Instant;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(1_000);

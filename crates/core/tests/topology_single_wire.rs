@@ -14,6 +14,7 @@ use ironlock_core::topology::{Attempt, WireAnswer, WireCalls};
 use ironlock_core::transport::wire::{Broken, CLIENT_NAME};
 use ironlock_core::LockKeys;
 use support::RedisServer;
+use support::ShowsLogs;
 
 type TestWire = WireCalls<usize, usize>;
 type Answer = WireAnswer<usize, usize>;

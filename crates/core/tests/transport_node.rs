@@ -11,6 +11,7 @@ use ironlock_core::protocol::scripts;
 use ironlock_core::transport::node::{NodeConnection, Resend};
 use ironlock_core::LockError;
 use support::RedisServer;
+use support::ShowsLogs;
 use tokio::time::Instant;
 
 /// Added to every upper time bound: the tests check behaviour, not the scheduler's latency.

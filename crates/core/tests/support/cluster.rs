@@ -3,14 +3,13 @@
 //! --cluster create`, ready once every node says `cluster_state:ok` and every replica is in sync.
 //! Dropping it kills every node; a failed check prints every node's log.
 
-use std::fmt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ironlock_core::protocol::keys::hash_slot;
 use ironlock_core::NodeConfig;
 
-use super::{free_port, RedisServer};
+use super::{free_port, RedisServer, ShowsLogs};
 
 const REDIS_CLI: &str = "/usr/bin/redis-cli";
 /// Short, so a killed master's replica takes over within about two seconds.
@@ -197,40 +196,6 @@ impl RedisCluster {
         &self.nodes[migration.from]
     }
 
-    /// `assert!` that shows every node's log when it fails.
-    #[track_caller]
-    pub fn check(&self, condition: bool, message: impl fmt::Display) {
-        if !condition {
-            self.fail(message);
-        }
-    }
-
-    /// `assert_eq!` that shows every node's log when it fails.
-    #[track_caller]
-    pub fn check_eq<T: PartialEq + fmt::Debug>(&self, actual: T, expected: T, what: &str) {
-        if actual != expected {
-            self.fail(format_args!(
-                "{what}: expected {expected:?}, got {actual:?}"
-            ));
-        }
-    }
-
-    #[track_caller]
-    pub fn fail(&self, message: impl fmt::Display) -> ! {
-        let logs: Vec<String> = self
-            .nodes
-            .iter()
-            .map(|node| {
-                format!(
-                    "--- redis-server log (port {}) ---\n{}",
-                    node.port(),
-                    node.log()
-                )
-            })
-            .collect();
-        panic!("{message}\n{}", logs.join("\n"))
-    }
-
     fn live(&self) -> impl Iterator<Item = &RedisServer> {
         self.nodes
             .iter()
@@ -356,5 +321,22 @@ fn free_cluster_port() -> u16 {
         {
             return port;
         }
+    }
+}
+
+impl ShowsLogs for RedisCluster {
+    fn logs(&self) -> String {
+        let logs: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|node| {
+                format!(
+                    "--- redis-server log (port {}) ---\n{}",
+                    node.port(),
+                    node.log()
+                )
+            })
+            .collect();
+        logs.join("\n")
     }
 }

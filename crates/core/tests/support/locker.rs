@@ -6,7 +6,7 @@ use ironlock_core::{
     AcquireOptions, HeldLock, Lifecycle, LockError, LockerConfig, Replicas, Target,
 };
 
-use super::RedisServer;
+use super::{RedisServer, ShowsLogs};
 
 /// Short enough that failure tests finish fast, long enough for a loaded CI machine.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(1_000);

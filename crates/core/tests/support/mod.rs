@@ -20,6 +20,35 @@ use std::time::{Duration, Instant};
 
 use ironlock_core::NodeConfig;
 
+/// Servers whose logs a failed check prints, so that a failure says what Redis saw.
+pub trait ShowsLogs {
+    /// Every server's log, each under a line naming it.
+    fn logs(&self) -> String;
+
+    /// `assert!` that shows the logs when it fails.
+    #[track_caller]
+    fn check(&self, condition: bool, message: impl fmt::Display) {
+        if !condition {
+            self.fail(message);
+        }
+    }
+
+    /// `assert_eq!` that shows the logs when it fails.
+    #[track_caller]
+    fn check_eq<T: PartialEq + Debug>(&self, actual: T, expected: T, what: &str) {
+        if actual != expected {
+            self.fail(format_args!(
+                "{what}: expected {expected:?}, got {actual:?}"
+            ));
+        }
+    }
+
+    #[track_caller]
+    fn fail(&self, message: impl fmt::Display) -> ! {
+        panic!("{message}\n{}", self.logs())
+    }
+}
+
 const REDIS_SERVER: &str = "/usr/bin/redis-server";
 const START_ATTEMPTS: usize = 5;
 const READY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -324,29 +353,12 @@ impl RedisServer {
     pub fn reset_stats(&self) {
         self.query::<()>(&["CONFIG", "RESETSTAT"]);
     }
+}
 
-    /// `assert!` that shows the server log when it fails.
-    #[track_caller]
-    pub fn check(&self, condition: bool, message: impl fmt::Display) {
-        if !condition {
-            self.fail(message);
-        }
-    }
-
-    /// `assert_eq!` that shows the server log when it fails.
-    #[track_caller]
-    pub fn check_eq<T: PartialEq + Debug>(&self, actual: T, expected: T, what: &str) {
-        if actual != expected {
-            self.fail(format_args!(
-                "{what}: expected {expected:?}, got {actual:?}"
-            ));
-        }
-    }
-
-    #[track_caller]
-    pub fn fail(&self, message: impl fmt::Display) -> ! {
-        panic!(
-            "{message}\n--- redis-server log (port {}) ---\n{}",
+impl ShowsLogs for RedisServer {
+    fn logs(&self) -> String {
+        format!(
+            "--- redis-server log (port {}) ---\n{}",
             self.port,
             self.log()
         )

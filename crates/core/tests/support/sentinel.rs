@@ -4,12 +4,11 @@
 //! to one: kill the master until the sentinels promote a replica, and start the killed master
 //! again. Dropping it kills every server; a failed check prints every server's log.
 
-use std::fmt;
 use std::time::{Duration, Instant};
 
 use ironlock_core::{NodeConfig, SentinelConfig, Target};
 
-use super::RedisServer;
+use super::{RedisServer, ShowsLogs};
 
 /// The master's name among the sentinels.
 pub const NAME: &str = "mymaster";
@@ -129,44 +128,6 @@ impl RedisSentinel {
         self.servers[old].restart_empty();
         self.wait_until_ready();
         &self.servers[old]
-    }
-
-    /// `assert!` that shows every server's log when it fails.
-    #[track_caller]
-    pub fn check(&self, condition: bool, message: impl fmt::Display) {
-        if !condition {
-            self.fail(message);
-        }
-    }
-
-    /// `assert_eq!` that shows every server's log when it fails.
-    #[track_caller]
-    pub fn check_eq<T: PartialEq + fmt::Debug>(&self, actual: T, expected: T, what: &str) {
-        if actual != expected {
-            self.fail(format_args!(
-                "{what}: expected {expected:?}, got {actual:?}"
-            ));
-        }
-    }
-
-    #[track_caller]
-    pub fn fail(&self, message: impl fmt::Display) -> ! {
-        let servers = self.servers.iter().map(|server| ("redis-server", server));
-        let sentinels = self
-            .sentinels
-            .iter()
-            .map(|server| ("redis-sentinel", server));
-        let logs: Vec<String> = servers
-            .chain(sentinels)
-            .map(|(kind, server)| {
-                format!(
-                    "--- {kind} log (port {}) ---\n{}",
-                    server.port(),
-                    server.log()
-                )
-            })
-            .collect();
-        panic!("{message}\n{}", logs.join("\n"))
     }
 
     fn live(&self) -> impl Iterator<Item = (usize, &RedisServer)> {
@@ -347,4 +308,25 @@ fn fields(flat: Vec<String>) -> std::collections::HashMap<String, String> {
         map.insert(key, value);
     }
     map
+}
+
+impl ShowsLogs for RedisSentinel {
+    fn logs(&self) -> String {
+        let servers = self.servers.iter().map(|server| ("redis-server", server));
+        let sentinels = self
+            .sentinels
+            .iter()
+            .map(|server| ("redis-sentinel", server));
+        let logs: Vec<String> = servers
+            .chain(sentinels)
+            .map(|(kind, server)| {
+                format!(
+                    "--- {kind} log (port {}) ---\n{}",
+                    server.port(),
+                    server.log()
+                )
+            })
+            .collect();
+        logs.join("\n")
+    }
 }
