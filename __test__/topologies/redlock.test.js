@@ -167,8 +167,8 @@ describe('on 3 healthy nodes', () => {
         return calls / 100
       }))
       expect(overlaps).toBe(0)
-      // A quiet acquisition costs about 12 commands per node (acquire, fence lift, release with
-      // its announcement). Here a release hands the lock to a waiter of the same locker on every
+      // A quiet acquisition costs about 9 commands per node (acquire, and release with its
+      // announcement, 4 each; a fence lift on one node of three). Here a release hands the lock to a waiter of the same locker on every
       // node (script, GET, SET, INCR) and announces nothing; a chain ends when that locker's
       // waiters are through, and the heads of the others compete: about 5 per node. Before
       // hand-overs it was about 16; when every head attempted at once after each release, they

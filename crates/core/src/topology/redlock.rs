@@ -222,17 +222,29 @@ impl Redlock {
         (others < self.quorum).then(|| first.clone())
     }
 
-    /// Lifts every node's fencing counters for `keys` to `fence`, without waiting. Each node's
-    /// lift leaves on its connection before anything the holder sends it later (a release), so
-    /// the next holder's fence is higher on whichever majority grants it, while every node
-    /// keeps its data. `granted` is each node's fence in this round, if it gave one: a node
-    /// that gave `fence` itself counts it already (counters only ever rise), and is left out.
+    /// Lifts fencing counters for `keys` to `fence`, without waiting, on as few nodes as it
+    /// takes for every majority to include a node that counts `fence`: then the next holder's
+    /// fence is higher on whichever majority grants it, while every node keeps its data. Each
+    /// lift leaves on its node's connection before anything the holder sends it later (a
+    /// release).
+    ///
+    /// `granted` is each node's fence in this round, if it gave one. A node that gave `fence`
+    /// counts it already (counters only ever rise); any `n - quorum + 1` nodes meet every
+    /// majority, so that many must count it. The others lifted are nodes that granted below
+    /// `fence` (there are always enough: a majority granted), whose connections just answered;
+    /// on three nodes that is one lift, the node that has not answered yet is left alone.
     fn lift_fences(&self, keys: &LockKeys, fence: u64, granted: &[Option<u64>]) {
-        for (node, granted) in self.nodes.iter().zip(granted) {
-            if *granted != Some(fence) {
-                node.lift_fences(keys, fence);
-            }
-        }
+        let counting = granted
+            .iter()
+            .filter(|given| **given == Some(fence))
+            .count();
+        let needed = (self.nodes.len() + 1 - self.quorum).saturating_sub(counting);
+        self.nodes
+            .iter()
+            .zip(granted)
+            .filter(|(_, given)| matches!(given, Some(given) if *given < fence))
+            .take(needed)
+            .for_each(|(node, _)| node.lift_fences(keys, fence));
     }
 
     /// Undoes a failed hand-over: deletes both of its tokens on every node. The head attempts as
