@@ -198,7 +198,7 @@ async function withHardLimit (promise, ms) {
 // The adapter's connection options: the deployment's, except that a reference
 // (the floor) reaches only the servers of the case's key, as a plain client.
 async function connectionFor (adapter, deployment, testCase) {
-  if (!adapter.reference) return { urls: deployment.urls, cluster: deployment.cluster }
+  if (!adapter.reference) return { urls: deployment.urls, cluster: deployment.cluster, sentinel: deployment.sentinel }
   const servers = await deployment.serversOf(testCase.key)
   return { urls: servers.map((server) => server.url), cluster: false }
 }

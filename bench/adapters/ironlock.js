@@ -11,8 +11,8 @@ try {
   unavailable = err.message.split('\n')[0]
 }
 
-function create ({ urls, cluster, maxWaitMs }) {
-  const locker = new Locker(cluster ? { cluster: urls } : urls.length === 1 ? urls[0] : urls)
+function create ({ urls, cluster, sentinel, maxWaitMs }) {
+  const locker = new Locker(sentinel ?? (cluster ? { cluster: urls } : urls.length === 1 ? urls[0] : urls))
   return {
     name: 'ironlock',
     acquire: (key, ttlMs) => locker.acquire(key, { ttl: ttlMs, wait: maxWaitMs }),
@@ -21,4 +21,4 @@ function create ({ urls, cluster, maxWaitMs }) {
   }
 }
 
-module.exports = { name: 'ironlock', multiNode: true, cluster: true, unavailable, create }
+module.exports = { name: 'ironlock', multiNode: true, cluster: true, sentinel: true, unavailable, create }

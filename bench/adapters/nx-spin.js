@@ -9,9 +9,9 @@ const { redisClients } = require('./clients')
 const SPIN_DELAY_MS = 20
 const COMPARE_AND_DELETE = `if redis.call('get',KEYS[1])==ARGV[1] then return redis.call('del',KEYS[1]) else return 0 end`
 
-function create ({ urls, cluster, maxWaitMs }) {
-  // One node, or one Cluster client: a single SET NX either way.
-  const [client] = redisClients({ urls: cluster ? urls : urls.slice(0, 1), cluster })
+function create ({ urls, cluster, sentinel, maxWaitMs }) {
+  // One node, one Cluster client or one Sentinel client: a single SET NX either way.
+  const [client] = redisClients({ urls: cluster ? urls : urls.slice(0, 1), cluster, sentinel })
   client.defineCommand('compareAndDelete', { numberOfKeys: 1, lua: COMPARE_AND_DELETE })
   return {
     name: 'nx-spin',
@@ -32,4 +32,4 @@ function create ({ urls, cluster, maxWaitMs }) {
 }
 
 // No Redlock: a quorum is out of scope for the baseline.
-module.exports = { name: 'nx-spin', multiNode: false, cluster: true, create }
+module.exports = { name: 'nx-spin', multiNode: false, cluster: true, sentinel: true, create }

@@ -6,8 +6,8 @@ const { redisClients } = require('./clients')
 const { Mutex, RedlockMutex } = require('redis-semaphore')
 const { RETRY_DELAY_MS } = require('./polling')
 
-function create ({ urls, cluster, maxWaitMs }) {
-  const clients = redisClients({ urls, cluster })
+function create ({ urls, cluster, sentinel, maxWaitMs }) {
+  const clients = redisClients({ urls, cluster, sentinel })
   return {
     name: 'redis-semaphore',
     async acquire (key, ttlMs) {
@@ -32,4 +32,4 @@ function create ({ urls, cluster, maxWaitMs }) {
   }
 }
 
-module.exports = { name: 'redis-semaphore', multiNode: true, cluster: true, create }
+module.exports = { name: 'redis-semaphore', multiNode: true, cluster: true, sentinel: true, create }

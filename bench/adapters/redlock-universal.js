@@ -32,8 +32,8 @@ async function releaseThroughNoScript (lock, handle) {
   }
 }
 
-function create ({ urls, cluster, maxWaitMs }) {
-  const clients = redisClients({ urls, cluster })
+function create ({ urls, cluster, sentinel, maxWaitMs }) {
+  const clients = redisClients({ urls, cluster, sentinel })
   const adapters = clients.map((client) => new IoredisAdapter(client))
 
   // The library binds a lock object to one key and TTL; reuse it per key as its
@@ -62,4 +62,4 @@ function create ({ urls, cluster, maxWaitMs }) {
   }
 }
 
-module.exports = { name: 'redlock-universal', multiNode: true, cluster: true, create }
+module.exports = { name: 'redlock-universal', multiNode: true, cluster: true, sentinel: true, create }

@@ -6,8 +6,8 @@ const { redisClients } = require('./clients')
 const Redlock = require('redlock')
 const { RETRY_DELAY_MS, RETRY_JITTER_MS, RETRIES_PER_CALL, retryUntil } = require('./polling')
 
-function create ({ urls, cluster, maxWaitMs }) {
-  const clients = redisClients({ urls, cluster })
+function create ({ urls, cluster, sentinel, maxWaitMs }) {
+  const clients = redisClients({ urls, cluster, sentinel })
   const redlock = new Redlock(clients, {
     retryCount: RETRIES_PER_CALL,
     retryDelay: RETRY_DELAY_MS,
@@ -21,4 +21,4 @@ function create ({ urls, cluster, maxWaitMs }) {
   }
 }
 
-module.exports = { name: 'redlock', multiNode: true, cluster: true, create }
+module.exports = { name: 'redlock', multiNode: true, cluster: true, sentinel: true, create }

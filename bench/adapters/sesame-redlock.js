@@ -13,8 +13,8 @@ const ACQUIRE_SETTINGS = {
   retryJitter: RETRY_JITTER_MS
 }
 
-function create ({ urls, cluster, maxWaitMs }) {
-  const clients = redisClients({ urls, cluster })
+function create ({ urls, cluster, sentinel, maxWaitMs }) {
+  const clients = redisClients({ urls, cluster, sentinel })
   const redlock = new Redlock(clients)
   // Every failed attempt is emitted as 'error' (ResourceLockedError); without a
   // listener the EventEmitter would throw.
@@ -27,4 +27,4 @@ function create ({ urls, cluster, maxWaitMs }) {
   }
 }
 
-module.exports = { name: 'sesame-redlock', multiNode: true, cluster: true, create }
+module.exports = { name: 'sesame-redlock', multiNode: true, cluster: true, sentinel: true, create }

@@ -3,7 +3,7 @@
 // Child process of contended-processes.js: ONE of the processes that queue for
 // the same key. Protocol (IPC messages, all with a `type`):
 //
-//   parent → { type: 'config', adapter, index, urls, cluster, maxWaitMs, key, warmupKey, tasks, holdMs, ttlMs }
+//   parent → { type: 'config', adapter, index, urls, cluster, sentinel, maxWaitMs, key, warmupKey, tasks, holdMs, ttlMs }
 //   child  → { type: 'ready' }                 adapter created and warmed up
 //   parent → { type: 'clock', t0 }             (a few times) child → { type: 'clock', t0, childNow }
 //   parent → { type: 'start' }                 the barrier: every child starts its tasks now
@@ -29,7 +29,8 @@ async function prepare (received) {
   const adapter = adapters.find((candidate) => candidate.name === config.adapter)
   if (!adapter) throw new Error(`unknown adapter ${config.adapter}`)
   if (adapter.unavailable) throw new Error(`${adapter.name} unavailable: ${adapter.unavailable}`)
-  locks = adapter.create({ urls: config.urls, cluster: config.cluster, maxWaitMs: config.maxWaitMs })
+  const { urls, cluster, sentinel, maxWaitMs } = config
+  locks = adapter.create({ urls, cluster, sentinel, maxWaitMs })
   // Connections, scripts and the waiting path, on a key of this process's own.
   await Promise.all(Array.from({ length: WARMUP_TASKS }, () =>
     holdOnce(locks, config.warmupKey, { ttlMs: config.ttlMs, holdMs: WARMUP_HOLD_MS }, sharedNowMs)))

@@ -70,7 +70,7 @@ function analyseHolds (holds) {
 
 // `deployment`: a topology's (topologies/index.js); the parent PINGs the servers of the key.
 async function runContendedProcesses (adapter, deployment, { processes, tasksPerProcess, holdMs, ttlMs, maxWaitMs, runCapMs }) {
-  const { servers, urls, cluster } = deployment
+  const { servers, urls, cluster, sentinel } = deployment
   const pinged = await deployment.serversOf(KEY)
   const pingers = await openPingers(pinged)
   const children = Array.from({ length: processes }, (_, index) => new Child(CHILD, index))
@@ -83,6 +83,7 @@ async function runContendedProcesses (adapter, deployment, { processes, tasksPer
         index: child.index,
         urls,
         cluster,
+        sentinel,
         maxWaitMs,
         key: KEY,
         warmupKey: `${WARMUP_KEY}:${child.index}`,
