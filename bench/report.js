@@ -211,4 +211,4 @@ function renderCase (title, kind, rows) {
   return [`\n== ${title} ==`, formatTable(headers, cells), ...errors, comparison].join('\n')
 }
 
-module.exports = { renderCase }
+module.exports = { renderCase, COLUMNS, isComplete }

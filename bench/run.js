@@ -1,7 +1,7 @@
 'use strict'
 
 // npm run bench -- [--only name1,name2] [--case uncontended,contended,contended-keys,contended-processes,foreign]
-//                   [--topology single,redlock,cluster] [--tasks 100] [--quick]
+//                   [--topology single,redlock,cluster,replicated,sentinel] [--tasks 100] [--quick]
 //
 // Runs every lock implementation against the same throwaway redis-server(s) of
 // each topology (topologies/), case by case, all in this one process (only the
@@ -24,6 +24,7 @@ const { runContendedProcesses, contendedProcessesLimitMs } = require('./scenario
 const { runForeignHandOff, runMixedFleets, FLEET } = require('./scenarios/foreign')
 const { runRollingMigration, ROLLING } = require('./scenarios/rolling')
 const { renderCase } = require('./report')
+const { compareTopologies, renderComparison } = require('./topology-comparison')
 
 const RESULTS_FILE = path.join(__dirname, 'results.json')
 const OURS = 'ironlock'
@@ -258,6 +259,17 @@ async function machineInfo (servers) {
   }
 }
 
+// ironlock on each topology that says which ones it should match, against each of them that
+// ran too: printed, and returned for results.json.
+function compareRanTopologies (topologyKeys, results) {
+  const ran = topologies.filter((topology) => topologyKeys.includes(topology.key))
+  return ran.flatMap((topology) => ran.filter((base) => topology.comparedWith?.includes(base.key)).map((base) => {
+    const cases = compareTopologies(results, topology, base)
+    console.log(renderComparison(topology, base, cases))
+    return { topology: topology.key, comparedWith: base.key, impl: OURS, cases }
+  }))
+}
+
 async function main () {
   const { only, groups, topologyKeys, tasks, quick } = parseCli()
   const settings = { ...(quick ? QUICK : FULL), ...(tasks && { contendedTasks: tasks }) }
@@ -293,7 +305,7 @@ async function main () {
           ? await runFleets(deployment, testCase)
           : await runEach(participants, deployment, testCase, settings)
         console.log(renderCase(`${topology.name} · ${testCase.title}`, testCase.kind, rows))
-        results.push({ topology: topology.name, scenario: testCase.kind, title: testCase.title, rows })
+        results.push({ topology: topology.name, topologyKey: topology.key, scenario: testCase.kind, title: testCase.title, rows })
       }
     } finally {
       await deployment.stop()
@@ -303,7 +315,8 @@ async function main () {
     console.log('\nnothing to run: no selected implementation or case runs on the selected topologies')
     return
   }
-  fs.writeFileSync(RESULTS_FILE, JSON.stringify({ meta, results }, null, 2) + '\n')
+  const comparisons = compareRanTopologies(topologyKeys, results)
+  fs.writeFileSync(RESULTS_FILE, JSON.stringify({ meta, results, comparisons }, null, 2) + '\n')
   console.log(`\nwrote ${path.relative(process.cwd(), RESULTS_FILE)}`)
 }
 
