@@ -14,6 +14,23 @@ pub fn split<T>(mut items: Vec<T>) -> impl Iterator<Item = Vec<T>> {
     })
 }
 
+/// `queued` requests grouped by the Redis Cluster hash slot `slot_of` says (a script call's keys
+/// must share one), each group in calls of at most [`MAX_BATCH`], in the order they were asked for.
+pub fn per_slot<T>(queued: impl Iterator<Item = T>, slot_of: fn(&T) -> u16) -> Vec<(u16, Vec<T>)> {
+    let mut groups: Vec<(u16, Vec<T>)> = Vec::new();
+    for item in queued {
+        let slot = slot_of(&item);
+        match groups.iter_mut().find(|(each, _)| *each == slot) {
+            Some((_, group)) => group.push(item),
+            None => groups.push((slot, vec![item])),
+        }
+    }
+    groups
+        .into_iter()
+        .flat_map(|(slot, group)| split(group).map(move |chunk| (slot, chunk)))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -32,6 +32,7 @@ use super::single::{
 use super::{handed_key, Attempt, BoxFuture, HandOver, ReleaseListener, Replicas, Topology};
 use crate::config::NodeConfig;
 use crate::error::LockError;
+use crate::protocol::chunks::per_slot;
 use crate::protocol::keys::{hash_slot, LockKeys};
 use crate::protocol::script_call::ScriptCall;
 use crate::protocol::script_reply;
@@ -231,25 +232,6 @@ impl Shards {
             let _ = reply_to.send(outcome);
         }
     }
-}
-
-/// `queued` requests grouped by the slot `slot_of` says, each group in calls of at most
-/// [`crate::protocol::chunks::MAX_BATCH`], in the order they were asked for.
-fn per_slot<T>(queued: impl Iterator<Item = T>, slot_of: fn(&T) -> u16) -> Vec<(u16, Vec<T>)> {
-    let mut groups: Vec<(u16, Vec<T>)> = Vec::new();
-    for item in queued {
-        let slot = slot_of(&item);
-        match groups.iter_mut().find(|(each, _)| *each == slot) {
-            Some((_, group)) => group.push(item),
-            None => groups.push((slot, vec![item])),
-        }
-    }
-    groups
-        .into_iter()
-        .flat_map(|(slot, group)| {
-            crate::protocol::chunks::split(group).map(move |chunk| (slot, chunk))
-        })
-        .collect()
 }
 
 impl Topology for Cluster {

@@ -9,8 +9,9 @@ use std::sync::Arc;
 
 use futures_util::future::join_all;
 
-use super::{per_slot, Shards};
+use super::Shards;
 use crate::error::LockError;
+use crate::protocol::chunks::per_slot;
 use crate::protocol::replicas::Replicas;
 use crate::protocol::resp;
 use crate::protocol::script_call::ScriptCall;
