@@ -22,31 +22,34 @@ export declare class NativeLocker {
    * `numbers` and `keys` are in the request layout of `layout.rs`: [`REQUEST_FIELDS`] numbers
    * per operation, placed as `RequestField` says and used as [`RequestKind`] says.
    *
-   * Returns the bytes JS must write to the wire's socket, when the wire is ready and took some
-   * of the requests (see `Locker::submit` in the core).
+   * Returns what JS must do with the wire's sockets (see `Locker::submit` in the core): on one
+   * Redis (or Sentinel's master), the bytes to write to its socket when the wire is ready and
+   * took some of the requests; on a Redis Cluster, for each master's socket by index, the
+   * bytes to write, `true` to open it, or `false`; `null` when there is nothing to do.
    */
-  submit(numbers: Float64Array, keys: Array<string>): Buffer | null
+  submit(numbers: Float64Array, keys: Array<string>): Buffer | Array<Buffer | boolean> | null
   /**
-   * Where the wire's socket connects now: one Redis's address, or behind Sentinel where the
-   * master was last found; `null` while it is not known (the native connection finds it).
+   * Where socket `wire` connects now: one Redis's address, behind Sentinel where the master
+   * was last found, on a Redis Cluster its master's; `null` while it is not known (the native
+   * connection finds it).
    */
-  wireAddress(): WireAddress | null
+  wireAddress(wire: number): WireAddress | null
   /**
-   * The wire's socket connected to `host:port` (as [`Self::wire_address`] said): returns its
+   * Socket `wire` connected to `host:port` (as [`Self::wire_address`] said): returns its
    * first bytes (AUTH, SELECT, the client's name; behind Sentinel, ROLE).
    */
-  wireConnected(host: string, port: number): Buffer
-  /** Bytes read from the wire's socket: the operations they finish, and what to write back. */
-  wireFeed(bytes: Buffer): NativeWireOutput
+  wireConnected(wire: number, host: string, port: number): Buffer
+  /** Bytes read from socket `wire`: the operations they finish, and what to write back. */
+  wireFeed(wire: number, bytes: Buffer): NativeWireOutput
   /**
-   * The wire's socket closed or failed. With `retry` (the socket closed under it, Redis may
-   * well be back at once), what it carried runs again on the runtime's connection, after
-   * giving back whatever a sent attempt may have taken; without (a command timed out), it
-   * fails with `reason`.
+   * Socket `wire` closed or failed. With `retry` (the socket closed under it, Redis may well
+   * be back at once), what it carried runs again on the runtime's connection, after giving
+   * back whatever a sent attempt may have taken; without (a command timed out), it fails with
+   * `reason`.
    */
-  wireFail(reason: string, retry: boolean): NativeWireOutput
-  /** The locker is closing: what the wire carried fails as closed. */
-  wireClose(): NativeWireOutput
+  wireFail(wire: number, reason: string, retry: boolean): NativeWireOutput
+  /** The locker is closing: what socket `wire` carried fails as closed. */
+  wireClose(wire: number): NativeWireOutput
   /** Stops the wait of operation `op`, if it is still waiting. */
   cancel(op: number): void
   /** Closes the connections; operations after this fail with a connection error. */

@@ -78,7 +78,8 @@ class Dispatcher {
     this.keepAlive.unref()
     this.onComplete = this.onComplete.bind(this)
     this.native = null
-    // The Wire (lib/wire.js) of a single-Redis locker, else null.
+    // The Wire (lib/wire.js) of a single-Redis locker, the ShardWires (lib/shard-wires.js) of a
+    // Redis Cluster's, else null.
     this.wire = null
     // This tick's requests, REQUEST_FIELDS numbers each (0 where a kind uses no field), and the
     // keys of its acquires. Reused: a flush copies out what it sends.
@@ -154,31 +155,35 @@ class Dispatcher {
     this.requests.fill(0, 0, requests.length)
     this.count = 0
     this.keys = []
-    let write
+    let write = null
     try {
       write = this.native.submit(requests, keys)
     } catch {
       // A request the native side cannot take must fail alone, never its neighbours (nor, thrown
       // from a microtask, the process). `submit` converts its arguments before it starts anything,
       // so the refused batch may go again one request at a time.
-      write = this.submitEach(requests, keys)
+      this.submitEach(requests, keys)
     }
+    this.toWire(write)
+  }
+
+  /** What a submit wrote for the wire (see `NativeLocker.submit`): sent, or else the wire opens. */
+  toWire(write) {
     const wire = this.wire
     if (wire === null) return
     if (write) wire.send(write)
     else if (!wire.ready) wire.open()
   }
 
-  /** Submits each request alone, rejecting those the native side refuses; returns the bytes for the wire. */
+  /** Submits each request alone, rejecting those the native side refuses, each one's writes sent as it goes. */
   submitEach(requests, keys) {
-    const writes = []
     let firstKey = 0
     for (let at = 0; at < requests.length; at += REQUEST_FIELDS) {
       const fields = requests.subarray(at, at + REQUEST_FIELDS)
       const ownKeys = keys.slice(firstKey, firstKey += fields[RequestAt.KeyCount])
       try {
         const write = this.native.submit(fields, ownKeys)
-        if (write) writes.push(write)
+        if (write) this.toWire(write)
       } catch (error) {
         this.finish(fields[RequestAt.Op])?.reject({
           code: 'ECONNECTION',
@@ -188,7 +193,6 @@ class Dispatcher {
         })
       }
     }
-    return writes.length === 0 ? null : Buffer.concat(writes)
   }
 
   /** Registers `record` ({ resolve, reject, … }) and returns its operation id. */

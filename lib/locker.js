@@ -10,6 +10,7 @@ const {
 const { keysArgument, durationArgument, acquireOptions, functionArgument } = require('./validate')
 const { resolveTarget } = require('./target')
 const { Wire } = require('./wire')
+const { ShardWires } = require('./shard-wires')
 
 const NO_WAIT = 0
 const WAIT_FOREVER = -1
@@ -134,9 +135,11 @@ class Locker {
     this.#dispatch = new Dispatcher()
     this.#native = new NativeLocker(native, this.#dispatch.onComplete)
     this.#dispatch.native = this.#native
-    // The fast path: one Redis, or the master the sentinels name (the native side says where it is).
+    // The fast path: one Redis, or the master the sentinels name (the native side says where it
+    // is), or on a Redis Cluster a socket per master.
     const wireNode = native.mode === 'single' ? native.nodes[0] : native.mode === 'sentinel' ? native.master : null
     if (wireNode) this.#dispatch.wire = new Wire(this.#native, wireNode, native, this.#dispatch.onComplete)
+    else if (native.mode === 'cluster') this.#dispatch.wire = new ShardWires(this.#native, native.nodes[0], native, this.#dispatch.onComplete)
   }
 
   // `this`, if it is a Locker: a method called on anything else (e.g. detached) gets a Node-style error.

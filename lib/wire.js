@@ -1,8 +1,9 @@
 'use strict'
 
-// The wire: a socket of the JS thread's own to a single Redis (or the master Sentinel names), for the hot path (one-key acquire
-// attempts and releases). The protocol is native (`ironlock_core::wire`, through
-// `NativeLocker.wire*`): this file only moves bytes and keeps time. A lock cycle on the wire
+// The wire: a socket of the JS thread's own to a single Redis (or the master Sentinel names, or one
+// master of a Redis Cluster: lib/shard-wires.js), for the hot path (one-key acquire attempts and
+// releases). The protocol is native (`ironlock_core::wire`, through `NativeLocker.wire*`): this
+// file only moves bytes and keeps time. A lock cycle on the wire
 // crosses no thread; everything else (waiting, the watchdog, extend, multi-key locks) runs on the
 // native runtime's own connection, which also carries everything while the wire is not ready.
 
@@ -20,9 +21,11 @@ class Wire {
    * @param node `{ tls }` of the Redis (the native options of its node); where it is, the native
    *   locker says each time the wire connects (behind Sentinel, the master moves)
    * @param onComplete receives finished operations, like the native completions
+   * @param index which of the native locker's sockets this is: 0 but on a Redis Cluster (a master's)
    */
-  constructor(native, node, { connectTimeout, commandTimeout }, onComplete) {
+  constructor(native, node, { connectTimeout, commandTimeout }, onComplete, index = 0) {
     this.native = native
+    this.index = index
     this.node = node
     this.connectTimeout = connectTimeout
     this.commandTimeout = commandTimeout
@@ -42,7 +45,7 @@ class Wire {
   open() {
     if (this.state !== 'down' || Date.now() < this.reopenAt) return
     // Behind Sentinel, unknown until the native connection has found the master.
-    const address = this.native.wireAddress()
+    const address = this.native.wireAddress(this.index)
     if (!address) return
     this.state = 'connecting'
     const { host, port } = address
@@ -57,7 +60,7 @@ class Wire {
     socket.unref()
     this.arm(this.connectTimeout)
     // Set-up (AUTH, SELECT, CLIENT SETNAME): the wire is ready once Redis has answered it.
-    socket.once(this.node.tls ? 'secureConnect' : 'connect', () => this.guard(socket, () => this.send(this.native.wireConnected(host, port))))
+    socket.once(this.node.tls ? 'secureConnect' : 'connect', () => this.guard(socket, () => this.send(this.native.wireConnected(this.index, host, port))))
     socket.on('data', (bytes) => this.guard(socket, () => this.received(bytes)))
     // The connection went away: what it carried goes again on the native connection.
     const onError = (error) => this.fail(socket, error.message, { retry: true })
@@ -93,7 +96,7 @@ class Wire {
 
   received(bytes) {
     this.lastAnswerAt = performance.now()
-    this.settle(this.native.wireFeed(bytes))
+    this.settle(this.native.wireFeed(this.index, bytes))
   }
 
   settle({ numbers, texts, failures, write, ready, inFlight, broken }) {
@@ -156,7 +159,7 @@ class Wire {
       tcp.destroy()
     }
     socket.destroy()
-    if (!failedAlready) this.settle(this.native.wireFail(reason, retry))
+    if (!failedAlready) this.settle(this.native.wireFail(this.index, reason, retry))
   }
 
   close() {
@@ -167,7 +170,7 @@ class Wire {
     this.tcp = null
     this.disarm()
     if (socket) socket.destroy()
-    const { numbers, texts, failures } = this.native.wireClose()
+    const { numbers, texts, failures } = this.native.wireClose(this.index)
     if (numbers.length > 0) this.onComplete(numbers, texts, failures)
   }
 }

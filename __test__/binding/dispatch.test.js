@@ -128,7 +128,25 @@ describe('a batch the native side refuses', () => {
     dispatch.acquire(ops[1], [undefined], 1000, 0, 0)
     dispatch.acquire(ops[2], ['k2'], 1000, 0, 0)
     dispatch.flush()
-    expect(sent.join('|')).toBe('k1k2')
+    expect(sent.join('|')).toBe('k1|k2')
+    expect(settled.map(([name]) => name)).toEqual(['bad'])
+    dispatch.close({ code: 'ECONNECTION' })
+  })
+
+  test('on a Redis Cluster, what each request that went through asks of the masters\' sockets reaches them, in order', () => {
+    const dispatch = new Dispatcher()
+    const native = refusingNative()
+    // A Cluster's submit answers per master's socket: bytes, or whether to open it.
+    dispatch.native = { submit: (numbers, keys) => [false, native.submit(numbers, keys), true] }
+    const asked = []
+    dispatch.wire = { ready: true, send: (writes) => asked.push(writes.map(String).join(',')), open() {} }
+    const settled = []
+    const ops = ['one', 'bad', 'two'].map((name) => dispatch.start(recordOf(settled, name)))
+    dispatch.acquire(ops[0], ['k1'], 1000, 0, 0)
+    dispatch.acquire(ops[1], [undefined], 1000, 0, 0)
+    dispatch.acquire(ops[2], ['k2'], 1000, 0, 0)
+    dispatch.flush()
+    expect(asked).toEqual(['false,k1,true', 'false,k2,true'])
     expect(settled.map(([name]) => name)).toEqual(['bad'])
     dispatch.close({ code: 'ECONNECTION' })
   })

@@ -7,10 +7,11 @@ use std::cell::RefCell;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use ironlock_core::session::{Locker, Request, WireOutput};
+use ironlock_core::session::{Locker, Request, ToWire, WireOutput};
+use ironlock_core::topology::ShardWrite;
 use ironlock_core::transport::runtime::RUNTIME;
 use ironlock_core::{LockerConfig, Replicas, Upkeep};
-use napi::bindgen_prelude::{BufferSlice, Float64ArraySlice, Function, FunctionRef};
+use napi::bindgen_prelude::{BufferSlice, Either, Float64ArraySlice, Function, FunctionRef};
 use napi::{CleanupEnvHook, Env};
 use napi_derive::napi;
 
@@ -40,6 +41,10 @@ pub struct WireAddress {
     pub host: String,
     pub port: u32,
 }
+
+/// What the wire's sockets are to do after a submit: one socket's bytes, or each master's
+/// bytes or whether to open it (see [`NativeLocker::submit`]).
+type WireWrites = Either<CopiedBytes, Vec<Either<CopiedBytes, bool>>>;
 
 /// What a wire call gives back to JS.
 #[napi(object, object_from_js = false)]
@@ -112,15 +117,17 @@ impl NativeLocker {
     /// `numbers` and `keys` are in the request layout of `layout.rs`: [`REQUEST_FIELDS`] numbers
     /// per operation, placed as `RequestField` says and used as [`RequestKind`] says.
     ///
-    /// Returns the bytes JS must write to the wire's socket, when the wire is ready and took some
-    /// of the requests (see `Locker::submit` in the core).
-    #[napi(ts_return_type = "Buffer | null")]
+    /// Returns what JS must do with the wire's sockets (see `Locker::submit` in the core): on one
+    /// Redis (or Sentinel's master), the bytes to write to its socket when the wire is ready and
+    /// took some of the requests; on a Redis Cluster, for each master's socket by index, the
+    /// bytes to write, `true` to open it, or `false`; `null` when there is nothing to do.
+    #[napi(ts_return_type = "Buffer | Array<Buffer | boolean> | null")]
     pub fn submit(
         &self,
         env: Env,
         numbers: Float64ArraySlice<'_>,
         keys: Vec<String>,
-    ) -> napi::Result<Option<CopiedBytes>> {
+    ) -> napi::Result<Option<WireWrites>> {
         // Refused whole, before anything starts: JS then submits the requests one by one.
         let records = numbers
             .chunks_exact(REQUEST_FIELDS as usize)
@@ -166,47 +173,70 @@ impl NativeLocker {
             .collect::<Vec<_>>();
         self.completions
             .submitting(&requests, || self.on_complete.borrow_back(&env))?;
-        Ok(bytes(self.locker.submit(requests)))
-    }
-
-    /// Where the wire's socket connects now: one Redis's address, or behind Sentinel where the
-    /// master was last found; `null` while it is not known (the native connection finds it).
-    #[napi]
-    pub fn wire_address(&self) -> Option<WireAddress> {
-        self.locker.wire_address().map(|(host, port)| WireAddress {
-            host,
-            port: u32::from(port),
+        Ok(match self.locker.submit(requests) {
+            ToWire::One(out) => bytes(out).map(Either::A),
+            ToWire::Shards(writes) if writes.is_empty() => None,
+            ToWire::Shards(writes) => Some(Either::B(
+                writes
+                    .into_iter()
+                    .map(|write| match write {
+                        ShardWrite::Write(out) => Either::A(CopiedBytes(out)),
+                        ShardWrite::Open => Either::B(true),
+                        ShardWrite::Nothing => Either::B(false),
+                    })
+                    .collect(),
+            )),
         })
     }
 
-    /// The wire's socket connected to `host:port` (as [`Self::wire_address`] said): returns its
+    /// Where socket `wire` connects now: one Redis's address, behind Sentinel where the master
+    /// was last found, on a Redis Cluster its master's; `null` while it is not known (the native
+    /// connection finds it).
+    #[napi]
+    pub fn wire_address(&self, wire: u32) -> Option<WireAddress> {
+        self.locker
+            .wire_address(wire as usize)
+            .map(|(host, port)| WireAddress {
+                host,
+                port: u32::from(port),
+            })
+    }
+
+    /// Socket `wire` connected to `host:port` (as [`Self::wire_address`] said): returns its
     /// first bytes (AUTH, SELECT, the client's name; behind Sentinel, ROLE).
     #[napi(ts_return_type = "Buffer")]
-    pub fn wire_connected(&self, host: String, port: u32) -> napi::Result<CopiedBytes> {
+    pub fn wire_connected(&self, wire: u32, host: String, port: u32) -> napi::Result<CopiedBytes> {
         let port = u16::try_from(port)
             .map_err(|_| napi::Error::from_reason(format!("port {port} is out of range")))?;
-        Ok(CopiedBytes(self.locker.wire_connected((host, port))))
+        Ok(CopiedBytes(
+            self.locker.wire_connected(wire as usize, (host, port)),
+        ))
     }
 
-    /// Bytes read from the wire's socket: the operations they finish, and what to write back.
+    /// Bytes read from socket `wire`: the operations they finish, and what to write back.
     #[napi]
-    pub fn wire_feed(&self, bytes: BufferSlice<'_>) -> napi::Result<NativeWireOutput> {
-        self.with_wire(|locker| locker.wire_read(&bytes))
+    pub fn wire_feed(&self, wire: u32, bytes: BufferSlice<'_>) -> napi::Result<NativeWireOutput> {
+        self.with_wire(|locker| locker.wire_read(wire as usize, &bytes))
     }
 
-    /// The wire's socket closed or failed. With `retry` (the socket closed under it, Redis may
-    /// well be back at once), what it carried runs again on the runtime's connection, after
-    /// giving back whatever a sent attempt may have taken; without (a command timed out), it
-    /// fails with `reason`.
+    /// Socket `wire` closed or failed. With `retry` (the socket closed under it, Redis may well
+    /// be back at once), what it carried runs again on the runtime's connection, after giving
+    /// back whatever a sent attempt may have taken; without (a command timed out), it fails with
+    /// `reason`.
     #[napi]
-    pub fn wire_fail(&self, reason: String, retry: bool) -> napi::Result<NativeWireOutput> {
-        self.with_wire(|locker| locker.wire_failed(&reason, retry))
+    pub fn wire_fail(
+        &self,
+        wire: u32,
+        reason: String,
+        retry: bool,
+    ) -> napi::Result<NativeWireOutput> {
+        self.with_wire(|locker| locker.wire_failed(wire as usize, &reason, retry))
     }
 
-    /// The locker is closing: what the wire carried fails as closed.
+    /// The locker is closing: what socket `wire` carried fails as closed.
     #[napi]
-    pub fn wire_close(&self) -> napi::Result<NativeWireOutput> {
-        self.with_wire(Locker::wire_closed)
+    pub fn wire_close(&self, wire: u32) -> napi::Result<NativeWireOutput> {
+        self.with_wire(|locker| locker.wire_closed(wire as usize))
     }
 
     /// Stops the wait of operation `op`, if it is still waiting.
@@ -233,7 +263,7 @@ impl NativeLocker {
     ) -> napi::Result<NativeWireOutput> {
         if !self.locker.has_wire() {
             return Err(napi::Error::from_reason(
-                "this locker has no wire: its target is neither one Redis nor Sentinel",
+                "this locker has no wire: its target is neither one Redis, Sentinel nor a Redis Cluster",
             ));
         }
         let output = call(&self.locker);

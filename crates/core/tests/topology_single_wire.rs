@@ -86,7 +86,7 @@ impl Connection {
         let mut out = Vec::new();
         let mut answers = Vec::new();
         self.wire
-            .feed(&buffer[..read], &mut out, &mut answers)
+            .feed(&buffer[..read], &mut out, &mut answers, &mut Vec::new())
             .expect("valid answers");
         self.socket.write_all(&out).expect("write again");
         answers
@@ -244,7 +244,12 @@ fn a_server_that_is_not_redis_breaks_the_wire_with_a_message_saying_so() {
     http.join().expect("http server");
     let mut answers = Vec::new();
     let broken = wire
-        .feed(&answer[..read], &mut Vec::new(), &mut answers)
+        .feed(
+            &answer[..read],
+            &mut Vec::new(),
+            &mut answers,
+            &mut Vec::new(),
+        )
         .expect_err("HTTP is not RESP");
     let Broken::Failed(broken) = broken else {
         panic!("{broken:?}");

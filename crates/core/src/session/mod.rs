@@ -22,7 +22,7 @@ pub mod wait;
 mod wait_driver;
 pub mod watchdog;
 
-pub use locker::Locker;
+pub use locker::{Locker, ToWire};
 pub use on_wire::{LockWire, WireOutput};
 pub use request::{Completion, CompletionSink, Outcome, Request};
 

@@ -8,9 +8,10 @@
 //! (it queues on the runtime like any other waiter), the give-back of an attempt whose caller
 //! cancelled or that failed, and what the wire carried when its socket closed (it runs again on
 //! the runtime). An attempt that waits for replicas stays off the wire: its `WAIT` would block
-//! the socket every other attempt shares.
+//! the socket every other attempt shares. On a Redis Cluster the wire is a socket per master
+//! ([`crate::topology::ShardWires`]), and a call a master redirected runs again on the runtime.
 
-use std::sync::{Arc, MutexGuard};
+use std::sync::Arc;
 
 use tokio::time::Instant;
 
@@ -23,7 +24,7 @@ use crate::session::options::AcquireOptions;
 use crate::session::request::{Completion, Outcome};
 use crate::session::wait::FirstAttempt;
 use crate::session::watchdog::Upkeep;
-use crate::topology::{WireAnswer, WireCalls};
+use crate::topology::{OneKeyWire, ShardWires, WireAnswer, WireCalls};
 
 /// What the locker needs back when a wire acquire finishes.
 pub struct AcquireTag {
@@ -46,7 +47,10 @@ pub struct ReleaseTag {
 /// The calls of a locker's wire.
 pub type LockWire = WireCalls<AcquireTag, ReleaseTag>;
 
-type Answer = WireAnswer<AcquireTag, ReleaseTag>;
+/// The calls of a locker's wires to a Redis Cluster's masters.
+pub type LockShardWires = ShardWires<AcquireTag, ReleaseTag>;
+
+pub(super) type Answer = WireAnswer<AcquireTag, ReleaseTag>;
 
 /// What a wire call gives back to the caller that drives the socket.
 #[derive(Debug, Default)]
@@ -76,7 +80,11 @@ impl std::fmt::Debug for ReleaseTag {
 
 impl Operations {
     /// Puts `job` on the wire if the wire carries it; otherwise gives it back for the runtime.
-    pub(super) fn onto_wire(&self, wire: &mut LockWire, job: Job) -> Option<Job> {
+    pub(super) fn onto_wire(
+        &self,
+        wire: &mut impl OneKeyWire<AcquireTag, ReleaseTag>,
+        job: Job,
+    ) -> Option<Job> {
         match job {
             Job::Acquire {
                 op,
@@ -149,15 +157,15 @@ impl Operations {
         }
     }
 
+    /// What goes back to the caller of a wire whose state is now `ready` with `in_flight`
+    /// commands, once `answers` are settled (called with no wire locked).
     pub(super) fn wire_output(
         self: &Arc<Self>,
-        wire: MutexGuard<'_, LockWire>,
+        (ready, in_flight): (bool, usize),
         answers: Vec<Answer>,
         write: Vec<u8>,
         broken: Option<String>,
     ) -> WireOutput {
-        let (ready, in_flight) = (wire.is_ready(), wire.in_flight());
-        drop(wire);
         // Watchdogs spawn their tasks from the caller's thread.
         let _runtime = self.runtime.enter();
         WireOutput {

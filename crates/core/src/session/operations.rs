@@ -23,6 +23,7 @@ use crate::session::options::AcquireOptions;
 use crate::session::request::{Completion, CompletionSink, Outcome, Request};
 use crate::session::wait::FirstAttempt;
 use crate::session::watchdog::{Upkeep, Watchdog};
+use crate::transport::slot_map::SlotMap;
 
 pub(super) struct Operations {
     pub(super) lifecycle: Arc<Lifecycle>,
@@ -187,6 +188,19 @@ impl Operations {
     /// Where the wire connects now (see [`Topology::wire_address`]).
     pub(super) fn wire_address(&self) -> Option<(String, u16)> {
         self.lifecycle.topology.wire_address()
+    }
+
+    /// The slot map the wire routes a Redis Cluster's calls by (see
+    /// [`crate::topology::Topology::wire_slot_map`]); a first read starts on the runtime.
+    pub(super) fn wire_slot_map(&self) -> Option<Arc<SlotMap>> {
+        let _runtime = self.runtime.enter();
+        self.lifecycle.topology.wire_slot_map()
+    }
+
+    /// The wire found the slot map stale: it is read again, on the runtime.
+    pub(super) fn slot_map_stale(&self) {
+        let _runtime = self.runtime.enter();
+        self.lifecycle.topology.slot_map_stale();
     }
 
     /// Stops every watchdog, ends every wait and drops the connections.

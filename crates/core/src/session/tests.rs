@@ -87,11 +87,21 @@ fn locker(store: &str) -> (Locker, Arc<Collected>) {
     )
     .unwrap();
     assert!(
-        !locker.wire_connected(("127.0.0.1".into(), 6379)).is_empty(),
+        !locker
+            .wire_connected(0, ("127.0.0.1".into(), 6379))
+            .is_empty(),
         "CLIENT SETNAME"
     );
-    assert!(locker.wire_read(b"+OK\r\n").ready);
+    assert!(locker.wire_read(0, b"+OK\r\n").ready);
     (locker, sink)
+}
+
+/// Submits `requests`, returning the bytes for the one socket.
+fn submit(locker: &Locker, requests: impl IntoIterator<Item = Request>) -> Vec<u8> {
+    match locker.submit(requests) {
+        ToWire::One(out) => out,
+        other => panic!("one Redis has one socket, got {other:?}"),
+    }
 }
 
 fn acquire(op: u32, name: &str, wait: Option<Duration>) -> Request {
@@ -148,9 +158,9 @@ fn acquired_id(completion: &Completion, op: u32) -> u32 {
 #[tokio::test]
 async fn a_free_one_key_lock_is_taken_and_released_on_the_wire() {
     let (locker, sink) = locker("session-wire-cycle");
-    let out = locker.submit([acquire(1, "a", Some(Duration::from_secs(1)))]);
+    let out = submit(&locker, [acquire(1, "a", Some(Duration::from_secs(1)))]);
     assert_eq!(tokens(&out).len(), 1, "the attempt went on the wire");
-    let output = locker.wire_read(b"*2\r\n:1\r\n:7\r\n");
+    let output = locker.wire_read(0, b"*2\r\n:1\r\n:7\r\n");
     let [acquired] = &output.completions[..] else {
         panic!("{:?}", output.completions);
     };
@@ -160,12 +170,12 @@ async fn a_free_one_key_lock_is_taken_and_released_on_the_wire() {
         Outcome::Acquired { fence: 7, .. }
     ));
 
-    let out = locker.submit([Request::Release { op: 2, id }]);
+    let out = submit(&locker, [Request::Release { op: 2, id }]);
     assert!(
         !out.is_empty(),
         "nobody waits: the release goes on the wire"
     );
-    let output = locker.wire_read(b"*1\r\n:1\r\n");
+    let output = locker.wire_read(0, b"*1\r\n:1\r\n");
     assert!(matches!(
         output.completions[..],
         [Completion {
@@ -187,14 +197,14 @@ async fn an_acquire_that_waits_for_replicas_never_goes_on_the_wire() {
             timeout: Duration::from_millis(100),
         };
     }
-    let out = locker.submit([replicated]);
+    let out = submit(&locker, [replicated]);
     assert!(
         out.is_empty(),
         "WAIT would block the wire's socket: {}",
         String::from_utf8_lossy(&out)
     );
     acquired_id(&sink.next().await, 1);
-    let out = locker.submit([acquire(2, "b", Some(Duration::from_secs(1)))]);
+    let out = submit(&locker, [acquire(2, "b", Some(Duration::from_secs(1)))]);
     assert_eq!(
         tokens(&out).len(),
         1,
@@ -207,7 +217,7 @@ async fn a_request_behind_a_wire_attempt_queues_and_the_release_hands_it_the_loc
     let store = "session-queue-behind-wire";
     let (locker, sink) = locker(store);
     let wait = Some(Duration::from_secs(5));
-    let out = locker.submit([acquire(1, "a", wait), acquire(2, "a", wait)]);
+    let out = submit(&locker, [acquire(1, "a", wait), acquire(2, "a", wait)]);
     let sent = tokens(&out);
     assert_eq!(
         sent.len(),
@@ -215,14 +225,14 @@ async fn a_request_behind_a_wire_attempt_queues_and_the_release_hands_it_the_loc
         "the second request queues instead of attempting"
     );
     redis_grants(store, "a", &sent[0]).await;
-    let output = locker.wire_read(b"*2\r\n:1\r\n:1\r\n");
+    let output = locker.wire_read(0, b"*2\r\n:1\r\n:1\r\n");
     let id = acquired_id(&output.completions[0], 1);
     // The runtime starts the second request: it joins the local queue and, as its head, offers
     // to take the lock over.
     tokio::time::sleep(Duration::from_millis(20)).await;
 
     // Someone waits here now: the release goes through the runtime, which hands the lock over.
-    let out = locker.submit([Request::Release { op: 3, id }]);
+    let out = submit(&locker, [Request::Release { op: 3, id }]);
     assert!(
         out.is_empty(),
         "not on the wire: {}",
@@ -253,8 +263,8 @@ async fn a_busy_wire_attempt_queues_until_the_holder_releases() {
     let (locker, sink) = locker(store);
     let (holder, token) = held_by_a_stranger(store, &keys("a")).await;
 
-    locker.submit([acquire(1, "a", Some(Duration::from_secs(5)))]);
-    let output = locker.wire_read(b"*2\r\n:0\r\n:30000\r\n");
+    submit(&locker, [acquire(1, "a", Some(Duration::from_secs(5)))]);
+    let output = locker.wire_read(0, b"*2\r\n:0\r\n:30000\r\n");
     assert!(
         output.completions.is_empty(),
         "busy: it waits on the runtime"
@@ -269,8 +279,8 @@ async fn a_busy_wire_attempt_queues_until_the_holder_releases() {
 #[tokio::test]
 async fn an_attempt_that_may_not_wait_completes_busy_from_the_wire() {
     let (locker, sink) = locker("session-try-busy");
-    locker.submit([acquire(1, "a", Some(Duration::ZERO))]);
-    let output = locker.wire_read(b"*2\r\n:2\r\n:1500\r\n");
+    submit(&locker, [acquire(1, "a", Some(Duration::ZERO))]);
+    let output = locker.wire_read(0, b"*2\r\n:2\r\n:1500\r\n");
     assert!(matches!(
         output.completions[..],
         [Completion {
@@ -287,10 +297,10 @@ async fn an_attempt_that_may_not_wait_completes_busy_from_the_wire() {
 async fn what_a_closed_socket_carried_runs_again_on_the_runtime_after_a_give_back() {
     let store = "session-socket-closed";
     let (locker, sink) = locker(store);
-    let out = locker.submit([acquire(1, "a", Some(Duration::from_secs(5)))]);
+    let out = submit(&locker, [acquire(1, "a", Some(Duration::from_secs(5)))]);
     // The attempt reached Redis and took the lock before the socket closed.
     redis_grants(store, "a", &tokens(&out)[0]).await;
-    let output = locker.wire_failed("connection reset", true);
+    let output = locker.wire_failed(0, "connection reset", true);
     assert!(output.completions.is_empty() && !output.ready);
     // Given back, then attempted again on the runtime: the lock is taken, by a new token.
     acquired_id(&sink.next().await, 1);
@@ -299,8 +309,8 @@ async fn what_a_closed_socket_carried_runs_again_on_the_runtime_after_a_give_bac
 #[tokio::test]
 async fn a_timed_out_wire_fails_what_it_carried_and_closing_fails_it_as_closed() {
     let (locker, _sink) = locker("session-wire-fails");
-    locker.submit([acquire(1, "a", Some(Duration::from_secs(5)))]);
-    let output = locker.wire_failed("no answer within 5000 ms", false);
+    submit(&locker, [acquire(1, "a", Some(Duration::from_secs(5)))]);
+    let output = locker.wire_failed(0, "no answer within 5000 ms", false);
     assert!(matches!(
         &output.completions[..],
         [Completion {
@@ -312,11 +322,11 @@ async fn a_timed_out_wire_fails_what_it_carried_and_closing_fails_it_as_closed()
         }] if message.contains("no answer within 5000 ms")
     ));
 
-    assert!(locker.wire_read(b"+OK\r\n").completions.is_empty());
-    locker.wire_connected(("127.0.0.1".into(), 6379));
-    locker.wire_read(b"+OK\r\n");
-    locker.submit([acquire(2, "b", Some(Duration::from_secs(5)))]);
-    let output = locker.wire_closed();
+    assert!(locker.wire_read(0, b"+OK\r\n").completions.is_empty());
+    locker.wire_connected(0, ("127.0.0.1".into(), 6379));
+    locker.wire_read(0, b"+OK\r\n");
+    submit(&locker, [acquire(2, "b", Some(Duration::from_secs(5)))]);
+    let output = locker.wire_closed(0);
     assert!(matches!(
         output.completions[..],
         [Completion {
@@ -333,17 +343,23 @@ async fn a_timed_out_wire_fails_what_it_carried_and_closing_fails_it_as_closed()
 async fn a_lock_taken_on_the_wire_is_watched_and_its_loss_reported() {
     let store = "session-wire-watchdog";
     let (locker, sink) = locker(store);
-    let out = locker.submit([Request::Acquire {
-        op: 1,
-        names: vec!["a".into()],
-        ttl: Duration::from_millis(200),
-        wait: None,
-        cancellable: false,
-        upkeep: Some(Upkeep::WatchOnly),
-        replicas: Replicas::NONE,
-    }]);
+    let out = submit(
+        &locker,
+        [Request::Acquire {
+            op: 1,
+            names: vec!["a".into()],
+            ttl: Duration::from_millis(200),
+            wait: None,
+            cancellable: false,
+            upkeep: Some(Upkeep::WatchOnly),
+            replicas: Replicas::NONE,
+        }],
+    );
     redis_grants(store, "a", &tokens(&out)[0]).await;
-    let id = acquired_id(&locker.wire_read(b"*2\r\n:1\r\n:1\r\n").completions[0], 1);
+    let id = acquired_id(
+        &locker.wire_read(0, b"*2\r\n:1\r\n:1\r\n").completions[0],
+        1,
+    );
     match sink.next().await {
         Completion {
             op: 0,
@@ -366,8 +382,8 @@ async fn a_cancelled_wait_ends_aborted() {
     if let Request::Acquire { cancellable, .. } = &mut request {
         *cancellable = true;
     }
-    locker.submit([request]);
-    locker.wire_read(b"*2\r\n:0\r\n:30000\r\n");
+    submit(&locker, [request]);
+    locker.wire_read(0, b"*2\r\n:0\r\n:30000\r\n");
     tokio::time::sleep(Duration::from_millis(20)).await;
     locker.cancel(1);
     assert!(matches!(
@@ -404,11 +420,14 @@ async fn given_back(store: &str, name: &str, token: &str) -> bool {
 async fn a_wire_attempt_cancelled_on_its_way_is_given_back_by_the_core() {
     let store = "session-cancel-on-the-wire";
     let (locker, sink) = locker(store);
-    let out = locker.submit([cancellable(acquire(1, "a", Some(Duration::from_secs(5))))]);
+    let out = submit(
+        &locker,
+        [cancellable(acquire(1, "a", Some(Duration::from_secs(5))))],
+    );
     let token = tokens(&out)[0].clone();
     redis_grants(store, "a", &token).await;
     locker.cancel(1);
-    let output = locker.wire_read(b"*2\r\n:1\r\n:1\r\n");
+    let output = locker.wire_read(0, b"*2\r\n:1\r\n:1\r\n");
     assert!(
         matches!(
             output.completions[..],
@@ -441,7 +460,7 @@ async fn a_lock_granted_before_a_cancel_arrived_is_given_back_by_the_core() {
         upkeep: None,
         replicas: Replicas::NONE,
     };
-    assert!(locker.submit([request]).is_empty());
+    assert!(submit(&locker, [request]).is_empty());
     let (token, id) = match sink.next().await {
         Completion {
             op: 1,
@@ -461,7 +480,7 @@ async fn a_lock_granted_before_a_cancel_arrived_is_given_back_by_the_core() {
         }
     ));
     // Released once: a release the caller asks for later finds it gone.
-    locker.submit([Request::Release { op: 2, id }]);
+    submit(&locker, [Request::Release { op: 2, id }]);
     assert!(matches!(
         sink.next().await,
         Completion {
@@ -475,15 +494,18 @@ async fn a_lock_granted_before_a_cancel_arrived_is_given_back_by_the_core() {
 async fn a_cancel_after_the_lock_was_released_gives_nothing_back() {
     let store = "session-cancel-after-read";
     let (locker, _sink) = locker(store);
-    let out = locker.submit([cancellable(acquire(1, "a", Some(Duration::from_secs(5))))]);
+    let out = submit(
+        &locker,
+        [cancellable(acquire(1, "a", Some(Duration::from_secs(5))))],
+    );
     let token = tokens(&out)[0].clone();
     redis_grants(store, "a", &token).await;
-    let output = locker.wire_read(b"*2\r\n:1\r\n:1\r\n");
+    let output = locker.wire_read(0, b"*2\r\n:1\r\n:1\r\n");
     let id = acquired_id(&output.completions[0], 1);
     // The lock was released and op 1 is over: a stray cancel of it must not touch a lock.
-    locker.submit([Request::Release { op: 2, id }]);
+    submit(&locker, [Request::Release { op: 2, id }]);
     assert!(stranger(store).release(&keys("a"), &token).await.unwrap());
-    locker.wire_read(b"*1\r\n:1\r\n");
+    locker.wire_read(0, b"*1\r\n:1\r\n");
     redis_grants(store, "a", "someone else").await;
     locker.cancel(1);
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -493,9 +515,7 @@ async fn a_cancel_after_the_lock_was_released_gives_nothing_back() {
 #[tokio::test]
 async fn releasing_an_unknown_lock_reports_it_was_not_ours() {
     let (locker, sink) = locker("session-unknown-release");
-    assert!(locker
-        .submit([Request::Release { op: 1, id: 99 }])
-        .is_empty());
+    assert!(submit(&locker, [Request::Release { op: 1, id: 99 }]).is_empty());
     assert!(matches!(
         sink.next().await,
         Completion {
@@ -519,9 +539,9 @@ async fn a_wait_runs_out_busy_with_the_holders_remaining_ttl() {
         .await
         .unwrap();
     let started = std::time::Instant::now();
-    locker.submit([acquire(1, "a", Some(Duration::from_millis(100)))]);
+    submit(&locker, [acquire(1, "a", Some(Duration::from_millis(100)))]);
     assert!(locker
-        .wire_read(b"*2\r\n:0\r\n:30000\r\n")
+        .wire_read(0, b"*2\r\n:0\r\n:30000\r\n")
         .completions
         .is_empty());
     match sink.next().await {
@@ -540,17 +560,23 @@ async fn a_wait_runs_out_busy_with_the_holders_remaining_ttl() {
 async fn a_lock_taken_on_the_wire_is_extended_until_someone_else_holds_it() {
     let store = "session-extend";
     let (locker, sink) = locker(store);
-    let out = locker.submit([acquire(1, "a", None)]);
+    let out = submit(&locker, [acquire(1, "a", None)]);
     let token = tokens(&out)[0].clone();
     redis_grants(store, "a", &token).await;
-    let id = acquired_id(&locker.wire_read(b"*2\r\n:1\r\n:1\r\n").completions[0], 1);
+    let id = acquired_id(
+        &locker.wire_read(0, b"*2\r\n:1\r\n:1\r\n").completions[0],
+        1,
+    );
 
-    locker.submit([Request::Extend {
-        op: 2,
-        id,
-        ttl: Some(Duration::from_secs(60)),
-        key: "a".to_owned(),
-    }]);
+    submit(
+        &locker,
+        [Request::Extend {
+            op: 2,
+            id,
+            ttl: Some(Duration::from_secs(60)),
+            key: "a".to_owned(),
+        }],
+    );
     assert!(matches!(
         sink.next().await,
         Completion {
@@ -563,12 +589,15 @@ async fn a_lock_taken_on_the_wire_is_extended_until_someone_else_holds_it() {
     let other = stranger(store);
     assert!(other.release(&keys("a"), &token).await.unwrap());
     redis_grants(store, "a", "someone else").await;
-    locker.submit([Request::Extend {
-        op: 3,
-        id,
-        ttl: None,
-        key: "a".to_owned(),
-    }]);
+    submit(
+        &locker,
+        [Request::Extend {
+            op: 3,
+            id,
+            ttl: None,
+            key: "a".to_owned(),
+        }],
+    );
     assert!(matches!(
         sink.next().await,
         Completion {
@@ -588,18 +617,24 @@ async fn held_on_wire(
     ttl: Duration,
     upkeep: Upkeep,
 ) -> (String, u32) {
-    let out = locker.submit([Request::Acquire {
-        op: 1,
-        names: vec!["a".into()],
-        ttl,
-        wait: None,
-        cancellable: false,
-        upkeep: Some(upkeep),
-        replicas: Replicas::NONE,
-    }]);
+    let out = submit(
+        locker,
+        [Request::Acquire {
+            op: 1,
+            names: vec!["a".into()],
+            ttl,
+            wait: None,
+            cancellable: false,
+            upkeep: Some(upkeep),
+            replicas: Replicas::NONE,
+        }],
+    );
     let token = tokens(&out)[0].clone();
     redis_grants(store, "a", &token).await;
-    let id = acquired_id(&locker.wire_read(b"*2\r\n:1\r\n:1\r\n").completions[0], 1);
+    let id = acquired_id(
+        &locker.wire_read(0, b"*2\r\n:1\r\n:1\r\n").completions[0],
+        1,
+    );
     (token, id)
 }
 
@@ -610,7 +645,7 @@ async fn a_lock_let_lapse_is_no_longer_extended_and_once_lost_is_left_to_expire(
     let (token, id) =
         held_on_wire(&locker, store, Duration::from_millis(300), Upkeep::Extend).await;
     assert!(
-        locker.submit([Request::LetLapse { id }]).is_empty(),
+        submit(&locker, [Request::LetLapse { id }]).is_empty(),
         "nothing to send"
     );
     // Still extended, it would never be reported lost.
@@ -625,7 +660,7 @@ async fn a_lock_let_lapse_is_no_longer_extended_and_once_lost_is_left_to_expire(
     if !store_holds(store, "a", &token).await {
         redis_grants(store, "a", &token).await;
     }
-    let out = locker.submit([Request::Release { op: 2, id }]);
+    let out = submit(&locker, [Request::Release { op: 2, id }]);
     assert!(out.is_empty(), "a lapsed lock's release is not sent");
     assert!(matches!(
         sink.next().await,
@@ -645,11 +680,11 @@ async fn a_lock_let_lapse_and_released_before_its_lease_ends_is_released() {
     let store = "session-let-lapse-released";
     let (locker, sink) = locker(store);
     let (_, id) = held_on_wire(&locker, store, Duration::from_secs(10), Upkeep::Extend).await;
-    locker.submit([Request::LetLapse { id }]);
-    let out = locker.submit([Request::Release { op: 2, id }]);
+    submit(&locker, [Request::LetLapse { id }]);
+    let out = submit(&locker, [Request::Release { op: 2, id }]);
     assert!(!out.is_empty(), "the release goes on the wire");
     assert!(matches!(
-        locker.wire_read(b"*1\r\n:1\r\n").completions[..],
+        locker.wire_read(0, b"*1\r\n:1\r\n").completions[..],
         [Completion {
             op: 2,
             outcome: Outcome::Released { released: true }
@@ -669,7 +704,7 @@ async fn served_in_turn(locker: &Locker, sink: &Collected, ops: usize) -> Vec<u3
                 outcome: Outcome::Acquired { id, .. },
             } => {
                 served.push(op);
-                locker.submit([Request::Release { op: 100 + op, id }]);
+                submit(locker, [Request::Release { op: 100 + op, id }]);
             }
             Completion {
                 outcome: Outcome::Released { released: true },
@@ -688,12 +723,12 @@ async fn requests_behind_a_busy_wire_attempt_are_served_in_arrival_order() {
     let (holder, token) = held_by_a_stranger(store, &keys("a")).await;
 
     let wait = Some(Duration::from_secs(5));
-    let out = locker.submit((1..=4).map(|op| acquire(op, "a", wait)));
+    let out = submit(&locker, (1..=4).map(|op| acquire(op, "a", wait)));
     assert_eq!(tokens(&out).len(), 1, "only the first request attempts");
     // The others reach the runtime while the first attempt is still on the wire.
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert!(locker
-        .wire_read(b"*2\r\n:0\r\n:30000\r\n")
+        .wire_read(0, b"*2\r\n:0\r\n:30000\r\n")
         .completions
         .is_empty());
 
@@ -718,10 +753,10 @@ async fn a_request_keeps_the_place_it_arrived_at_until_the_runtime_starts_it() {
     // The wire is not open yet: the first request goes to the runtime, which has not started it
     // when the wire opens and the second request arrives.
     let wait = Some(Duration::from_secs(5));
-    assert!(locker.submit([acquire(1, "a", wait)]).is_empty());
-    locker.wire_connected(("127.0.0.1".into(), 6379));
-    assert!(locker.wire_read(b"+OK\r\n").ready);
-    let out = locker.submit([acquire(2, "a", wait)]);
+    assert!(submit(&locker, [acquire(1, "a", wait)]).is_empty());
+    locker.wire_connected(0, ("127.0.0.1".into(), 6379));
+    assert!(locker.wire_read(0, b"+OK\r\n").ready);
+    let out = submit(&locker, [acquire(2, "a", wait)]);
     assert!(
         out.is_empty(),
         "the first request is ahead: the second queues"
@@ -739,12 +774,12 @@ async fn an_attempt_the_closed_socket_carried_keeps_its_place() {
     let (holder, token) = held_by_a_stranger(store, &keys("a")).await;
 
     let wait = Some(Duration::from_secs(5));
-    let out = locker.submit((1..=3).map(|op| acquire(op, "a", wait)));
+    let out = submit(&locker, (1..=3).map(|op| acquire(op, "a", wait)));
     assert_eq!(tokens(&out).len(), 1, "only the first request attempts");
     tokio::time::sleep(Duration::from_millis(20)).await;
     // The socket closes before the answer: the attempt runs again on the runtime.
     assert!(locker
-        .wire_failed("connection reset", true)
+        .wire_failed(0, "connection reset", true)
         .completions
         .is_empty());
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -854,10 +889,10 @@ async fn requests_behind_a_busy_attempt_on_the_runtime_are_served_in_arrival_ord
         replicas: Replicas::NONE,
     };
 
-    locker.submit([request(1)]);
+    submit(&locker, [request(1)]);
     tokio::time::sleep(Duration::from_millis(20)).await;
     // The first attempt waits for its permit: the others arrive while it is in flight.
-    locker.submit((2..=4).map(request));
+    submit(&locker, (2..=4).map(request));
     tokio::time::sleep(Duration::from_millis(20)).await;
     permits.add_permits(Semaphore::MAX_PERMITS / 2);
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -886,7 +921,7 @@ async fn an_operation_that_panics_fails_as_an_internal_error_naming_its_key() {
         Handle::current(),
     )
     .unwrap();
-    locker.submit([acquire(1, "a", Some(Duration::from_secs(5)))]);
+    submit(&locker, [acquire(1, "a", Some(Duration::from_secs(5)))]);
     match sink.next().await {
         Completion {
             op: 1,

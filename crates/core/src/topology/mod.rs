@@ -13,16 +13,17 @@ use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-pub use cluster::Cluster;
+pub use cluster::{Cluster, ShardWires, ShardWrite};
 pub use memory::Memory;
 pub use redlock::Redlock;
-pub use single::{Single, WireAnswer, WireCalls};
+pub use single::{OneKeyWire, Single, WireAnswer, WireCalls};
 
 use crate::config::{LockerConfig, Target};
 use crate::error::LockError;
 use crate::protocol::keys::LockKeys;
 pub use crate::protocol::replicas::Replicas;
 pub use crate::protocol::script_reply::{Attempt, HandOver};
+use crate::transport::slot_map::SlotMap;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -166,6 +167,17 @@ pub trait Topology: Send + Sync + 'static {
     fn wire_address(&self) -> Option<(String, u16)> {
         None
     }
+
+    /// On a Redis Cluster, which master serves each slot, for the wire's sockets to the masters
+    /// ([`ShardWires`]) to route by: the map as last read, or `None` (not a cluster, or not read
+    /// yet: reading it starts, on the runtime of the caller's context).
+    fn wire_slot_map(&self) -> Option<Arc<SlotMap>> {
+        None
+    }
+
+    /// The wire met a slot served elsewhere, or lost a master's socket: the slot map is read
+    /// again (meanwhile the wire carries nothing).
+    fn slot_map_stale(&self) {}
 
     /// Drops connections; later calls fail with [`LockError::Closed`].
     fn close(&self);

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use super::cluster::{rides_out, ClusterConnection};
 use super::node::NodeConnection;
-use super::slot_map::SlotMap;
+use super::slot_map::{SlotMap, SlotMaps};
 use crate::config::NodeConfig;
 use crate::error::LockError;
 use crate::protocol::replicas::Replicas;
@@ -49,8 +49,9 @@ pub struct ClusterMasters {
     template: NodeConfig,
     connect_timeout: Duration,
     command_timeout: Duration,
-    /// `None` until read, and again once a call met a master that no longer serves its slot.
-    slots: Mutex<Option<Arc<SlotMap>>>,
+    /// The topology's one slot map, forgotten once a call met a master that no longer serves
+    /// its slot.
+    slots: Arc<SlotMaps>,
     /// `None` once closed.
     connections: Mutex<Option<Connections>>,
 }
@@ -66,6 +67,7 @@ impl ClusterMasters {
         seeds: &[NodeConfig],
         connect_timeout: Duration,
         command_timeout: Duration,
+        slots: Arc<SlotMaps>,
     ) -> Result<Self, String> {
         let template = seeds.first().ok_or("a cluster needs at least one seed")?;
         Ok(Self {
@@ -76,7 +78,7 @@ impl ClusterMasters {
             },
             connect_timeout,
             command_timeout,
-            slots: Mutex::new(None),
+            slots,
             connections: Mutex::new(Some(HashMap::new())),
         })
     }
@@ -147,7 +149,7 @@ impl ClusterMasters {
                 fail_all(&mut answers, again, &last_failure);
                 break;
             }
-            *self.slots.lock().expect("slot map lock") = None;
+            self.slots.forget();
             tokio::time::sleep(PAUSE).await;
             pending = again;
         }
@@ -202,14 +204,14 @@ impl ClusterMasters {
         Ok((rounds, masterless))
     }
 
-    /// The slot map as last read, or read now; a new map closes the connections of nodes that
-    /// serve no slot any more.
-    async fn slot_map(
+    /// The slot map as last read, or read now for the lock `key` (which errors name); a new map
+    /// closes the connections of nodes that serve no slot any more.
+    pub async fn slot_map(
         &self,
         cluster: &ClusterConnection,
         key: &str,
     ) -> Result<Arc<SlotMap>, LockError> {
-        if let Some(map) = self.slots.lock().expect("slot map lock").clone() {
+        if let Some(map) = self.slots.current() {
             return Ok(map);
         }
         let map = Arc::new(SlotMap::new(cluster.slot_masters(key).await?));
@@ -222,7 +224,7 @@ impl ClusterMasters {
                 serves
             });
         }
-        *self.slots.lock().expect("slot map lock") = Some(map.clone());
+        self.slots.set(map.clone());
         Ok(map)
     }
 

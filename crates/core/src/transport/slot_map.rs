@@ -1,6 +1,9 @@
 //! Which master serves each hash slot of a Redis Cluster, as `CLUSTER SLOTS` says. redis-rs keeps
 //! its own slot map to itself; the masters' connections of their own ([`super::cluster_masters`])
-//! are opened from this one.
+//! are opened from this one, and the wire's sockets to the masters route by it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::protocol::resp::Reply;
 
@@ -68,6 +71,39 @@ impl SlotMap {
         self.0
             .iter()
             .any(|master| master.host == host && master.port == port)
+    }
+}
+
+/// A topology's one slot map, as last read: `None` until read, and again once a call found it
+/// stale (its slot moved, its master gone), until it is read anew.
+#[derive(Default)]
+pub struct SlotMaps {
+    current: Mutex<Option<Arc<SlotMap>>>,
+    /// Whether a read started in the background is under way, so a burst starts one only.
+    reading: AtomicBool,
+}
+
+impl SlotMaps {
+    pub fn current(&self) -> Option<Arc<SlotMap>> {
+        self.current.lock().expect("slot map lock").clone()
+    }
+
+    pub fn set(&self, map: Arc<SlotMap>) {
+        *self.current.lock().expect("slot map lock") = Some(map);
+    }
+
+    /// The map is stale: whoever needs it next reads it again.
+    pub fn forget(&self) {
+        *self.current.lock().expect("slot map lock") = None;
+    }
+
+    /// Whether the caller is to start a background read: `false` while one is under way.
+    pub fn start_reading(&self) -> bool {
+        !self.reading.swap(true, Ordering::AcqRel)
+    }
+
+    pub fn done_reading(&self) {
+        self.reading.store(false, Ordering::Release);
     }
 }
 

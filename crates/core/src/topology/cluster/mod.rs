@@ -9,7 +9,8 @@
 //! travel as one call per slot, as on one Redis (see `super::single`).
 //!
 //! Writes that wait for replicas (`replicas: n`) go on each master's connection of their own,
-//! with `WAIT` behind them ([`replicated`]).
+//! with `WAIT` behind them ([`replicated`]). One-key acquires and releases may also travel on the
+//! wire, the JS thread's own socket to each master ([`ShardWires`]), routed by the same slot map.
 //!
 //! Fencing tokens come from one counter per slot on the slot's master, which moves with the slot
 //! (a migration carries it with the keys) and never hands out a token below the master's clock in
@@ -20,6 +21,9 @@ mod across_slots;
 mod replicated;
 mod shard_subscriber;
 mod slots;
+mod wires;
+
+pub use wires::{ShardWires, ShardWrite};
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -40,6 +44,7 @@ use crate::protocol::scripts;
 use crate::transport::batch::{Batch, Reply};
 use crate::transport::cluster::ClusterConnection;
 use crate::transport::cluster_masters::ClusterMasters;
+use crate::transport::slot_map::{SlotMap, SlotMaps};
 use shard_subscriber::ShardSubscriber;
 use slots::SlotKeys;
 
@@ -53,6 +58,8 @@ struct Shards {
     connection: ClusterConnection,
     /// Only for the writes that wait for replicas (see [`replicated`]); opened on first use.
     masters: ClusterMasters,
+    /// The one slot map, which `masters` and the wire route by.
+    slots: Arc<SlotMaps>,
     acquires: Batch<OneKeyAcquire, Attempt>,
     replicated_acquires: Batch<ReplicatedAcquire, Attempt>,
     releases: Batch<OneKeyRelease, bool>,
@@ -65,16 +72,38 @@ impl Cluster {
         command_timeout: Duration,
         listener: Weak<dyn ReleaseListener>,
     ) -> Result<Self, String> {
+        let slots = Arc::new(SlotMaps::default());
         Ok(Self {
             shards: Arc::new(Shards {
                 connection: ClusterConnection::new(seeds, connect_timeout, command_timeout)?,
-                masters: ClusterMasters::new(seeds, connect_timeout, command_timeout)?,
+                masters: ClusterMasters::new(
+                    seeds,
+                    connect_timeout,
+                    command_timeout,
+                    slots.clone(),
+                )?,
+                slots,
                 acquires: Batch::default(),
                 replicated_acquires: Batch::default(),
                 releases: Batch::default(),
             }),
             subscriber: ShardSubscriber::new(seeds, connect_timeout, command_timeout, listener),
         })
+    }
+}
+
+impl Cluster {
+    /// Reads the slot map in the background, unless a read is under way. A map that cannot be
+    /// read leaves the wire's calls on the runtime's connection until a later read succeeds.
+    fn read_slot_map(&self) {
+        if !self.shards.slots.start_reading() {
+            return;
+        }
+        let shards = self.shards.clone();
+        tokio::spawn(async move {
+            let _ = shards.masters.slot_map(&shards.connection, "").await;
+            shards.slots.done_reading();
+        });
     }
 }
 
@@ -321,6 +350,19 @@ impl Topology for Cluster {
 
     fn unwatch_releases(&self, channels: &[String]) {
         self.subscriber.unwatch(channels);
+    }
+
+    fn wire_slot_map(&self) -> Option<Arc<SlotMap>> {
+        let map = self.shards.slots.current();
+        if map.is_none() {
+            self.read_slot_map();
+        }
+        map
+    }
+
+    fn slot_map_stale(&self) {
+        self.shards.slots.forget();
+        self.read_slot_map();
     }
 
     fn close(&self) {

@@ -9,7 +9,7 @@ mod wire_calls;
 
 pub(super) use one_key::{all_released, Acquires, OneKeyAcquire, OneKeyRelease, Releases};
 pub(super) use replicated::{by_replicas, granted, ReplicatedAcquire};
-pub use wire_calls::{WireAnswer, WireCalls};
+pub use wire_calls::{OneKeyWire, WireAnswer, WireCalls};
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;

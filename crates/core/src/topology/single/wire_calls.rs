@@ -2,12 +2,16 @@
 //! releases the session puts there, coalesced into script calls as on the runtime's connection
 //! ([`super::one_key`]), and each reply read back into what it says of each lock. The wire only
 //! carries the calls; what they mean is decided here, as for every other transport of a topology.
+//! A Redis Cluster's master is one Redis too (`crate::topology::ShardWires` routes to it): its
+//! calls go one per hash slot, and what it answers MOVED, ASK, TRYAGAIN or CLUSTERDOWN ran nothing
+//! and goes back for the runtime's connection, which follows the cluster.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{NodeConfig, SentinelConfig};
 use crate::error::LockError;
+use crate::protocol::chunks::per_slot;
 use crate::protocol::keys::LockKeys;
 use crate::protocol::resp::Reply;
 use crate::protocol::script_call::ScriptCall;
@@ -20,6 +24,8 @@ use super::one_key::{Acquires, OneKeyAcquire, OneKeyRelease, Releases};
 pub enum OneKeyCall<A, R> {
     Acquires(Acquires<A>),
     Releases(Releases<R>),
+    /// Releases on a Redis Cluster master, announced on their keys' shard (every key in one slot).
+    ShardedReleases(Releases<R>),
 }
 
 impl<A, R> WireCall for OneKeyCall<A, R> {
@@ -27,8 +33,26 @@ impl<A, R> WireCall for OneKeyCall<A, R> {
         match self {
             Self::Acquires(acquires) => acquires.call(),
             Self::Releases(releases) => releases.call(),
+            Self::ShardedReleases(releases) => releases.sharded_call(),
         }
     }
+}
+
+/// Where the session puts the one-key calls the wire carries: one Redis's [`WireCalls`], or a
+/// Redis Cluster's, one per master (`crate::topology::ShardWires`). A call the wire cannot take
+/// now (a lock of several keys, a master whose socket is not ready) comes back, for the runtime.
+pub trait OneKeyWire<A, R> {
+    /// Queues an attempt at the one-key lock `keys` with `token`, to leave with the next flush.
+    fn acquire(
+        &mut self,
+        tag: A,
+        keys: &Arc<LockKeys>,
+        token: String,
+        ttl: Duration,
+    ) -> Result<(), A>;
+
+    /// Queues the release of the one-key lock `keys` held by `token`.
+    fn release(&mut self, tag: R, keys: &Arc<LockKeys>, token: String) -> Result<(), R>;
 }
 
 /// What became of one request on the wire.
@@ -46,6 +70,9 @@ pub enum WireAnswer<A, R> {
 
 pub struct WireCalls<A, R> {
     wire: Wire<OneKeyCall<A, R>>,
+    /// A Redis Cluster master's: calls per hash slot, releases announced on the shard, and
+    /// redirections sent back.
+    in_cluster: bool,
     acquires: Vec<(OneKeyAcquire, A)>,
     releases: Vec<(OneKeyRelease, R)>,
 }
@@ -61,9 +88,18 @@ impl<A, R> WireCalls<A, R> {
         Self::over(Wire::to_master(sentinels))
     }
 
+    /// The calls to `master`, a master of a Redis Cluster, for the slots it serves.
+    pub fn to_cluster_master(master: &NodeConfig) -> Self {
+        Self {
+            in_cluster: true,
+            ..Self::over(Wire::new(master))
+        }
+    }
+
     fn over(wire: Wire<OneKeyCall<A, R>>) -> Self {
         Self {
             wire,
+            in_cluster: false,
             acquires: Vec::new(),
             releases: Vec::new(),
         }
@@ -124,28 +160,50 @@ impl<A, R> WireCalls<A, R> {
     }
 
     /// Writes every queued request to `out`, in calls of at most
-    /// [`crate::protocol::chunks::MAX_BATCH`] locks.
+    /// [`crate::protocol::chunks::MAX_BATCH`] locks (on a Redis Cluster, of one hash slot).
     pub fn flush(&mut self, out: &mut Vec<u8>) {
-        for acquires in Acquires::split(std::mem::take(&mut self.acquires)) {
+        let (acquires, releases) = (
+            std::mem::take(&mut self.acquires),
+            std::mem::take(&mut self.releases),
+        );
+        if self.in_cluster {
+            for (_, chunk) in per_slot(acquires.into_iter(), |(attempt, _)| attempt.slot()) {
+                self.wire.send(OneKeyCall::Acquires(Acquires(chunk)), out);
+            }
+            for (_, chunk) in per_slot(releases.into_iter(), |(release, _)| release.slot()) {
+                self.wire
+                    .send(OneKeyCall::ShardedReleases(Releases(chunk)), out);
+            }
+            return;
+        }
+        for acquires in Acquires::split(acquires) {
             self.wire.send(OneKeyCall::Acquires(acquires), out);
         }
-        for releases in Releases::split(std::mem::take(&mut self.releases)) {
+        for releases in Releases::split(releases) {
             self.wire.send(OneKeyCall::Releases(releases), out);
         }
     }
 
-    /// Reads what Redis sent: the requests it finished go to `answers`. An `Err` means the
-    /// connection is beyond repair (see [`Wire::feed`]).
+    /// Reads what Redis sent: the requests it finished go to `answers`; on a Redis Cluster, those
+    /// it redirected (nothing ran) go to `elsewhere`, with the redirection as their error. An
+    /// `Err` means the connection is beyond repair (see [`Wire::feed`]).
     pub fn feed(
         &mut self,
         bytes: &[u8],
         out: &mut Vec<u8>,
         answers: &mut Vec<WireAnswer<A, R>>,
+        elsewhere: &mut Vec<WireAnswer<A, R>>,
     ) -> Result<(), Broken> {
         let mut answered = Vec::new();
         let outcome = self.wire.feed(bytes, out, &mut answered);
         for (call, reply) in answered {
-            self.answer(call, Ok(reply), answers);
+            match reply {
+                Reply::Error(message) if self.in_cluster && is_redirection(&message) => {
+                    let error = LockError::connection("", self.wire.server(), &message);
+                    self.answer(call, Err(error), elsewhere);
+                }
+                reply => self.answer(call, Ok(reply), answers),
+            }
         }
         outcome
     }
@@ -174,7 +232,9 @@ impl<A, R> WireCalls<A, R> {
         for call in calls {
             let key = match &call {
                 OneKeyCall::Acquires(acquires) => acquires.first_name(),
-                OneKeyCall::Releases(releases) => releases.first_name(),
+                OneKeyCall::Releases(releases) | OneKeyCall::ShardedReleases(releases) => {
+                    releases.first_name()
+                }
             };
             let error = error(key);
             self.answer(call, Err(error), answers);
@@ -197,14 +257,39 @@ impl<A, R> WireCalls<A, R> {
                     .into_iter()
                     .map(|(_, tag, outcome)| WireAnswer::Attempted { tag, outcome }),
             ),
-            OneKeyCall::Releases(releases) => answers.extend(
-                releases
-                    .answers(reply, &refused)
-                    .into_iter()
-                    .map(|(_, tag, outcome)| WireAnswer::Released { tag, outcome }),
-            ),
+            OneKeyCall::Releases(releases) | OneKeyCall::ShardedReleases(releases) => answers
+                .extend(
+                    releases
+                        .answers(reply, &refused)
+                        .into_iter()
+                        .map(|(_, tag, outcome)| WireAnswer::Released { tag, outcome }),
+                ),
         }
     }
+}
+
+impl<A, R> OneKeyWire<A, R> for WireCalls<A, R> {
+    fn acquire(
+        &mut self,
+        tag: A,
+        keys: &Arc<LockKeys>,
+        token: String,
+        ttl: Duration,
+    ) -> Result<(), A> {
+        WireCalls::acquire(self, tag, keys, token, ttl)
+    }
+
+    fn release(&mut self, tag: R, keys: &Arc<LockKeys>, token: String) -> Result<(), R> {
+        WireCalls::release(self, tag, keys, token)
+    }
+}
+
+/// Whether a Redis Cluster master's error says the call ran nothing there and belongs elsewhere
+/// or later: its slot is served by another master (MOVED), is moving (ASK, TRYAGAIN), or the
+/// cluster is down (CLUSTERDOWN).
+fn is_redirection(message: &str) -> bool {
+    let code = message.split(' ').next().unwrap_or_default();
+    matches!(code, "MOVED" | "ASK" | "TRYAGAIN" | "CLUSTERDOWN")
 }
 
 #[cfg(test)]
@@ -225,14 +310,20 @@ mod tests {
         let mut calls = TestCalls::new(&NodeConfig::default());
         let mut out = Vec::new();
         calls.connected(("127.0.0.1".into(), 6379), &mut out);
-        calls.feed(b"+OK\r\n", &mut out, &mut Vec::new()).unwrap();
+        calls
+            .feed(b"+OK\r\n", &mut out, &mut Vec::new(), &mut Vec::new())
+            .unwrap();
         assert!(calls.is_ready());
         calls
     }
 
     fn feed(calls: &mut TestCalls, bytes: &[u8]) -> Vec<WireAnswer<u32, u32>> {
         let mut answers = Vec::new();
-        calls.feed(bytes, &mut Vec::new(), &mut answers).unwrap();
+        let mut elsewhere = Vec::new();
+        calls
+            .feed(bytes, &mut Vec::new(), &mut answers, &mut elsewhere)
+            .unwrap();
+        assert!(elsewhere.is_empty(), "one Redis redirects nothing");
         answers
     }
 
@@ -379,5 +470,121 @@ mod tests {
         }
         calls.flush(&mut Vec::new());
         assert_eq!(calls.in_flight(), 2);
+    }
+
+    /// Calls to a Redis Cluster master past its set-up.
+    fn ready_in_cluster() -> TestCalls {
+        let mut calls = TestCalls::to_cluster_master(&NodeConfig::default());
+        let mut out = Vec::new();
+        calls.connected(("127.0.0.1".into(), 30001), &mut out);
+        calls
+            .feed(b"+OK\r\n", &mut out, &mut Vec::new(), &mut Vec::new())
+            .unwrap();
+        calls
+    }
+
+    #[test]
+    fn on_a_cluster_master_calls_go_one_per_slot_and_releases_announce_on_the_shard() {
+        let mut calls = ready_in_cluster();
+        let ttl = Duration::from_secs(1);
+        // "a" and "{a}:b" share a slot, "b" has its own.
+        for (tag, name) in ["a", "b", "{a}:b"].into_iter().enumerate() {
+            calls
+                .acquire(tag as u32, &keys(name), "t".into(), ttl)
+                .unwrap();
+        }
+        calls.release(9, &keys("a"), "t".into()).unwrap();
+        let mut out = Vec::new();
+        calls.flush(&mut out);
+        assert_eq!(
+            calls.in_flight(),
+            3,
+            "two slots' attempts, one slot's release"
+        );
+        assert!(contains(
+            &out,
+            crate::protocol::scripts::RELEASE_EACH_SHARDED.hash()
+        ));
+        assert!(!contains(
+            &out,
+            crate::protocol::scripts::RELEASE_EACH.hash()
+        ));
+        let answers = feed(
+            &mut calls,
+            b"*4\r\n:1\r\n:1\r\n:1\r\n:2\r\n*2\r\n:1\r\n:3\r\n*1\r\n:1\r\n",
+        );
+        let tags: Vec<u32> = answers
+            .iter()
+            .map(|answer| match answer {
+                WireAnswer::Attempted {
+                    tag,
+                    outcome: Ok(_),
+                } => *tag,
+                WireAnswer::Released {
+                    tag,
+                    outcome: Ok(true),
+                } => *tag,
+                other => panic!("unexpected answer {other:?}"),
+            })
+            .collect();
+        assert_eq!(tags, [0, 2, 1, 9]);
+    }
+
+    #[test]
+    fn a_redirected_call_ran_nothing_and_goes_elsewhere() {
+        for redirection in [
+            "MOVED 15495 127.0.0.1:30003",
+            "ASK 15495 127.0.0.1:30003",
+            "TRYAGAIN Multiple keys request during rehashing of slot",
+            "CLUSTERDOWN The cluster is down",
+        ] {
+            let mut calls = ready_in_cluster();
+            let ttl = Duration::from_secs(1);
+            calls.acquire(1, &keys("a"), "t1".into(), ttl).unwrap();
+            calls.release(2, &keys("b"), "t2".into()).unwrap();
+            calls.flush(&mut Vec::new());
+            let (mut answers, mut elsewhere) = (Vec::new(), Vec::new());
+            let reply = format!("-{redirection}\r\n*1\r\n:1\r\n");
+            calls
+                .feed(
+                    reply.as_bytes(),
+                    &mut Vec::new(),
+                    &mut answers,
+                    &mut elsewhere,
+                )
+                .unwrap();
+            assert!(
+                matches!(&elsewhere[..], [WireAnswer::Attempted { tag: 1, outcome: Err(error) }]
+                    if error.key() == "a" && error.to_string().contains(redirection)),
+                "{redirection}: {elsewhere:?}"
+            );
+            assert!(
+                matches!(
+                    &answers[..],
+                    [WireAnswer::Released {
+                        tag: 2,
+                        outcome: Ok(true)
+                    }]
+                ),
+                "{redirection}: the call after it is answered: {answers:?}"
+            );
+            assert_eq!(calls.in_flight(), 0);
+        }
+    }
+
+    #[test]
+    fn one_redis_reads_a_moved_as_the_error_it_is() {
+        let mut calls = ready();
+        calls
+            .acquire(1, &keys("a"), "t".into(), Duration::from_secs(1))
+            .unwrap();
+        calls.flush(&mut Vec::new());
+        assert!(matches!(
+            &feed(&mut calls, b"-MOVED 15495 127.0.0.1:30003\r\n")[..],
+            [WireAnswer::Attempted {
+                tag: 1,
+                outcome: Err(_)
+            }]
+        ));
     }
 }
