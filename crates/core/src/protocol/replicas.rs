@@ -7,6 +7,24 @@ use std::time::Duration;
 
 use crate::error::LockError;
 use crate::protocol::resp::Reply;
+use crate::protocol::script_reply::{Attempt, HandOver};
+
+/// An outcome that may have given a token the lock: only such an outcome waits for replicas.
+pub trait Grant {
+    fn took_the_lock(&self) -> bool;
+}
+
+impl Grant for Attempt {
+    fn took_the_lock(&self) -> bool {
+        matches!(self, Self::Acquired { .. })
+    }
+}
+
+impl Grant for HandOver {
+    fn took_the_lock(&self) -> bool {
+        matches!(self, Self::Done { .. } | Self::Fenced { .. })
+    }
+}
 
 /// How many replicas must acknowledge a write before it counts, and how long to wait for them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -56,6 +74,23 @@ impl Replicas {
             wanted: self.wanted,
         })
     }
+
+    /// `outcome`, unless it took the lock of `key` and fewer replicas than wanted acknowledged
+    /// it (`acknowledged`: `None` when none were asked): then the [`LockError::Replication`] its
+    /// caller gets once the lock is given back.
+    pub fn checked<T: Grant>(
+        &self,
+        key: &str,
+        outcome: T,
+        acknowledged: Option<u32>,
+    ) -> Result<T, LockError> {
+        match acknowledged {
+            Some(acknowledged) if outcome.took_the_lock() => {
+                self.check(key, acknowledged).map(|()| outcome)
+            }
+            _ => Ok(outcome),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -100,5 +135,37 @@ mod tests {
         assert_eq!(Replicas::acknowledged(&Reply::Int(3)), Some(3));
         assert_eq!(Replicas::acknowledged(&Reply::Int(-1)), None);
         assert_eq!(Replicas::acknowledged(&Reply::Bulk(None)), None);
+    }
+
+    #[test]
+    fn only_an_outcome_that_took_the_lock_is_held_to_its_replicas() {
+        let wanted = replicas(1, 100);
+        let acquired = Attempt::Acquired { fence: 7 };
+        assert_eq!(
+            wanted.checked("k", acquired.clone(), Some(1)),
+            Ok(acquired.clone())
+        );
+        assert_eq!(
+            wanted.checked("k", acquired.clone(), None),
+            Ok(acquired.clone())
+        );
+        assert!(matches!(
+            wanted.checked("k", acquired, Some(0)),
+            Err(LockError::Replication {
+                acknowledged: 0,
+                wanted: 1,
+                ..
+            })
+        ));
+        let handed = HandOver::Fenced { fence: 9 };
+        assert!(wanted.checked("k", handed, Some(0)).is_err());
+        assert_eq!(
+            wanted.checked("k", HandOver::NotHeld, Some(0)),
+            Ok(HandOver::NotHeld)
+        );
+        assert_eq!(
+            wanted.checked("k", HandOver::Released, Some(0)),
+            Ok(HandOver::Released)
+        );
     }
 }

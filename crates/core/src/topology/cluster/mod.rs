@@ -326,12 +326,7 @@ impl Topology for Cluster {
                 .await?;
             let handed = script_reply::hand_over(reply, reserve)
                 .map_err(|refusal| shards.connection.refused(&keys.names, refusal))?;
-            if let (HandOver::Done { .. } | HandOver::Fenced { .. }, Some(acknowledged)) =
-                (&handed, acknowledged)
-            {
-                replicas.check(keys.first(), acknowledged)?;
-            }
-            Ok(handed)
+            replicas.checked(keys.first(), handed, acknowledged)
         })
     }
 

@@ -292,10 +292,7 @@ impl Topology for Single {
             let (reply, acknowledged) = self.server.run_for(keys.first(), &call, replicas).await?;
             let attempt = script_reply::acquire_all(reply)
                 .map_err(|refusal| self.server.refused(&keys.names, refusal))?;
-            if let (Attempt::Acquired { .. }, Some(acknowledged)) = (&attempt, acknowledged) {
-                replicas.check(keys.first(), acknowledged)?;
-            }
-            Ok(attempt)
+            replicas.checked(keys.first(), attempt, acknowledged)
         })
     }
 
@@ -360,12 +357,7 @@ impl Topology for Single {
             let (reply, acknowledged) = self.server.run_for(keys.first(), &call, replicas).await?;
             let handed = script_reply::hand_over(reply, reserve)
                 .map_err(|refusal| self.server.refused(&keys.names, refusal))?;
-            if let (HandOver::Done { .. } | HandOver::Fenced { .. }, Some(acknowledged)) =
-                (&handed, acknowledged)
-            {
-                replicas.check(keys.first(), acknowledged)?;
-            }
-            Ok(handed)
+            replicas.checked(keys.first(), handed, acknowledged)
         })
     }
 
