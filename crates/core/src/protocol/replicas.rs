@@ -142,12 +142,12 @@ mod tests {
         let wanted = replicas(1, 100);
         let acquired = Attempt::Acquired { fence: 7 };
         assert_eq!(
-            wanted.checked("k", acquired.clone(), Some(1)),
-            Ok(acquired.clone())
+            wanted.checked("k", acquired, Some(1)),
+            Ok(acquired)
         );
         assert_eq!(
-            wanted.checked("k", acquired.clone(), None),
-            Ok(acquired.clone())
+            wanted.checked("k", acquired, None),
+            Ok(acquired)
         );
         assert!(matches!(
             wanted.checked("k", acquired, Some(0)),
