@@ -141,14 +141,8 @@ mod tests {
     fn only_an_outcome_that_took_the_lock_is_held_to_its_replicas() {
         let wanted = replicas(1, 100);
         let acquired = Attempt::Acquired { fence: 7 };
-        assert_eq!(
-            wanted.checked("k", acquired, Some(1)),
-            Ok(acquired)
-        );
-        assert_eq!(
-            wanted.checked("k", acquired, None),
-            Ok(acquired)
-        );
+        assert_eq!(wanted.checked("k", acquired, Some(1)), Ok(acquired));
+        assert_eq!(wanted.checked("k", acquired, None), Ok(acquired));
         assert!(matches!(
             wanted.checked("k", acquired, Some(0)),
             Err(LockError::Replication {
